@@ -1,0 +1,56 @@
+"""Training speed in TensorBoard and a one-line summary per epoch in the log (timm's train.py habit)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+log = logging.getLogger(__name__)
+
+SUMMARY_METRICS = ("train/loss_epoch", "val/loss", "val/auroc", "val/acc", "val/ap")
+
+
+class EpochSummary(Callback):
+    """Logs `train/images_per_sec` (every `log_every_n_steps` and per epoch) and prints one line per epoch.
+
+    The rate is wall-clock over the training batches, data loading included: what a user waits for.
+    """
+
+    def __init__(self) -> None:
+        self._epoch_start = self._window_start = 0.0
+        self._epoch_images = self._window_images = 0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._epoch_start = self._window_start = time.perf_counter()
+        self._epoch_images = self._window_images = 0
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        n = len(batch[1]) * trainer.world_size
+        self._epoch_images += n
+        self._window_images += n
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            now = time.perf_counter()
+            rate = self._window_images / max(now - self._window_start, 1e-9)
+            pl_module.log("train/images_per_sec_step", rate, on_step=True, on_epoch=False, rank_zero_only=True)
+            self._window_start, self._window_images = now, 0
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        seconds = time.perf_counter() - self._epoch_start
+        rate = self._epoch_images / max(seconds, 1e-9)
+        pl_module.log("train/images_per_sec", rate, on_step=False, on_epoch=True, rank_zero_only=True)
+        if trainer.is_global_zero:
+            metrics = trainer.callback_metrics
+            shown = [f"{k.removesuffix('_epoch')} {metrics[k].item():.4f}" for k in SUMMARY_METRICS if k in metrics]
+            log.info(
+                "Epoch %d/%d | %s | %.1f img/s | %.0f s",
+                trainer.current_epoch + 1,
+                trainer.max_epochs,
+                " | ".join(shown),
+                rate,
+                seconds,
+            )

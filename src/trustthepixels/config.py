@@ -1,0 +1,45 @@
+"""OmegaConf glue: the resolvers the configs use (registered on import) and conversion to plain data."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import Container, OmegaConf
+
+
+def auto_precision() -> str:
+    """bf16 autocast on GPUs that support it, fp16 on older GPUs, fp32 on CPU (bf16 is ~20x slower there)."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def run_id() -> str:
+    """A timestamp plus random suffix: two runs started in the same second still get their own directory."""
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(2)}"
+
+
+def run_dir_of(ckpt_path: str | None, new_dir: str) -> str:
+    """The run directory a `<run>/checkpoints/*.ckpt` belongs to, so a resumed run continues in it
+    (its checkpoints keep their best score, its TensorBoard curves stay one run); otherwise `new_dir`."""
+    if ckpt_path:
+        path = Path(ckpt_path).expanduser()
+        if path.parent.name == "checkpoints" and path.is_file():
+            return str(path.parent.parent)
+    return new_dir
+
+
+def register_resolvers() -> None:
+    # use_cache: the id is drawn once per config; Hydra copies the cache into every job of a sweep.
+    OmegaConf.register_new_resolver("run_id", run_id, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("run_dir_of", run_dir_of, replace=True)
+    OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
+
+
+def to_plain(value: Any) -> Any:
+    """OmegaConf containers (which Hydra makes of every argument) to plain Python: checkpoints hold data only."""
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, Container) else value

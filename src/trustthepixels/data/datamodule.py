@@ -1,0 +1,137 @@
+"""The LightningDataModule over an `AI/` + `Real/` image folder."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader
+
+from trustthepixels.config import to_plain
+from trustthepixels.data.dataset import ImageFileDataset
+from trustthepixels.data.scan import LABELS, ScanResult, scan_dataset
+from trustthepixels.data.split import SPLITS, stratified_split, write_split_csv
+from trustthepixels.data.transforms import build_transform
+
+log = logging.getLogger(__name__)
+
+
+def default_num_workers() -> int:
+    """One core stays with the training process; more than 8 workers rarely helps a single GPU."""
+    return min(8, max(0, (os.cpu_count() or 1) - 1))
+
+
+class ImageFolderDataModule(LightningDataModule):
+    """Scans `root` once, splits it (stratified, seeded) and serves uint8 batches.
+
+    `data_config` is the backbone's timm data config (size, interpolation, crop_pct); `image_size` overrides
+    its size. The resolved config and the label mapping go into every checkpoint through `state_dict`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        data_config: dict[str, Any],
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        split: Sequence[float] = (0.8, 0.1, 0.1),
+        seed: int = 42,
+        image_size: int | None = None,
+        crop_scale: Sequence[float] = (0.5, 1.0),
+        min_image_side: int = 8,
+        pin_memory: bool | None = None,
+        output_dir: str | Path | None = None,
+    ):
+        super().__init__()
+        self.root = Path(root).expanduser()
+        self.data_config = dict(to_plain(data_config))
+        if image_size:
+            self.data_config["input_size"] = (3, int(image_size), int(image_size))
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.split_fractions = tuple(float(f) for f in split)
+        self.seed = seed
+        self.crop_scale = tuple(crop_scale)
+        self.min_image_side = min_image_side
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.scan: ScanResult | None = None
+        self.datasets: dict[str, ImageFileDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.scan is not None:  # fit, validate and test share one scan and one split
+            return
+        self.scan = scan_dataset(self.root, min_side=self.min_image_side)
+        parts = stratified_split(self.scan.samples, self.split_fractions, self.seed)
+        for name in SPLITS:
+            transform = build_transform(self.data_config, train=name == "train", crop_scale=self.crop_scale)
+            self.datasets[name] = ImageFileDataset(parts[name], transform, min_side=self.min_image_side)
+        log.info("Split (seed %d): %s", self.seed, ", ".join(f"{n} {len(self.datasets[n])}" for n in SPLITS))
+        self._write_manifests(parts)
+
+    @rank_zero_only
+    def _write_manifests(self, parts: dict) -> None:
+        if self.output_dir is None:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        write_split_csv(parts, self.output_dir / "split.csv")
+        with open(self.output_dir / "skipped.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "class", "reason"])
+            for relpath, label, reason in self.scan.skipped:
+                writer.writerow([relpath, label, LABELS[label], reason])
+
+    def _loader(self, name: str) -> DataLoader:
+        dataset = self.datasets[name]
+        train = name == "train"
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) > self.batch_size,  # no 1-image batch for BatchNorm
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def summary(self) -> dict[str, Any]:
+        """Sizes of each split and the number of skipped files, for `metrics.json`."""
+        assert self.scan is not None, "call setup() first"
+        return {
+            "root": str(self.scan.root),
+            "images": {name: len(ds) for name, ds in self.datasets.items()},
+            "skipped_files": len(self.scan.skipped),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        # Saved in every checkpoint: what evaluation and prediction need to see images as training did.
+        return {
+            "labels": {str(k): v for k, v in LABELS.items()},
+            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
+            "root": str(self.root),
+            "split": list(self.split_fractions),
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = tuple(state_dict.get("data_config", {}).get("input_size", ()))
+        if saved and saved != tuple(self.data_config["input_size"]):
+            log.warning(
+                "Resuming at input size %s, but the checkpoint was trained at %s", self.data_config["input_size"], saved
+            )

@@ -1,0 +1,30 @@
+"""A map-style dataset over scanned image files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from trustthepixels.data.decode import ImageDecodeError, open_rgb
+from trustthepixels.data.scan import Sample
+
+
+class ImageFileDataset(Dataset):
+    def __init__(self, samples: Sequence[Sample], transform: Callable, min_side: int = 1):
+        self.samples = list(samples)
+        self.transform = transform
+        self.min_side = min_side
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[index]
+        try:
+            image = open_rgb(sample.path, min_side=self.min_side)
+        except (ImageDecodeError, FileNotFoundError) as err:
+            # Every file was decoded at setup: reaching this means it changed during the run.
+            raise RuntimeError(f"{err}. The file changed after the dataset was scanned; restore it.") from err
+        return self.transform(image), sample.label

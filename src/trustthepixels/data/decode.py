@@ -1,0 +1,67 @@
+"""Decode any image file the way the dataset was made: Pillow, then RGB.
+
+The reduction script (and `../shared/data`) converted every image with `Image.convert("RGB")`:
+alpha dropped without compositing, palettes and greyscale expanded, EXIF orientation not applied.
+Training, evaluation and prediction all decode through `open_rgb`, so a model sees new images the way
+it saw its training set.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Modes whose samples do not fit in 8 bits: `convert("RGB")` clips them to white, so scale instead.
+_WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+class ImageDecodeError(ValueError):
+    """A file that cannot be used as an image; the message names the file and the reason."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in _WIDE_MODES or img.mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        # 16-bit PNGs use the full 0..65535 range; float images are taken as 0..1 when they look like it.
+        scale = 1.0 / 257.0 if arr.max(initial=0) > 255 else (255.0 if arr.max(initial=0) <= 1.0 else 1.0)
+        arr = np.clip(arr * scale, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    return img.convert("RGB")
+
+
+def open_rgb(path: Path | str, min_side: int = 1, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Fully decode `path` into an RGB image, or raise `ImageDecodeError` saying why not.
+
+    `draft_size` lets JPEG decoding use DCT scaling down to no less than that size: the whole entropy stream
+    is still read, so truncation is still detected. Decompression bombs are refused, as Pillow's limit says.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if draft_size is not None and img.format == "JPEG":
+                    img.draft("RGB", draft_size)
+                img.load()
+                size = img.size
+                rgb = _to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageDecodeError(path, f"too many pixels, refused as a decompression bomb ({err})") from None
+    except Image.UnidentifiedImageError:
+        kind = "empty file" if path.stat().st_size == 0 else "not an image Pillow can identify"
+        raise ImageDecodeError(path, kind) from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageDecodeError(path, f"cannot be decoded ({err})") from None
+    if min(size) < min_side:
+        raise ImageDecodeError(path, f"too small ({size[0]}x{size[1]} px, data.min_image_side={min_side})")
+    return rgb

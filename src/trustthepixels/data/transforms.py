@@ -1,0 +1,33 @@
+"""Image transforms from the backbone's timm data config: PIL in, uint8 CHW tensor out.
+
+Normalisation is not done here: the model normalises on its own device (see `DetectorModule.forward`), so
+workers ship 4x smaller uint8 batches and a checkpoint carries its own mean and std.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+
+
+def image_size(data_config: dict[str, Any]) -> int:
+    return int(data_config["input_size"][-1])
+
+
+def build_transform(data_config: dict[str, Any], train: bool, crop_scale: Sequence[float] = (0.5, 1.0)) -> T.Compose:
+    """Train: random resized crop + horizontal flip. Eval: resize to size / crop_pct, then center crop."""
+    size = image_size(data_config)
+    interpolation = InterpolationMode(data_config.get("interpolation", "bicubic"))
+    if train:
+        steps = [
+            T.RandomResizedCrop(size, scale=tuple(crop_scale), interpolation=interpolation, antialias=True),
+            T.RandomHorizontalFlip(),
+        ]
+    else:
+        resize = math.floor(size / data_config.get("crop_pct", 1.0))
+        steps = [T.Resize(resize, interpolation=interpolation, antialias=True), T.CenterCrop(size)]
+    return T.Compose([*steps, T.PILToTensor()])

@@ -1,0 +1,88 @@
+"""timm backbones with a one-logit head, from the hub or from a local weight file."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.data import resolve_model_data_config
+from timm.models import split_model_name_tag
+
+log = logging.getLogger(__name__)
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+def check_model_name(name: str) -> None:
+    """Fail at once on a name timm does not know, suggesting the closest ones."""
+    arch, _ = split_model_name_tag(name)
+    if timm.is_model(arch):
+        return
+    close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
+    hint = f" Closest timm models: {', '.join(close)}." if close else ""
+    raise UnknownModelError(f"timm has no model '{name}'.{hint} `timm.list_models('*pattern*')` lists them all.")
+
+
+def create_backbone(
+    name: str,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    num_classes: int = 1,
+    **kwargs: Any,
+) -> torch.nn.Module:
+    """`timm.create_model` with `num_classes` outputs.
+
+    `weights` is a local file (safetensors or a PyTorch state dict with timm's keys), loaded through timm's
+    own pretrained path, so the classifier is replaced and ViT position embeddings are resampled as needed.
+    Without it, `pretrained=True` downloads from the Hugging Face hub the way timm does.
+    """
+    check_model_name(name)
+    if weights is not None:
+        weights = Path(weights).expanduser()
+        if not weights.is_file():
+            raise FileNotFoundError(f"model.weights={weights} is not a file")
+        kwargs["pretrained_cfg_overlay"] = dict(file=str(weights))
+        pretrained = True
+    try:
+        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except (OSError, RuntimeError) as err:
+        if pretrained and weights is None and _looks_like_network_error(err):
+            raise RuntimeError(
+                f"Could not download pretrained weights for '{name}' ({err}). Offline, pass a local file with "
+                "model.weights=PATH (see ../shared/weights), or train from scratch with model.pretrained=false."
+            ) from err
+        raise
+    head = model.get_classifier()
+    if isinstance(head, torch.nn.Linear):
+        # A zero head starts every image at P(AI) = 0.5 (loss ln 2). timm's default init for some families
+        # (EfficientNet's uniform(1/sqrt(fan_out))) gives a 1-output head logits in the tens.
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    log.info(
+        "Backbone %s (%s), %.1fM parameters",
+        name,
+        weights or ("pretrained" if pretrained else "random init"),
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
+    return model
+
+
+def _looks_like_network_error(err: BaseException) -> bool:
+    text = f"{type(err).__name__} {err}".lower()
+    return any(word in text for word in ("connect", "resolve", "offline", "hub", "timed out", "network", "http"))
+
+
+def backbone_data_config(model: torch.nn.Module) -> dict[str, Any]:
+    """timm's preprocessing for `model`, with the input size the model was actually built at."""
+    config = resolve_model_data_config(model)
+    # A ViT built with img_size=224 still carries its pretrained config's size (518 for DINOv2).
+    built = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if built is not None:
+        config["input_size"] = (3, *tuple(built))
+    return config

@@ -1,0 +1,113 @@
+"""The LightningModule: a timm backbone fine-tuned as a binary AI-vs-real classifier (label 1 = AI)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch import LightningModule
+from timm.optim import param_groups_weight_decay
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryAveragePrecision, BinaryF1Score
+
+from trustthepixels.config import to_plain
+from trustthepixels.model.backbone import backbone_data_config, create_backbone
+
+
+def binary_metrics(prefix: str) -> MetricCollection:
+    """Accuracy and F1 at threshold 0.5, plus the threshold-free AUROC and average precision."""
+    return MetricCollection(
+        {"acc": BinaryAccuracy(), "auroc": BinaryAUROC(), "ap": BinaryAveragePrecision(), "f1": BinaryF1Score()},
+        prefix=prefix,
+    )
+
+
+class DetectorModule(LightningModule):
+    """Takes uint8 (or [0, 1] float) NCHW images, normalises them on the device, returns one logit each.
+
+    `optimizer` and `scheduler` are `_partial_` Hydra configs, instantiated in `configure_optimizers` with the
+    parameter groups (optimizer) and the optimizer plus the run's total steps (scheduler). They are kept as
+    plain dicts, so a checkpoint holds data only and loads with `torch.load(weights_only=True)`.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        pretrained: bool = True,
+        weights: str | Path | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters(
+            {
+                "backbone": backbone,
+                "optimizer": to_plain(optimizer),
+                "scheduler": to_plain(scheduler),
+                "pretrained": pretrained,
+                "weights": str(weights) if weights else None,
+                "model_kwargs": to_plain(model_kwargs) or {},
+                "channels_last": channels_last,
+            },
+            logger=False,
+        )
+        self.backbone = create_backbone(backbone, pretrained, weights, num_classes=1, **(model_kwargs or {}))
+        self.data_config = backbone_data_config(self.backbone)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.backbone.to(memory_format=self.memory_format)
+        # Scaled by 255 so uint8 input needs one fused op; not persistent: they follow from the backbone name.
+        self.register_buffer("mean", torch.tensor(self.data_config["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(self.data_config["std"]).view(1, 3, 1, 1) * 255, persistent=False)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.train_metrics = binary_metrics("train/")
+        self.val_metrics = binary_metrics("val/")
+        self.test_metrics = binary_metrics("test/")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() if images.dtype == torch.uint8 else images * 255
+        x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        return self.backbone(x).squeeze(-1)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = self.loss_fn(logits, labels.float())
+        metrics: MetricCollection = getattr(self, f"{stage}_metrics")
+        metrics.update(logits.detach().float().sigmoid(), labels)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        # No weight decay on biases and norm parameters (timm's convention); named groups name the LR curves.
+        weight_decay = self.hparams.optimizer.get("weight_decay", 0.0)
+        groups = param_groups_weight_decay(self.backbone, weight_decay)
+        for group in groups:
+            group["name"] = "decay" if group["weight_decay"] else "no_decay"
+        optimizer = instantiate(self.hparams.optimizer)(params=groups)
+        if not self.hparams.scheduler:
+            return optimizer
+        total_steps = self.trainer.estimated_stepping_batches
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Each checkpoint carries the validation metrics of the epoch it was saved at.
+        checkpoint["val_metrics"] = {
+            k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
+        }

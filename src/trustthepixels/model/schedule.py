@@ -1,0 +1,23 @@
+"""Learning-rate schedule: linear warmup, then cosine decay, stepped every optimizer step."""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def warmup_cosine(
+    optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.01
+) -> LambdaLR:
+    """Rise linearly for `warmup_fraction` of the run, then follow a cosine down to `min_lr_ratio` x lr."""
+    warmup = max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)

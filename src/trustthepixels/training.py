@@ -1,0 +1,98 @@
+"""`train(cfg)`: fit, then validate and test the best checkpoint, and write `metrics.json`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate each entry of a config group; an entry set to null is switched off."""
+    return [instantiate(entry) for entry in (group or {}).values() if entry is not None]
+
+
+def key_choices(cfg: DictConfig, datamodule: LightningDataModule | None = None) -> dict[str, Any]:
+    """The settings that tell runs apart: `metrics.json`, TensorBoard's hparams tab and sweep summaries."""
+    choices = {
+        "model": cfg.model.backbone,
+        "weights": str(cfg.model.get("weights") or ("hub" if cfg.model.get("pretrained") else "none")),
+        "lr": OmegaConf.select(cfg, "model.optimizer.lr"),
+        "weight_decay": OmegaConf.select(cfg, "model.optimizer.weight_decay"),
+        "batch_size": cfg.data.batch_size,
+        "image_size": getattr(datamodule, "data_config", {}).get("input_size", [None])[-1],
+        "max_epochs": cfg.trainer.get("max_epochs"),
+        "precision": str(cfg.trainer.get("precision")),
+        "seed": cfg.seed,
+        "data_root": str(cfg.data.root),
+    }
+    if HydraConfig.initialized():
+        choices["overrides"] = " ".join(HydraConfig.get().overrides.task)
+    return choices
+
+
+def _stage_metrics(metrics: dict[str, Any], stage: str) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(f"{stage}/")}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train a detector as `cfg` says. Returns the final val and test metrics (`val/auroc`, `test/acc`, ...)."""
+    seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+    output_dir = Path(cfg.paths.output_dir)
+    log.info("Run directory: %s", output_dir.resolve())
+
+    model: LightningModule = instantiate(cfg.model)
+    datamodule: LightningDataModule = instantiate(cfg.data, data_config=model.data_config)
+    callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
+    loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
+    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    # Report the best checkpoint's numbers, not the last epoch's; fast_dev_run keeps no checkpoint.
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    if best:
+        val = torch.load(best, map_location="cpu", weights_only=True).get("val_metrics", {})
+    else:
+        log.warning("No checkpoint was saved; testing the weights in memory")
+        val = _stage_metrics(trainer.callback_metrics, "val")
+    test = _stage_metrics(trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0], "test")
+    metrics = {**val, **test}
+
+    choices = key_choices(cfg, datamodule)
+    report = {
+        "optimized_metric": cfg.get("optimized_metric"),
+        "val": val,
+        "test": test,
+        "best_checkpoint": best,
+        "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
+        "epochs_completed": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "data": datamodule.summary(),
+        "config": choices,
+    }
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):  # fills TensorBoard's hparams tab
+                logger.log_hyperparams(choices, metrics={f"hparams/{k}": v for k, v in metrics.items()})
+                logger.finalize("success")
+        log.info("Best checkpoint: %s\nval:  %s\ntest: %s", best, _fmt(val), _fmt(test))
+    return metrics
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())

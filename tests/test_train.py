@@ -1,0 +1,144 @@
+"""End-to-end training: in process, through train.py, on real data, as a sweep, and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from trustthepixels.training import train
+
+from .conftest import REPO, TINY
+
+
+def run_train_py(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python train.py ...` in a subprocess, as a user types it, with the shared data dir passed along."""
+    env = {**os.environ, "TTP_SHARED_DIR": str(REPO.parent / "shared"), "HYDRA_FULL_ERROR": "1"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def scalar_tags(run_dir: Path) -> set[str]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return set(events.Tags()["scalars"])
+
+
+def test_fast_dev_run_in_process(make_cfg, image_folder, tmp_path):
+    cfg = make_cfg("debug=fdr", f"data.root={image_folder}", *TINY)
+    metrics = train(cfg)
+    assert {"val/auroc", "val/acc", "val/ap", "val/f1", "test/auroc", "test/acc", "test/loss"} <= set(metrics)
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["test"]["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert report["best_checkpoint"] is None  # fast_dev_run keeps no checkpoint
+    assert report["data"]["images"] == {"train": 20, "val": 2, "test": 2}
+
+
+def test_train_py_fast_dev_run(image_folder, tmp_path):
+    run_train_py("debug=fdr", f"data.root={image_folder}", *TINY, f"paths.log_dir={tmp_path / 'outputs'}", cwd=tmp_path)
+    (run_dir,) = (tmp_path / "outputs" / "debug" / "runs").iterdir()
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "split.csv").is_file()
+    assert (run_dir / "train.log").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+
+
+def test_training_survives_bad_inputs(make_cfg, bad_image_folder, tmp_path):
+    cfg = make_cfg("debug=limit", f"data.root={bad_image_folder}", *TINY, "trainer.max_epochs=1")
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["data"]["skipped_files"] == 7
+    assert len((tmp_path / "run" / "skipped.csv").read_text().splitlines()) == 1 + 7
+
+
+def test_short_real_run(shared_dir, tmp_path):
+    """EfficientNet-Lite0 with the shared ImageNet weights on the real Kaggle AiArtData/RealArt images."""
+    run_train_py(
+        "experiment=real_vs_ai_lite0",
+        "debug=limit",
+        "data.image_size=64",
+        "trainer.max_epochs=2",
+        "logger=tensorboard",
+        f"paths.log_dir={tmp_path / 'outputs'}",
+        cwd=tmp_path,
+    )
+    (run_dir,) = (tmp_path / "outputs" / "debug" / "runs").iterdir()
+    checkpoints = {p.name for p in (run_dir / "checkpoints").iterdir()}
+    assert "last.ckpt" in checkpoints and any(name.startswith("epoch") for name in checkpoints)
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert Path(report["best_checkpoint"]).is_file()
+    assert report["data"]["images"] == {"train": 634, "val": 80, "test": 80}
+    assert set(report["val"]) >= {"val/auroc", "val/acc"} and set(report["test"]) >= {"test/auroc", "test/acc"}
+    assert len((run_dir / "split.csv").read_text().splitlines()) == 1 + 794
+    tags = scalar_tags(run_dir)
+    expected = {
+        "train/loss_step",
+        "train/loss_epoch",
+        "train/images_per_sec",
+        "val/auroc",
+        "val/loss",
+        "test/auroc",
+        "lr/decay",
+        "hparams/val/auroc",
+        "hparams/test/acc",
+    }
+    assert expected <= tags, expected - tags
+    # The checkpoint is plain data: it loads without unpickling code, and carries labels and preprocessing.
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["ImageFolderDataModule"]["labels"] == {"0": "Real", "1": "AI"}
+    assert checkpoint["ImageFolderDataModule"]["data_config"]["input_size"] == [3, 64, 64]
+
+
+def test_multirun_gives_one_directory_and_one_tensorboard_run_per_job(image_folder, tmp_path):
+    run_train_py(
+        "-m",
+        "debug=limit",
+        f"data.root={image_folder}",
+        *TINY,
+        "trainer.max_epochs=1",
+        "model.optimizer.lr=1e-3,3e-4",
+        f"paths.log_dir={tmp_path / 'outputs'}",
+        cwd=tmp_path,
+    )
+    (sweep_dir,) = (tmp_path / "outputs" / "debug" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [p.name for p in jobs] == ["0", "1"]
+    lrs = set()
+    for job in jobs:
+        report = json.loads((job / "metrics.json").read_text())
+        lrs.add(report["config"]["lr"])
+        assert "val/auroc" in scalar_tags(job)
+    assert lrs == {1e-3, 3e-4}
+
+
+def test_resume_continues_the_run_at_the_next_epoch(image_folder, tmp_path):
+    args = ["debug=limit", f"data.root={image_folder}", *TINY, f"paths.log_dir={tmp_path / 'outputs'}"]
+    run_train_py(*args, "trainer.max_epochs=1", cwd=tmp_path)
+    (run_dir,) = (tmp_path / "outputs" / "debug" / "runs").iterdir()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+
+    run_train_py(*args, "trainer.max_epochs=2", f"ckpt_path={last}", cwd=tmp_path)
+    assert list((tmp_path / "outputs" / "debug" / "runs").iterdir()) == [run_dir]  # the same run, continued
+    report = json.loads((run_dir / "metrics.json").read_text())
+    steps_per_epoch = 5  # debug=limit: limit_train_batches=5
+    assert report["epochs_completed"] == 2
+    assert report["global_step"] == 2 * steps_per_epoch  # one epoch before, one after: not two new ones
+    assert torch.load(last, weights_only=True)["global_step"] == 2 * steps_per_epoch
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss_epoch")]
+    assert len(steps) == 2 and steps[0] < steps[1]  # one curve across both processes
