@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
-from trustthepixels.config import auto_precision
+from trustthepixels.config import auto_precision, run_dir_of, run_id
 from trustthepixels.model.backbone import UnknownModelError, create_backbone
 from trustthepixels.model.schedule import warmup_cosine
 
@@ -112,3 +112,13 @@ def test_warmup_then_cosine():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))
     assert lrs[-1] == pytest.approx(0.01, abs=1e-3)
+
+
+def test_run_directories_are_unique_and_resume_reuses_its_own(tmp_path):
+    assert len({run_id() for _ in range(10)}) == 10  # same second, still 10 directories
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.touch()
+    assert run_dir_of(str(checkpoint), "new") == str(tmp_path / "run")
+    assert run_dir_of(None, "new") == "new"
+    assert run_dir_of(str(tmp_path / "elsewhere.ckpt"), "new") == "new"

@@ -20,7 +20,7 @@ def auto_precision() -> str:
 
 def run_id() -> str:
     """A timestamp plus random suffix: two runs started in the same second still get their own directory."""
-    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(2)}"
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
 
 
 def run_dir_of(ckpt_path: str | None, new_dir: str) -> str:
