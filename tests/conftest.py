@@ -79,6 +79,7 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / "run")
             cfg.paths.log_dir = str(tmp_path / "outputs")
+            cfg.paths.data_dir = str(tmp_path / "data")
             del cfg.hydra
         return cfg
 

@@ -85,6 +85,17 @@ class TestSplit:
             assert {s.label for s in val[:2]} == {0, 1}
             assert sum(s.label for s in val[:30]) == 20  # the 2:1 ratio holds in any prefix
 
+    def test_groups_move_as_one_and_singletons_are_unchanged(self):
+        items = samples(100, 100)
+        groups = [[f"AI/a{i}.jpg", f"AI/a{i + 1}.jpg", f"Real/r{i}.jpg"] for i in range(0, 60, 6)]
+        parts = stratified_split(items, (0.8, 0.1, 0.1), seed=3, groups=groups)
+        where = {s.relpath: name for name, part in parts.items() for s in part}
+        for group in groups:
+            assert len({where[p] for p in group}) == 1
+        assert {n: len(p) for n, p in parts.items()} == {"train": 160, "val": 20, "test": 20}
+        plain = relpaths(stratified_split(items, (0.8, 0.1, 0.1), seed=3))
+        assert relpaths(stratified_split(items, (0.8, 0.1, 0.1), seed=3, groups=[])) == plain
+
     def test_small_classes_still_fill_val_and_test(self):
         assert split_counts(5, (0.8, 0.1, 0.1)) == (3, 1, 1)
         with pytest.raises(ValueError, match="too few"):

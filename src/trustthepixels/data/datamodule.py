@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,9 @@ from torch.utils.data import DataLoader
 
 from trustthepixels.config import to_plain
 from trustthepixels.data.dataset import ImageFileDataset
-from trustthepixels.data.scan import LABELS, ScanResult, scan_dataset
+from trustthepixels.data.dedup import duplicate_groups
+from trustthepixels.data.prepare import RELEASE_URL, prepare_from_release
+from trustthepixels.data.scan import GET_DATA_HINT, LABELS, DatasetLayoutError, ScanResult, scan_dataset
 from trustthepixels.data.split import SPLITS, stratified_split, write_split_csv
 from trustthepixels.data.transforms import build_transform
 
@@ -33,6 +35,8 @@ class ImageFolderDataModule(LightningDataModule):
 
     `data_config` is the backbone's timm data config (size, interpolation, crop_pct); `image_size` overrides
     its size. The resolved config and the label mapping go into every checkpoint through `state_dict`.
+    A missing `root` is downloaded from `url` when `download` is set. With `near_duplicates` (limits on pHash
+    and dHash distances) near-duplicate images always land in the same split.
     """
 
     def __init__(
@@ -46,6 +50,10 @@ class ImageFolderDataModule(LightningDataModule):
         image_size: int | None = None,
         crop_scale: Sequence[float] = (0.5, 1.0),
         min_image_side: int = 8,
+        near_duplicates: Mapping[str, int] | None = None,
+        cache_dir: str | Path | None = None,
+        download: bool = True,
+        url: str = RELEASE_URL,
         pin_memory: bool | None = None,
         output_dir: str | Path | None = None,
     ):
@@ -60,16 +68,46 @@ class ImageFolderDataModule(LightningDataModule):
         self.seed = seed
         self.crop_scale = tuple(crop_scale)
         self.min_image_side = min_image_side
+        self.near_duplicates = dict(near_duplicates) if near_duplicates else None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.download = download
+        self.url = url
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.output_dir = Path(output_dir) if output_dir else None
         self.scan: ScanResult | None = None
+        self.duplicate_groups: list[list[str]] = []
         self.datasets: dict[str, ImageFileDataset] = {}
+
+    def prepare_data(self) -> None:
+        """Download the published dataset on first use (Lightning calls this on one process per machine)."""
+        if self.root.exists() or not self.download:
+            return
+        log.info("%s does not exist: downloading the dataset from %s", self.root, self.url)
+        try:
+            prepare_from_release(self.root, self.url)
+        except FileExistsError:
+            pass  # another job prepared it while this one waited for the lock
+        except (OSError, ValueError) as err:
+            raise DatasetLayoutError(
+                f"Dataset root {self.root} does not exist and downloading {self.url} failed: {err}. {GET_DATA_HINT}"
+            ) from err
 
     def setup(self, stage: str | None = None) -> None:
         if self.scan is not None:  # fit, validate and test share one scan and one split
             return
-        self.scan = scan_dataset(self.root, min_side=self.min_image_side)
-        parts = stratified_split(self.scan.samples, self.split_fractions, self.seed)
+        self.scan = scan_dataset(self.root, min_side=self.min_image_side, cache_dir=self.cache_dir)
+        groups = []
+        if self.near_duplicates:
+            usable = [self.scan.records[s.relpath] for s in self.scan.samples]
+            groups = duplicate_groups(usable, self.near_duplicates["phash"], self.near_duplicates["dhash"])
+            if groups:
+                log.info(
+                    "%d near-duplicate groups (%d images) kept within one split each",
+                    len(groups),
+                    sum(map(len, groups)),
+                )
+        self.duplicate_groups = groups
+        parts = stratified_split(self.scan.samples, self.split_fractions, self.seed, groups)
         for name in SPLITS:
             transform = build_transform(self.data_config, train=name == "train", crop_scale=self.crop_scale)
             self.datasets[name] = ImageFileDataset(parts[name], transform, min_side=self.min_image_side)
@@ -117,6 +155,7 @@ class ImageFolderDataModule(LightningDataModule):
             "root": str(self.scan.root),
             "images": {name: len(ds) for name, ds in self.datasets.items()},
             "skipped_files": len(self.scan.skipped),
+            "near_duplicate_groups": len(self.duplicate_groups),
         }
 
     def state_dict(self) -> dict[str, Any]:

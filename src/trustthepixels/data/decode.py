@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -45,15 +46,22 @@ def open_rgb(path: Path | str, min_side: int = 1, draft_size: tuple[int, int] | 
     `draft_size` lets JPEG decoding use DCT scaling down to no less than that size: the whole entropy stream
     is still read, so truncation is still detected. Decompression bombs are refused, as Pillow's limit says.
     """
+    return decode_image(path, min_side, draft_size)[0]
+
+
+def decode_image(
+    path: Path | str, min_side: int = 1, draft_size: tuple[int, int] | None = None
+) -> tuple[Image.Image, dict[str, Any]]:
+    """`open_rgb`, plus what the file is: its format, mode and full-resolution width and height."""
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                meta = {"format": img.format or "unknown", "mode": img.mode, "width": img.width, "height": img.height}
                 if draft_size is not None and img.format == "JPEG":
                     img.draft("RGB", draft_size)
                 img.load()
-                size = img.size
                 rgb = _to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageDecodeError(path, f"too many pixels, refused as a decompression bomb ({err})") from None
@@ -62,6 +70,6 @@ def open_rgb(path: Path | str, min_side: int = 1, draft_size: tuple[int, int] | 
         raise ImageDecodeError(path, kind) from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageDecodeError(path, f"cannot be decoded ({err})") from None
-    if min(size) < min_side:
-        raise ImageDecodeError(path, f"too small ({size[0]}x{size[1]} px, data.min_image_side={min_side})")
-    return rgb
+    if min(meta["width"], meta["height"]) < min_side:
+        raise ImageDecodeError(path, f"too small ({meta['width']}x{meta['height']} px, data.min_image_side={min_side})")
+    return rgb, meta

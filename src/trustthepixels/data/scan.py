@@ -1,22 +1,18 @@
 """Find the labelled images under a dataset root and set aside the files that cannot be used.
 
 A root holds one folder per class: `AI/` and `Real/` (the reduced dataset), or the original Kaggle / Hugging
-Face names `AiArtData/` and `RealArt/`. Every file below a class folder is decoded once here, in parallel, so
-that a broken file is found before training and never in the middle of an epoch.
+Face names `AiArtData/` and `RealArt/`. Every file below a class folder is decoded once (see `fingerprint`),
+so that a broken file is found before training and never in the middle of an epoch.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.progress import track
-
-from trustthepixels.data.decode import ImageDecodeError, open_rgb
+from trustthepixels.data.fingerprint import FileRecord, fingerprint_files
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +20,9 @@ log = logging.getLogger(__name__)
 LABELS: dict[int, str] = {0: "Real", 1: "AI"}
 CLASS_FOLDERS: dict[int, tuple[str, ...]] = {0: ("Real", "RealArt"), 1: ("AI", "AiArtData")}
 GET_DATA_HINT = (
-    "Get the reduced 8000-image set: download https://github.com/lucaslbld/GP01-AI-and-Application-project/"
-    "releases/download/v1.0/dataset.zip and unzip it so that <root>/AI and <root>/Real exist, "
-    "or set data.root=PATH to any folder with AI/ and Real/ (or AiArtData/ and RealArt/) subfolders."
+    "Get the reduced 8000-image set with `python prepare_data.py` (source=release downloads the published "
+    "dataset.zip; source=hf rebuilds it from the Hugging Face dataset), or set data.root=PATH to any folder "
+    "with AI/ and Real/ (or AiArtData/ and RealArt/) subfolders."
 )
 
 
@@ -46,6 +42,7 @@ class ScanResult:
     root: Path
     samples: list[Sample] = field(default_factory=list)
     skipped: list[tuple[str, int, str]] = field(default_factory=list)  # (relpath, label, reason)
+    records: dict[str, FileRecord] = field(default_factory=dict)  # every file, usable or not
 
     def counts(self) -> dict[str, int]:
         return {name: sum(s.label == label for s in self.samples) for label, name in LABELS.items()}
@@ -84,37 +81,24 @@ def list_files(root: Path) -> list[tuple[Path, int]]:
     return sorted(files, key=lambda item: item[0].as_posix())
 
 
-def _check(path: Path, min_side: int) -> str | None:
-    try:
-        open_rgb(path, min_side=min_side, draft_size=(64, 64))
-    except ImageDecodeError as err:
-        return err.reason
-    return None
-
-
-def scan_dataset(root: Path | str, min_side: int = 8, workers: int | None = None) -> ScanResult:
-    """Decode every file under `root` once; keep the usable ones and record the others with the reason."""
+def scan_dataset(root: Path | str, min_side: int = 8, cache_dir: Path | str | None = None) -> ScanResult:
+    """Decode every file under `root` once (or take its cached record); keep the usable ones, record the rest."""
     root = Path(root).expanduser().resolve()
     files = list_files(root)
     if not files:
         raise DatasetLayoutError(f"{root} has class folders but no files in them. {GET_DATA_HINT}")
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:  # Pillow releases the GIL while decoding
-        reasons = list(
-            track(
-                pool.map(lambda item: _check(item[0], min_side), files),
-                total=len(files),
-                description=f"Checking {len(files)} images",
-                transient=True,
-            )
-        )
+    relpaths = [path.relative_to(root).as_posix() for path, _ in files]
+    records = fingerprint_files(root, relpaths, Path(cache_dir) if cache_dir else None)
     result = ScanResult(root)
-    for (path, label), reason in zip(files, reasons, strict=True):
-        relpath = path.relative_to(root).as_posix()
+    for (path, label), record in zip(files, records, strict=True):
+        result.records[record.relpath] = record
+        reason = record.error
+        if reason is None and min(record.width, record.height) < min_side:
+            reason = f"too small ({record.width}x{record.height} px, data.min_image_side={min_side})"
         if reason is None:
-            result.samples.append(Sample(path, relpath, label))
+            result.samples.append(Sample(path, record.relpath, label))
         else:
-            result.skipped.append((relpath, label, reason))
+            result.skipped.append((record.relpath, label, reason))
     counts = result.counts()
     if any(n == 0 for n in counts.values()):
         empty = [name for name, n in counts.items() if n == 0]
@@ -130,7 +114,3 @@ def scan_dataset(root: Path | str, min_side: int = 8, workers: int | None = None
         " (listed in the run's skipped.csv: re-export or remove them)" if result.skipped else "",
     )
     return result
-
-
-def samples_by_label(samples: Sequence[Sample]) -> dict[int, list[Sample]]:
-    return {label: [s for s in samples if s.label == label] for label in LABELS}

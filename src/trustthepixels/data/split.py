@@ -2,14 +2,16 @@
 
 Within each class the files are ordered by a keyed hash of their relative path, then cut at the requested
 fractions. The result does not depend on the order a filesystem lists files in, nor on where the dataset
-folder lives, and the same seed reproduces it on any machine.
+folder lives, and the same seed reproduces it on any machine. Near-duplicate groups move as one unit, so the
+same picture never sits in train and in test.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from trustthepixels.data.scan import LABELS, Sample
@@ -32,18 +34,46 @@ def split_counts(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
     return n_train, n_val, n_test
 
 
-def stratified_split(samples: Sequence[Sample], fractions: Sequence[float], seed: int) -> dict[str, list[Sample]]:
-    """Assign every sample to one of `SPLITS`, keeping the class balance of each part."""
+def stratified_split(
+    samples: Sequence[Sample],
+    fractions: Sequence[float],
+    seed: int,
+    groups: Iterable[Iterable[str]] = (),
+) -> dict[str, list[Sample]]:
+    """Assign every sample to one of `SPLITS`, keeping the class balance of each part.
+
+    `groups` lists relative paths that must share a split (near-duplicates). Units (groups, or single files)
+    are taken in seeded-hash order and each fills the first split, train first, that still has room for all
+    of its images of every class. With no groups this is exactly a per-class cut at the fractions.
+    """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"data.split must be three non-negative fractions summing to 1, got {list(fractions)}")
-    by_class: dict[str, list[list[Sample]]] = {name: [] for name in SPLITS}
-    for label in LABELS:
-        ranked = sorted((s for s in samples if s.label == label), key=lambda s: _rank_key(seed, s.relpath))
-        n_train, n_val, _ = split_counts(len(ranked), fractions)
-        by_class["train"].append(ranked[:n_train])
-        by_class["val"].append(ranked[n_train : n_train + n_val])
-        by_class["test"].append(ranked[n_train + n_val :])
-    return {name: _interleave(groups) for name, groups in by_class.items()}
+    unit_of: dict[str, str] = {}
+    for group in groups:
+        members = sorted(group)
+        for relpath in members:
+            unit_of[relpath] = members[0]
+    units: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        units[unit_of.get(sample.relpath, sample.relpath)].append(sample)
+
+    room = {
+        label: dict(zip(SPLITS, split_counts(sum(s.label == label for s in samples), fractions), strict=True))
+        for label in LABELS
+    }
+    parts: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+    for key in sorted(units, key=lambda k: _rank_key(seed, k)):
+        members = units[key]
+        need = Counter(s.label for s in members)
+        fits = [n for n in SPLITS if all(room[label][n] >= k for label, k in need.items())]
+        # A group too big for any remaining room goes where most room is left (train, in practice).
+        name = fits[0] if fits else max(SPLITS, key=lambda n: sum(room[label][n] for label in need))
+        for label, k in need.items():
+            room[label][name] -= k
+        parts[name] += members
+    return {
+        name: _interleave([[s for s in part if s.label == label] for label in LABELS]) for name, part in parts.items()
+    }
 
 
 def _interleave(groups: list[list[Sample]]) -> list[Sample]:
@@ -60,3 +90,12 @@ def write_split_csv(parts: dict[str, list[Sample]], path: Path) -> None:
         for name in SPLITS:
             for s in sorted(parts[name], key=lambda s: s.relpath):
                 writer.writerow([s.relpath, s.label, LABELS[s.label], name])
+
+
+def read_split_csv(path: Path) -> dict[str, list[str]]:
+    """Relative paths per split, as `write_split_csv` wrote them (to evaluate a run on its own test split)."""
+    parts: dict[str, list[str]] = {name: [] for name in SPLITS}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            parts[row["split"]].append(row["path"])
+    return parts

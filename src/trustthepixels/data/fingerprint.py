@@ -1,0 +1,115 @@
+"""One decode pass per file: is it a usable image, what is it, and what does it look like (perceptual hashes).
+
+Scanning a dataset, auditing it and splitting it without near-duplicate leaks all need this, and decoding is
+the expensive part, so each file's record is cached per dataset root, keyed by relative path, size and
+modification time. A changed file is fingerprinted again; the cache is written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import imagehash
+from rich.progress import track
+
+from trustthepixels.data.decode import ImageDecodeError, decode_image
+
+log = logging.getLogger(__name__)
+
+# Bump when what a record holds, or how it is computed, changes: older caches are then ignored.
+CACHE_VERSION = 1
+# JPEG DCT scaling down to this size is plenty for 8x8 / 9x8 hashes and keeps the pass fast.
+DRAFT_SIZE = (128, 128)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    relpath: str
+    bytes: int
+    mtime_ns: int
+    sha256: str
+    error: str | None = None  # why the file cannot be used, or None
+    format: str | None = None
+    mode: str | None = None
+    width: int | None = None
+    height: int | None = None
+    phash: str | None = None  # 64-bit hex; Hamming distance ~ visual difference
+    dhash: str | None = None
+
+
+def fingerprint_file(root: Path, relpath: str) -> FileRecord:
+    path = root / relpath
+    data = path.read_bytes()
+    stat = path.stat()
+    base = {
+        "relpath": relpath,
+        "bytes": len(data),
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    try:
+        rgb, meta = decode_image(path, draft_size=DRAFT_SIZE)
+    except ImageDecodeError as err:
+        return FileRecord(**base, error=err.reason)
+    return FileRecord(**base, **meta, phash=str(imagehash.phash(rgb)), dhash=str(imagehash.dhash(rgb)))
+
+
+def cache_path(cache_dir: Path, root: Path) -> Path:
+    return Path(cache_dir) / f"fingerprints-{hashlib.sha256(str(root).encode()).hexdigest()[:16]}.json"
+
+
+def _load_cache(path: Path | None) -> dict[str, FileRecord]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        payload = json.loads(path.read_text())
+        if payload.get("version") != CACHE_VERSION:
+            return {}
+        return {r["relpath"]: FileRecord(**r) for r in payload["records"]}
+    except (ValueError, KeyError, TypeError) as err:  # a damaged cache is rebuilt, never trusted
+        log.warning("Ignoring unreadable fingerprint cache %s (%s)", path, err)
+        return {}
+
+
+def _save_cache(path: Path, root: Path, records: Sequence[FileRecord]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"version": CACHE_VERSION, "root": str(root), "records": [asdict(r) for r in records]}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f)
+    os.replace(tmp, path)
+
+
+def fingerprint_files(
+    root: Path, relpaths: Sequence[str], cache_dir: Path | None = None, workers: int | None = None
+) -> list[FileRecord]:
+    """Records for `relpaths` under `root`, from the cache where the file is unchanged."""
+    path = cache_path(cache_dir, root) if cache_dir else None
+    cached = _load_cache(path)
+    records: dict[str, FileRecord] = {}
+    todo = []
+    for relpath in relpaths:
+        stat = (root / relpath).stat()
+        hit = cached.get(relpath)
+        if hit is not None and hit.bytes == stat.st_size and hit.mtime_ns == stat.st_mtime_ns:
+            records[relpath] = hit
+        else:
+            todo.append(relpath)
+    if todo:
+        workers = workers or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers) as pool:  # Pillow releases the GIL while decoding
+            done = pool.map(lambda rel: fingerprint_file(root, rel), todo)
+            for record in track(done, total=len(todo), description=f"Checking {len(todo)} images", transient=True):
+                records[record.relpath] = record
+        if path is not None:
+            _save_cache(path, root, list(records.values()))
+    log.info("Fingerprints: %d from cache, %d computed", len(relpaths) - len(todo), len(todo))
+    return [records[r] for r in relpaths]

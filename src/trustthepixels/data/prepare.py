@@ -1,0 +1,267 @@
+"""Build the reduced, balanced dataset folder: from the Hugging Face dataset, or from the published zip.
+
+Both write into a staging folder beside `out` and rename it into place at the end, so an interrupted run
+never leaves a half-filled dataset; an existing non-empty `out` is kept unless `overwrite` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.progress import track
+
+from trustthepixels.data.archive import extract_archive
+from trustthepixels.data.download import DownloadError, download
+from trustthepixels.data.scan import CLASS_FOLDERS, DatasetLayoutError, find_class_dirs
+
+log = logging.getLogger(__name__)
+
+RELEASE_URL = "https://github.com/lucaslbld/GP01-AI-and-Application-project/releases/download/v1.0/dataset.zip"
+HF_DATASET = "Hemg/AI-Generated-vs-Real-Images-Datasets"
+PROVENANCE = "provenance.json"
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive lock file, so parallel jobs (a sweep's first runs) never prepare the same folder twice."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; a single preparation is assumed
+            yield
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging folder beside `out`; on success it replaces `out`, on any error it is deleted."""
+    out = Path(out).expanduser().resolve()
+    with _lock(out.with_name(f".{out.name}.lock")):
+        yield from _staged(out, overwrite)
+
+
+def _staged(out: Path, overwrite: bool) -> Iterator[Path]:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty: pass overwrite=true to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.staging-*"):  # left by a run that was killed
+        log.warning("Removing %s, left by an interrupted run", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            old = staging.with_name(staging.name.replace("staging", "old"))
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_provenance(folder: Path, info: dict[str, Any]) -> None:
+    info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info}
+    (folder / PROVENANCE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- Hugging Face
+
+
+def select_rows(labels: Sequence[int], ai_label: int, real_label: int, per_class: int, seed: int) -> tuple[list, list]:
+    """The original script's sampling: row indices per class in row order, `random.seed(seed)`, AI drawn first."""
+    ai_indices = [i for i, label in enumerate(labels) if label == ai_label]
+    real_indices = [i for i, label in enumerate(labels) if label == real_label]
+    for name, indices in (("AI", ai_indices), ("Real", real_indices)):
+        if len(indices) < per_class:
+            raise ValueError(f"per_class={per_class} but the dataset has only {len(indices)} {name} rows")
+    rng = random.Random(seed)  # the same stream as random.seed(seed) + random.sample(...)
+    return rng.sample(ai_indices, per_class), rng.sample(real_indices, per_class)
+
+
+def load_hf_split(dataset: str, split: str):
+    """`datasets.load_dataset` for a hub name or a local directory (parquet, imagefolder, ...)."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(dataset, split=split)
+    except (OSError, ConnectionError) as err:
+        raise RuntimeError(
+            f"Could not load dataset {dataset!r} ({err}). Without access to the Hugging Face hub, use "
+            "source=release, or dataset=<a local copy of the dataset (its parquet files)>."
+        ) from err
+
+
+def read_labels(ds, label_column: str) -> list[int]:
+    """The label column alone, read from Arrow: no image is decoded."""
+    return ds.select_columns([label_column]).with_format("arrow")[:][label_column].to_pylist()
+
+
+def prepare_from_hf(
+    out: Path,
+    dataset: str = HF_DATASET,
+    split: str = "train",
+    per_class: int = 4000,
+    seed: int = 42,
+    ai_label_name: str = "AiArtData",
+    real_label_name: str = "RealArt",
+    label_column: str = "label",
+    image_column: str = "image",
+    overwrite: bool = False,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Same selection, names and pixels as `reference.original_reduction`, decoding only the chosen rows."""
+    import datasets
+
+    with atomic_output_dir(out, overwrite) as staging:
+        ds = load_hf_split(dataset, split)
+        label_feature = ds.features[label_column]
+        if not isinstance(label_feature, datasets.ClassLabel):
+            raise ValueError(f"Column {label_column!r} of {dataset} is {label_feature}, not a ClassLabel")
+        names = label_feature.names  # never assumed: read from the dataset's own features
+        for wanted in (ai_label_name, real_label_name):
+            if wanted not in names:
+                raise ValueError(f"{dataset} has no label {wanted!r}; its labels are {names}")
+        ai_rows, real_rows = select_rows(
+            read_labels(ds, label_column), names.index(ai_label_name), names.index(real_label_name), per_class, seed
+        )
+        decoder = ds.features[image_column]
+        raw = ds.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
+        jobs = [(row, f"AI/ai_{i:04d}.jpg") for i, row in enumerate(ai_rows)]
+        jobs += [(row, f"Real/real_{i:04d}.jpg") for i, row in enumerate(real_rows)]
+        (staging / "AI").mkdir()
+        (staging / "Real").mkdir()
+
+        def save(value: dict, relpath: str) -> None:
+            img = decoder.decode_example(value)  # datasets' own decoding (EXIF transposition included)
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            img.save(staging / relpath)  # Pillow's JPEG defaults, as the original
+
+        # Pillow releases the GIL while decoding and encoding; 2 threads per core also overlap the Python work.
+        with ThreadPoolExecutor(workers or min(16, 2 * (os.cpu_count() or 1))) as pool:
+            futures = []
+            for start in range(0, len(jobs), 256):  # read encoded bytes in batches; decode and write in threads
+                chunk = jobs[start : start + 256]
+                values = raw[[row for row, _ in chunk]][image_column]
+                futures += [
+                    pool.submit(save, value, relpath) for value, (_, relpath) in zip(values, chunk, strict=True)
+                ]
+            for future in track(
+                as_completed(futures), total=len(futures), description="Writing images", transient=True
+            ):
+                future.result()
+        info = {
+            "source": "hf",
+            "dataset": dataset,
+            "split": split,
+            "rows": len(ds),
+            "per_class": per_class,
+            "seed": seed,
+            "labels": {"AI": ai_label_name, "Real": real_label_name},
+            "ai_rows": ai_rows,
+            "real_rows": real_rows,
+        }
+        _write_provenance(staging, info)
+    log.info("Wrote %d + %d images to %s", per_class, per_class, out)
+    return info
+
+
+# ----------------------------------------------------------------------------------------------- release zip
+
+
+def _find_dataset_root(folder: Path, max_depth: int = 3) -> Path:
+    """The folder inside an extracted archive that holds the class folders."""
+    candidates = [folder]
+    for _ in range(max_depth + 1):
+        next_level = []
+        for candidate in candidates:
+            try:
+                find_class_dirs(candidate)
+                return candidate
+            except DatasetLayoutError:
+                next_level += [
+                    p for p in sorted(candidate.iterdir()) if p.is_dir() and not p.name.startswith(("_", "."))
+                ]
+        candidates = next_level
+    raise DatasetLayoutError("The archive has no folder with AI/ and Real/ (or AiArtData/ and RealArt/) in it")
+
+
+def prepare_from_release(
+    out: Path,
+    url: str = RELEASE_URL,
+    sha256: str | None = None,
+    overwrite: bool = False,
+    keep_archive: bool = False,
+    retries: int = 5,
+) -> dict[str, Any]:
+    """Download the published zip (resumable), extract it safely and normalise it to `out/AI`, `out/Real`."""
+    out = Path(out).expanduser().resolve()
+    archive = out.with_name(out.name + ".zip")  # beside `out`, so an interrupted download resumes
+    with atomic_output_dir(out, overwrite) as staging:
+        try:
+            fetched = download(url, archive, retries=retries, expected_sha256=sha256)
+        except DownloadError as err:
+            raise DownloadError(
+                f"{err}. Without network access, copy an AI/ + Real/ folder to {out}, or rebuild it from a local "
+                "copy of the Hugging Face dataset: python prepare_data.py source=hf dataset=DIR"
+            ) from err
+        extracted = staging / "_extracted"
+        count = extract_archive(fetched.path, extracted)
+        for label, class_dir in find_class_dirs(_find_dataset_root(extracted)).items():
+            class_dir.rename(staging / CLASS_FOLDERS[label][0])
+        shutil.rmtree(extracted)
+        info = {
+            "source": "release",
+            "url": url,
+            "archive_bytes": fetched.size,
+            "archive_sha256": fetched.sha256,
+            "archive_files": count,
+        }
+        _write_provenance(staging, info)
+    if not keep_archive:
+        archive.unlink()
+    log.info("Extracted %d files from %s into %s (SHA-256 %s)", count, url, out, fetched.sha256)
+    return info
+
+
+def prepare(cfg) -> dict[str, Any]:
+    """`prepare_data.py`: dispatch on `cfg.source`."""
+    if cfg.source == "release":
+        return prepare_from_release(
+            Path(cfg.out), cfg.url, sha256=cfg.sha256, overwrite=cfg.overwrite, keep_archive=cfg.keep_archive
+        )
+    if cfg.source == "hf":
+        return prepare_from_hf(
+            Path(cfg.out),
+            cfg.dataset,
+            cfg.split,
+            cfg.per_class,
+            cfg.seed,
+            cfg.ai_label_name,
+            cfg.real_label_name,
+            cfg.label_column,
+            cfg.image_column,
+            cfg.overwrite,
+            cfg.workers,
+        )
+    raise ValueError(f"source must be 'release' or 'hf', not {cfg.source!r}")

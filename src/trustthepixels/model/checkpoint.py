@@ -1,0 +1,44 @@
+"""Load a trained detector for evaluation, prediction and export: weights, preprocessing and labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trustthepixels.model.module import DetectorModule
+
+DATAMODULE_KEY = "ImageFolderDataModule"
+
+
+@dataclass
+class Detector:
+    model: DetectorModule  # in eval mode, on the CPU
+    data_config: dict[str, Any]  # input_size, interpolation, crop_pct, mean, std: as in training
+    labels: dict[int, str]  # 0 -> "Real", 1 -> "AI"
+    data_root: Path | None  # the folder it was trained on
+    checkpoint: Path
+
+    @property
+    def run_dir(self) -> Path | None:
+        """`<run>` for `<run>/checkpoints/x.ckpt`: where `split.csv` lives."""
+        return self.checkpoint.parent.parent if self.checkpoint.parent.name == "checkpoints" else None
+
+
+def load_detector(ckpt_path: str | Path) -> Detector:
+    """Rebuild the model from its checkpoint alone: no hub download, no weight file, no pickled code."""
+    ckpt_path = Path(ckpt_path).expanduser().resolve()
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path} is not a file (a run keeps them in <run dir>/checkpoints/)")
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    hparams = dict(checkpoint["hyper_parameters"], pretrained=False, weights=None)
+    model = DetectorModule(**hparams)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    state = checkpoint.get(DATAMODULE_KEY, {})
+    data_config = dict(state.get("data_config") or model.data_config)
+    labels = {int(k): v for k, v in state.get("labels", {"0": "Real", "1": "AI"}).items()}
+    root = Path(state["root"]) if state.get("root") else None
+    return Detector(model, data_config, labels, root, ckpt_path)
