@@ -69,18 +69,33 @@ def bad_image_folder(tmp_path: Path, shared_dir: Path) -> Path:
 TINY = ["model=resnet18", "model.pretrained=false", "data.image_size=32", "data.batch_size=4", "data.num_workers=0"]
 
 
+def compose_cfg(overrides: list[str], tmp: Path, config_name: str = "train") -> DictConfig:
+    """Compose a config with overrides, writing into `tmp` instead of Hydra's run directory."""
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp / "run")
+        cfg.paths.log_dir = str(tmp / "outputs")
+        cfg.paths.data_dir = str(tmp / "data")
+        del cfg.hydra
+    return cfg
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
-    """Compose configs/train.yaml with overrides, writing into tmp_path instead of Hydra's run directory."""
-
     def _make(*overrides: str, config_name: str = "train") -> DictConfig:
-        with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-            cfg.paths.log_dir = str(tmp_path / "outputs")
-            cfg.paths.data_dir = str(tmp_path / "data")
-            del cfg.hydra
-        return cfg
+        return compose_cfg(list(overrides), tmp_path, config_name)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """A small detector trained for real (2 short epochs) on a generated folder: for eval, predict and export."""
+    from trustthepixels.training import train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    folder = write_image_folder(tmp / "dataset", per_class=30, size=48)
+    train(compose_cfg(["debug=limit", f"data.root={folder}", *TINY, "trainer.max_epochs=2"], tmp))
+    (best,) = (tmp / "run" / "checkpoints").glob("epoch*.ckpt")
+    return best

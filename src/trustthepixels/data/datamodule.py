@@ -49,6 +49,9 @@ class ImageFolderDataModule(LightningDataModule):
         seed: int = 42,
         image_size: int | None = None,
         crop_scale: Sequence[float] = (0.5, 1.0),
+        augment: str = "none",
+        blur_prob: float = 0.5,
+        jpeg_prob: float = 0.5,
         min_image_side: int = 8,
         near_duplicates: Mapping[str, int] | None = None,
         cache_dir: str | Path | None = None,
@@ -67,6 +70,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.split_fractions = tuple(float(f) for f in split)
         self.seed = seed
         self.crop_scale = tuple(crop_scale)
+        self.augment = {"augment": augment, "blur_prob": blur_prob, "jpeg_prob": jpeg_prob}
         self.min_image_side = min_image_side
         self.near_duplicates = dict(near_duplicates) if near_duplicates else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -109,7 +113,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.duplicate_groups = groups
         parts = stratified_split(self.scan.samples, self.split_fractions, self.seed, groups)
         for name in SPLITS:
-            transform = build_transform(self.data_config, train=name == "train", crop_scale=self.crop_scale)
+            transform = build_transform(self.data_config, name == "train", self.crop_scale, **self.augment)
             self.datasets[name] = ImageFileDataset(parts[name], transform, min_side=self.min_image_side)
         log.info("Split (seed %d): %s", self.seed, ", ".join(f"{n} {len(self.datasets[n])}" for n in SPLITS))
         self._write_manifests(parts)

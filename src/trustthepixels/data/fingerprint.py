@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ import imagehash
 from rich.progress import track
 
 from trustthepixels.data.decode import ImageDecodeError, decode_image
+from trustthepixels.data.fileutils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,8 @@ def _load_cache(path: Path | None) -> dict[str, FileRecord]:
 
 
 def _save_cache(path: Path, root: Path, records: Sequence[FileRecord]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"version": CACHE_VERSION, "root": str(root), "records": [asdict(r) for r in records]}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload))
 
 
 def fingerprint_files(

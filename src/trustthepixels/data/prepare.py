@@ -23,6 +23,7 @@ from rich.progress import track
 
 from trustthepixels.data.archive import extract_archive
 from trustthepixels.data.download import DownloadError, download
+from trustthepixels.data.fileutils import file_lock
 from trustthepixels.data.scan import CLASS_FOLDERS, DatasetLayoutError, find_class_dirs
 
 log = logging.getLogger(__name__)
@@ -33,27 +34,10 @@ PROVENANCE = "provenance.json"
 
 
 @contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock file, so parallel jobs (a sweep's first runs) never prepare the same folder twice."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; a single preparation is assumed
-            yield
-            return
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@contextmanager
 def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a staging folder beside `out`; on success it replaces `out`, on any error it is deleted."""
     out = Path(out).expanduser().resolve()
-    with _lock(out.with_name(f".{out.name}.lock")):
+    with file_lock(out.with_name(f".{out.name}.lock")):
         yield from _staged(out, overwrite)
 
 

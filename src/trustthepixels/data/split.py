@@ -92,10 +92,10 @@ def write_split_csv(parts: dict[str, list[Sample]], path: Path) -> None:
                 writer.writerow([s.relpath, s.label, LABELS[s.label], name])
 
 
-def read_split_csv(path: Path) -> dict[str, list[str]]:
-    """Relative paths per split, as `write_split_csv` wrote them (to evaluate a run on its own test split)."""
-    parts: dict[str, list[str]] = {name: [] for name in SPLITS}
+def read_split_csv(path: Path) -> dict[str, list[tuple[str, int]]]:
+    """(relative path, label) per split, as `write_split_csv` wrote them: a finished run's own split."""
+    parts: dict[str, list[tuple[str, int]]] = {name: [] for name in SPLITS}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            parts[row["split"]].append(row["path"])
+            parts[row["split"]].append((row["path"], int(row["label"])))
     return parts

@@ -13,17 +13,30 @@ from typing import Any
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from trustthepixels.data.degrade import RandomDegradation
+
 
 def image_size(data_config: dict[str, Any]) -> int:
     return int(data_config["input_size"][-1])
 
 
-def build_transform(data_config: dict[str, Any], train: bool, crop_scale: Sequence[float] = (0.5, 1.0)) -> T.Compose:
-    """Train: random resized crop + horizontal flip. Eval: resize to size / crop_pct, then center crop."""
+def build_transform(
+    data_config: dict[str, Any],
+    train: bool,
+    crop_scale: Sequence[float] = (0.5, 1.0),
+    augment: str = "none",
+    blur_prob: float = 0.5,
+    jpeg_prob: float = 0.5,
+) -> T.Compose:
+    """Train: (blur and JPEG with augment="robust", on the full image as CNNDetection does) random resized
+    crop + horizontal flip. Eval: resize to size / crop_pct, then center crop."""
+    if augment not in ("none", "robust"):
+        raise ValueError(f"data.augment must be 'none' or 'robust', not {augment!r}")
     size = image_size(data_config)
     interpolation = InterpolationMode(data_config.get("interpolation", "bicubic"))
     if train:
-        steps = [
+        steps = [RandomDegradation(blur_prob, jpeg_prob)] if augment == "robust" else []
+        steps += [
             T.RandomResizedCrop(size, scale=tuple(crop_scale), interpolation=interpolation, antialias=True),
             T.RandomHorizontalFlip(),
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import torch
 
 from trustthepixels.model.module import DetectorModule
 
+log = logging.getLogger(__name__)
 DATAMODULE_KEY = "ImageFolderDataModule"
 
 
@@ -37,6 +39,7 @@ def load_detector(ckpt_path: str | Path) -> Detector:
     model = DetectorModule(**hparams)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
+    log.info("Loaded %s from %s (epoch %s)", hparams["backbone"], ckpt_path, checkpoint.get("epoch"))
     state = checkpoint.get(DATAMODULE_KEY, {})
     data_config = dict(state.get("data_config") or model.data_config)
     labels = {int(k): v for k, v in state.get("labels", {"0": "Real", "1": "AI"}).items()}

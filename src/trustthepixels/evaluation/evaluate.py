@@ -1,0 +1,185 @@
+"""`eval.py`: evaluate a checkpoint on its own test split (or any folder), on extra datasets, and under
+perturbations; write metrics.json, report.md, predictions.csv and figures (PNG and TensorBoard)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+
+from trustthepixels.data.datamodule import default_num_workers
+from trustthepixels.data.scan import scan_dataset
+from trustthepixels.data.split import read_split_csv
+from trustthepixels.data.transforms import build_transform, image_size
+from trustthepixels.evaluation import figures
+from trustthepixels.evaluation.inference import InferenceDataset, predict_logits, sigmoid
+from trustthepixels.evaluation.metrics import binary_metrics, choose_threshold, fit_temperature
+from trustthepixels.evaluation.report import render_report
+from trustthepixels.evaluation.robustness import Perturbation, perturbations
+from trustthepixels.model.checkpoint import Detector, load_detector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSet:
+    name: str
+    root: Path
+    relpaths: list[str]
+    labels: np.ndarray
+    skipped: list[tuple[str, str]]  # (relpath, reason): unusable files found by the scan
+
+    @classmethod
+    def from_split(cls, name: str, root: Path, rows: list[tuple[str, int]]) -> EvalSet:
+        return cls(name, root, [p for p, _ in rows], np.array([label for _, label in rows]), [])
+
+    @classmethod
+    def from_folder(cls, root: str | Path, min_side: int, cache_dir: str | None) -> EvalSet:
+        scan = scan_dataset(root, min_side=min_side, cache_dir=cache_dir)
+        return cls(
+            Path(root).name,
+            scan.root,
+            [s.relpath for s in scan.samples],
+            np.array([s.label for s in scan.samples]),
+            [(relpath, reason) for relpath, _, reason in scan.skipped],
+        )
+
+
+class Evaluator:
+    def __init__(self, detector: Detector, batch_size: int, num_workers: int, device: str):
+        self.detector = detector
+        self.model = detector.model.to(device)
+        self.transform = build_transform(detector.data_config, train=False)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+
+    def logits(self, subset: EvalSet, perturb: Perturbation | None = None) -> np.ndarray:
+        dataset = InferenceDataset([subset.root / p for p in subset.relpaths], self.transform, perturb)
+        what = f"{subset.name}" + (f" ({perturb.name})" if perturb else "")
+        logits, errors = predict_logits(self.model, dataset, self.batch_size, self.num_workers, f"Scoring {what}")
+        if errors:  # files verified at setup cannot fail unless they changed since
+            raise RuntimeError(f"{len(errors)} file(s) of {what} could not be read: {list(errors.values())[:3]}")
+        return logits
+
+
+def _sets(cfg: DictConfig, detector: Detector) -> tuple[EvalSet | None, EvalSet]:
+    """The validation split (for threshold and temperature) and the main set to evaluate."""
+    split_csv = detector.run_dir / "split.csv" if detector.run_dir else None
+    val = test = None
+    if split_csv is not None and split_csv.is_file() and detector.data_root is not None:
+        parts = read_split_csv(split_csv)
+        val = EvalSet.from_split("val", detector.data_root, parts["val"])
+        test = EvalSet.from_split("test", detector.data_root, parts["test"])
+    if cfg.data.root:
+        test = EvalSet.from_folder(cfg.data.root, cfg.data.min_image_side, cfg.data.cache_dir)
+    if test is None:
+        raise FileNotFoundError(
+            f"No split.csv beside {detector.checkpoint} (expected in <run dir>/split.csv): pass data.root=FOLDER "
+            "to evaluate on a folder of AI/ and Real/ images"
+        )
+    return val, test
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    detector = load_detector(cfg.ckpt_path)
+    device = (
+        "cuda"
+        if cfg.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if cfg.device == "auto" else cfg.device)
+    )
+    num_workers = default_num_workers() if cfg.data.num_workers is None else cfg.data.num_workers
+    evaluator = Evaluator(detector, cfg.data.batch_size, num_workers, device)
+
+    val, main = _sets(cfg, detector)
+    extra = [EvalSet.from_folder(p, cfg.data.min_image_side, cfg.data.cache_dir) for p in cfg.extra_sets or []]
+    threshold, temperature = 0.5, 1.0
+    if val is not None:
+        val_logits = evaluator.logits(val)
+        threshold = choose_threshold(val.labels, sigmoid(val_logits))
+        temperature = fit_temperature(val.labels, val_logits)
+    log.info("Threshold %.4f and temperature %.3f (from %s)", threshold, temperature, "val" if val else "defaults")
+
+    writer = SummaryWriter(str(out))
+    sets, logits_of = {}, {}
+    for subset in [main, *extra]:
+        logits_of[subset.name] = evaluator.logits(subset)
+        sets[subset.name] = binary_metrics(
+            subset.labels, logits_of[subset.name], threshold, temperature, cfg.calibration_bins
+        )
+        for key, value in sets[subset.name].items():
+            writer.add_scalar(f"eval/{subset.name}/{key}", value)
+    _write_predictions(out / "predictions.csv", [main, *extra], logits_of, threshold)
+
+    labels, logits = main.labels, logits_of[main.name]
+    probs = sigmoid(logits)
+    drawn = {
+        "confusion_matrix.png": figures.confusion_matrix_figure(labels, probs, threshold),
+        "roc.png": figures.roc_figure(labels, probs, sets[main.name]["auroc"]),
+        "pr.png": figures.pr_figure(labels, probs, sets[main.name]["ap"]),
+        "reliability.png": figures.reliability_figure(labels, logits, temperature),
+        "p_ai_histogram.png": figures.histogram_figure(labels, probs, threshold),
+    }
+
+    robustness = []
+    if cfg.robustness:
+        robustness.append({"perturbation": "none", "strength": "-", **sets[main.name]})
+        for perturb in perturbations(OmegaConf.to_container(cfg.perturbations)):
+            metrics = binary_metrics(main.labels, evaluator.logits(main, perturb), threshold, temperature)
+            robustness.append({"perturbation": perturb.kind, "strength": f"{perturb.strength:g}", **metrics})
+            writer.add_scalar(f"robustness/{perturb.kind}/auroc", metrics["auroc"], int(perturb.strength * 100))
+        drawn["robustness.png"] = figures.robustness_figure(robustness)
+    for name, fig in drawn.items():
+        fig.savefig(out / name, dpi=110)
+        writer.add_figure(f"eval/{Path(name).stem}", fig)
+        plt.close(fig)
+    writer.close()
+
+    result = {
+        "checkpoint": str(detector.checkpoint),
+        "model": detector.model.hparams.backbone,
+        "input_size": image_size(detector.data_config),
+        "trained_on": str(detector.data_root),
+        "calibration": {
+            "threshold": threshold,
+            "temperature": temperature,
+            "val_images": len(val.relpaths) if val else 0,
+        },
+        "sets": sets,
+        "skipped": {s.name: s.skipped for s in [main, *extra]},
+        "robustness_set": main.name,
+        "robustness": robustness,
+    }
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    figure_names = [n for n in drawn if n != "robustness.png"]
+    (out / "report.md").write_text(render_report(result, figure_names, "robustness.png" if robustness else None))
+    log.info("Evaluation written to %s\n%s", out, json.dumps(sets, indent=1))
+    return result
+
+
+def _write_predictions(path: Path, subsets: list[EvalSet], logits_of: dict[str, np.ndarray], threshold: float) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["set", "path", "label", "p_ai", "predicted", "threshold"])
+        for subset in subsets:
+            for relpath, label, p in zip(subset.relpaths, subset.labels, sigmoid(logits_of[subset.name]), strict=True):
+                writer.writerow(
+                    [
+                        subset.name,
+                        str(subset.root / relpath),
+                        int(label),
+                        f"{p:.6f}",
+                        int(p > threshold),
+                        f"{threshold:.6f}",
+                    ]
+                )

@@ -1,0 +1,77 @@
+"""Batched inference over image files: one logit per image, in file order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.progress import track
+from torch.utils.data import DataLoader, Dataset
+
+from trustthepixels.data.decode import ImageDecodeError, open_rgb
+
+
+class InferenceDataset(Dataset):
+    """Decodes each file and applies `perturb` (same for every image, whatever its label) then `transform`.
+
+    A file that cannot be decoded yields its error instead of raising, so one bad file never stops a batch.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        transform: Callable,
+        perturb: Callable[[Image.Image], Image.Image] | None = None,
+        min_side: int = 1,
+    ):
+        self.paths = list(paths)
+        self.transform = transform
+        self.perturb = perturb
+        self.min_side = min_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str]:
+        try:
+            image = open_rgb(self.paths[index], min_side=self.min_side)
+        except (ImageDecodeError, OSError) as err:
+            return None, index, getattr(err, "reason", str(err))
+        if self.perturb is not None:
+            image = self.perturb(image)
+        return self.transform(image), index, ""
+
+
+def _collate(items: list) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]:
+    good = [(tensor, index) for tensor, index, error in items if tensor is not None]
+    failed = [(index, error) for tensor, index, error in items if tensor is None]
+    images = torch.stack([t for t, _ in good]) if good else None
+    return images, [i for _, i in good], failed
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: torch.nn.Module,
+    dataset: InferenceDataset,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    description: str | None = None,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Logits for every decodable file (NaN for the others) and the errors by index."""
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+    device = next(model.parameters()).device
+    logits = np.full(len(dataset), np.nan)
+    errors: dict[int, str] = {}
+    batches = track(loader, description=description, transient=True) if description else loader
+    for images, indices, failed in batches:
+        errors.update(failed)
+        if images is not None:
+            logits[indices] = model(images.to(device)).float().cpu().numpy()
+    return logits, errors
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))

@@ -1,0 +1,73 @@
+"""`report.md`: the numbers of an evaluation, laid out for a reader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROWS = (
+    ("images", "images", "{:.0f}"),
+    ("AUROC", "auroc", "{:.3f}"),
+    ("average precision", "ap", "{:.3f}"),
+    ("accuracy @ 0.5", "acc", "{:.3f}"),
+    ("accuracy @ val threshold", "acc_at_val_threshold", "{:.3f}"),
+    ("balanced accuracy @ val threshold", "balanced_acc_at_val_threshold", "{:.3f}"),
+    ("F1 @ val threshold", "f1_at_val_threshold", "{:.3f}"),
+    ("accuracy on real @ val threshold", "acc_real_at_val_threshold", "{:.3f}"),
+    ("accuracy on AI @ val threshold", "acc_ai_at_val_threshold", "{:.3f}"),
+    ("accuracy on real @ 0.5", "acc_real", "{:.3f}"),
+    ("accuracy on AI @ 0.5", "acc_ai", "{:.3f}"),
+    ("ECE", "ece", "{:.3f}"),
+    ("ECE after temperature scaling", "ece_temperature_scaled", "{:.3f}"),
+)
+
+
+def render_report(result: dict[str, Any], figures: list[str], robustness_figure: str | None) -> str:
+    sets = result["sets"]
+    names = list(sets)
+    cal = result["calibration"]
+    lines = [
+        "# Evaluation",
+        "",
+        f"- checkpoint: `{result['checkpoint']}`",
+        f"- model: `{result['model']}` at {result['input_size']} px; trained on `{result['trained_on']}`",
+        f"- threshold on P(AI): **{cal['threshold']:.3f}**, temperature **{cal['temperature']:.3f}**, "
+        + (
+            f"both fitted on the validation split ({cal['val_images']} images)"
+            if cal["val_images"]
+            else "no validation split available: 0.5 and 1.0"
+        ),
+        "",
+        "## Metrics",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for label, key, fmt in ROWS:
+        lines.append(f"| {label} | " + " | ".join(fmt.format(sets[n][key]) for n in names) + " |")
+    skipped = {n: s for n, s in result["skipped"].items() if s}
+    if skipped:
+        lines += ["", "Unreadable files left out: " + ", ".join(f"{n}: {len(s)}" for n, s in skipped.items())]
+    if result.get("robustness"):
+        lines += [
+            "",
+            f"## Robustness ({result['robustness_set']}; the same perturbation applied to both classes)",
+            "",
+            "| perturbation | strength | AUROC | accuracy @ 0.5 | accuracy @ val threshold "
+            "| balanced accuracy @ val threshold |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in result["robustness"]:
+            lines.append(
+                f"| {row['perturbation']} | {row['strength']} | {row['auroc']:.3f} | {row['acc']:.3f} | "
+                f"{row['acc_at_val_threshold']:.3f} | {row['balanced_acc_at_val_threshold']:.3f} |"
+            )
+    lines += ["", "## Figures", ""]
+    lines += [f"![{f}]({f})" for f in figures + ([robustness_figure] if robustness_figure else [])]
+    n = int(min(s["images"] for s in sets.values()))
+    lines += [
+        "",
+        f"With {n} images in the smallest set, an AUROC or accuracy carries a standard error of roughly "
+        f"{0.5 / max(n, 1) ** 0.5:.2f}: differences below twice that are noise.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""Perturbations for robustness tests: each is a pure function of the image and its own parameters.
+
+Nothing here sees a label: real and AI images get exactly the same operation with the same parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+from trustthepixels.data.degrade import blur, downscale, jpeg
+
+DEFAULT_PERTURBATIONS = {"jpeg": [95, 75, 50, 30], "blur": [1, 2, 3], "downscale": [0.5, 0.25]}
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    kind: str  # "jpeg" (quality), "blur" (Gaussian sigma in px) or "downscale" (factor)
+    strength: float
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        operations = {"jpeg": jpeg, "blur": blur, "downscale": downscale}
+        if self.kind not in operations:
+            raise ValueError(f"Unknown perturbation {self.kind!r}: use {', '.join(operations)}")
+        return operations[self.kind](image, self.strength)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.strength:g}"
+
+
+def perturbations(spec: dict[str, list[float]]) -> list[Perturbation]:
+    return [Perturbation(kind, float(s)) for kind, strengths in spec.items() for s in strengths]

@@ -1,0 +1,120 @@
+"""`export.py`: the detector as an ONNX model that takes uint8 images and returns P(AI).
+
+Normalisation and the sigmoid are inside the graph; the resize and crop that come before it, the threshold
+and the label names are in the model's metadata. The export is checked against PyTorch with onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from trustthepixels.data.scan import scan_dataset
+from trustthepixels.data.split import read_split_csv
+from trustthepixels.data.transforms import build_transform, image_size
+from trustthepixels.evaluation.inference import InferenceDataset
+from trustthepixels.model.checkpoint import Detector, load_detector
+
+log = logging.getLogger(__name__)
+
+
+class ProbabilityOfAI(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(images))
+
+
+def _metadata(detector: Detector, threshold: float) -> dict[str, str]:
+    config = detector.data_config
+    size = image_size(config)
+    return {
+        "input": f"uint8 RGB, NCHW, {size}x{size}: resize the shorter side to {int(size / config.get('crop_pct', 1))} "
+        f"({config.get('interpolation', 'bicubic')}), then center-crop to {size}. Normalisation is in the graph.",
+        "output": "p_ai: probability that each image is AI-generated",
+        "input_size": str(size),
+        "crop_pct": str(config.get("crop_pct", 1.0)),
+        "interpolation": str(config.get("interpolation", "bicubic")),
+        "mean": json.dumps(list(config["mean"])),
+        "std": json.dumps(list(config["std"])),
+        "threshold": str(threshold),
+        "labels": json.dumps({str(k): v for k, v in detector.labels.items()}),
+        "backbone": str(detector.model.hparams.backbone),
+        "checkpoint": detector.checkpoint.name,
+    }
+
+
+def _check_images(detector: Detector, check_dir: str | None, limit: int) -> list[Path]:
+    """Real images to compare on: a given folder, else the run's own test split."""
+    if check_dir:
+        scan = scan_dataset(check_dir)
+        return [s.path for s in scan.samples][:limit]
+    split_csv = detector.run_dir / "split.csv" if detector.run_dir else None
+    if split_csv and split_csv.is_file() and detector.data_root:
+        return [detector.data_root / p for p, _ in read_split_csv(split_csv)["test"]][:limit]
+    raise FileNotFoundError("No images to check the export on: pass check_images=FOLDER")
+
+
+def export_onnx(cfg: DictConfig) -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per folded constant otherwise
+    detector = load_detector(cfg.ckpt_path)
+    wrapper = ProbabilityOfAI(detector.model).eval()
+    size = image_size(detector.data_config)
+    out = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / "detector.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
+    torch.onnx.export(
+        wrapper,
+        (example,),
+        str(out),
+        dynamo=True,
+        input_names=["images"],
+        output_names=["p_ai"],
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
+        opset_version=cfg.opset,
+    )
+    model = onnx.load(str(out))
+    for key, value in _metadata(detector, cfg.threshold).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(out))
+
+    transform = build_transform(detector.data_config, train=False)
+    paths = _check_images(detector, cfg.check_images, cfg.check_limit)
+    images = torch.stack([InferenceDataset(paths, transform)[i][0] for i in range(len(paths))])
+    with torch.inference_mode():
+        expected = wrapper(images).numpy()
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(["p_ai"], {"images": images.numpy()})[0]
+    max_diff = float(np.abs(got - expected).max())
+    report = {
+        "onnx": str(out),
+        "bytes": out.stat().st_size,
+        "checked_images": len(paths),
+        "max_abs_diff_p_ai": max_diff,
+    }
+    (out.with_suffix(".json")).write_text(
+        json.dumps({**report, "metadata": _metadata(detector, cfg.threshold)}, indent=2)
+    )
+    if max_diff > cfg.tolerance:
+        raise RuntimeError(
+            f"ONNX and PyTorch disagree: max |dP(AI)| = {max_diff:.2e} > {cfg.tolerance} on {len(paths)} images"
+        )
+    log.info(
+        "Exported %s (%.1f MB); on %d real images max |dP(AI)| vs PyTorch = %.2e",
+        out,
+        report["bytes"] / 1e6,
+        len(paths),
+        max_diff,
+    )
+    return report

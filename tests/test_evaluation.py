@@ -1,0 +1,236 @@
+"""eval.py, predict.py and export.py on a detector trained for real, and the metric definitions."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn import metrics as skm
+
+from trustthepixels.data.transforms import build_transform
+from trustthepixels.evaluation.evaluate import evaluate
+from trustthepixels.evaluation.inference import InferenceDataset
+from trustthepixels.evaluation.metrics import binary_metrics, choose_threshold, fit_temperature
+from trustthepixels.evaluation.robustness import DEFAULT_PERTURBATIONS, perturbations
+from trustthepixels.prediction.export import export_onnx
+
+from .conftest import REPO, compose_cfg, write_image_folder
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_metrics_equal_scikit_learn():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 500)
+    logits = rng.normal(0, 1, 500) + 1.5 * labels
+    probs = 1 / (1 + np.exp(-logits))
+    threshold = 0.37
+    m = binary_metrics(labels, logits, threshold)
+    assert m["auroc"] == pytest.approx(skm.roc_auc_score(labels, probs), abs=1e-6)
+    assert m["ap"] == pytest.approx(skm.average_precision_score(labels, probs), abs=1e-6)
+    for suffix, t in (("", 0.5), ("_at_val_threshold", threshold)):
+        predicted = (probs > t).astype(int)
+        assert m[f"acc{suffix}"] == pytest.approx(skm.accuracy_score(labels, predicted))
+        assert m[f"f1{suffix}"] == pytest.approx(skm.f1_score(labels, predicted))
+        assert m[f"balanced_acc{suffix}"] == pytest.approx(skm.balanced_accuracy_score(labels, predicted))
+        assert m[f"acc_real{suffix}"] == pytest.approx(skm.recall_score(labels, predicted, pos_label=0))
+        assert m[f"acc_ai{suffix}"] == pytest.approx(skm.recall_score(labels, predicted, pos_label=1))
+
+
+def test_threshold_maximises_balanced_accuracy_and_temperature_fixes_overconfidence():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 400)
+    logits = rng.normal(0, 1, 400) + 2.0 * labels - 1.2
+    probs = 1 / (1 + np.exp(-logits))
+    t = choose_threshold(labels, probs)
+    best = max(skm.balanced_accuracy_score(labels, probs > c) for c in [0.0, *np.unique(probs)])  # every cut
+    assert skm.balanced_accuracy_score(labels, probs > t) == pytest.approx(best, abs=1e-9)
+    # Calibrated logits made three times too large: the fitted temperature undoes it, and the ECE drops.
+    true_logits = rng.normal(0, 1.5, 4000)
+    outcomes = (rng.random(4000) < 1 / (1 + np.exp(-true_logits))).astype(int)
+    temperature = fit_temperature(outcomes, 3 * true_logits)
+    assert temperature == pytest.approx(3.0, rel=0.15)
+    m = binary_metrics(outcomes, 3 * true_logits, temperature=temperature)
+    assert m["ece_temperature_scaled"] < m["ece"] / 2
+
+
+def test_perturbations_treat_both_classes_identically(tmp_path):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 120, 3), dtype=np.uint8))
+    for name in ("AI", "Real"):
+        (tmp_path / name).mkdir()
+        image.save(tmp_path / name / "same.png")
+    transform = build_transform({"input_size": (3, 64, 64), "crop_pct": 1.0}, train=False)
+    chosen = perturbations(DEFAULT_PERTURBATIONS)
+    assert {p.kind for p in chosen} == {"jpeg", "blur", "downscale"} and len(chosen) == 9
+    paths = [tmp_path / "AI" / "same.png", tmp_path / "Real" / "same.png"]
+    clean = InferenceDataset(paths, transform)[0][0]
+    for perturb in chosen:
+        dataset = InferenceDataset(paths, transform, perturb)
+        ai, real = dataset[0][0], dataset[1][0]
+        assert torch.equal(ai, real), perturb  # same operation, same parameters, whatever the label
+        assert not torch.equal(ai, clean), perturb
+    assert chosen[-1](image).size == (30, 20)  # downscale x0.25
+
+
+def test_eval_on_a_trained_checkpoint(trained_checkpoint, tmp_path):
+    extra = write_image_folder(tmp_path / "other-source", per_class=8, size=40)
+    cfg = compose_cfg(
+        [
+            f"ckpt_path={trained_checkpoint}",
+            f"extra_sets=[{extra}]",
+            "data.num_workers=0",
+            "perturbations.jpeg=[50]",
+            "perturbations.blur=[2]",
+            "perturbations.downscale=[0.5]",
+        ],
+        tmp_path,
+        config_name="eval",
+    )
+    result = evaluate(cfg)
+    out = tmp_path / "run"
+    assert set(result["sets"]) == {"test", "other-source"}
+
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    threshold = result["calibration"]["threshold"]
+    for name, m in result["sets"].items():
+        y = np.array([int(r["label"]) for r in rows if r["set"] == name])
+        p = np.array([float(r["p_ai"]) for r in rows if r["set"] == name])
+        assert m["images"] == len(y)
+        assert m["auroc"] == pytest.approx(skm.roc_auc_score(y, p), abs=1e-5)
+        assert m["ap"] == pytest.approx(skm.average_precision_score(y, p), abs=1e-5)
+        assert m["acc"] == pytest.approx(skm.accuracy_score(y, p > 0.5))
+        assert m["f1"] == pytest.approx(skm.f1_score(y, p > 0.5))
+        assert m["acc_at_val_threshold"] == pytest.approx(skm.accuracy_score(y, p > threshold))
+    assert [(r["perturbation"], r["strength"]) for r in result["robustness"]] == [
+        ("none", "-"),
+        ("jpeg", "50"),
+        ("blur", "2"),
+        ("downscale", "0.5"),
+    ]
+    for name in ("confusion_matrix", "roc", "pr", "reliability", "p_ai_histogram", "robustness"):
+        data = (out / f"{name}.png").read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, name
+    report = (out / "report.md").read_text()
+    assert "## Robustness" in report and "other-source" in report and "ECE after temperature scaling" in report
+    assert json.loads((out / "metrics.json").read_text())["calibration"]["val_images"] == 6
+    assert list(out.glob("events.out.tfevents.*"))
+
+
+def run_script(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+    )
+
+
+def test_predict_names_bad_files_and_scores_the_rest(trained_checkpoint, bad_image_folder, tmp_path):
+    result = run_script(
+        "predict.py",
+        f"ckpt_path={trained_checkpoint}",
+        f"input={bad_image_folder}",
+        f"output={tmp_path / 'p.csv'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "p.csv") as f:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    assert len(rows) == 2 * 12 + 15
+    unreadable = {name for name, r in rows.items() if r["error"]}
+    assert unreadable == {
+        "truncated_half.jpg",
+        "truncated_header_only.jpg",
+        "empty_zero_bytes.jpg",
+        "text_file_named_as.jpg",
+        "macos_DS_Store_from_image_folder",
+        "decompression_bomb_20000x20000.png",
+    }
+    for name, row in rows.items():
+        if name not in unreadable:
+            assert 0.0 <= float(row["p_ai"]) <= 1.0 and row["label"] in {"AI", "Real"}
+    assert "truncated_half.jpg" in result.stdout and "decompression bomb" in result.stdout
+
+
+def test_predict_single_image_with_gradcam_and_exit_status(trained_checkpoint, bad_image_folder, tmp_path):
+    image = next((bad_image_folder / "AI").glob("ai_*.jpg"))
+    result = run_script(
+        "predict.py",
+        f"ckpt_path={trained_checkpoint}",
+        f"input={image}",
+        "explain=true",
+        f"paths.log_dir={tmp_path / 'outputs'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "predict" / "runs").iterdir()
+    (overlay,) = (run_dir / "gradcam").iterdir()
+    assert overlay.read_bytes().startswith(PNG_SIGNATURE)
+
+    only_bad = tmp_path / "only-bad"
+    only_bad.mkdir()
+    for name in ("empty_zero_bytes.jpg", "text_file_named_as.jpg"):
+        shutil.copy(next(bad_image_folder.rglob(name)), only_bad / name)
+    result = run_script("predict.py", f"ckpt_path={trained_checkpoint}", f"input={only_bad}", cwd=tmp_path)
+    assert result.returncode != 0 and "empty file" in result.stdout
+
+
+def test_onnx_export_matches_pytorch_on_real_images(trained_checkpoint, shared_dir, tmp_path):
+    import onnx
+
+    cfg = compose_cfg(
+        [
+            f"ckpt_path={trained_checkpoint}",
+            f"check_images={shared_dir / 'data' / 'real-vs-ai'}",
+            "check_limit=24",
+            f"output={tmp_path / 'detector.onnx'}",
+        ],
+        tmp_path,
+        config_name="export",
+    )
+    report = export_onnx(cfg)
+    assert report["checked_images"] == 24 and report["max_abs_diff_p_ai"] < 1e-4
+    metadata = {p.key: p.value for p in onnx.load(str(tmp_path / "detector.onnx")).metadata_props}
+    assert metadata["input_size"] == "32" and json.loads(metadata["labels"]) == {"0": "Real", "1": "AI"}
+    assert {"mean", "std", "threshold", "interpolation", "crop_pct"} <= set(metadata)
+
+
+def test_robust_degradation_is_the_evaluated_one():
+    from trustthepixels.data.degrade import RandomDegradation, jpeg
+
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    assert RandomDegradation(blur_prob=0.0, jpeg_prob=0.0)(image) is image
+    only_jpeg = RandomDegradation(blur_prob=0.0, jpeg_prob=1.0, quality=(40, 40))(image)
+    assert np.array_equal(np.asarray(only_jpeg), np.asarray(jpeg(image, 40)))
+    blurred = RandomDegradation(blur_prob=1.0, jpeg_prob=0.0, sigma=(2.0, 2.0))(image)
+    assert np.asarray(blurred).std() < np.asarray(image).std()
+
+
+def test_robust_augmentation_trains(make_cfg, image_folder):
+    from trustthepixels.training import train
+
+    metrics = train(
+        make_cfg(
+            "debug=fdr",
+            f"data.root={image_folder}",
+            "model=resnet18",
+            "model.pretrained=false",
+            "data.image_size=32",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            "data.augment=robust",
+        )
+    )
+    assert "test/auroc" in metrics
