@@ -142,3 +142,12 @@ def test_resume_continues_the_run_at_the_next_epoch(image_folder, tmp_path):
     events.Reload()
     steps = [e.step for e in events.Scalars("train/loss_epoch")]
     assert len(steps) == 2 and steps[0] < steps[1]  # one curve across both processes
+
+
+@pytest.mark.slow
+def test_compiled_backbone_trains_and_keeps_checkpoint_keys(make_cfg, image_folder, tmp_path):
+    cfg = make_cfg("debug=limit", f"data.root={image_folder}", *TINY, "trainer.max_epochs=1", "model.compile=true")
+    train(cfg)
+    (checkpoint,) = (tmp_path / "run" / "checkpoints").glob("epoch*.ckpt")
+    keys = torch.load(checkpoint, weights_only=True)["state_dict"].keys()
+    assert "backbone.conv1.weight" in keys and not any("_orig_mod" in k for k in keys)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,10 +18,11 @@ from torch.utils.data import DataLoader
 from trustthepixels.config import to_plain
 from trustthepixels.data.dataset import ImageFileDataset
 from trustthepixels.data.dedup import duplicate_groups
+from trustthepixels.data.pixel_cache import PixelCache, ResizeSpec, build_pixel_cache
 from trustthepixels.data.prepare import RELEASE_URL, prepare_from_release
 from trustthepixels.data.scan import GET_DATA_HINT, LABELS, DatasetLayoutError, ScanResult, scan_dataset
 from trustthepixels.data.split import SPLITS, stratified_split, write_split_csv
-from trustthepixels.data.transforms import build_transform
+from trustthepixels.data.transforms import build_transform, image_size
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class ImageFolderDataModule(LightningDataModule):
         min_image_side: int = 8,
         near_duplicates: Mapping[str, int] | None = None,
         cache_dir: str | Path | None = None,
+        cache: bool = True,
+        cache_draft: bool = True,
         download: bool = True,
         url: str = RELEASE_URL,
         pin_memory: bool | None = None,
@@ -74,6 +78,8 @@ class ImageFolderDataModule(LightningDataModule):
         self.min_image_side = min_image_side
         self.near_duplicates = dict(near_duplicates) if near_duplicates else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache = cache and self.cache_dir is not None
+        self.cache_draft = cache_draft
         self.download = download
         self.url = url
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -112,11 +118,23 @@ class ImageFolderDataModule(LightningDataModule):
                 )
         self.duplicate_groups = groups
         parts = stratified_split(self.scan.samples, self.split_fractions, self.seed, groups)
+        pixels = self._pixel_cache() if self.cache else None
         for name in SPLITS:
             transform = build_transform(self.data_config, name == "train", self.crop_scale, **self.augment)
-            self.datasets[name] = ImageFileDataset(parts[name], transform, min_side=self.min_image_side)
+            sha256 = [self.scan.records[s.relpath].sha256 for s in parts[name]]
+            self.datasets[name] = ImageFileDataset(parts[name], transform, self.min_image_side, pixels, sha256)
         log.info("Split (seed %d): %s", self.seed, ", ".join(f"{n} {len(self.datasets[n])}" for n in SPLITS))
         self._write_manifests(parts)
+
+    def _pixel_cache(self) -> PixelCache:
+        """Every usable image decoded once, at the evaluation resize (size / crop_pct) on its shorter side."""
+        spec = ResizeSpec(
+            short_side=math.floor(image_size(self.data_config) / self.data_config.get("crop_pct", 1.0)),
+            interpolation=self.data_config.get("interpolation", "bicubic"),
+            draft=self.cache_draft,
+        )
+        files = [(s.relpath, self.scan.records[s.relpath].sha256) for s in self.scan.samples]
+        return build_pixel_cache(self.scan.root, files, self.cache_dir, spec)
 
     @rank_zero_only
     def _write_manifests(self, parts: dict) -> None:

@@ -28,7 +28,8 @@ class ImageDecodeError(ValueError):
         super().__init__(f"{path}: {reason}")
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB the way the dataset was made; 16-bit and float images are scaled to 8 bits rather than clipped."""
     if img.mode == "RGB":
         return img
     if img.mode in _WIDE_MODES or img.mode == "F":
@@ -62,7 +63,7 @@ def decode_image(
                 if draft_size is not None and img.format == "JPEG":
                     img.draft("RGB", draft_size)
                 img.load()
-                rgb = _to_rgb(img)
+                rgb = to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageDecodeError(path, f"too many pixels, refused as a decompression bomb ({err})") from None
     except Image.UnidentifiedImageError:

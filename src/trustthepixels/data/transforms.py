@@ -29,7 +29,8 @@ def build_transform(
     jpeg_prob: float = 0.5,
 ) -> T.Compose:
     """Train: (blur and JPEG with augment="robust", on the full image as CNNDetection does) random resized
-    crop + horizontal flip. Eval: resize to size / crop_pct, then center crop."""
+    crop; the random horizontal flip is done on the model's device. Eval: resize to size / crop_pct, then
+    center crop."""
     if augment not in ("none", "robust"):
         raise ValueError(f"data.augment must be 'none' or 'robust', not {augment!r}")
     size = image_size(data_config)
@@ -38,8 +39,7 @@ def build_transform(
         steps = [RandomDegradation(blur_prob, jpeg_prob)] if augment == "robust" else []
         steps += [
             T.RandomResizedCrop(size, scale=tuple(crop_scale), interpolation=interpolation, antialias=True),
-            T.RandomHorizontalFlip(),
-        ]
+        ]  # the horizontal flip happens on the device, in DetectorModule.on_after_batch_transfer
     else:
         resize = math.floor(size / data_config.get("crop_pct", 1.0))
         steps = [T.Resize(resize, interpolation=interpolation, antialias=True), T.CenterCrop(size)]

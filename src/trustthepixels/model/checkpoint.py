@@ -35,7 +35,7 @@ def load_detector(ckpt_path: str | Path) -> Detector:
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path} is not a file (a run keeps them in <run dir>/checkpoints/)")
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    hparams = dict(checkpoint["hyper_parameters"], pretrained=False, weights=None)
+    hparams = dict(checkpoint["hyper_parameters"], pretrained=False, weights=None, compile=False)
     model = DetectorModule(**hparams)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()

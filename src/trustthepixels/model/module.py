@@ -43,6 +43,8 @@ class DetectorModule(LightningModule):
         weights: str | Path | None = None,
         model_kwargs: dict[str, Any] | None = None,
         channels_last: bool = False,
+        flip: bool = True,
+        compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(
@@ -54,6 +56,8 @@ class DetectorModule(LightningModule):
                 "weights": str(weights) if weights else None,
                 "model_kwargs": to_plain(model_kwargs) or {},
                 "channels_last": channels_last,
+                "flip": flip,
+                "compile": compile,
             },
             logger=False,
         )
@@ -73,6 +77,20 @@ class DetectorModule(LightningModule):
         x = images.float() if images.dtype == torch.uint8 else images * 255
         x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         return self.backbone(x).squeeze(-1)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Random horizontal flips of training batches, on the device (one uint8 op for the whole batch)."""
+        trainer = self._trainer  # None outside a Trainer (prediction, export)
+        if trainer is not None and trainer.training and self.hparams.flip:
+            images, labels = batch
+            flip = torch.rand(len(images), device=images.device) < 0.5
+            batch = (torch.where(flip[:, None, None, None], images.flip(-1), images), labels)
+        return batch
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            self.backbone.compile()  # in place: state_dict keys, and so checkpoints, stay the same
+            self._compiled = True
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch

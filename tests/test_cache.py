@@ -1,0 +1,133 @@
+"""The pre-resized pixel cache: same pixels as decoding, invalidation, and builds that die midway."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trustthepixels.data import pixel_cache
+from trustthepixels.data.dataset import ImageFileDataset
+from trustthepixels.data.fingerprint import fingerprint_files
+from trustthepixels.data.pixel_cache import ResizeSpec, build_pixel_cache
+from trustthepixels.data.scan import scan_dataset
+from trustthepixels.data.transforms import build_transform
+
+CONFIG = {"input_size": (3, 224, 224), "interpolation": "bicubic", "crop_pct": 0.875}  # eval resize: 256
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(shared_dir, tmp_path_factory):
+    """Real images (512 px) plus large JPEGs made from them (x4, 2048 px): draft() only acts on the latter."""
+    root = tmp_path_factory.mktemp("mixed")
+    for name in ("AI", "Real"):
+        (root / name).mkdir()
+        sources = sorted((shared_dir / "data" / "real-vs-ai" / name).glob("*.jpg"))[:6]
+        for i, src in enumerate(sources):
+            image = Image.open(src).convert("RGB")
+            if i % 2:
+                image = image.resize((image.width * 4, image.height * 4), Image.BICUBIC)
+            image.save(root / name / f"{i}.jpg", quality=90)
+    return root
+
+
+def datasets_for(root, cache_dir, draft):
+    scan = scan_dataset(root, cache_dir=cache_dir)
+    shas = [scan.records[s.relpath].sha256 for s in scan.samples]
+    cache = build_pixel_cache(
+        scan.root,
+        [(s.relpath, h) for s, h in zip(scan.samples, shas, strict=True)],
+        cache_dir,
+        ResizeSpec(256, "bicubic", draft),
+    )
+    transform = build_transform(CONFIG, train=False)
+    return ImageFileDataset(scan.samples, transform), ImageFileDataset(scan.samples, transform, 1, cache, shas)
+
+
+def test_cached_pixels_equal_decoded_pixels_without_draft(mixed_folder, tmp_path):
+    plain, cached = datasets_for(mixed_folder, tmp_path, draft=False)
+    for i in range(len(plain)):
+        assert torch.equal(plain[i][0], cached[i][0]), plain.samples[i].relpath  # exactly
+
+
+def test_draft_stays_within_half_a_level_on_average(mixed_folder, tmp_path):
+    plain, cached = datasets_for(mixed_folder, tmp_path, draft=True)
+    for i in range(len(plain)):
+        diff = (plain[i][0].int() - cached[i][0].int()).abs().float()
+        if Image.open(plain.samples[i].path).width > 1024:
+            assert diff.mean() < 1.0 and diff.quantile(0.99) <= 8  # DCT-domain scaling, then the same resize
+        else:
+            assert diff.max() == 0  # draft() is not used below 2x the needed size
+
+
+def _files(root):
+    relpaths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.jpg"))
+    return [(r.relpath, r.sha256) for r in fingerprint_files(root, relpaths)]
+
+
+def test_changed_file_or_parameter_invalidates(mixed_folder, tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(mixed_folder, root)
+    spec = ResizeSpec(256)
+    first = build_pixel_cache(root, _files(root), tmp_path / "cache", spec)
+    decoded = []
+    real = pixel_cache.load_resized
+    monkeypatch.setattr(pixel_cache, "load_resized", lambda path, s: decoded.append(path.name) or real(path, s))
+    assert build_pixel_cache(root, _files(root), tmp_path / "cache", spec).entries == first.entries
+    assert decoded == []
+
+    changed = root / "AI" / "0.jpg"
+    Image.new("RGB", (300, 300), (200, 10, 10)).save(changed)
+    again = build_pixel_cache(root, _files(root), tmp_path / "cache", spec)
+    assert decoded == ["0.jpg"]
+    sha = dict(_files(root))["AI/0.jpg"]
+    assert again.get(sha).shape == (256, 256, 3)
+    assert np.abs(again.get(sha)[0, 0].astype(int) - (200, 10, 10)).max() <= 3  # JPEG rounding
+
+    decoded.clear()
+    build_pixel_cache(root, _files(root), tmp_path / "cache", ResizeSpec(160))  # another size: its own cache
+    assert len(decoded) == len(_files(root))
+
+
+def test_a_killed_build_is_never_trusted(mixed_folder, tmp_path, monkeypatch):
+    files = _files(mixed_folder)
+    calls = []
+    real = pixel_cache.load_resized
+
+    def dies_midway(path, spec):
+        calls.append(path)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # the process is stopped mid-build
+        return real(path, spec)
+
+    monkeypatch.setattr(pixel_cache, "load_resized", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        build_pixel_cache(mixed_folder, files, tmp_path, ResizeSpec(256), workers=1)
+    assert not list(tmp_path.glob("pixels-*.json"))  # no index: nothing to trust
+    monkeypatch.setattr(pixel_cache, "load_resized", real)
+    cache = build_pixel_cache(mixed_folder, files, tmp_path, ResizeSpec(256))
+    assert len(cache.entries) == len(files)
+
+    # A data file cut short (disk full, copied half) no longer matches its index: rebuilt, not read.
+    with open(cache.data_path, "r+b") as f:
+        f.truncate(os.path.getsize(cache.data_path) // 2)
+    rebuilt = build_pixel_cache(mixed_folder, files, tmp_path, ResizeSpec(256))
+    assert rebuilt.data_path != cache.data_path and os.path.getsize(rebuilt.data_path) > 0
+    sha = files[0][1]
+    expected = pixel_cache.load_resized(mixed_folder / files[0][0], ResizeSpec(256))
+    assert np.array_equal(rebuilt.get(sha), expected)
+
+
+def test_cache_reads_survive_pickling_into_workers(mixed_folder, tmp_path):
+    import pickle
+
+    files = _files(mixed_folder)
+    cache = build_pixel_cache(mixed_folder, files, tmp_path, ResizeSpec(128))
+    cache.get(files[0][1])  # opens the memory map in this process
+    clone = pickle.loads(pickle.dumps(cache))
+    assert clone._data is None and np.array_equal(clone.get(files[1][1]), cache.get(files[1][1]))
