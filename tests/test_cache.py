@@ -131,3 +131,43 @@ def test_cache_reads_survive_pickling_into_workers(mixed_folder, tmp_path):
     cache.get(files[0][1])  # opens the memory map in this process
     clone = pickle.loads(pickle.dumps(cache))
     assert clone._data is None and np.array_equal(clone.get(files[1][1]), cache.get(files[1][1]))
+
+
+def test_feature_cache_trains_the_same_head_as_live_features(make_cfg, image_folder, tmp_path):
+    from hydra.utils import instantiate
+    from lightning.pytorch import Trainer, seed_everything
+
+    from trustthepixels.data.datamodule import ImageFolderDataModule
+
+    cfg = make_cfg("model=resnet18", "model.pretrained=false", "model.freeze_backbone=true", "model.flip=false")
+
+    def fitted(use_cache: bool):
+        seed_everything(0)
+        model = instantiate(cfg.model)
+        dm = ImageFolderDataModule(
+            image_folder, model.data_config, image_size=32, batch_size=4, num_workers=0, cache_dir=tmp_path / "cache"
+        )
+        dm.setup("fit")
+        if use_cache:
+            dm.use_cached_features(model)
+        else:  # live: the frozen backbone sees the same (evaluation-transformed) images every step
+            live = build_transform(dm.data_config, train=False)
+            for name, ds in dm.datasets.items():
+                dm.datasets[name] = ImageFileDataset(ds.samples, live, 1, ds.cache, ds.sha256)
+        backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items() if not k.startswith("fc.")}
+        seed_everything(1)
+        Trainer(
+            accelerator="cpu",
+            max_epochs=3,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        ).fit(model, datamodule=dm)
+        after = model.backbone.state_dict()
+        assert all(torch.equal(after[k], v) for k, v in backbone_before.items())  # weights and BN statistics
+        return model.head.weight.detach(), model.head.bias.detach()
+
+    (w_live, b_live), (w_cached, b_cached) = fitted(False), fitted(True)
+    assert w_live.abs().sum() > 0  # the head did learn
+    assert torch.allclose(w_live, w_cached, atol=1e-5) and torch.allclose(b_live, b_cached, atol=1e-5)

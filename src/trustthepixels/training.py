@@ -57,7 +57,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
     trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if getattr(datamodule, "feature_cache", False):
+        if not cfg.model.get("freeze_backbone"):
+            raise ValueError(
+                "data.feature_cache=true needs model.freeze_backbone=true: features change as a backbone learns"
+            )
+        datamodule.setup("fit")
+        datamodule.use_cached_features(model.to(trainer.strategy.root_device))
 
+    # Building caches draws random numbers (DataLoader seeds): re-seed, so that a run does not depend on
+    # whether its caches were warm.
+    seed_everything(cfg.seed, workers=True, verbose=False)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     # Report the best checkpoint's numbers, not the last epoch's; fast_dev_run keeps no checkpoint.

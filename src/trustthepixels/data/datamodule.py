@@ -13,11 +13,12 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from trustthepixels.config import to_plain
 from trustthepixels.data.dataset import ImageFileDataset
 from trustthepixels.data.dedup import duplicate_groups
+from trustthepixels.data.feature_cache import cached_features, feature_key
 from trustthepixels.data.pixel_cache import PixelCache, ResizeSpec, build_pixel_cache
 from trustthepixels.data.prepare import RELEASE_URL, prepare_from_release
 from trustthepixels.data.scan import GET_DATA_HINT, LABELS, DatasetLayoutError, ScanResult, scan_dataset
@@ -59,6 +60,7 @@ class ImageFolderDataModule(LightningDataModule):
         cache_dir: str | Path | None = None,
         cache: bool = True,
         cache_draft: bool = True,
+        feature_cache: bool = False,
         download: bool = True,
         url: str = RELEASE_URL,
         pin_memory: bool | None = None,
@@ -80,13 +82,14 @@ class ImageFolderDataModule(LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.cache = cache and self.cache_dir is not None
         self.cache_draft = cache_draft
+        self.feature_cache = feature_cache  # acted on by train(), which has the model: use_cached_features
         self.download = download
         self.url = url
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.output_dir = Path(output_dir) if output_dir else None
         self.scan: ScanResult | None = None
         self.duplicate_groups: list[list[str]] = []
-        self.datasets: dict[str, ImageFileDataset] = {}
+        self.datasets: dict[str, ImageFileDataset | TensorDataset] = {}
 
     def prepare_data(self) -> None:
         """Download the published dataset on first use (Lightning calls this on one process per machine)."""
@@ -125,6 +128,22 @@ class ImageFolderDataModule(LightningDataModule):
             self.datasets[name] = ImageFileDataset(parts[name], transform, self.min_image_side, pixels, sha256)
         log.info("Split (seed %d): %s", self.seed, ", ".join(f"{n} {len(self.datasets[n])}" for n in SPLITS))
         self._write_manifests(parts)
+
+    def use_cached_features(self, model: torch.nn.Module) -> None:
+        """Replace every split's images by the frozen backbone's features, from the feature cache."""
+        if self.cache_dir is None:
+            raise ValueError("data.feature_cache=true needs data.cache_dir")
+        key = feature_key(model, self.data_config)
+        eval_transform = build_transform(self.data_config, train=False)
+        for name, dataset in self.datasets.items():
+            images = ImageFileDataset(
+                dataset.samples, eval_transform, self.min_image_side, dataset.cache, dataset.sha256
+            )
+            sha256 = [self.scan.records[s.relpath].sha256 for s in dataset.samples]
+            features = cached_features(model, images, sha256, self.cache_dir, key, self.batch_size, self.num_workers)
+            labels = torch.tensor([s.label for s in dataset.samples])
+            self.datasets[name] = TensorDataset(features, labels)
+        self.num_workers = 0  # tensors in memory: worker processes would only add start-up time
 
     def _pixel_cache(self) -> PixelCache:
         """Every usable image decoded once, at the evaluation resize (size / crop_pct) on its shorter side."""

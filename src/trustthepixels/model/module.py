@@ -45,6 +45,7 @@ class DetectorModule(LightningModule):
         channels_last: bool = False,
         flip: bool = True,
         compile: bool = False,
+        freeze_backbone: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(
@@ -58,6 +59,7 @@ class DetectorModule(LightningModule):
                 "channels_last": channels_last,
                 "flip": flip,
                 "compile": compile,
+                "freeze_backbone": freeze_backbone,
             },
             logger=False,
         )
@@ -68,20 +70,48 @@ class DetectorModule(LightningModule):
         # Scaled by 255 so uint8 input needs one fused op; not persistent: they follow from the backbone name.
         self.register_buffer("mean", torch.tensor(self.data_config["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(self.data_config["std"]).view(1, 3, 1, 1) * 255, persistent=False)
+        self.head = self.backbone.get_classifier()
+        if freeze_backbone:  # a linear probe: only the classifier learns; norms and dropout stay in eval mode
+            self.backbone.requires_grad_(False)
+            self.head.requires_grad_(True)
+            self.backbone.eval()
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.train_metrics = binary_metrics("train/")
         self.val_metrics = binary_metrics("val/")
         self.test_metrics = binary_metrics("test/")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, H, W) to logits (N,); pooled backbone features (N, D) go through the head alone."""
+        if images.dim() == 2:
+            return self.head(images).squeeze(-1)
+        return self.backbone(self._normalise(images)).squeeze(-1)
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() if images.dtype == torch.uint8 else images * 255
-        x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
-        return self.backbone(x).squeeze(-1)
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The pooled features the classifier sees (timm's pre-logits), for the feature cache."""
+        return self.backbone.forward_head(self.backbone.forward_features(self._normalise(images)), pre_logits=True)
+
+    def train(self, mode: bool = True) -> DetectorModule:
+        super().train(mode)
+        if self.hparams.freeze_backbone:
+            self.backbone.eval()
+            self.head.train(mode)
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning restores each submodule's own mode flag after validation and never calls .train() at the
+        # start of fit: keep a frozen backbone's BatchNorm statistics and dropout off explicitly.
+        if self.hparams.freeze_backbone:
+            self.train()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Random horizontal flips of training batches, on the device (one uint8 op for the whole batch)."""
         trainer = self._trainer  # None outside a Trainer (prediction, export)
-        if trainer is not None and trainer.training and self.hparams.flip:
+        if trainer is not None and trainer.training and self.hparams.flip and batch[0].dim() == 4:
             images, labels = batch
             flip = torch.rand(len(images), device=images.device) < 0.5
             batch = (torch.where(flip[:, None, None, None], images.flip(-1), images), labels)
