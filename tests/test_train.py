@@ -55,6 +55,11 @@ def test_train_py_fast_dev_run(image_folder, tmp_path):
     assert (run_dir / "train.log").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
 
 
+def test_training_without_a_logger(make_cfg, image_folder, tmp_path):
+    train(make_cfg("debug=limit", f"data.root={image_folder}", *TINY, "trainer.max_epochs=1", "logger=none"))
+    assert (tmp_path / "run" / "metrics.json").is_file() and not list((tmp_path / "run").glob("events.*"))
+
+
 def test_training_survives_bad_inputs(make_cfg, bad_image_folder, tmp_path):
     cfg = make_cfg("debug=limit", f"data.root={bad_image_folder}", *TINY, "trainer.max_epochs=1")
     metrics = train(cfg)

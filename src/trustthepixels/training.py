@@ -11,6 +11,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer, seed_everything
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -56,6 +57,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule: LightningDataModule = instantiate(cfg.data, data_config=model.data_config)
     callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
+    if not loggers:  # the LR monitor only writes to a logger, and refuses to run without one
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if getattr(datamodule, "feature_cache", False):
         if not cfg.model.get("freeze_backbone"):

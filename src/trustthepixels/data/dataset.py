@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from trustthepixels.data.decode import ImageDecodeError, open_rgb
@@ -33,8 +32,9 @@ class ImageFileDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index]
-        if self.cache is not None:
-            return self.transform(Image.fromarray(self.cache.get(self.sha256[index]))), sample.label
+        if self.cache is not None:  # HWC uint8 from the memory map, as a CHW tensor: no PIL round trip
+            pixels = torch.from_numpy(self.cache.get(self.sha256[index]).copy()).permute(2, 0, 1)
+            return self.transform(pixels), sample.label
         try:
             image = open_rgb(sample.path, min_side=self.min_side)
         except (ImageDecodeError, FileNotFoundError) as err:

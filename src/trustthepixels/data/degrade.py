@@ -9,6 +9,7 @@ import io
 import random
 from collections.abc import Sequence
 
+import torch
 from PIL import Image, ImageFilter
 
 
@@ -42,7 +43,9 @@ class RandomDegradation:
         self.blur_prob, self.jpeg_prob = blur_prob, jpeg_prob
         self.sigma, self.quality = tuple(sigma), tuple(quality)
 
-    def __call__(self, image: Image.Image) -> Image.Image:
+    def __call__(self, image: Image.Image | torch.Tensor) -> Image.Image:
+        if isinstance(image, torch.Tensor):  # uint8 CHW from the pixel cache
+            image = Image.fromarray(image.permute(1, 2, 0).numpy())
         if random.random() < self.blur_prob:
             image = blur(image, random.uniform(*self.sigma))
         if random.random() < self.jpeg_prob:

@@ -47,16 +47,17 @@ class ResizeSpec:
 
 
 def load_resized(path: Path, spec: ResizeSpec) -> np.ndarray:
-    """Decode `path` and resize it exactly as the evaluation transform would (never upscaling): HWC uint8."""
+    """Decode `path` and resize it exactly as the evaluation transform would, on a uint8 tensor (never
+    upscaling): HWC uint8."""
     with Image.open(path) as img:
         scale = spec.short_side / min(img.size)
         if spec.draft and img.format == "JPEG" and scale <= 0.5:
             img.draft("RGB", (int(img.width * scale) + 1, int(img.height * scale) + 1))
         img.load()
-        rgb = to_rgb(img)
-    if min(rgb.size) > spec.short_side:
-        rgb = F.resize(rgb, [spec.short_side], InterpolationMode(spec.interpolation), antialias=True)
-    return np.asarray(rgb, dtype=np.uint8)
+        pixels = F.pil_to_tensor(to_rgb(img))
+    if min(pixels.shape[1:]) > spec.short_side:
+        pixels = F.resize(pixels, [spec.short_side], InterpolationMode(spec.interpolation), antialias=True)
+    return pixels.permute(1, 2, 0).contiguous().numpy()
 
 
 class PixelCache:

@@ -1,7 +1,10 @@
-"""Image transforms from the backbone's timm data config: PIL in, uint8 CHW tensor out.
+"""Image transforms from the backbone's timm data config: a PIL image or a uint8 CHW tensor in, a uint8 CHW
+tensor out.
 
-Normalisation is not done here: the model normalises on its own device (see `DetectorModule.forward`), so
-workers ship 4x smaller uint8 batches and a checkpoint carries its own mean and std.
+Everything after decoding runs on uint8 tensors (torchvision's fast antialiased resize), so images from the
+pixel cache never pass through PIL. Normalisation is not done here: the model normalises on its own device
+(see `DetectorModule.forward`), so workers ship 4x smaller uint8 batches and a checkpoint carries its own
+mean and std.
 """
 
 from __future__ import annotations
@@ -35,12 +38,11 @@ def build_transform(
         raise ValueError(f"data.augment must be 'none' or 'robust', not {augment!r}")
     size = image_size(data_config)
     interpolation = InterpolationMode(data_config.get("interpolation", "bicubic"))
-    if train:
-        steps = [RandomDegradation(blur_prob, jpeg_prob)] if augment == "robust" else []
-        steps += [
-            T.RandomResizedCrop(size, scale=tuple(crop_scale), interpolation=interpolation, antialias=True),
-        ]  # the horizontal flip happens on the device, in DetectorModule.on_after_batch_transfer
+    steps = [RandomDegradation(blur_prob, jpeg_prob)] if train and augment == "robust" else []
+    steps.append(T.PILToTensor())  # tensors (from the pixel cache) pass through unchanged
+    if train:  # the horizontal flip happens on the device, in DetectorModule.on_after_batch_transfer
+        steps.append(T.RandomResizedCrop(size, scale=tuple(crop_scale), interpolation=interpolation, antialias=True))
     else:
         resize = math.floor(size / data_config.get("crop_pct", 1.0))
-        steps = [T.Resize(resize, interpolation=interpolation, antialias=True), T.CenterCrop(size)]
-    return T.Compose([*steps, T.PILToTensor()])
+        steps += [T.Resize(resize, interpolation=interpolation, antialias=True), T.CenterCrop(size)]
+    return T.Compose(steps)

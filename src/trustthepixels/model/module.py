@@ -67,9 +67,11 @@ class DetectorModule(LightningModule):
         self.data_config = backbone_data_config(self.backbone)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.backbone.to(memory_format=self.memory_format)
-        # Scaled by 255 so uint8 input needs one fused op; not persistent: they follow from the backbone name.
-        self.register_buffer("mean", torch.tensor(self.data_config["mean"]).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(self.data_config["std"]).view(1, 3, 1, 1) * 255, persistent=False)
+        # (x / 255 - mean) / std as one scale and shift of the uint8 values; not persistent: they follow from
+        # the backbone name.
+        mean, std = torch.tensor(self.data_config["mean"]), torch.tensor(self.data_config["std"])
+        self.register_buffer("scale", (1 / (255 * std)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", (-mean / std).view(1, 3, 1, 1), persistent=False)
         self.head = self.backbone.get_classifier()
         if freeze_backbone:  # a linear probe: only the classifier learns; norms and dropout stay in eval mode
             self.backbone.requires_grad_(False)
@@ -88,7 +90,7 @@ class DetectorModule(LightningModule):
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() if images.dtype == torch.uint8 else images * 255
-        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        return torch.addcmul(self.shift, x, self.scale).contiguous(memory_format=self.memory_format)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
