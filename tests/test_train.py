@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -127,6 +128,11 @@ def test_multirun_gives_one_directory_and_one_tensorboard_run_per_job(image_fold
         lrs.add(report["config"]["lr"])
         assert "val/auroc" in scalar_tags(job)
     assert lrs == {1e-3, 3e-4}
+    with open(sweep_dir / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
+    assert float(rows[0]["val/auroc"]) >= float(rows[1]["val/auroc"])  # best first
+    assert "model.optimizer.lr" in (sweep_dir / "summary.md").read_text()
 
 
 def test_resume_continues_the_run_at_the_next_epoch(image_folder, tmp_path):

@@ -15,6 +15,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from trustthepixels.ddp import ddp_session, use_job_command
+
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +50,12 @@ def _stage_metrics(metrics: dict[str, Any], stage: str) -> dict[str, float]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train a detector as `cfg` says. Returns the final val and test metrics (`val/auroc`, `test/acc`, ...)."""
+    use_job_command()  # DDP ranks re-run this job, in this job's directory (see ddp.py)
+    with ddp_session():
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, float]:
     seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     output_dir = Path(cfg.paths.output_dir)

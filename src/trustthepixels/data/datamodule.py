@@ -101,8 +101,9 @@ class ImageFolderDataModule(LightningDataModule):
         except FileExistsError:
             pass  # another job prepared it while this one waited for the lock
         except (OSError, ValueError) as err:
+            hint = "" if "prepare_data.py" in str(err) else f" {GET_DATA_HINT}"
             raise DatasetLayoutError(
-                f"Dataset root {self.root} does not exist and downloading {self.url} failed: {err}. {GET_DATA_HINT}"
+                f"Dataset root {self.root} does not exist and the download failed: {err}.{hint}"
             ) from err
 
     def setup(self, stage: str | None = None) -> None:

@@ -130,7 +130,15 @@ class DetectorModule(LightningModule):
         loss = self.loss_fn(logits, labels.float())
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach().float().sigmoid(), labels)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(labels),
+            sync_dist=stage != "train",
+        )  # epoch means across ranks; torchmetrics syncs its own states
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
 

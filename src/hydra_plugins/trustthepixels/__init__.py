@@ -1,0 +1,1 @@
+"""TrustThePixels Hydra plugins, found by Hydra's plugin scan."""

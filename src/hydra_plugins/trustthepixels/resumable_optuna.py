@@ -1,0 +1,46 @@
+"""An Optuna sweeper whose search resumes: `python train.py hparams_search=optuna` started again on the same
+sweep directory continues its study. Hydra loads sweepers from the `hydra_plugins` package only."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.utils import instantiate
+
+log = logging.getLogger(__name__)
+
+try:  # the `sweep` extra; without it this plugin defines nothing (and Hydra's plugin scan stays quiet)
+    import optuna
+    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+except ImportError:  # pragma: no cover
+    OptunaSweeper = None
+
+if OptunaSweeper is not None:
+
+    class ResumableOptunaSweeper(OptunaSweeper):
+        """hydra-optuna-sweeper, with `n_trials` meaning the study's total: started again on the same sweep
+        directory (the study lives in SQLite there), it runs only the trials still missing. Trials a killed
+        run left RUNNING are marked FAIL first, so the sampler does not wait on them."""
+
+        def sweep(self, arguments: list[str]) -> None:
+            impl = self.sweeper
+            Path(str(impl.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)  # SQLite needs the folder
+            if impl.storage and impl.study_name:
+                try:
+                    study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
+                except KeyError:  # a new study
+                    study = None
+                if study is not None:
+                    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                        study._storage.set_trial_state(trial._trial_id, optuna.trial.TrialState.FAIL)
+                    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+                    impl.job_idx = len(study.trials)  # new jobs get new directories
+                    # A sampler seeded as before would replay its first suggestions: seed it past them.
+                    sampler_cfg = impl.config.hydra.sweeper.sampler
+                    if "seed" in sampler_cfg and sampler_cfg.seed is not None:
+                        impl.sampler = instantiate(sampler_cfg, seed=int(sampler_cfg.seed) + len(study.trials))
+                    log.info("Resuming study %s: %d of %d trials complete", impl.study_name, done, impl.n_trials)
+                    impl.n_trials = max(0, impl.n_trials - done)
+            if impl.n_trials:
+                super().sweep(arguments)
