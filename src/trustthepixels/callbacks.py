@@ -62,10 +62,11 @@ class EpochSummary(Callback):
             metrics = trainer.callback_metrics
             shown = [f"{k.removesuffix('_epoch')} {metrics[k].item():.4f}" for k in SUMMARY_METRICS if k in metrics]
             log.info(
-                "Epoch %d/%d | %s | %.1f img/s | %.0f s",
+                "Epoch %d/%d | %s | %.1f img/s | data wait %.1f%% | %.0f s",
                 trainer.current_epoch + 1,
                 trainer.max_epochs,
                 " | ".join(shown),
                 rate,
+                100 * wait_share,
                 seconds,
             )
