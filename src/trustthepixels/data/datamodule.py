@@ -140,8 +140,9 @@ class ImageFolderDataModule(LightningDataModule):
             images = ImageFileDataset(
                 dataset.samples, eval_transform, self.min_image_side, dataset.cache, dataset.sha256
             )
-            sha256 = [self.scan.records[s.relpath].sha256 for s in dataset.samples]
-            features = cached_features(model, images, sha256, self.cache_dir, key, self.batch_size, self.num_workers)
+            features = cached_features(
+                model, images, dataset.sha256, self.cache_dir, key, self.batch_size, self.num_workers
+            )
             labels = torch.tensor([s.label for s in dataset.samples])
             self.datasets[name] = TensorDataset(features, labels)
         self.num_workers = 0  # tensors in memory: worker processes would only add start-up time
