@@ -3,23 +3,15 @@
 import hydra
 from omegaconf import DictConfig
 
-from trustthepixels.data.audit import audit_dataset
+from trustthepixels.cli import check_command_line, entry_point_config_dir, run
+from trustthepixels.data.audit import audit
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="audit_data")
 def main(cfg: DictConfig) -> None:
-    near = cfg.data.near_duplicates or {"phash": 0, "dhash": 0}
-    audit_dataset(
-        cfg.data.root,
-        cfg.paths.output_dir,
-        cfg.data.cache_dir,
-        near["phash"],
-        near["dhash"],
-        cfg.cheat_threshold,
-        cfg.folds,
-        cfg.seed,
-    )
+    run(audit, cfg)
 
 
 if __name__ == "__main__":
+    check_command_line(entry_point_config_dir(__file__), "audit_data")
     main()

@@ -3,15 +3,15 @@
 import hydra
 from omegaconf import DictConfig
 
-from trustthepixels.prediction.export import export_onnx
+from trustthepixels.cli import check_command_line, entry_point_config_dir, run
+from trustthepixels.prediction.export import export
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="export")
 def main(cfg: DictConfig) -> None:
-    if cfg.format != "onnx":
-        raise ValueError(f"format={cfg.format!r}: only onnx is supported")
-    export_onnx(cfg)
+    run(export, cfg)
 
 
 if __name__ == "__main__":
+    check_command_line(entry_point_config_dir(__file__), "export")
     main()

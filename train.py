@@ -3,14 +3,16 @@
 import hydra
 from omegaconf import DictConfig
 
+from trustthepixels.cli import check_command_line, entry_point_config_dir, run
 from trustthepixels.training import train
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    return metrics.get(cfg.get("optimized_metric"))  # what Optuna and other sweepers maximise
+    metrics = run(train, cfg)
+    return metrics.get(cfg.get("optimized_metric"))  # what Optuna and other sweepers optimise
 
 
 if __name__ == "__main__":
+    check_command_line(entry_point_config_dir(__file__), "train")
     main()

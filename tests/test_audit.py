@@ -28,7 +28,10 @@ def test_audit_of_the_real_set(shared_dir, tmp_path):
         assert summary["width"]["p100"] == 512 and summary["height"]["p0"] > 100
         assert summary["jpeg_quality"]["p50"] == 95  # the shared set was saved at quality 95
     baseline = report["metadata_baseline"]
-    assert 0.4 < baseline["accuracy"] < 0.7 and set(baseline["single_feature_accuracy"]) >= {"width", "is_square"}
+    assert 0.4 < baseline["balanced_accuracy"] < 0.7 and set(baseline["single_feature_accuracy"]) >= {
+        "width",
+        "is_square",
+    }
     for name in ("audit.json", "report.md", "sizes.png", "formats.png"):
         assert (tmp_path / "audit" / name).stat().st_size > 0
     assert "Metadata-only baseline" in (tmp_path / "audit" / "report.md").read_text()
@@ -43,7 +46,7 @@ def test_audit_names_shortcuts_and_cross_class_duplicates(tmp_path):
         make_image(0, i, size=64).resize((96, 64)).save(root / "Real" / f"real_{i}.jpg", quality=60)
     shutil.copy(root / "AI" / "ai_0.png", root / "Real" / "copy_of_ai_0.png")
     report = audit_dataset(root, tmp_path / "audit")
-    assert report["metadata_baseline"]["accuracy"] > 0.9
+    assert report["metadata_baseline"]["balanced_accuracy"] > 0.9
     assert report["duplicates"]["cross_class_groups"] == 1
     assert report["classes"]["Real"]["jpeg_quality"]["p50"] == 60
     text = (tmp_path / "audit" / "report.md").read_text()

@@ -12,11 +12,12 @@ from PIL import Image
 from trustthepixels.data import pixel_cache
 from trustthepixels.data.dataset import ImageFileDataset
 from trustthepixels.data.fingerprint import fingerprint_files
-from trustthepixels.data.pixel_cache import ResizeSpec, build_pixel_cache
+from trustthepixels.data.pixel_cache import build_pixel_cache
 from trustthepixels.data.scan import scan_dataset
-from trustthepixels.data.transforms import build_transform
+from trustthepixels.data.transforms import Preprocessing, build_transform
 
 CONFIG = {"input_size": (3, 224, 224), "interpolation": "bicubic", "crop_pct": 0.875}  # eval resize: 256
+PRE = Preprocessing(224, 224, 0.875, "bicubic", jpeg_draft=False)  # base side 256
 
 
 @pytest.fixture(scope="module")
@@ -34,27 +35,34 @@ def mixed_folder(shared_dir, tmp_path_factory):
     return root
 
 
-def datasets_for(root, cache_dir, draft):
+def datasets_for(root, cache_dir, draft, train=False):
     scan = scan_dataset(root, cache_dir=cache_dir)
     shas = [scan.records[s.relpath].sha256 for s in scan.samples]
+    pre = Preprocessing(224, 224, 0.875, "bicubic", jpeg_draft=draft)
     cache = build_pixel_cache(
-        scan.root,
-        [(s.relpath, h) for s, h in zip(scan.samples, shas, strict=True)],
-        cache_dir,
-        ResizeSpec(256, "bicubic", draft),
+        scan.root, [(s.relpath, h) for s, h in zip(scan.samples, shas, strict=True)], cache_dir, pre
     )
-    transform = build_transform(CONFIG, train=False)
-    return ImageFileDataset(scan.samples, transform), ImageFileDataset(scan.samples, transform, 1, cache, shas)
+    transform = build_transform({**CONFIG, "jpeg_draft": draft}, train=train, augment="robust" if train else "none")
+    return (
+        ImageFileDataset(scan.samples, transform, pre),
+        ImageFileDataset(scan.samples, transform, pre, 1, cache, shas),
+    )
 
 
-def test_cached_pixels_equal_decoded_pixels_without_draft(mixed_folder, tmp_path):
-    plain, cached = datasets_for(mixed_folder, tmp_path, draft=False)
-    for i in range(len(plain)):
-        assert torch.equal(plain[i][0], cached[i][0]), plain.samples[i].relpath  # exactly
+@pytest.mark.parametrize("draft", [False, True])
+def test_the_cache_changes_no_pixel_in_training_or_evaluation(mixed_folder, tmp_path, draft):
+    """A speed setting: with draft decoding or without, cached and uncached datasets give the same tensors,
+    for evaluation and for training's random crops and robust augmentation (same per-image seed)."""
+    for train in (False, True):
+        plain, cached = datasets_for(mixed_folder, tmp_path, draft, train)
+        for i in range(len(plain)):
+            item = (i, 1234 + i) if train else i
+            assert torch.equal(plain[item][0], cached[item][0]), plain.samples[i].relpath  # exactly
 
 
 def test_draft_stays_within_half_a_level_on_average(mixed_folder, tmp_path):
-    plain, cached = datasets_for(mixed_folder, tmp_path, draft=True)
+    plain, _ = datasets_for(mixed_folder, tmp_path, draft=False)
+    _, cached = datasets_for(mixed_folder, tmp_path, draft=True)
     for i in range(len(plain)):
         diff = (plain[i][0].int() - cached[i][0].int()).abs().float()
         if Image.open(plain.samples[i].path).width > 1024:
@@ -73,11 +81,11 @@ def test_changed_file_or_parameter_invalidates(mixed_folder, tmp_path, monkeypat
 
     root = tmp_path / "data"
     shutil.copytree(mixed_folder, root)
-    spec = ResizeSpec(256)
+    spec = PRE
     first = build_pixel_cache(root, _files(root), tmp_path / "cache", spec)
     decoded = []
-    real = pixel_cache.load_resized
-    monkeypatch.setattr(pixel_cache, "load_resized", lambda path, s: decoded.append(path.name) or real(path, s))
+    real = pixel_cache.load_base_image
+    monkeypatch.setattr(pixel_cache, "load_base_image", lambda path, s: decoded.append(path.name) or real(path, s))
     assert build_pixel_cache(root, _files(root), tmp_path / "cache", spec).entries == first.entries
     assert decoded == []
 
@@ -90,14 +98,17 @@ def test_changed_file_or_parameter_invalidates(mixed_folder, tmp_path, monkeypat
     assert np.abs(again.get(sha)[0, 0].astype(int) - (200, 10, 10)).max() <= 3  # JPEG rounding
 
     decoded.clear()
-    build_pixel_cache(root, _files(root), tmp_path / "cache", ResizeSpec(160))  # another size: its own cache
+    build_pixel_cache(root, _files(root), tmp_path / "cache", Preprocessing(140, 140))  # another size: its own
     assert len(decoded) == len(_files(root))
+    decoded.clear()
+    build_pixel_cache(root, _files(root), tmp_path / "cache", Preprocessing(224, 224, 0.875, jpeg_draft=True))
+    assert len(decoded) == len(_files(root))  # draft decoding gives other pixels: other entries
 
 
 def test_a_killed_build_is_never_trusted(mixed_folder, tmp_path, monkeypatch):
     files = _files(mixed_folder)
     calls = []
-    real = pixel_cache.load_resized
+    real = pixel_cache.load_base_image
 
     def dies_midway(path, spec):
         calls.append(path)
@@ -105,32 +116,48 @@ def test_a_killed_build_is_never_trusted(mixed_folder, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the process is stopped mid-build
         return real(path, spec)
 
-    monkeypatch.setattr(pixel_cache, "load_resized", dies_midway)
+    monkeypatch.setattr(pixel_cache, "load_base_image", dies_midway)
     with pytest.raises(KeyboardInterrupt):
-        build_pixel_cache(mixed_folder, files, tmp_path, ResizeSpec(256), workers=1)
+        build_pixel_cache(mixed_folder, files, tmp_path, PRE, workers=1)
     assert not list(tmp_path.glob("pixels-*.json"))  # no index: nothing to trust
-    monkeypatch.setattr(pixel_cache, "load_resized", real)
-    cache = build_pixel_cache(mixed_folder, files, tmp_path, ResizeSpec(256))
+    monkeypatch.setattr(pixel_cache, "load_base_image", real)
+    cache = build_pixel_cache(mixed_folder, files, tmp_path, PRE)
     assert len(cache.entries) == len(files)
 
-    # A data file cut short (disk full, copied half) no longer matches its index: rebuilt, not read.
-    with open(cache.data_path, "r+b") as f:
-        f.truncate(os.path.getsize(cache.data_path) // 2)
-    rebuilt = build_pixel_cache(mixed_folder, files, tmp_path, ResizeSpec(256))
-    assert rebuilt.data_path != cache.data_path and os.path.getsize(rebuilt.data_path) > 0
+    # A segment cut short (disk full, copied half) no longer matches its index: rebuilt, not read.
+    (segment,) = {entry[0] for entry in cache.entries.values()}
+    with open(tmp_path / segment, "r+b") as f:
+        f.truncate(os.path.getsize(tmp_path / segment) // 2)
+    rebuilt = build_pixel_cache(mixed_folder, files, tmp_path, PRE)
+    assert {entry[0] for entry in rebuilt.entries.values()} != {segment}
     sha = files[0][1]
-    expected = pixel_cache.load_resized(mixed_folder / files[0][0], ResizeSpec(256))
-    assert np.array_equal(rebuilt.get(sha), expected)
+    assert np.array_equal(rebuilt.get(sha), pixel_cache.load_base_image(mixed_folder / files[0][0], PRE))
+
+
+def test_a_rebuild_never_deletes_what_another_job_may_still_read(mixed_folder, tmp_path):
+    """Job A holds a cache whose workers have not opened their segment yet; job B adds images. A's reads
+    still work, and every segment ever written is still there."""
+    files = _files(mixed_folder)
+    job_a = build_pixel_cache(mixed_folder, files[:4], tmp_path, PRE)
+    import pickle
+
+    worker_copy = pickle.loads(pickle.dumps(job_a))  # what a DataLoader worker of job A holds, unopened
+    job_b = build_pixel_cache(mixed_folder, files, tmp_path, PRE)
+    assert len(job_b.entries) == len(files)
+    for _, sha in files[:4]:
+        assert np.array_equal(worker_copy.get(sha), job_b.get(sha))
+    segments = {entry[0] for entry in job_b.entries.values()}
+    assert len(segments) == 2 and all((tmp_path / s).is_file() for s in segments)
 
 
 def test_cache_reads_survive_pickling_into_workers(mixed_folder, tmp_path):
     import pickle
 
     files = _files(mixed_folder)
-    cache = build_pixel_cache(mixed_folder, files, tmp_path, ResizeSpec(128))
+    cache = build_pixel_cache(mixed_folder, files, tmp_path, Preprocessing(112, 112))
     cache.get(files[0][1])  # opens the memory map in this process
     clone = pickle.loads(pickle.dumps(cache))
-    assert clone._data is None and np.array_equal(clone.get(files[1][1]), cache.get(files[1][1]))
+    assert clone._maps == {} and np.array_equal(clone.get(files[1][1]), cache.get(files[1][1]))
 
 
 def test_feature_cache_trains_the_same_head_as_live_features(make_cfg, image_folder, tmp_path):
@@ -153,7 +180,7 @@ def test_feature_cache_trains_the_same_head_as_live_features(make_cfg, image_fol
         else:  # live: the frozen backbone sees the same (evaluation-transformed) images every step
             live = build_transform(dm.data_config, train=False)
             for name, ds in dm.datasets.items():
-                dm.datasets[name] = ImageFileDataset(ds.samples, live, 1, ds.cache, ds.sha256)
+                dm.datasets[name] = ImageFileDataset(ds.samples, live, ds.pre, 1, ds.cache, ds.sha256)
         backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items() if not k.startswith("fc.")}
         seed_everything(1)
         Trainer(

@@ -174,12 +174,19 @@ def test_transforms_give_uint8_at_the_model_size():
     for train in (True, False):
         out = build_transform(config, train=train)(image)
         assert out.dtype == torch.uint8 and out.shape == (3, 40, 40)
+    for train in (True, False):  # a non-square model input, as timm does it
+        out = build_transform({**config, "input_size": (3, 32, 48)}, train=train)(image)
+        assert out.dtype == torch.uint8 and out.shape == (3, 32, 48)
+    for train in (True, False):
+        out = build_transform(config, train=train)(image)
+        assert out.dtype == torch.uint8 and out.shape == (3, 40, 40)
 
 
 def test_datamodule_batches(image_folder):
     dm = ImageFolderDataModule(image_folder, {"input_size": (3, 224, 224)}, image_size=32, batch_size=4, num_workers=0)
     dm.setup("fit")
-    images, labels = next(iter(dm.train_dataloader()))
+    images, labels, indices = next(iter(dm.train_dataloader()))
+    assert sorted(labels.tolist()) == sorted(dm.datasets["train"].samples[i].label for i in indices.tolist())
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8
     assert set(labels.tolist()) <= {0, 1}
     assert {name: len(dm.datasets[name]) for name in SPLITS} == {"train": 20, "val": 2, "test": 2}

@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 from sklearn import metrics as skm
 
-from trustthepixels.data.transforms import build_transform
 from trustthepixels.evaluation.evaluate import evaluate
 from trustthepixels.evaluation.inference import InferenceDataset
 from trustthepixels.evaluation.metrics import binary_metrics, choose_threshold, fit_temperature
@@ -57,9 +56,9 @@ def test_threshold_maximises_balanced_accuracy_and_temperature_fixes_overconfide
     # Calibrated logits made three times too large: the fitted temperature undoes it, and the ECE drops.
     true_logits = rng.normal(0, 1.5, 4000)
     outcomes = (rng.random(4000) < 1 / (1 + np.exp(-true_logits))).astype(int)
-    temperature = fit_temperature(outcomes, 3 * true_logits)
-    assert temperature == pytest.approx(3.0, rel=0.15)
-    m = binary_metrics(outcomes, 3 * true_logits, temperature=temperature)
+    fitted = fit_temperature(outcomes, 3 * true_logits)
+    assert fitted.fitted and fitted.value == pytest.approx(3.0, rel=0.15)
+    m = binary_metrics(outcomes, 3 * true_logits, temperature=fitted.value)
     assert m["ece_temperature_scaled"] < m["ece"] / 2
 
 
@@ -68,17 +67,17 @@ def test_perturbations_treat_both_classes_identically(tmp_path):
     for name in ("AI", "Real"):
         (tmp_path / name).mkdir()
         image.save(tmp_path / name / "same.png")
-    transform = build_transform({"input_size": (3, 64, 64), "crop_pct": 1.0}, train=False)
+    config = {"input_size": (3, 64, 64), "crop_pct": 1.0}
     chosen = perturbations(DEFAULT_PERTURBATIONS)
     assert {p.kind for p in chosen} == {"jpeg", "blur", "downscale"} and len(chosen) == 9
     paths = [tmp_path / "AI" / "same.png", tmp_path / "Real" / "same.png"]
-    clean = InferenceDataset(paths, transform)[0][0]
+    clean = InferenceDataset(paths, config, 8)[0][0]
     for perturb in chosen:
-        dataset = InferenceDataset(paths, transform, perturb)
+        dataset = InferenceDataset(paths, config, 8, perturb)
         ai, real = dataset[0][0], dataset[1][0]
         assert torch.equal(ai, real), perturb  # same operation, same parameters, whatever the label
         assert not torch.equal(ai, clean), perturb
-    assert chosen[-1](image).size == (30, 20)  # downscale x0.25
+    assert chosen[-1](torch.zeros(3, 80, 120, dtype=torch.uint8)).shape == (3, 20, 30)  # downscale x0.25
 
 
 def test_eval_on_a_trained_checkpoint(trained_checkpoint, tmp_path):
@@ -157,7 +156,9 @@ def test_predict_names_bad_files_and_scores_the_rest(trained_checkpoint, bad_ima
         "text_file_named_as.jpg",
         "macos_DS_Store_from_image_folder",
         "decompression_bomb_20000x20000.png",
+        "one_pixel_1x1.jpg",  # the training run's rule (data.min_image_side=8) applies to new images too
     }
+    assert "data.min_image_side=8" in rows["one_pixel_1x1.jpg"]["error"]
     for name, row in rows.items():
         if name not in unreadable:
             assert 0.0 <= float(row["p_ai"]) <= 1.0 and row["label"] in {"AI", "Real"}
@@ -208,14 +209,14 @@ def test_onnx_export_matches_pytorch_on_real_images(trained_checkpoint, shared_d
 
 
 def test_robust_degradation_is_the_evaluated_one():
-    from trustthepixels.data.degrade import RandomDegradation, jpeg
+    from trustthepixels.data.degrade import blur, jpeg, robust_augmentation
 
-    image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    assert RandomDegradation(blur_prob=0.0, jpeg_prob=0.0)(image) is image
-    only_jpeg = RandomDegradation(blur_prob=0.0, jpeg_prob=1.0, quality=(40, 40))(image)
-    assert np.array_equal(np.asarray(only_jpeg), np.asarray(jpeg(image, 40)))
-    blurred = RandomDegradation(blur_prob=1.0, jpeg_prob=0.0, sigma=(2.0, 2.0))(image)
-    assert np.asarray(blurred).std() < np.asarray(image).std()
+    image = torch.from_numpy(np.random.default_rng(2).integers(0, 255, (3, 64, 64), dtype=np.uint8))
+    assert torch.equal(robust_augmentation(blur_prob=0.0, jpeg_prob=0.0)(image), image)
+    only_jpeg = robust_augmentation(blur_prob=0.0, jpeg_prob=1.0, quality=(40, 40))(image)
+    assert torch.equal(only_jpeg, jpeg(image, 40))
+    blurred = robust_augmentation(blur_prob=1.0, jpeg_prob=0.0, sigma=(2.0, 2.0))(image)
+    assert torch.equal(blurred, blur(image, 2.0)) and blurred.float().std() < image.float().std()
 
 
 def test_robust_augmentation_trains(make_cfg, image_folder):

@@ -1,11 +1,18 @@
-"""Training speed in TensorBoard and a one-line summary per epoch in the log (timm's train.py habit)."""
+"""A one-line summary per epoch in the log (timm's train.py habit), with the training rate and data-wait share.
+
+Lightning's `ThroughputMonitor` (configs/callbacks/default.yaml) logs the per-step rates to TensorBoard; it has
+no per-epoch line and no data-wait share, which is what this callback adds.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any
 
+import numpy as np
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 log = logging.getLogger(__name__)
@@ -13,23 +20,37 @@ log = logging.getLogger(__name__)
 SUMMARY_METRICS = ("train/loss_epoch", "val/loss", "val/auroc", "val/acc", "val/ap")
 
 
-class EpochSummary(Callback):
-    """Logs `train/images_per_sec` (every `log_every_n_steps` and per epoch) and `train/data_wait_share`, the
-    share of step time spent waiting for the next batch, and prints one line per epoch.
+def batch_size(batch: Any) -> int:
+    """Images in a batch (images, labels, indices): for ThroughputMonitor."""
+    return len(batch[1])
 
-    Rates are wall-clock over the training batches, data loading included: what a user waits for. The wait
-    of an epoch's first batch (workers starting) is left out of the share.
+
+def _sync(pl_module: LightningModule) -> None:
+    """Wait for queued GPU work, so that compute time is never counted as time spent waiting for data."""
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
+
+
+class EpochSummary(Callback):
+    """Logs `train/images_per_sec` and `train/data_wait_share` (the share of step time spent waiting for the
+    next batch) once per epoch, and prints one line per epoch.
+
+    The rate is wall-clock from the epoch's start to its last training batch, data loading included (what a
+    user waits for) and validation excluded (Lightning runs it before `on_train_epoch_end`). The wait of an
+    epoch's first batch (workers starting) is left out of the share. On a GPU, each step's queued work is
+    waited for before the clock is read.
     """
 
     def __init__(self) -> None:
-        self._epoch_start = self._window_start = 0.0
-        self._epoch_images = self._window_images = 0
+        self._epoch_start = 0.0
+        self._epoch_images = 0
         self._last_end: float | None = None
         self._waited = self._stepped = 0.0
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._epoch_start = self._window_start = time.perf_counter()
-        self._epoch_images = self._window_images = 0
+        _sync(pl_module)
+        self._epoch_start = time.perf_counter()
+        self._epoch_images = 0
         self._last_end = None
         self._waited = self._stepped = 0.0
 
@@ -40,20 +61,15 @@ class EpochSummary(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        _sync(pl_module)
         now = time.perf_counter()
         if self._last_end is not None:
             self._stepped += now - self._last_end
         self._last_end = now
-        n = len(batch[1]) * trainer.world_size
-        self._epoch_images += n
-        self._window_images += n
-        if trainer.global_step % trainer.log_every_n_steps == 0:
-            rate = self._window_images / max(now - self._window_start, 1e-9)
-            pl_module.log("train/images_per_sec_step", rate, on_step=True, on_epoch=False, rank_zero_only=True)
-            self._window_start, self._window_images = now, 0
+        self._epoch_images += batch_size(batch) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        seconds = time.perf_counter() - self._epoch_start
+        seconds = (self._last_end or self._epoch_start) - self._epoch_start
         rate = self._epoch_images / max(seconds, 1e-9)
         pl_module.log("train/images_per_sec", rate, on_step=False, on_epoch=True, rank_zero_only=True)
         wait_share = self._waited / self._stepped if self._stepped else 0.0
@@ -70,3 +86,20 @@ class EpochSummary(Callback):
                 100 * wait_share,
                 seconds,
             )
+
+
+class EpochSeed(Callback):
+    """Seeds torch, numpy and Python's `random` at the start of every training epoch from (seed, epoch, rank).
+
+    What the main process draws during an epoch (dropout masks, the flips done on the device) then depends on
+    the epoch alone, not on the history of the process: a run resumed from `last.ckpt` repeats the uninterrupted
+    run exactly. (The DataLoader side is made reproducible by `EpochSampler`.)"""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        seed = (self.seed * 1_000_003 + trainer.current_epoch * 1009 + trainer.global_rank) % 2**32
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)  # every device's generator

@@ -33,11 +33,33 @@ def run_dir_of(ckpt_path: str | None, new_dir: str) -> str:
     return new_dir
 
 
+# Metrics where lower is better; every other metric (AUROC, AP, accuracies, F1) is maximised.
+_LOWER_IS_BETTER = ("loss", "ece", "error")
+
+
+def metric_mode(metric: str) -> str:
+    """ "min" or "max" for a metric name such as val/loss or val/auroc: the checkpoint, early stopping, the sweep
+    summary and the Optuna direction all follow it."""
+    return "min" if metric.rsplit("/", 1)[-1].startswith(_LOWER_IS_BETTER) else "max"
+
+
+def metric_direction(metric: str) -> str:
+    return {"min": "minimize", "max": "maximize"}[metric_mode(metric)]
+
+
+def metric_slug(metric: str) -> str:
+    """val/auroc -> auroc: the name a checkpoint file carries its score under."""
+    return metric.rsplit("/", 1)[-1]
+
+
 def register_resolvers() -> None:
     # use_cache: the id is drawn once per config; Hydra copies the cache into every job of a sweep.
     OmegaConf.register_new_resolver("run_id", run_id, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("run_dir_of", run_dir_of, replace=True)
     OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
+    OmegaConf.register_new_resolver("metric_mode", metric_mode, replace=True)
+    OmegaConf.register_new_resolver("metric_direction", metric_direction, replace=True)
+    OmegaConf.register_new_resolver("metric_slug", metric_slug, replace=True)
 
 
 def to_plain(value: Any) -> Any:

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from filelock import FileLock
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from trustthepixels.data.fileutils import atomic_write_text, file_lock
+from trustthepixels.config import metric_mode
+from trustthepixels.data.fileutils import atomic_write_text
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "job_error.txt"
@@ -57,7 +59,14 @@ def write_summary(sweep_dir: Path, optimized_metric: str, final: bool = False) -
     for row in rows:
         if final and row["status"] == "running":
             row["status"] = "interrupted"
-    rows.sort(key=lambda r: (r["status"] != "completed", -(r.get(optimized_metric) or float("-inf")), r["job"]))
+    sign = 1.0 if metric_mode(optimized_metric) == "min" else -1.0  # best first, whichever way is better
+    rows.sort(
+        key=lambda r: (
+            r["status"] != "completed",
+            sign * r[optimized_metric] if r.get(optimized_metric) is not None else float("inf"),
+            r["job"],
+        )
+    )
     columns = [
         "job",
         "status",
@@ -67,7 +76,7 @@ def write_summary(sweep_dir: Path, optimized_metric: str, final: bool = False) -
         "run_dir",
         "error",
     ]
-    with file_lock(sweep_dir / ".summary.lock"):
+    with FileLock(sweep_dir / ".summary.lock"):
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -102,8 +111,10 @@ class SweepSummary(Callback):
             return
         job_dir = Path(config.hydra.runtime.output_dir)
         if job_return.status == JobStatus.FAILED:
-            error = job_return._return_value  # the exception; reading .return_value would raise it
-            atomic_write_text(job_dir / ERROR_FILE, f"{type(error).__name__}: {error}\n")
+            try:
+                job_return.return_value  # noqa: B018 (a failed job's return_value raises its exception)
+            except Exception as error:
+                atomic_write_text(job_dir / ERROR_FILE, f"{type(error).__name__}: {error}\n")
         write_summary(Path(config.hydra.sweep.dir), config.get("optimized_metric", "val/auroc"))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from pathlib import Path
@@ -15,7 +16,11 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from trustthepixels.ddp import ddp_session, use_job_command
+from trustthepixels.callbacks import EpochSeed
+from trustthepixels.data.datamodule import check_data_config
+from trustthepixels.ddp import ddp_session
+from trustthepixels.errors import ConfigError
+from trustthepixels.evaluation.metrics import sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -50,27 +55,30 @@ def _stage_metrics(metrics: dict[str, Any], stage: str) -> dict[str, float]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train a detector as `cfg` says. Returns the final val and test metrics (`val/auroc`, `test/acc`, ...)."""
-    use_job_command()  # DDP ranks re-run this job, in this job's directory (see ddp.py)
-    with ddp_session():
-        return _train(cfg)
-
-
-def _train(cfg: DictConfig) -> dict[str, float]:
     seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     output_dir = Path(cfg.paths.output_dir)
     log.info("Run directory: %s", output_dir.resolve())
 
+    check_data_config(cfg.data)  # a setting that cannot work fails now, before weights load or images are read
     model: LightningModule = instantiate(cfg.model)
     datamodule: LightningDataModule = instantiate(cfg.data, data_config=model.data_config)
-    callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
+    callbacks: list[Callback] = [*_instantiate_group(cfg.get("callbacks")), EpochSeed(cfg.seed)]
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
     if not loggers:  # the LR monitor only writes to a logger, and refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    with ddp_session(trainer):  # DDP ranks re-run this job, in this job's directory (see ddp.py)
+        return _fit_and_test(cfg, model, datamodule, trainer)
+
+
+def _fit_and_test(
+    cfg: DictConfig, model: LightningModule, datamodule: LightningDataModule, trainer: Trainer
+) -> dict[str, float]:
+    output_dir = Path(cfg.paths.output_dir)
     if getattr(datamodule, "feature_cache", False):
         if not cfg.model.get("freeze_backbone"):
-            raise ValueError(
+            raise ConfigError(
                 "data.feature_cache=true needs model.freeze_backbone=true: features change as a backbone learns"
             )
         datamodule.setup("fit")
@@ -107,12 +115,25 @@ def _train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+        if model.test_predictions is not None:
+            write_predictions(output_dir / "predictions.csv", datamodule, *model.test_predictions)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # fills TensorBoard's hparams tab
                 logger.log_hyperparams(choices, metrics={f"hparams/{k}": v for k, v in metrics.items()})
                 logger.finalize("success")
         log.info("Best checkpoint: %s\nval:  %s\ntest: %s", best, _fmt(val), _fmt(test))
     return metrics
+
+
+def write_predictions(path: Path, datamodule: LightningDataModule, indices, logits, labels) -> None:
+    """The test split's predictions (path relative to the data root, label, P(AI)): every test number in
+    metrics.json can be recomputed from this file."""
+    samples = datamodule.datasets["test"].samples
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "logit", "p_ai"])
+        for index, logit, label in zip(indices, logits, labels, strict=True):
+            writer.writerow([samples[index].relpath, int(label), repr(float(logit)), repr(float(sigmoid(logit)))])
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -33,7 +33,7 @@ if OptunaSweeper is not None:
                     study = None
                 if study is not None:
                     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                        study._storage.set_trial_state(trial._trial_id, optuna.trial.TrialState.FAIL)
+                        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
                     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
                     impl.job_idx = len(study.trials)  # new jobs get new directories
                     # A sampler seeded as before would replay its first suggestions: seed it past them.

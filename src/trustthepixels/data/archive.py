@@ -6,8 +6,10 @@ import stat
 import zipfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from trustthepixels.errors import UserError
 
-class UnsafeArchiveError(ValueError):
+
+class UnsafeArchiveError(UserError, ValueError):
     """The archive is damaged or holds something that must not be extracted; nothing was written."""
 
 

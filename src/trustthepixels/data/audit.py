@@ -79,7 +79,8 @@ def _class_summary(records: list[FileRecord], qualities: list[int]) -> dict[str,
 
 
 def metadata_baseline(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 42) -> dict[str, Any]:
-    """Cross-validated accuracy of a logistic regression on metadata alone, and of each feature's best threshold."""
+    """Cross-validated balanced accuracy (chance is 50% whatever the class balance) of a logistic regression on
+    metadata alone, and of each feature's best threshold."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
@@ -89,16 +90,20 @@ def metadata_baseline(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 
     folds = max(2, min(folds, int(np.bincount(y).min())))
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    scores = cross_val_score(model, x, y, cv=cv, scoring="accuracy")
+    scores = cross_val_score(model, x, y, cv=cv, scoring="balanced_accuracy")
     single = {
-        name: float(cross_val_score(DecisionTreeClassifier(max_depth=1), x[:, [i]], y, cv=cv).mean())
+        name: float(
+            cross_val_score(
+                DecisionTreeClassifier(max_depth=1), x[:, [i]], y, cv=cv, scoring="balanced_accuracy"
+            ).mean()
+        )
         for i, name in enumerate(METADATA_FEATURES)
     }
     return {
         "model": "logistic regression on " + ", ".join(METADATA_FEATURES),
         "folds": folds,
-        "accuracy": float(scores.mean()),
-        "accuracy_std": float(scores.std()),
+        "balanced_accuracy": float(scores.mean()),
+        "balanced_accuracy_std": float(scores.std()),
         "single_feature_accuracy": dict(sorted(single.items(), key=lambda kv: -kv[1])),
     }
 
@@ -115,10 +120,12 @@ def audit_dataset(
     cheat_threshold: float = 0.6,
     folds: int = 5,
     seed: int = 42,
+    min_side: int = 8,
 ) -> dict[str, Any]:
+    """`min_side` is training's `data.min_image_side`: the audit counts the images training would use."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scan = scan_dataset(root, min_side=1, cache_dir=cache_dir)
+    scan = scan_dataset(root, min_side=min_side, cache_dir=cache_dir)
     label_of = {s.relpath: s.label for s in scan.samples}
     usable = [scan.records[s.relpath] for s in scan.samples]
     by_class = {name: [r for r in usable if label_of[r.relpath] == label] for label, name in LABELS.items()}
@@ -141,10 +148,11 @@ def audit_dataset(
     baseline = metadata_baseline(x, y, folds, seed)
 
     warnings = []
-    if baseline["accuracy"] > cheat_threshold:
+    if baseline["balanced_accuracy"] > cheat_threshold:
         top = ", ".join(f"{k} ({v:.0%})" for k, v in list(baseline["single_feature_accuracy"].items())[:3])
         warnings.append(
-            f"File metadata alone predicts the class with {baseline['accuracy']:.1%} accuracy (more than "
+            f"File metadata alone predicts the class with {baseline['balanced_accuracy']:.1%} balanced accuracy "
+            f"(more than "
             f"{cheat_threshold:.0%}): a classifier can cheat by learning image size, format or compression "
             f"instead of generation artefacts. Most telling: {top}. Normalise these (same format, size and "
             "JPEG quality for both classes) or evaluate on data where they do not differ."
@@ -176,6 +184,22 @@ def audit_dataset(
     for warning in warnings:
         log.warning(warning)
     return report
+
+
+def audit(cfg) -> dict[str, Any]:
+    """`audit_data.py`: the audit with the data settings training uses."""
+    near = cfg.data.near_duplicates or {"phash": 0, "dhash": 0}
+    return audit_dataset(
+        cfg.data.root,
+        cfg.paths.output_dir,
+        cfg.data.cache_dir,
+        near["phash"],
+        near["dhash"],
+        cfg.cheat_threshold,
+        cfg.folds,
+        cfg.seed,
+        cfg.data.min_image_side,
+    )
 
 
 def _plot(by_class: dict[str, list[FileRecord]], qualities: dict[str, list[int]], out_dir: Path) -> list[str]:
@@ -264,10 +288,11 @@ def _markdown(report: dict[str, Any], figures: list[str]) -> str:
         "",
         "## Metadata-only baseline",
         "",
-        f"{baseline['model']}, {baseline['folds']}-fold cross-validated accuracy: "
-        f"**{baseline['accuracy']:.1%}** (± {baseline['accuracy_std']:.1%}); 50% is chance.",
+        f"{baseline['model']}, {baseline['folds']}-fold cross-validated balanced accuracy: "
+        f"**{baseline['balanced_accuracy']:.1%}** (± {baseline['balanced_accuracy_std']:.1%}); 50% is chance, "
+        "whatever the class balance.",
         "",
-        "| feature | best single-threshold accuracy |",
+        "| feature | best single-threshold balanced accuracy |",
         "|---|---|",
     ]
     lines += [f"| {k} | {v:.1%} |" for k, v in baseline["single_feature_accuracy"].items()]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,17 +13,18 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from trustthepixels.config import to_plain
-from trustthepixels.data.dataset import ImageFileDataset
+from trustthepixels.data.dataset import EpochSampler, FeatureDataset, ImageFileDataset
 from trustthepixels.data.dedup import duplicate_groups
 from trustthepixels.data.feature_cache import cached_features, feature_key
-from trustthepixels.data.pixel_cache import PixelCache, ResizeSpec, build_pixel_cache
+from trustthepixels.data.pixel_cache import PixelCache, build_pixel_cache
 from trustthepixels.data.prepare import RELEASE_URL, prepare_from_release
 from trustthepixels.data.scan import GET_DATA_HINT, LABELS, DatasetLayoutError, ScanResult, scan_dataset
-from trustthepixels.data.split import SPLITS, stratified_split, write_split_csv
-from trustthepixels.data.transforms import build_transform, image_size
+from trustthepixels.data.split import SPLITS, check_fractions, stratified_split, write_split_csv
+from trustthepixels.data.transforms import Preprocessing, build_transform
+from trustthepixels.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,69 @@ log = logging.getLogger(__name__)
 def default_num_workers() -> int:
     """One core stays with the training process; more than 8 workers rarely helps a single GPU."""
     return min(8, max(0, (os.cpu_count() or 1) - 1))
+
+
+def check_data_settings(
+    batch_size: Any,
+    num_workers: Any,
+    split: Any,
+    image_size: Any,
+    crop_scale: Any,
+    augment: Any,
+    blur_prob: Any,
+    jpeg_prob: Any,
+    min_image_side: Any,
+    near_duplicates: Any,
+) -> None:
+    """Refuse settings that cannot work before any image is read, naming the setting and what it takes."""
+
+    def is_int(value: Any, low: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    if not is_int(batch_size, 1):
+        raise ConfigError(f"data.batch_size={batch_size!r}: use a whole number of images per batch, 1 or more")
+    if num_workers is not None and not is_int(num_workers, 0):
+        raise ConfigError(f"data.num_workers={num_workers!r}: use 0 (no worker processes), a positive number or null")
+    check_fractions(split)
+    if image_size is not None and not is_int(image_size, 8):
+        raise ConfigError(f"data.image_size={image_size!r}: use a side in pixels (8 or more), or null")
+    if (
+        not isinstance(crop_scale, Sequence)
+        or len(crop_scale) != 2
+        or not all(isinstance(v, int | float) for v in crop_scale)
+        or not 0 < crop_scale[0] <= crop_scale[1] <= 1
+    ):
+        raise ConfigError(f"data.crop_scale={list(crop_scale)!r}: use [low, high] with 0 < low <= high <= 1")
+    if augment not in ("none", "robust"):
+        raise ConfigError(f"data.augment={augment!r}: use none or robust")
+    for name, p in (("data.blur_prob", blur_prob), ("data.jpeg_prob", jpeg_prob)):
+        if not isinstance(p, int | float) or not 0 <= p <= 1:
+            raise ConfigError(f"{name}={p!r}: use a probability between 0 and 1")
+    if not is_int(min_image_side, 1):
+        raise ConfigError(f"data.min_image_side={min_image_side!r}: use a side in pixels, 1 or more")
+    if near_duplicates is not None and (
+        not isinstance(near_duplicates, Mapping)
+        or set(near_duplicates) != {"phash", "dhash"}
+        or not all(is_int(v, 0) and v <= 64 for v in near_duplicates.values())
+    ):
+        raise ConfigError(
+            f"data.near_duplicates={near_duplicates!r}: use "
+            "{phash: 0-64, dhash: 0-64} (Hamming distances), or null to switch the search off"
+        )
+
+
+def check_data_config(data: Mapping[str, Any]) -> None:
+    """`check_data_settings` on the composed `data` config (defaults for what it does not set)."""
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(ImageFolderDataModule.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    values = {name: to_plain(data[name]) if name in data else defaults[name] for name in CHECKED_SETTINGS}
+    check_data_settings(**values)
+
+
+CHECKED_SETTINGS = tuple(inspect.signature(check_data_settings).parameters)
 
 
 class ImageFolderDataModule(LightningDataModule):
@@ -59,7 +123,7 @@ class ImageFolderDataModule(LightningDataModule):
         near_duplicates: Mapping[str, int] | None = None,
         cache_dir: str | Path | None = None,
         cache: bool = True,
-        cache_draft: bool = True,
+        jpeg_draft: bool = True,
         feature_cache: bool = False,
         download: bool = True,
         url: str = RELEASE_URL,
@@ -67,10 +131,18 @@ class ImageFolderDataModule(LightningDataModule):
         output_dir: str | Path | None = None,
     ):
         super().__init__()
+        split, crop_scale, near_duplicates = to_plain(split), to_plain(crop_scale), to_plain(near_duplicates)
+        check_data_settings(
+            batch_size, num_workers, split, image_size, crop_scale, augment, blur_prob, jpeg_prob, min_image_side,
+            near_duplicates,
+        )  # fmt: skip
         self.root = Path(root).expanduser()
         self.data_config = dict(to_plain(data_config))
         if image_size:
             self.data_config["input_size"] = (3, int(image_size), int(image_size))
+        # Part of what the model sees (see transforms.Preprocessing): saved in every checkpoint with the rest.
+        self.data_config["jpeg_draft"] = bool(jpeg_draft)
+        self.preprocessing = Preprocessing.from_data_config(self.data_config)
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.split_fractions = tuple(float(f) for f in split)
@@ -81,7 +153,6 @@ class ImageFolderDataModule(LightningDataModule):
         self.near_duplicates = dict(near_duplicates) if near_duplicates else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.cache = cache and self.cache_dir is not None
-        self.cache_draft = cache_draft
         self.feature_cache = feature_cache  # acted on by train(), which has the model: use_cached_features
         self.download = download
         self.url = url
@@ -89,12 +160,17 @@ class ImageFolderDataModule(LightningDataModule):
         self.output_dir = Path(output_dir) if output_dir else None
         self.scan: ScanResult | None = None
         self.duplicate_groups: list[list[str]] = []
-        self.datasets: dict[str, ImageFileDataset | TensorDataset] = {}
+        self.datasets: dict[str, ImageFileDataset | FeatureDataset] = {}
 
     def prepare_data(self) -> None:
         """Download the published dataset on first use (Lightning calls this on one process per machine)."""
-        if self.root.exists() or not self.download:
+        if self.root.exists():
             return
+        if not self.download:
+            raise DatasetLayoutError(
+                f"data.root={self.root} does not exist (and data.download=false). Set data.root to a folder with "
+                "AI/ and Real/ subfolders, or data.download=true to fetch the published dataset."
+            )
         log.info("%s does not exist: downloading the dataset from %s", self.root, self.url)
         try:
             prepare_from_release(self.root, self.url)
@@ -126,7 +202,9 @@ class ImageFolderDataModule(LightningDataModule):
         for name in SPLITS:
             transform = build_transform(self.data_config, name == "train", self.crop_scale, **self.augment)
             sha256 = [self.scan.records[s.relpath].sha256 for s in parts[name]]
-            self.datasets[name] = ImageFileDataset(parts[name], transform, self.min_image_side, pixels, sha256)
+            self.datasets[name] = ImageFileDataset(
+                parts[name], transform, self.preprocessing, self.min_image_side, pixels, sha256
+            )
         log.info("Split (seed %d): %s", self.seed, ", ".join(f"{n} {len(self.datasets[n])}" for n in SPLITS))
         self._write_manifests(parts)
 
@@ -138,24 +216,18 @@ class ImageFolderDataModule(LightningDataModule):
         eval_transform = build_transform(self.data_config, train=False)
         for name, dataset in self.datasets.items():
             images = ImageFileDataset(
-                dataset.samples, eval_transform, self.min_image_side, dataset.cache, dataset.sha256
+                dataset.samples, eval_transform, self.preprocessing, self.min_image_side, dataset.cache, dataset.sha256
             )
             features = cached_features(
                 model, images, dataset.sha256, self.cache_dir, key, self.batch_size, self.num_workers
             )
-            labels = torch.tensor([s.label for s in dataset.samples])
-            self.datasets[name] = TensorDataset(features, labels)
+            self.datasets[name] = FeatureDataset(features, [s.label for s in dataset.samples], dataset.samples)
         self.num_workers = 0  # tensors in memory: worker processes would only add start-up time
 
     def _pixel_cache(self) -> PixelCache:
-        """Every usable image decoded once, at the evaluation resize (size / crop_pct) on its shorter side."""
-        spec = ResizeSpec(
-            short_side=math.floor(image_size(self.data_config) / self.data_config.get("crop_pct", 1.0)),
-            interpolation=self.data_config.get("interpolation", "bicubic"),
-            draft=self.cache_draft,
-        )
+        """Every usable image decoded once into its base image (see `transforms`)."""
         files = [(s.relpath, self.scan.records[s.relpath].sha256) for s in self.scan.samples]
-        return build_pixel_cache(self.scan.root, files, self.cache_dir, spec)
+        return build_pixel_cache(self.scan.root, files, self.cache_dir, self.preprocessing)
 
     @rank_zero_only
     def _write_manifests(self, parts: dict) -> None:
@@ -172,11 +244,14 @@ class ImageFolderDataModule(LightningDataModule):
     def _loader(self, name: str) -> DataLoader:
         dataset = self.datasets[name]
         train = name == "train"
+        trainer = self.trainer
+        rank, replicas = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = EpochSampler(len(dataset), self.seed, shuffle=train, rank=rank, num_replicas=replicas, pad=train)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) > self.batch_size,  # no 1-image batch for BatchNorm
+            sampler=sampler,
+            drop_last=train and len(sampler) > self.batch_size,  # no 1-image batch for BatchNorm
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
@@ -207,6 +282,7 @@ class ImageFolderDataModule(LightningDataModule):
             "labels": {str(k): v for k, v in LABELS.items()},
             "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
             "root": str(self.root),
+            "min_image_side": self.min_image_side,
             "split": list(self.split_fractions),
             "seed": self.seed,
         }

@@ -1,15 +1,29 @@
-"""A map-style dataset over scanned image files, read from the pre-resized pixel cache when there is one."""
+"""Datasets over scanned image files (or cached features), and the sampler that makes every batch reproducible.
+
+Each item is addressed by `(index, seed)`: `EpochSampler` draws the order and one seed per image from
+(run seed, epoch) alone, and the dataset draws the image's random augmentation from that seed. A batch therefore
+does not depend on the number of workers, on whether they are persistent, nor on what ran before: a run resumed
+from `last.ckpt` sees exactly the batches the uninterrupted run saw.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
-from trustthepixels.data.decode import ImageDecodeError, open_rgb
+from trustthepixels.data.decode import ImageDecodeError
 from trustthepixels.data.pixel_cache import PixelCache
 from trustthepixels.data.scan import Sample
+from trustthepixels.data.transforms import Preprocessing, load_pixels
+
+Item = tuple[torch.Tensor, int, int]  # (image or features, label, index in the dataset)
+
+
+def _split_item(item: int | tuple[int, int]) -> tuple[int, int | None]:
+    return (item, None) if isinstance(item, int) else (int(item[0]), int(item[1]))
 
 
 class ImageFileDataset(Dataset):
@@ -17,12 +31,14 @@ class ImageFileDataset(Dataset):
         self,
         samples: Sequence[Sample],
         transform: Callable,
+        pre: Preprocessing,
         min_side: int = 1,
         cache: PixelCache | None = None,
         sha256: Sequence[str] | None = None,
     ):
         self.samples = list(samples)
         self.transform = transform
+        self.pre = pre
         self.min_side = min_side
         self.cache = cache
         self.sha256 = list(sha256) if sha256 is not None else None
@@ -30,14 +46,79 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def base_image(self, index: int) -> torch.Tensor:
+        """The image as `load_pixels` defines it (uint8 CHW), from the cache when there is one."""
+        if self.cache is not None:  # HWC uint8 from the memory map, as a CHW tensor
+            return torch.from_numpy(self.cache.get(self.sha256[index]).copy()).permute(2, 0, 1)
         sample = self.samples[index]
-        if self.cache is not None:  # HWC uint8 from the memory map, as a CHW tensor: no PIL round trip
-            pixels = torch.from_numpy(self.cache.get(self.sha256[index]).copy()).permute(2, 0, 1)
-            return self.transform(pixels), sample.label
         try:
-            image = open_rgb(sample.path, min_side=self.min_side)
+            return load_pixels(sample.path, self.pre, self.min_side)
         except (ImageDecodeError, FileNotFoundError) as err:
             # Every file was decoded at setup: reaching this means it changed during the run.
             raise RuntimeError(f"{err}. The file changed after the dataset was scanned; restore it.") from err
-        return self.transform(image), sample.label
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Item:
+        index, seed = _split_item(item)
+        pixels = self.base_image(index)
+        if seed is None:
+            return self.transform(pixels), self.samples[index].label, index
+        with torch.random.fork_rng(devices=[]):  # the worker's (or main process's) own RNG is left as it was
+            state = random.getstate()
+            torch.manual_seed(seed)
+            random.seed(seed)
+            try:
+                return self.transform(pixels), self.samples[index].label, index
+            finally:
+                random.setstate(state)
+
+
+class FeatureDataset(Dataset):
+    """A frozen backbone's cached features: nothing random left to draw."""
+
+    def __init__(self, features: torch.Tensor, labels: Sequence[int], samples: Sequence[Sample]):
+        self.features, self.labels, self.samples = features, list(labels), list(samples)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Item:
+        index, _ = _split_item(item)
+        return self.features[index], self.labels[index], index
+
+
+class EpochSampler(Sampler):
+    """Yields `(index, seed)`: the order (shuffled or not) and each image's augmentation seed are functions of
+    (seed, epoch) only. Lightning calls `set_epoch` before every epoch.
+
+    With several processes (DDP) each rank takes every `num_replicas`-th position. Training pads the order
+    by wrapping around, so every rank runs the same number of steps; evaluation never pads, so every image
+    is scored exactly once and the ranks' predictions are gathered (see `DetectorModule`)."""
+
+    def __init__(
+        self, size: int, seed: int, shuffle: bool, rank: int = 0, num_replicas: int = 1, pad: bool = False
+    ) -> None:
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.num_replicas, self.pad = rank, num_replicas, pad
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _positions(self) -> list[int]:
+        positions = list(range(self.size))
+        if self.pad and self.num_replicas > 1 and self.size % self.num_replicas:
+            extra = self.num_replicas - self.size % self.num_replicas
+            positions += positions[:extra]
+        return positions[self.rank :: self.num_replicas]
+
+    def __len__(self) -> int:
+        return len(self._positions())
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        seeds = torch.randint(0, 2**62, (self.size,), generator=generator).tolist()
+        order = torch.randperm(self.size, generator=generator).tolist() if self.shuffle else range(self.size)
+        order = list(order)
+        for position in self._positions():
+            index = order[position % self.size]
+            yield index, seeds[index]

@@ -8,7 +8,6 @@ it saw its training set.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,32 +44,54 @@ def open_rgb(path: Path | str, min_side: int = 1, draft_size: tuple[int, int] | 
     """Fully decode `path` into an RGB image, or raise `ImageDecodeError` saying why not.
 
     `draft_size` lets JPEG decoding use DCT scaling down to no less than that size: the whole entropy stream
-    is still read, so truncation is still detected. Decompression bombs are refused, as Pillow's limit says.
+    is still read, so truncation is still detected. Decompression bombs are refused (see `unusable_reason`).
     """
     return decode_image(path, min_side, draft_size)[0]
+
+
+def unusable_reason(width: int, height: int, min_side: int) -> str | None:
+    """The project's one rule for a usable image, applied by the scan, the audit, eval, predict and serve alike:
+    at most `Image.MAX_IMAGE_PIXELS` pixels (Pillow's bomb limit, compared here explicitly so that the answer
+    never depends on process-wide warning filters) and a shorter side of at least `min_side`."""
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        return f"too many pixels ({width}x{height}), refused as a decompression bomb"
+    if min(width, height) < min_side:
+        return f"too small ({width}x{height} px, data.min_image_side={min_side})"
+    return None
 
 
 def decode_image(
     path: Path | str, min_side: int = 1, draft_size: tuple[int, int] | None = None
 ) -> tuple[Image.Image, dict[str, Any]]:
-    """`open_rgb`, plus what the file is: its format, mode and full-resolution width and height."""
+    """`open_rgb`, plus what the file is: its format, mode and full-resolution width and height.
+
+    `draft_size` may also be a callable of the full (width, height), returning the draft size or None."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                meta = {"format": img.format or "unknown", "mode": img.mode, "width": img.width, "height": img.height}
-                if draft_size is not None and img.format == "JPEG":
-                    img.draft("RGB", draft_size)
-                img.load()
-                rgb = to_rgb(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        with Image.open(path) as img:
+            meta = {"format": img.format or "unknown", "mode": img.mode, "width": img.width, "height": img.height}
+            reason = unusable_reason(img.width, img.height, min_side)
+            if reason is not None:
+                raise ImageDecodeError(path, reason)
+            size = draft_size(img.size) if callable(draft_size) else draft_size
+            if size is not None and img.format == "JPEG":
+                img.draft("RGB", size)
+            img.load()
+            rgb = to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as err:  # more than twice the limit: Pillow refuses to open it at all
         raise ImageDecodeError(path, f"too many pixels, refused as a decompression bomb ({err})") from None
     except Image.UnidentifiedImageError:
         kind = "empty file" if path.stat().st_size == 0 else "not an image Pillow can identify"
         raise ImageDecodeError(path, kind) from None
+    except IsADirectoryError:
+        raise ImageDecodeError(path, "a folder, not a file") from None
+    except PermissionError:
+        raise ImageDecodeError(path, "permission denied: cannot read the file") from None
+    except FileNotFoundError:
+        kind = "broken symbolic link" if path.is_symlink() else "file disappeared"
+        raise ImageDecodeError(path, kind) from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageDecodeError(path, f"cannot be decoded ({err})") from None
-    if min(meta["width"], meta["height"]) < min_side:
-        raise ImageDecodeError(path, f"too small ({meta['width']}x{meta['height']} px, data.min_image_side={min_side})")
     return rgb, meta

@@ -1,59 +1,52 @@
 """Image degradations shared by robust training (random strengths) and robustness evaluation (fixed ones).
 
-Pillow throughout, so that what a detector is trained to withstand is exactly what it is tested on.
+torchvision's uint8 tensor operations throughout, applied to the base image (see `transforms`), so that what
+a detector is trained to withstand is exactly what it is tested on.
 """
 
 from __future__ import annotations
 
-import io
-import random
+import math
 from collections.abc import Sequence
 
 import torch
-from PIL import Image, ImageFilter
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+from torchvision.transforms.v2 import functional as F
+
+# CNNDetection (Wang et al., 2020): Gaussian blur with sigma ~ U[0, 3], JPEG quality ~ U[30, 100].
+BLUR_SIGMA = (0.1, 3.0)  # torchvision needs sigma > 0; below 0.1 the kernel is the identity to 8 bits anyway
+JPEG_QUALITY = (30, 100)
 
 
-def jpeg(image: Image.Image, quality: int) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=int(quality))
-    buffer.seek(0)
-    return Image.open(buffer).convert("RGB")
+def blur_kernel(sigma: float) -> int:
+    """An odd kernel covering +-3 sigma, as most Gaussian blurs (Pillow, OpenCV's default) do."""
+    return 2 * math.ceil(3 * sigma) + 1
 
 
-def blur(image: Image.Image, sigma: float) -> Image.Image:
-    return image.filter(ImageFilter.GaussianBlur(radius=float(sigma))) if sigma > 0 else image  # radius = sigma
+def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+    return F.jpeg(image, int(quality))
 
 
-def downscale(image: Image.Image, factor: float) -> Image.Image:
-    size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
-    return image.resize(size, Image.BICUBIC)
+def blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    return F.gaussian_blur(image, [blur_kernel(sigma)] * 2, [float(sigma)] * 2) if sigma > 0 else image
 
 
-class RandomDegradation:
-    """CNNDetection's training augmentation (Wang et al., 2020): Gaussian blur with sigma uniform in
-    `sigma`, then JPEG at a quality uniform in `quality`, each applied with its own probability. PIL in, PIL out."""
+def downscale(image: torch.Tensor, factor: float) -> torch.Tensor:
+    size = [max(1, round(image.shape[-2] * factor)), max(1, round(image.shape[-1] * factor))]
+    return F.resize(image, size, InterpolationMode.BICUBIC, antialias=True)
 
-    def __init__(
-        self,
-        blur_prob: float = 0.5,
-        jpeg_prob: float = 0.5,
-        sigma: Sequence[float] = (0.0, 3.0),
-        quality: Sequence[int] = (30, 100),
-    ):
-        self.blur_prob, self.jpeg_prob = blur_prob, jpeg_prob
-        self.sigma, self.quality = tuple(sigma), tuple(quality)
 
-    def __call__(self, image: Image.Image | torch.Tensor) -> Image.Image:
-        if isinstance(image, torch.Tensor):  # uint8 CHW from the pixel cache
-            image = Image.fromarray(image.permute(1, 2, 0).numpy())
-        if random.random() < self.blur_prob:
-            image = blur(image, random.uniform(*self.sigma))
-        if random.random() < self.jpeg_prob:
-            image = jpeg(image, random.randint(*self.quality))
-        return image
-
-    def __repr__(self) -> str:
-        return (
-            f"RandomDegradation(blur_prob={self.blur_prob}, sigma={self.sigma}, "
-            f"jpeg_prob={self.jpeg_prob}, quality={self.quality})"
-        )
+def robust_augmentation(
+    blur_prob: float = 0.5,
+    jpeg_prob: float = 0.5,
+    sigma: Sequence[float] = BLUR_SIGMA,
+    quality: Sequence[int] = JPEG_QUALITY,
+) -> T.Compose:
+    """CNNDetection's training augmentation: blur, then JPEG, each with its own probability (uint8 CHW)."""
+    return T.Compose(
+        [
+            T.RandomApply([T.GaussianBlur(blur_kernel(max(sigma)), sigma=tuple(sigma))], p=blur_prob),
+            T.RandomApply([T.JPEG(quality=tuple(quality))], p=jpeg_prob),
+        ]
+    )

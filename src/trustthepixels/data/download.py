@@ -14,11 +14,13 @@ from pathlib import Path
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from trustthepixels.errors import UserError
+
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 
 
-class DownloadError(OSError):
+class DownloadError(UserError, OSError):
     pass
 
 

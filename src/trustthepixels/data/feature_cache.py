@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader
 
 from trustthepixels.data.dataset import ImageFileDataset
-from trustthepixels.data.fileutils import atomic_write_text, file_lock
+from trustthepixels.data.fileutils import atomic_write_text
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -50,7 +51,7 @@ def cached_features(
 ) -> torch.Tensor:
     """Features (N, D) of `dataset`'s images; only images missing from the cache go through the backbone."""
     index_path = Path(cache_dir) / f"features-{key}.json"
-    with file_lock(index_path.with_suffix(".lock")):
+    with FileLock(index_path.with_suffix(".lock")):
         rows: dict[str, int] = {}
         stored = np.zeros((0, 0), dtype=np.float32)
         try:
@@ -68,7 +69,7 @@ def cached_features(
             loader = DataLoader(
                 torch.utils.data.Subset(dataset, missing), batch_size=batch_size, num_workers=num_workers
             )
-            new = torch.cat([model.features(images.to(device)).float().cpu() for images, _ in loader]).numpy()
+            new = torch.cat([model.features(batch[0].to(device)).float().cpu() for batch in loader]).numpy()
             model.train(was_training)
             stored = new if not rows else np.concatenate([stored, new])
             for offset, i in enumerate(missing):

@@ -25,7 +25,7 @@ from trustthepixels.data.fileutils import atomic_write_text
 log = logging.getLogger(__name__)
 
 # Bump when what a record holds, or how it is computed, changes: older caches are then ignored.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the decompression-bomb rule is explicit (see decode.unusable_reason)
 # JPEG DCT scaling down to this size is plenty for 8x8 / 9x8 hashes and keeps the pass fast.
 DRAFT_SIZE = (128, 128)
 
@@ -47,8 +47,11 @@ class FileRecord:
 
 def fingerprint_file(root: Path, relpath: str) -> FileRecord:
     path = root / relpath
-    data = path.read_bytes()
-    stat = path.stat()
+    try:
+        data = path.read_bytes()
+        stat = path.stat()
+    except OSError as err:
+        return unreadable_record(relpath, err)
     base = {
         "relpath": relpath,
         "bytes": len(data),
@@ -60,6 +63,17 @@ def fingerprint_file(root: Path, relpath: str) -> FileRecord:
     except ImageDecodeError as err:
         return FileRecord(**base, error=err.reason)
     return FileRecord(**base, **meta, phash=str(imagehash.phash(rgb)), dhash=str(imagehash.dhash(rgb)))
+
+
+def unreadable_record(relpath: str, err: OSError) -> FileRecord:
+    """A file that cannot even be read (a broken link, no permission, a device): kept, with the reason."""
+    if isinstance(err, FileNotFoundError):
+        reason = "broken symbolic link" if os.path.islink(err.filename or "") else "file disappeared"
+    elif isinstance(err, PermissionError):
+        reason = "permission denied: cannot read the file"
+    else:
+        reason = f"cannot be read ({err.strerror or err})"
+    return FileRecord(relpath=relpath, bytes=0, mtime_ns=0, sha256="", error=reason)
 
 
 def cache_path(cache_dir: Path, root: Path) -> Path:
@@ -93,7 +107,11 @@ def fingerprint_files(
     records: dict[str, FileRecord] = {}
     todo = []
     for relpath in relpaths:
-        stat = (root / relpath).stat()
+        try:
+            stat = (root / relpath).stat()
+        except OSError as err:
+            records[relpath] = unreadable_record(relpath, err)
+            continue
         hit = cached.get(relpath)
         if hit is not None and hit.bytes == stat.st_size and hit.mtime_ns == stat.st_mtime_ns:
             records[relpath] = hit
@@ -106,6 +124,6 @@ def fingerprint_files(
             for record in track(done, total=len(todo), description=f"Checking {len(todo)} images", transient=True):
                 records[record.relpath] = record
         if path is not None:
-            _save_cache(path, root, list(records.values()))
+            _save_cache(path, root, [r for r in records.values() if r.sha256])
     log.info("Fingerprints: %d from cache, %d computed", len(relpaths) - len(todo), len(todo))
     return [records[r] for r in relpaths]

@@ -19,12 +19,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from rich.progress import track
 
-from trustthepixels.data.archive import extract_archive
+from trustthepixels.data.archive import UnsafeArchiveError, extract_archive
 from trustthepixels.data.download import DownloadError, download
-from trustthepixels.data.fileutils import file_lock
 from trustthepixels.data.scan import CLASS_FOLDERS, DatasetLayoutError, find_class_dirs
+from trustthepixels.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +34,21 @@ HF_DATASET = "Hemg/AI-Generated-vs-Real-Images-Datasets"
 PROVENANCE = "provenance.json"
 
 
+class DatasetExistsError(UserError, FileExistsError):
+    """`out` already holds a dataset; it is only replaced with overwrite=true."""
+
+
 @contextmanager
 def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a staging folder beside `out`; on success it replaces `out`, on any error it is deleted."""
     out = Path(out).expanduser().resolve()
-    with file_lock(out.with_name(f".{out.name}.lock")):
+    with FileLock(out.with_name(f".{out.name}.lock")):
         yield from _staged(out, overwrite)
 
 
 def _staged(out: Path, overwrite: bool) -> Iterator[Path]:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty: pass overwrite=true to replace it")
+        raise DatasetExistsError(f"{out} exists and is not empty: pass overwrite=true to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.staging-*"):  # left by a run that was killed
         log.warning("Removing %s, left by an interrupted run", stale)
@@ -210,7 +215,11 @@ def prepare_from_release(
                 "copy of the Hugging Face dataset: python prepare_data.py source=hf dataset=DIR"
             ) from err
         extracted = staging / "_extracted"
-        count = extract_archive(fetched.path, extracted)
+        try:
+            count = extract_archive(fetched.path, extracted)
+        except UnsafeArchiveError:
+            archive.unlink(missing_ok=True)  # refused: nothing of it is kept
+            raise
         for label, class_dir in find_class_dirs(_find_dataset_root(extracted)).items():
             class_dir.rename(staging / CLASS_FOLDERS[label][0])
         shutil.rmtree(extracted)
@@ -248,4 +257,4 @@ def prepare(cfg) -> dict[str, Any]:
             cfg.overwrite,
             cfg.workers,
         )
-    raise ValueError(f"source must be 'release' or 'hf', not {cfg.source!r}")
+    raise ConfigError(f"source={cfg.source!r}: use source=release (the published zip) or source=hf")

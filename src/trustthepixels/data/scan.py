@@ -12,7 +12,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trustthepixels.data.decode import unusable_reason
 from trustthepixels.data.fingerprint import FileRecord, fingerprint_files
+from trustthepixels.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ GET_DATA_HINT = (
 )
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(UserError, FileNotFoundError):
     """The dataset root is missing, empty or lacks a class folder."""
 
 
@@ -71,13 +73,21 @@ def find_class_dirs(root: Path) -> dict[int, Path]:
 
 
 def list_files(root: Path) -> list[tuple[Path, int]]:
-    """Every regular file below each class folder, sorted by path (so the listing order never matters)."""
-    files = [
-        (Path(dirpath) / name, label)
-        for label, class_dir in find_class_dirs(root).items()
-        for dirpath, _, names in os.walk(class_dir, followlinks=True)
-        for name in names
-    ]
+    """Every file below each class folder, sorted by path (so the listing order never matters).
+
+    Linked folders are followed once each: a link back to a parent (a loop) is not walked again. Broken links
+    and unreadable files are listed too; the scan sets them aside with their reason."""
+    files = []
+    for label, class_dir in find_class_dirs(root).items():
+        seen: set[str] = set()
+        for dirpath, dirnames, names in os.walk(class_dir, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen:
+                dirnames[:] = []
+                continue
+            seen.add(real)
+            dirnames[:] = [d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) not in seen]
+            files += [(Path(dirpath) / name, label) for name in names]
     return sorted(files, key=lambda item: item[0].as_posix())
 
 
@@ -92,9 +102,7 @@ def scan_dataset(root: Path | str, min_side: int = 8, cache_dir: Path | str | No
     result = ScanResult(root)
     for (path, label), record in zip(files, records, strict=True):
         result.records[record.relpath] = record
-        reason = record.error
-        if reason is None and min(record.width, record.height) < min_side:
-            reason = f"too small ({record.width}x{record.height} px, data.min_image_side={min_side})"
+        reason = record.error or unusable_reason(record.width, record.height, min_side)
         if reason is None:
             result.samples.append(Sample(path, record.relpath, label))
         else:

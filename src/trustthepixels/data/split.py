@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from trustthepixels.data.scan import LABELS, Sample
+from trustthepixels.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 
@@ -30,8 +31,26 @@ def split_counts(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
     n_test = max(1, round(n * test_f)) if test_f > 0 else 0
     n_train = n - n_val - n_test
     if n_train < 1 and train_f > 0:
-        raise ValueError(f"{n} images in a class are too few for the split {list(fractions)}")
+        raise ConfigError(
+            f"{n} images in a class are too few for data.split={list(fractions)}: each class needs an image for "
+            "train, val and test. Add images or change data.split."
+        )
     return n_train, n_val, n_test
+
+
+def check_fractions(fractions: object) -> None:
+    """data.split must be three non-negative fractions summing to 1 (checked before any image is read)."""
+    values = list(fractions) if isinstance(fractions, list | tuple) else None
+    if (
+        values is None
+        or len(values) != 3
+        or not all(isinstance(f, int | float) and not isinstance(f, bool) and f >= 0 for f in values)
+        or abs(sum(values) - 1) > 1e-6
+    ):
+        raise ConfigError(
+            f"data.split={fractions!r}: use three non-negative fractions for train, val and test that sum to 1, "
+            "e.g. data.split=[0.8,0.1,0.1]"
+        )
 
 
 def stratified_split(
@@ -46,8 +65,7 @@ def stratified_split(
     are taken in seeded-hash order and each fills the first split, train first, that still has room for all
     of its images of every class. With no groups this is exactly a per-class cut at the fractions.
     """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise ValueError(f"data.split must be three non-negative fractions summing to 1, got {list(fractions)}")
+    check_fractions(list(fractions))
     unit_of: dict[str, str] = {}
     for group in groups:
         members = sorted(group)

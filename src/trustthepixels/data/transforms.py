@@ -1,22 +1,100 @@
-"""Image transforms from the backbone's timm data config: a PIL image or a uint8 CHW tensor in, a uint8 CHW
-tensor out.
+"""The pixels the model sees: one definition shared by training, validation, `eval.py`, `predict.py` and export.
 
-Everything after decoding runs on uint8 tensors (torchvision's fast antialiased resize), so images from the
-pixel cache never pass through PIL. Normalisation is not done here: the model normalises on its own device
-(see `DetectorModule.forward`), so workers ship 4x smaller uint8 batches and a checkpoint carries its own
-mean and std.
+    file --decode (open_rgb; JPEG DCT scaling when `jpeg_draft`)--> RGB
+         --resize the shorter side to `base_side` (never up)--> the *base image* (what the pixel cache stores)
+         --train: [robust degradation] + random resized crop / eval: [perturbation] + timm's eval resize + crop
+         --> uint8 CHW tensor at the model's input size
+
+Everything that changes pixels is in `Preprocessing` (stored in every checkpoint's data config), so a speed
+setting (the pixel cache, worker count) can never change what a model is trained or evaluated on: the cache
+stores exactly the base image `load_pixels` returns. Degradations, for robust training and for robustness
+evaluation alike, act on the base image: the resolution the detector works at.
+
+Normalisation is not done here: the model normalises on its own device (see `DetectorModule`), so workers ship
+4x smaller uint8 batches and a checkpoint carries its own mean and std. Why not `timm.data.create_transform`:
+it is PIL-based and ends in ToNumpy; these transforms run on the uint8 tensors the cache hands out, and follow
+timm's eval rule (`floor(size / crop_pct)`, shorter side for square inputs, both sides otherwise).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
+from torchvision.transforms.v2 import functional as F
 
-from trustthepixels.data.degrade import RandomDegradation
+from trustthepixels.data.decode import decode_image
+from trustthepixels.data.degrade import robust_augmentation
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    height: int
+    width: int
+    crop_pct: float = 1.0
+    interpolation: str = "bicubic"
+    jpeg_draft: bool = False  # JPEG DCT scaling for files 2x+ larger than needed: ~5x faster, not the same pixels
+
+    @classmethod
+    def from_data_config(cls, data_config: dict[str, Any]) -> Preprocessing:
+        _, height, width = data_config["input_size"]
+        return cls(
+            int(height),
+            int(width),
+            float(data_config.get("crop_pct") or 1.0),
+            str(data_config.get("interpolation") or "bicubic"),
+            bool(data_config.get("jpeg_draft", False)),
+        )
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def eval_resize(self) -> list[int]:
+        """timm's eval resize: the shorter side for square inputs, both sides otherwise."""
+        if self.height == self.width:
+            return [math.floor(self.height / self.crop_pct)]
+        return [math.floor(self.height / self.crop_pct), math.floor(self.width / self.crop_pct)]
+
+    @property
+    def base_side(self) -> int:
+        """Shorter side of the base image: enough for every later resize, so none of them upscales it."""
+        return math.floor(max(self.height, self.width) / self.crop_pct)
+
+    @property
+    def key(self) -> str:
+        """Everything that decides the base image's pixels: names its entries in the pixel cache."""
+        return f"s{self.base_side}-{self.interpolation}-{'draft' if self.jpeg_draft else 'full'}"
+
+    @property
+    def mode(self) -> InterpolationMode:
+        return InterpolationMode(self.interpolation)
+
+
+def _draft_size(pre: Preprocessing):
+    def size(full: tuple[int, int]) -> tuple[int, int] | None:
+        scale = pre.base_side / min(full)
+        if not pre.jpeg_draft or scale > 0.5:
+            return None
+        return int(full[0] * scale) + 1, int(full[1] * scale) + 1
+
+    return size
+
+
+def load_pixels(path: Path | str, pre: Preprocessing, min_side: int = 1) -> torch.Tensor:
+    """The base image of `path` (uint8 CHW), or `ImageDecodeError` saying why the file cannot be used."""
+    image, _ = decode_image(path, min_side, _draft_size(pre))
+    pixels = F.pil_to_tensor(image)
+    if min(pixels.shape[1:]) > pre.base_side:
+        pixels = F.resize(pixels, [pre.base_side], pre.mode, antialias=True)
+    return pixels
 
 
 def image_size(data_config: dict[str, Any]) -> int:
@@ -31,18 +109,16 @@ def build_transform(
     blur_prob: float = 0.5,
     jpeg_prob: float = 0.5,
 ) -> T.Compose:
-    """Train: (blur and JPEG with augment="robust", on the full image as CNNDetection does) random resized
-    crop; the random horizontal flip is done on the model's device. Eval: resize to size / crop_pct, then
-    center crop."""
+    """Base image -> model input. Train: (blur and JPEG with augment="robust", CNNDetection's augmentation)
+    random resized crop; the random horizontal flip is done on the model's device. Eval: resize, center crop."""
     if augment not in ("none", "robust"):
         raise ValueError(f"data.augment must be 'none' or 'robust', not {augment!r}")
-    size = image_size(data_config)
-    interpolation = InterpolationMode(data_config.get("interpolation", "bicubic"))
-    steps = [RandomDegradation(blur_prob, jpeg_prob)] if train and augment == "robust" else []
-    steps.append(T.PILToTensor())  # tensors (from the pixel cache) pass through unchanged
+    pre = Preprocessing.from_data_config(data_config)
+    steps: list = [T.PILToTensor()]  # tensors (base images) pass through unchanged
     if train:  # the horizontal flip happens on the device, in DetectorModule.on_after_batch_transfer
-        steps.append(T.RandomResizedCrop(size, scale=tuple(crop_scale), interpolation=interpolation, antialias=True))
+        if augment == "robust":
+            steps.append(robust_augmentation(blur_prob, jpeg_prob))
+        steps.append(T.RandomResizedCrop(pre.size, scale=tuple(crop_scale), interpolation=pre.mode, antialias=True))
     else:
-        resize = math.floor(size / data_config.get("crop_pct", 1.0))
-        steps += [T.Resize(resize, interpolation=interpolation, antialias=True), T.CenterCrop(size)]
+        steps += [T.Resize(pre.eval_resize, interpolation=pre.mode, antialias=True), T.CenterCrop(pre.size)]
     return T.Compose(steps)

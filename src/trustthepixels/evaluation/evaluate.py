@@ -19,10 +19,17 @@ from torch.utils.tensorboard import SummaryWriter
 from trustthepixels.data.datamodule import default_num_workers
 from trustthepixels.data.scan import scan_dataset
 from trustthepixels.data.split import read_split_csv
-from trustthepixels.data.transforms import build_transform, image_size
+from trustthepixels.data.transforms import image_size
 from trustthepixels.evaluation import figures
-from trustthepixels.evaluation.inference import InferenceDataset, predict_logits, sigmoid
-from trustthepixels.evaluation.metrics import binary_metrics, choose_threshold, fit_temperature
+from trustthepixels.evaluation.inference import InferenceDataset, predict_logits
+from trustthepixels.evaluation.metrics import (
+    CalibrationError,
+    Temperature,
+    binary_metrics,
+    choose_threshold,
+    fit_temperature,
+    sigmoid,
+)
 from trustthepixels.evaluation.report import render_report
 from trustthepixels.evaluation.robustness import Perturbation, perturbations
 from trustthepixels.model.checkpoint import Detector, load_detector
@@ -54,16 +61,32 @@ class EvalSet:
         )
 
 
+def unique_names(sets: list[EvalSet]) -> None:
+    """Name every set uniquely: a folder called `test` given in extra_sets must not overwrite the test split's
+    results. A clash takes the parent folder's name (`other/test`), then a number."""
+    taken: set[str] = set()
+    for subset in sets:
+        name = subset.name
+        if name in taken:
+            name = f"{subset.root.parent.name}/{subset.name}"
+        base, n = name, 2
+        while name in taken:
+            name, n = f"{base}-{n}", n + 1
+        subset.name = name
+        taken.add(name)
+
+
 class Evaluator:
-    def __init__(self, detector: Detector, batch_size: int, num_workers: int, device: str):
+    def __init__(self, detector: Detector, batch_size: int, num_workers: int, device: str, min_side: int):
         self.detector = detector
         self.model = detector.model.to(device)
-        self.transform = build_transform(detector.data_config, train=False)
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.min_side = min_side
 
     def logits(self, subset: EvalSet, perturb: Perturbation | None = None) -> np.ndarray:
-        dataset = InferenceDataset([subset.root / p for p in subset.relpaths], self.transform, perturb)
+        paths = [subset.root / p for p in subset.relpaths]
+        dataset = InferenceDataset(paths, self.detector.data_config, self.min_side, perturb)
         what = f"{subset.name}" + (f" ({perturb.name})" if perturb else "")
         logits, errors = predict_logits(self.model, dataset, self.batch_size, self.num_workers, f"Scoring {what}")
         if errors:  # files verified at setup cannot fail unless they changed since
@@ -80,13 +103,33 @@ def _sets(cfg: DictConfig, detector: Detector) -> tuple[EvalSet | None, EvalSet]
         val = EvalSet.from_split("val", detector.data_root, parts["val"])
         test = EvalSet.from_split("test", detector.data_root, parts["test"])
     if cfg.data.root:
-        test = EvalSet.from_folder(cfg.data.root, cfg.data.min_image_side, cfg.data.cache_dir)
+        test = EvalSet.from_folder(cfg.data.root, _min_side(cfg, detector), cfg.data.cache_dir)
     if test is None:
         raise FileNotFoundError(
             f"No split.csv beside {detector.checkpoint} (expected in <run dir>/split.csv): pass data.root=FOLDER "
             "to evaluate on a folder of AI/ and Real/ images"
         )
     return val, test
+
+
+def _min_side(cfg: DictConfig, detector: Detector) -> int:
+    """The training run's rule for a usable image, unless data.min_image_side says otherwise."""
+    return detector.min_image_side if cfg.data.min_image_side is None else int(cfg.data.min_image_side)
+
+
+def calibrate(val: EvalSet | None, val_logits: np.ndarray | None) -> tuple[float, Temperature, str]:
+    """The validation threshold and temperature, or 0.5 and 1.0 with the reason they could not be fitted."""
+    if val is None:
+        return 0.5, Temperature(1.0, False, "no validation split (the checkpoint's run has no split.csv)"), ""
+    try:
+        threshold, note = choose_threshold(val.labels, sigmoid(val_logits)), ""
+    except CalibrationError as err:
+        threshold, note = 0.5, f"threshold 0.5: {err}"
+        log.warning("Cannot choose a threshold: %s; using 0.5", err)
+    temperature = fit_temperature(val.labels, val_logits)
+    if not temperature.fitted:
+        log.warning("No temperature fitted: %s", temperature.note)
+    return threshold, temperature, note
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -99,15 +142,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         else ("cpu" if cfg.device == "auto" else cfg.device)
     )
     num_workers = default_num_workers() if cfg.data.num_workers is None else cfg.data.num_workers
-    evaluator = Evaluator(detector, cfg.data.batch_size, num_workers, device)
+    min_side = _min_side(cfg, detector)
+    evaluator = Evaluator(detector, cfg.data.batch_size, num_workers, device, min_side)
 
     val, main = _sets(cfg, detector)
-    extra = [EvalSet.from_folder(p, cfg.data.min_image_side, cfg.data.cache_dir) for p in cfg.extra_sets or []]
-    threshold, temperature = 0.5, 1.0
-    if val is not None:
-        val_logits = evaluator.logits(val)
-        threshold = choose_threshold(val.labels, sigmoid(val_logits))
-        temperature = fit_temperature(val.labels, val_logits)
+    extra = [EvalSet.from_folder(p, min_side, cfg.data.cache_dir) for p in cfg.extra_sets or []]
+    unique_names([main, *extra])
+    threshold, fitted, threshold_note = calibrate(val, evaluator.logits(val) if val is not None else None)
+    temperature = fitted.value
     log.info("Threshold %.4f and temperature %.3f (from %s)", threshold, temperature, "val" if val else "defaults")
 
     writer = SummaryWriter(str(out))
@@ -135,7 +177,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.robustness:
         robustness.append({"perturbation": "none", "strength": "-", **sets[main.name]})
         for perturb in perturbations(OmegaConf.to_container(cfg.perturbations)):
-            metrics = binary_metrics(main.labels, evaluator.logits(main, perturb), threshold, temperature)
+            perturbed = evaluator.logits(main, perturb)
+            metrics = binary_metrics(main.labels, perturbed, threshold, temperature, cfg.calibration_bins)
             robustness.append({"perturbation": perturb.kind, "strength": f"{perturb.strength:g}", **metrics})
             writer.add_scalar(f"robustness/{perturb.kind}/auroc", metrics["auroc"], int(perturb.strength * 100))
         drawn["robustness.png"] = figures.robustness_figure(robustness)
@@ -152,9 +195,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "trained_on": str(detector.data_root),
         "calibration": {
             "threshold": threshold,
+            "threshold_note": threshold_note,
             "temperature": temperature,
+            "temperature_fitted": fitted.fitted,
+            "temperature_note": fitted.note,
             "val_images": len(val.relpaths) if val else 0,
         },
+        "min_image_side": min_side,
         "sets": sets,
         "skipped": {s.name: s.skipped for s in [main, *extra]},
         "robustness_set": main.name,

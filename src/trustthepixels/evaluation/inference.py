@@ -7,28 +7,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from rich.progress import track
 from torch.utils.data import DataLoader, Dataset
 
-from trustthepixels.data.decode import ImageDecodeError, open_rgb
+from trustthepixels.data.decode import ImageDecodeError
+from trustthepixels.data.transforms import Preprocessing, build_transform, load_pixels
 
 
 class InferenceDataset(Dataset):
-    """Decodes each file and applies `perturb` (same for every image, whatever its label) then `transform`.
+    """The model's input for each file, exactly as in training's evaluation: `load_pixels`, then `perturb`
+    (the same for every image, whatever its label, on the base image), then the eval resize and crop.
 
-    A file that cannot be decoded yields its error instead of raising, so one bad file never stops a batch.
+    A file that cannot be used yields its error instead of raising, so one bad file never stops a batch.
     """
 
     def __init__(
         self,
         paths: Sequence[Path],
-        transform: Callable,
-        perturb: Callable[[Image.Image], Image.Image] | None = None,
-        min_side: int = 1,
+        data_config: dict,
+        min_side: int,
+        perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.paths = list(paths)
-        self.transform = transform
+        self.pre = Preprocessing.from_data_config(data_config)
+        self.transform = build_transform(data_config, train=False)
         self.perturb = perturb
         self.min_side = min_side
 
@@ -37,12 +39,12 @@ class InferenceDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str]:
         try:
-            image = open_rgb(self.paths[index], min_side=self.min_side)
+            pixels = load_pixels(self.paths[index], self.pre, self.min_side)
         except (ImageDecodeError, OSError) as err:
             return None, index, getattr(err, "reason", str(err))
         if self.perturb is not None:
-            image = self.perturb(image)
-        return self.transform(image), index, ""
+            pixels = self.perturb(pixels)
+        return self.transform(pixels), index, ""
 
 
 def _collate(items: list) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]:
@@ -71,7 +73,3 @@ def predict_logits(
         if images is not None:
             logits[indices] = model(images.to(device)).float().cpu().numpy()
     return logits, errors
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits))

@@ -30,11 +30,15 @@ def render_report(result: dict[str, Any], figures: list[str], robustness_figure:
         "",
         f"- checkpoint: `{result['checkpoint']}`",
         f"- model: `{result['model']}` at {result['input_size']} px; trained on `{result['trained_on']}`",
-        f"- threshold on P(AI): **{cal['threshold']:.3f}**, temperature **{cal['temperature']:.3f}**, "
+        f"- threshold on P(AI): **{cal['threshold']:.3f}**"
+        + (f" ({cal['threshold_note']})" if cal.get("threshold_note") else "")
+        + (f", chosen on the validation split ({cal['val_images']} images)" if cal["val_images"] else ""),
+        f"- temperature: **{cal['temperature']:.3f}**"
         + (
-            f"both fitted on the validation split ({cal['val_images']} images)"
-            if cal["val_images"]
-            else "no validation split available: 0.5 and 1.0"
+            " (fitted on the validation split"
+            + (f"; {cal['temperature_note']})" if cal.get("temperature_note") else ")")
+            if cal.get("temperature_fitted")
+            else f" (not fitted: {cal.get('temperature_note') or 'no validation split'})"
         ),
         "",
         "## Metrics",

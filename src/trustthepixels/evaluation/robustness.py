@@ -1,13 +1,14 @@
 """Perturbations for robustness tests: each is a pure function of the image and its own parameters.
 
-Nothing here sees a label: real and AI images get exactly the same operation with the same parameters.
+Nothing here sees a label: real and AI images get exactly the same operation with the same parameters. They act
+on the base image (see `data.transforms`), as robust training's degradations do.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PIL import Image
+import torch
 
 from trustthepixels.data.degrade import blur, downscale, jpeg
 
@@ -19,7 +20,7 @@ class Perturbation:
     kind: str  # "jpeg" (quality), "blur" (Gaussian sigma in px) or "downscale" (factor)
     strength: float
 
-    def __call__(self, image: Image.Image) -> Image.Image:
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
         operations = {"jpeg": jpeg, "blur": blur, "downscale": downscale}
         if self.kind not in operations:
             raise ValueError(f"Unknown perturbation {self.kind!r}: use {', '.join(operations)}")

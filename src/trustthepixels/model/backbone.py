@@ -12,21 +12,46 @@ import torch
 from timm.data import resolve_model_data_config
 from timm.models import split_model_name_tag
 
+from trustthepixels.errors import ConfigError, UserError
+
 log = logging.getLogger(__name__)
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UserError, ValueError):
     pass
 
 
+class WeightsDownloadError(UserError, RuntimeError):
+    pass
+
+
+# Names timm resolves itself, from a hub repository or a local folder (config.json + weights): not registry names.
+SOURCE_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
+
+
 def check_model_name(name: str) -> None:
-    """Fail at once on a name timm does not know, suggesting the closest ones."""
+    """Fail at once on a name timm does not know, suggesting the closest ones (hub and local-dir names pass)."""
+    if name.startswith(SOURCE_PREFIXES):
+        return
     arch, _ = split_model_name_tag(name)
     if timm.is_model(arch):
         return
     close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
     hint = f" Closest timm models: {', '.join(close)}." if close else ""
     raise UnknownModelError(f"timm has no model '{name}'.{hint} `timm.list_models('*pattern*')` lists them all.")
+
+
+def resolve_architecture(name: str, model_kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The registry architecture and arguments behind an `hf-hub:` or `local-dir:` name (read from its
+    config.json), so that a checkpoint can rebuild the network without the hub or the folder."""
+    if not name.startswith(SOURCE_PREFIXES):
+        return name, dict(model_kwargs)
+    from timm.models import load_model_config_from_hf, load_model_config_from_path, parse_model_name
+
+    source, identifier = parse_model_name(name)
+    loader = load_model_config_from_path if source == "local-dir" else load_model_config_from_hf
+    _, architecture, model_args = loader(identifier)
+    return architecture, {**(model_args or {}), **model_kwargs}
 
 
 def create_backbone(
@@ -46,14 +71,14 @@ def create_backbone(
     if weights is not None:
         weights = Path(weights).expanduser()
         if not weights.is_file():
-            raise FileNotFoundError(f"model.weights={weights} is not a file")
+            raise ConfigError(f"model.weights={weights} is not a file: give the path of a weight file, or null")
         kwargs["pretrained_cfg_overlay"] = dict(file=str(weights))
         pretrained = True
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except (OSError, RuntimeError) as err:
         if pretrained and weights is None and _looks_like_network_error(err):
-            raise RuntimeError(
+            raise WeightsDownloadError(
                 f"Could not download pretrained weights for '{name}' ({err}). Offline, pass a local file with "
                 "model.weights=PATH (see ../shared/weights), or train from scratch with model.pretrained=false."
             ) from err

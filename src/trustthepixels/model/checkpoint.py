@@ -22,6 +22,7 @@ class Detector:
     labels: dict[int, str]  # 0 -> "Real", 1 -> "AI"
     data_root: Path | None  # the folder it was trained on
     checkpoint: Path
+    min_image_side: int = 8  # the training run's rule for a usable image, applied to every new image too
 
     @property
     def run_dir(self) -> Path | None:
@@ -36,12 +37,17 @@ def load_detector(ckpt_path: str | Path) -> Detector:
         raise FileNotFoundError(f"ckpt_path={ckpt_path} is not a file (a run keeps them in <run dir>/checkpoints/)")
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     hparams = dict(checkpoint["hyper_parameters"], pretrained=False, weights=None, compile=False)
+    name = hparams["backbone"]
+    if "architecture" in hparams:  # rebuild hf-hub: / local-dir: backbones from the registry, offline
+        hparams["backbone"], hparams["model_kwargs"] = hparams.pop("architecture"), hparams.pop("architecture_kwargs")
     model = DetectorModule(**hparams)
+    model.hparams["backbone"] = name
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
-    log.info("Loaded %s from %s (epoch %s)", hparams["backbone"], ckpt_path, checkpoint.get("epoch"))
+    log.info("Loaded %s from %s (epoch %s)", name, ckpt_path, checkpoint.get("epoch"))
     state = checkpoint.get(DATAMODULE_KEY, {})
     data_config = dict(state.get("data_config") or model.data_config)
+    model.set_normalisation(data_config["mean"], data_config["std"])  # the training run's, whatever the source
     labels = {int(k): v for k, v in state.get("labels", {"0": "Real", "1": "AI"}).items()}
     root = Path(state["root"]) if state.get("root") else None
-    return Detector(model, data_config, labels, root, ckpt_path)
+    return Detector(model, data_config, labels, root, ckpt_path, int(state.get("min_image_side", 8)))

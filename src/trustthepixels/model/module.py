@@ -6,24 +6,49 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch import LightningModule
 from timm.optim import param_groups_weight_decay
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryAveragePrecision, BinaryF1Score
+from torchmetrics.classification import BinaryAccuracy
 
 from trustthepixels.config import to_plain
-from trustthepixels.model.backbone import backbone_data_config, create_backbone
+from trustthepixels.evaluation.metrics import core_metrics
+from trustthepixels.model.backbone import backbone_data_config, create_backbone, resolve_architecture
 
 
-def binary_metrics(prefix: str) -> MetricCollection:
-    """Accuracy and F1 at threshold 0.5, plus the threshold-free AUROC and average precision."""
-    return MetricCollection(
-        {"acc": BinaryAccuracy(), "auroc": BinaryAUROC(), "ap": BinaryAveragePrecision(), "f1": BinaryF1Score()},
-        prefix=prefix,
-    )
+class Predictions:
+    """Every (index, logit, label) of one evaluation pass over a split, from this process."""
+
+    def __init__(self) -> None:
+        self.indices: list[torch.Tensor] = []
+        self.logits: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def add(self, indices: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.indices.append(indices.detach().long())
+        self.logits.append(logits.detach().double())
+        self.labels.append(labels.detach().long())
+
+    def gathered(self, module: LightningModule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indices, logits, labels) of the whole split, sorted by index, each image once: gathered from every
+        process (whose shares may differ in size), with any repeated image dropped."""
+        device = module.device
+        local = torch.stack(
+            [torch.cat(x).to(device).double() if x else torch.zeros(0, device=device, dtype=torch.float64)
+             for x in (self.indices, self.logits, self.labels)]
+        )  # fmt: skip
+        if module.trainer is not None and module.trainer.world_size > 1:
+            sizes = module.all_gather(torch.tensor(local.shape[1], device=device))
+            padded = torch.zeros(3, int(sizes.max()), dtype=local.dtype, device=device)
+            padded[:, : local.shape[1]] = local
+            everything = module.all_gather(padded)  # (world, 3, max)
+            local = torch.cat([everything[r, :, : int(n)] for r, n in enumerate(sizes)], dim=1)
+        indices, logits, labels = local.cpu().numpy()
+        indices, first = np.unique(indices.astype(np.int64), return_index=True)
+        return indices, logits[first], labels[first].astype(np.int64)
 
 
 class DetectorModule(LightningModule):
@@ -33,6 +58,9 @@ class DetectorModule(LightningModule):
     parameter groups (optimizer) and the optimizer plus the run's total steps (scheduler). They are kept as
     plain dicts, so a checkpoint holds data only and loads with `torch.load(weights_only=True)`.
     """
+
+    # Lightning's ThroughputMonitor reads this; None: no FLOPs figure (timm has no cheap count for every model).
+    flops_per_batch: int | None = None
 
     def __init__(
         self,
@@ -64,6 +92,9 @@ class DetectorModule(LightningModule):
             logger=False,
         )
         self.backbone = create_backbone(backbone, pretrained, weights, num_classes=1, **(model_kwargs or {}))
+        # What rebuilds this network from a checkpoint alone, even for hf-hub: and local-dir: names.
+        architecture, arch_kwargs = resolve_architecture(backbone, model_kwargs or {})
+        self.hparams["architecture"], self.hparams["architecture_kwargs"] = architecture, arch_kwargs
         self.data_config = backbone_data_config(self.backbone)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.backbone.to(memory_format=self.memory_format)
@@ -78,9 +109,16 @@ class DetectorModule(LightningModule):
             self.head.requires_grad_(True)
             self.backbone.eval()
         self.loss_fn = nn.BCEWithLogitsLoss()
-        self.train_metrics = binary_metrics("train/")
-        self.val_metrics = binary_metrics("val/")
-        self.test_metrics = binary_metrics("test/")
+        self.train_acc = BinaryAccuracy()  # a running figure while training; val and test use core_metrics
+        self._predictions: dict[str, Predictions] = {}
+        # The last test pass over the whole split: (dataset indices, logits, labels), for predictions.csv.
+        self.test_predictions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def set_normalisation(self, mean: Any, std: Any) -> None:
+        """(x / 255 - mean) / std as one scale and shift of the uint8 values."""
+        mean, std = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        self.scale = (1 / (255 * std)).view(1, 3, 1, 1).to(self.scale)
+        self.shift = (-mean / std).view(1, 3, 1, 1).to(self.shift)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (N, 3, H, W) to logits (N,); pooled backbone features (N, D) go through the head alone."""
@@ -89,8 +127,10 @@ class DetectorModule(LightningModule):
         return self.backbone(self._normalise(images)).squeeze(-1)
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() if images.dtype == torch.uint8 else images * 255
-        return torch.addcmul(self.shift, x, self.scale).contiguous(memory_format=self.memory_format)
+        """uint8 (or [0, 1]) images to the backbone's input, in its dtype (bf16-true and 16-true included)."""
+        x = images.float() if images.dtype == torch.uint8 else images.float() * 255
+        x = torch.addcmul(self.shift.float(), x, self.scale.float())
+        return x.to(self.scale.dtype).contiguous(memory_format=self.memory_format)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -114,9 +154,9 @@ class DetectorModule(LightningModule):
         """Random horizontal flips of training batches, on the device (one uint8 op for the whole batch)."""
         trainer = self._trainer  # None outside a Trainer (prediction, export)
         if trainer is not None and trainer.training and self.hparams.flip and batch[0].dim() == 4:
-            images, labels = batch
+            images, *rest = batch
             flip = torch.rand(len(images), device=images.device) < 0.5
-            batch = (torch.where(flip[:, None, None, None], images.flip(-1), images), labels)
+            batch = [torch.where(flip[:, None, None, None], images.flip(-1), images), *rest]
         return batch
 
     def configure_model(self) -> None:
@@ -124,37 +164,57 @@ class DetectorModule(LightningModule):
             self.backbone.compile()  # in place: state_dict keys, and so checkpoints, stay the same
             self._compiled = True
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        images, labels = batch
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels, _ = batch
         logits = self(images)
-        loss = self.loss_fn(logits, labels.float())
-        metrics: MetricCollection = getattr(self, f"{stage}_metrics")
-        metrics.update(logits.detach().float().sigmoid(), labels)
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(labels),
-            sync_dist=stage != "train",
-        )  # epoch means across ranks; torchmetrics syncs its own states
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        loss = self.loss_fn(logits.float(), labels.float())
+        self.train_acc(logits.detach().float().sigmoid(), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+    # Validation and test: every prediction is kept, gathered across processes at the end of the pass, and
+    # the split's metrics computed once from all of them, by the same function eval.py uses.
+    def _collect(self, batch, stage: str) -> None:
+        images, labels, indices = batch
+        self._predictions.setdefault(stage, Predictions()).add(indices, self(images).float(), labels)
+
+    def _report(self, stage: str) -> None:
+        predictions = self._predictions.pop(stage, None)
+        if predictions is None:
+            return
+        indices, logits, labels = predictions.gathered(self)
+        metrics = core_metrics(labels, logits)
+        if stage == "test":
+            self.test_predictions = (indices, logits, labels)
+        for name, value in metrics.items():  # every rank holds the same values: nothing to reduce
+            self.log(f"{stage}/{name}", value, prog_bar=name in ("auroc", "acc", "loss"), rank_zero_only=False)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._collect(batch, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._collect(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self._predictions.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._predictions.pop("test", None)
+
+    def on_validation_epoch_end(self) -> None:
+        self._report("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._report("test")
 
     def configure_optimizers(self) -> Any:
-        # No weight decay on biases and norm parameters (timm's convention); named groups name the LR curves.
+        # No weight decay on biases, norms and what the backbone lists in no_weight_decay() (ViT position
+        # embeddings, cls token): what timm.optim.create_optimizer_v2 does, kept as groups here so that any
+        # `_partial_` torch optimizer config works. Named groups name the LR curves.
         weight_decay = self.hparams.optimizer.get("weight_decay", 0.0)
-        groups = param_groups_weight_decay(self.backbone, weight_decay)
+        skip = getattr(self.backbone, "no_weight_decay", set)()
+        groups = param_groups_weight_decay(self.backbone, weight_decay, no_weight_decay_list=skip)
         for group in groups:
             group["name"] = "decay" if group["weight_decay"] else "no_decay"
         optimizer = instantiate(self.hparams.optimizer)(params=groups)

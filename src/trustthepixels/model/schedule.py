@@ -1,4 +1,9 @@
-"""Learning-rate schedule: linear warmup, then cosine decay, stepped every optimizer step."""
+"""Learning-rate schedule: linear warmup, then cosine decay, stepped every optimizer step.
+
+Kept by hand (one LambdaLR): timm.scheduler steps by epoch or by a `num_updates` call that Lightning would need
+a custom `lr_scheduler_step` for, and torch's SequentialLR(LinearLR, CosineAnnealingLR) cannot end the cosine at
+a ratio of the base LR per group.
+"""
 
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 
 from trustthepixels.data.scan import scan_dataset
 from trustthepixels.data.split import read_split_csv
-from trustthepixels.data.transforms import build_transform, image_size
+from trustthepixels.data.transforms import image_size
+from trustthepixels.errors import ConfigError, UserError
 from trustthepixels.evaluation.inference import InferenceDataset
 from trustthepixels.model.checkpoint import Detector, load_detector
 
@@ -60,7 +61,14 @@ def _check_images(detector: Detector, check_dir: str | None, limit: int) -> list
     split_csv = detector.run_dir / "split.csv" if detector.run_dir else None
     if split_csv and split_csv.is_file() and detector.data_root:
         return [detector.data_root / p for p, _ in read_split_csv(split_csv)["test"]][:limit]
-    raise FileNotFoundError("No images to check the export on: pass check_images=FOLDER")
+    raise UserError("No images to check the export on: pass check_images=FOLDER")
+
+
+def export(cfg: DictConfig) -> dict[str, Any]:
+    """`export.py`: dispatch on `cfg.format`."""
+    if cfg.format != "onnx":
+        raise ConfigError(f"format={cfg.format!r}: only format=onnx is supported")
+    return export_onnx(cfg)
 
 
 def export_onnx(cfg: DictConfig) -> dict[str, Any]:
@@ -89,9 +97,18 @@ def export_onnx(cfg: DictConfig) -> dict[str, Any]:
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(out))
 
-    transform = build_transform(detector.data_config, train=False)
     paths = _check_images(detector, cfg.check_images, cfg.check_limit)
-    images = torch.stack([InferenceDataset(paths, transform)[i][0] for i in range(len(paths))])
+    dataset = InferenceDataset(paths, detector.data_config, detector.min_image_side)
+    items = [dataset[i] for i in range(len(paths))]
+    unreadable = [(paths[i], error) for _, i, error in items if error]
+    for path, error in unreadable:
+        log.warning("Not used to check the export: %s (%s)", path, error)
+    if len(unreadable) == len(items):
+        raise UserError(
+            f"None of the {len(paths)} images to check the export on could be read (first: {unreadable[0][0]}: "
+            f"{unreadable[0][1]}): pass check_images=FOLDER with readable images"
+        )
+    images = torch.stack([tensor for tensor, _, error in items if not error])
     with torch.inference_mode():
         expected = wrapper(images).numpy()
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -100,7 +117,8 @@ def export_onnx(cfg: DictConfig) -> dict[str, Any]:
     report = {
         "onnx": str(out),
         "bytes": out.stat().st_size,
-        "checked_images": len(paths),
+        "checked_images": len(images),
+        "unreadable_check_images": len(unreadable),
         "max_abs_diff_p_ai": max_diff,
     }
     (out.with_suffix(".json")).write_text(
@@ -108,13 +126,13 @@ def export_onnx(cfg: DictConfig) -> dict[str, Any]:
     )
     if max_diff > cfg.tolerance:
         raise RuntimeError(
-            f"ONNX and PyTorch disagree: max |dP(AI)| = {max_diff:.2e} > {cfg.tolerance} on {len(paths)} images"
+            f"ONNX and PyTorch disagree: max |dP(AI)| = {max_diff:.2e} > {cfg.tolerance} on {len(images)} images"
         )
     log.info(
         "Exported %s (%.1f MB); on %d real images max |dP(AI)| vs PyTorch = %.2e",
         out,
         report["bytes"] / 1e6,
-        len(paths),
+        len(images),
         max_diff,
     )
     return report

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from trustthepixels.data.datamodule import default_num_workers
-from trustthepixels.data.transforms import build_transform
-from trustthepixels.evaluation.inference import InferenceDataset, predict_logits, sigmoid
+from trustthepixels.evaluation.inference import InferenceDataset, predict_logits
+from trustthepixels.evaluation.metrics import sigmoid
 from trustthepixels.model.checkpoint import load_detector
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ def predict(cfg: DictConfig) -> int:
         else ("cpu" if cfg.device == "auto" else cfg.device)
     )
     model = detector.model.to(device)
-    dataset = InferenceDataset(files, build_transform(detector.data_config, train=False))
+    # The training run's preprocessing and its rule for a usable image (data.min_image_side), nothing else.
+    dataset = InferenceDataset(files, detector.data_config, detector.min_image_side)
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     progress = f"Scoring {len(files)} images" if len(files) > cfg.batch_size else None
     logits, errors = predict_logits(model, dataset, cfg.batch_size, workers, progress) if files else ([], {})
