@@ -124,16 +124,12 @@ def test_run_directories_are_unique_and_resume_reuses_its_own(tmp_path):
     assert run_dir_of(str(tmp_path / "elsewhere.ckpt"), "new") == "new"
 
 
-def test_flips_happen_on_the_device_for_training_batches_only(make_cfg):
-    from types import SimpleNamespace
-
+def test_flips_happen_on_the_device_in_the_training_step(make_cfg):
     model = instantiate(make_cfg("model=resnet18", "model.pretrained=false").model)
     images = torch.arange(2 * 3 * 4 * 5, dtype=torch.uint8).reshape(2, 3, 4, 5).repeat(32, 1, 1, 1)
-    labels = torch.zeros(64, dtype=torch.long)
-    model._trainer = SimpleNamespace(training=True)
-    flipped, _ = model.on_after_batch_transfer((images, labels), 0)
+    flipped = model.random_flip(images)
     same = [torch.equal(a, b) for a, b in zip(flipped, images, strict=True)]
     mirrored = [torch.equal(a, b.flip(-1)) for a, b in zip(flipped, images, strict=True)]
     assert all(s or m for s, m in zip(same, mirrored, strict=True)) and 10 < sum(mirrored) < 54
-    model._trainer = SimpleNamespace(training=False)
-    assert torch.equal(model.on_after_batch_transfer((images, labels), 0)[0], images)
+    model.hparams.flip = False
+    assert torch.equal(model.random_flip(images), images)

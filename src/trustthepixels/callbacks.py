@@ -6,6 +6,7 @@ no per-epoch line and no data-wait share, which is what this callback adds.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -88,18 +89,20 @@ class EpochSummary(Callback):
             )
 
 
-class EpochSeed(Callback):
-    """Seeds torch, numpy and Python's `random` at the start of every training epoch from (seed, epoch, rank).
+class StepSeed(Callback):
+    """Seeds torch, numpy and Python's `random` before every training step from (seed, epoch, step, rank).
 
-    What the main process draws during an epoch (dropout masks, the flips done on the device) then depends on
-    the epoch alone, not on the history of the process: a run resumed from `last.ckpt` repeats the uninterrupted
-    run exactly. (The DataLoader side is made reproducible by `EpochSampler`.)"""
+    What the main process draws in a step (dropout masks, drop-path, the flips done on the device) then depends
+    on the step alone, not on what the process did before (a DataLoader iterator created, a sanity check run):
+    a run resumed from `last.ckpt` repeats the uninterrupted run exactly. (Batches are made reproducible by
+    `EpochSampler`, which seeds each image's augmentation in the workers.)"""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        seed = (self.seed * 1_000_003 + trainer.current_epoch * 1009 + trainer.global_rank) % 2**32
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        key = f"{self.seed}/{trainer.current_epoch}/{batch_idx}/{trainer.global_rank}".encode()
+        seed = int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)  # every device's generator

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from trustthepixels.callbacks import EpochSeed
+from trustthepixels.callbacks import StepSeed
 from trustthepixels.data.datamodule import check_data_config
 from trustthepixels.ddp import ddp_session
 from trustthepixels.errors import ConfigError
@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_data_config(cfg.data)  # a setting that cannot work fails now, before weights load or images are read
     model: LightningModule = instantiate(cfg.model)
     datamodule: LightningDataModule = instantiate(cfg.data, data_config=model.data_config)
-    callbacks: list[Callback] = [*_instantiate_group(cfg.get("callbacks")), EpochSeed(cfg.seed)]
+    callbacks: list[Callback] = [*_instantiate_group(cfg.get("callbacks")), StepSeed(cfg.seed)]
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
     if not loggers:  # the LR monitor only writes to a logger, and refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -90,14 +90,15 @@ def _fit_and_test(
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     # Report the best checkpoint's numbers, not the last epoch's; fast_dev_run keeps no checkpoint.
-    checkpoint = trainer.checkpoint_callback
+    checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor is not None), None)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if best:
         val = torch.load(best, map_location="cpu", weights_only=True).get("val_metrics", {})
     else:
         log.warning("No checkpoint was saved; testing the weights in memory")
         val = _stage_metrics(trainer.callback_metrics, "val")
-    test = _stage_metrics(trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0], "test")
+    logged = _stage_metrics(trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0], "test")
+    test = dict(sorted(model.last_metrics.get("test", logged).items()))  # full precision, as eval.py computes
     metrics = {**val, **test}
 
     choices = key_choices(cfg, datamodule)
@@ -106,7 +107,9 @@ def _fit_and_test(
         "val": val,
         "test": test,
         "best_checkpoint": best,
-        "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
+        "last_checkpoint": next(
+            (c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor is None and c.best_model_path), None
+        ),
         "epochs_completed": trainer.current_epoch,
         "global_step": trainer.global_step,
         "data": datamodule.summary(),

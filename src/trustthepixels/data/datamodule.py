@@ -161,6 +161,9 @@ class ImageFolderDataModule(LightningDataModule):
         self.scan: ScanResult | None = None
         self.duplicate_groups: list[list[str]] = []
         self.datasets: dict[str, ImageFileDataset | FeatureDataset] = {}
+        # The epoch a resumed run starts at. Lightning creates (and starts prefetching from) the first training
+        # iterator before it restores the trainer's epoch, but after this module's `load_state_dict`.
+        self.start_epoch = 0
 
     def prepare_data(self) -> None:
         """Download the published dataset on first use (Lightning calls this on one process per machine)."""
@@ -246,7 +249,15 @@ class ImageFolderDataModule(LightningDataModule):
         train = name == "train"
         trainer = self.trainer
         rank, replicas = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = EpochSampler(len(dataset), self.seed, shuffle=train, rank=rank, num_replicas=replicas, pad=train)
+        sampler = EpochSampler(
+            len(dataset),
+            self.seed,
+            shuffle=train,
+            rank=rank,
+            num_replicas=replicas,
+            pad=train,
+            epoch_of=(lambda: max(trainer.current_epoch, self.start_epoch)) if trainer is not None else None,
+        )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -285,9 +296,12 @@ class ImageFolderDataModule(LightningDataModule):
             "min_image_side": self.min_image_side,
             "split": list(self.split_fractions),
             "seed": self.seed,
+            # Checkpoints are written at the end of an epoch's validation: a resumed run starts at the next one.
+            "next_epoch": self.trainer.current_epoch + 1 if self.trainer is not None else 0,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.start_epoch = int(state_dict.get("next_epoch", 0))
         saved = tuple(state_dict.get("data_config", {}).get("input_size", ()))
         if saved and saved != tuple(self.data_config["input_size"]):
             log.warning(

@@ -88,17 +88,29 @@ class FeatureDataset(Dataset):
 
 class EpochSampler(Sampler):
     """Yields `(index, seed)`: the order (shuffled or not) and each image's augmentation seed are functions of
-    (seed, epoch) only. Lightning calls `set_epoch` before every epoch.
+    (seed, epoch) only.
+
+    The epoch is read from `epoch_of()` (the trainer's current epoch) when iteration starts. Lightning's
+    `set_epoch` call is not enough: a resumed run creates its first iterator before calling it, and worker
+    processes start prefetching at once, so the first epoch after a resume would replay epoch 0's order.
 
     With several processes (DDP) each rank takes every `num_replicas`-th position. Training pads the order
     by wrapping around, so every rank runs the same number of steps; evaluation never pads, so every image
     is scored exactly once and the ranks' predictions are gathered (see `DetectorModule`)."""
 
     def __init__(
-        self, size: int, seed: int, shuffle: bool, rank: int = 0, num_replicas: int = 1, pad: bool = False
+        self,
+        size: int,
+        seed: int,
+        shuffle: bool,
+        rank: int = 0,
+        num_replicas: int = 1,
+        pad: bool = False,
+        epoch_of: Callable[[], int] | None = None,
     ) -> None:
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.rank, self.num_replicas, self.pad = rank, num_replicas, pad
+        self.epoch_of = epoch_of
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -115,7 +127,8 @@ class EpochSampler(Sampler):
         return len(self._positions())
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        epoch = self.epoch_of() if self.epoch_of is not None else self.epoch
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         seeds = torch.randint(0, 2**62, (self.size,), generator=generator).tolist()
         order = torch.randperm(self.size, generator=generator).tolist() if self.shuffle else range(self.size)
         order = list(order)

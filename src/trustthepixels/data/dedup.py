@@ -1,16 +1,16 @@
 """Exact and near-duplicate groups from file fingerprints.
 
 Two images are near-duplicates when both their perceptual hash (pHash) and difference hash (dHash) are within
-the given Hamming distances; groups are the connected components of that relation (union-find). All pairs are
+the given Hamming distances; groups are the connected components of that relation (scipy's DisjointSet). All pairs are
 compared with vectorised XOR + popcount: about a second for 8000 images.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.cluster.hierarchy import DisjointSet
 
 from trustthepixels.data.fingerprint import FileRecord
 
@@ -41,29 +41,13 @@ def duplicate_groups(
 ) -> list[list[str]]:
     """Groups (2+ relative paths, sorted) of identical files or near-identical images among usable `records`."""
     usable = [r for r in records if r.error is None]
-    parent = list(range(len(usable)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(i: int, j: int) -> None:
-        parent[find(i)] = find(j)
-
+    groups = DisjointSet(range(len(usable)))
     by_sha: dict[str, int] = {}
     for i, record in enumerate(usable):
-        if record.sha256 in by_sha:
-            union(i, by_sha[record.sha256])
-        by_sha.setdefault(record.sha256, i)
+        groups.merge(i, by_sha.setdefault(record.sha256, i))
     if usable:
         phash = _as_uint64([r.phash for r in usable])
         dhash = _as_uint64([r.dhash for r in usable])
         for i, j in _near_pairs(phash, dhash, max_phash, max_dhash):
-            union(i, j)
-
-    members: dict[int, list[str]] = defaultdict(list)
-    for i, record in enumerate(usable):
-        members[find(i)].append(record.relpath)
-    return sorted(sorted(group) for group in members.values() if len(group) > 1)
+            groups.merge(i, j)
+    return sorted(sorted(usable[i].relpath for i in subset) for subset in groups.subsets() if len(subset) > 1)

@@ -113,6 +113,7 @@ class DetectorModule(LightningModule):
         self._predictions: dict[str, Predictions] = {}
         # The last test pass over the whole split: (dataset indices, logits, labels), for predictions.csv.
         self.test_predictions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.last_metrics: dict[str, dict[str, float]] = {}  # per stage, as computed (Lightning logs float32)
 
     def set_normalisation(self, mean: Any, std: Any) -> None:
         """(x / 255 - mean) / std as one scale and shift of the uint8 values."""
@@ -150,14 +151,13 @@ class DetectorModule(LightningModule):
         if self.hparams.freeze_backbone:
             self.train()
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Random horizontal flips of training batches, on the device (one uint8 op for the whole batch)."""
-        trainer = self._trainer  # None outside a Trainer (prediction, export)
-        if trainer is not None and trainer.training and self.hparams.flip and batch[0].dim() == 4:
-            images, *rest = batch
-            flip = torch.rand(len(images), device=images.device) < 0.5
-            batch = [torch.where(flip[:, None, None, None], images.flip(-1), images), *rest]
-        return batch
+    def random_flip(self, images: torch.Tensor) -> torch.Tensor:
+        """Random horizontal flips of a training batch, on the device (one uint8 op for the whole batch). Drawn
+        in the training step, after `StepSeed` has seeded it, so a resumed run flips the same images."""
+        if not self.hparams.flip or images.dim() != 4:
+            return images
+        flip = torch.rand(len(images), device=images.device) < 0.5
+        return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
     def configure_model(self) -> None:
         if self.hparams.compile and not getattr(self, "_compiled", False):
@@ -166,7 +166,7 @@ class DetectorModule(LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels, _ = batch
-        logits = self(images)
+        logits = self(self.random_flip(images))
         loss = self.loss_fn(logits.float(), labels.float())
         self.train_acc(logits.detach().float().sigmoid(), labels)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
@@ -185,6 +185,7 @@ class DetectorModule(LightningModule):
             return
         indices, logits, labels = predictions.gathered(self)
         metrics = core_metrics(labels, logits)
+        self.last_metrics[stage] = {f"{stage}/{name}": value for name, value in metrics.items()}  # full precision
         if stage == "test":
             self.test_predictions = (indices, logits, labels)
         for name, value in metrics.items():  # every rank holds the same values: nothing to reduce
@@ -226,6 +227,6 @@ class DetectorModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Each checkpoint carries the validation metrics of the epoch it was saved at.
-        checkpoint["val_metrics"] = {
+        checkpoint["val_metrics"] = self.last_metrics.get("val") or {
             k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
         }
