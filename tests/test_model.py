@@ -10,13 +10,14 @@ import sys
 import pytest
 import torch
 from hydra.utils import instantiate
+from PIL import Image
 from safetensors.torch import load_file
 
 from trustthepixels.config import auto_precision, run_dir_of, run_id
 from trustthepixels.model.backbone import UnknownModelError, create_backbone
 from trustthepixels.model.schedule import warmup_cosine
 
-from .conftest import CONFIGS
+from .conftest import CONFIGS, TINY
 
 MODEL_CONFIGS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml") if not p.stem.startswith("_"))
 LOCAL_WEIGHTS = {
@@ -133,3 +134,120 @@ def test_flips_happen_on_the_device_in_the_training_step(make_cfg):
     assert all(s or m for s, m in zip(same, mirrored, strict=True)) and 10 < sum(mirrored) < 54
     model.hparams.flip = False
     assert torch.equal(model.random_flip(images), images)
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
+def test_true_half_precision_trains(make_cfg, image_folder, precision):
+    """The input follows the weights' dtype (was: "Input type (FloatTensor) and weight type (BFloat16)")."""
+    from trustthepixels.training import train
+
+    metrics = train(make_cfg("debug=fdr", f"data.root={image_folder}", *TINY, f"trainer.precision={precision}"))
+    assert 0.0 <= metrics["test/auroc"] <= 1.0
+
+
+def test_local_dir_backbone_trains_and_its_checkpoint_needs_no_folder(make_cfg, image_folder, tmp_path):
+    """`local-dir:` (and `hf-hub:`) names are timm's own; a checkpoint rebuilds the network without them."""
+    import shutil
+
+    import timm
+    from timm.models import save_for_hf
+
+    from trustthepixels.model.checkpoint import load_detector
+    from trustthepixels.training import train
+
+    source = timm.create_model("resnet18", pretrained=False, num_classes=7)
+    save_for_hf(source, tmp_path / "my-resnet")
+    cfg = make_cfg(
+        "debug=limit",
+        f"data.root={image_folder}",
+        *TINY,
+        f"model.backbone=local-dir:{tmp_path / 'my-resnet'}",
+        "model.pretrained=true",
+        "trainer.max_epochs=1",
+    )
+    train(cfg)
+    shutil.rmtree(tmp_path / "my-resnet")  # the checkpoint alone must be enough
+    (best,) = (tmp_path / "run" / "checkpoints").glob("epoch*.ckpt")
+    detector = load_detector(best)
+    assert detector.model.hparams.backbone.startswith("local-dir:")
+    with torch.no_grad():
+        assert detector.model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)).shape == (1,)
+
+
+@pytest.fixture(scope="module")
+def vit_probe_checkpoint(tmp_path_factory):
+    """A frozen-backbone ViT with its linear head trained: the dinov2 probe recipe, small."""
+    from .conftest import compose_cfg, write_image_folder
+
+    tmp = tmp_path_factory.mktemp("vit")
+    folder = write_image_folder(tmp / "data", per_class=12, size=48)
+    from trustthepixels.training import train
+
+    train(
+        compose_cfg(
+            [
+                "debug=limit",
+                f"data.root={folder}",
+                "model=vit_small_patch16_224",
+                "model.pretrained=false",
+                "+model.model_kwargs.img_size=32",
+                "data.image_size=32",
+                "data.batch_size=4",
+                "data.num_workers=0",
+                "model.freeze_backbone=true",
+                "trainer.max_epochs=1",
+            ],
+            tmp,
+        )
+    )
+    (best,) = (tmp / "run" / "checkpoints").glob("epoch*.ckpt")
+    return best, folder
+
+
+def test_gradcam_on_frozen_and_vit_backbones(vit_probe_checkpoint, trained_checkpoint, tmp_path):
+    from omegaconf import OmegaConf
+
+    from trustthepixels.prediction.predict import predict
+
+    from .conftest import compose_cfg
+
+    ckpt, folder = vit_probe_checkpoint
+    images = sorted((folder / "AI").iterdir())[:2]
+    for name, checkpoint in (("vit", ckpt), ("cnn", trained_checkpoint)):
+        cfg = compose_cfg(
+            [f"ckpt_path={checkpoint}", "explain=true", "num_workers=0", f"input=[{images[0]},{images[1]}]"],
+            tmp_path / name,
+            config_name="predict",
+        )
+        assert predict(cfg) == 2, OmegaConf.to_yaml(cfg)
+        overlays = sorted((tmp_path / name / "run" / "gradcam").iterdir())
+        assert len(overlays) == 2 and all(o.read_bytes().startswith(b"\x89PNG") for o in overlays)
+
+
+def test_onnx_export_of_a_vit_checkpoint_and_unreadable_check_images(vit_probe_checkpoint, shared_dir, tmp_path):
+    import shutil
+
+    from trustthepixels.errors import UserError
+    from trustthepixels.prediction.export import export_onnx
+
+    from .conftest import compose_cfg
+
+    ckpt, folder = vit_probe_checkpoint
+    check = tmp_path / "check"
+    shutil.copytree(folder, check)
+    for name in ("truncated_half.jpg", "text_file_named_as.jpg"):
+        shutil.copy(shared_dir / "data" / "bad-inputs" / name, check / "AI" / name)
+    (check / "AI" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    cfg = compose_cfg(
+        [f"ckpt_path={ckpt}", f"check_images={check}", f"output={tmp_path / 'vit.onnx'}"], tmp_path, "export"
+    )
+    report = export_onnx(cfg)
+    assert report["max_abs_diff_p_ai"] < 1e-4 and report["checked_images"] == 24
+
+    only_bad = tmp_path / "only-bad"
+    (only_bad / "AI").mkdir(parents=True)
+    (only_bad / "Real").mkdir()
+    shutil.copy(shared_dir / "data" / "bad-inputs" / "truncated_half.jpg", only_bad / "AI" / "x.jpg")
+    Image.new("RGB", (4, 4)).save(only_bad / "Real" / "tiny.png")
+    with pytest.raises(UserError):
+        export_onnx(compose_cfg([f"ckpt_path={ckpt}", f"check_images={only_bad}"], tmp_path / "bad", "export"))

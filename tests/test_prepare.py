@@ -205,6 +205,9 @@ def test_bad_zips_are_refused_and_nothing_is_written(zip_server, tmp_path, name)
         prepare_from_release(tmp_path / "dataset", f"{zip_server}/{name}")
     assert not (tmp_path / "dataset").exists() and _no_leftovers(tmp_path)
     assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/evil.txt").exists()
+    # The refused archive is not kept either: only the hidden lock file remains beside `out`.
+    assert not (tmp_path / "dataset.zip").exists() and not (tmp_path / "dataset.zip.part").exists()
+    assert {p.name for p in tmp_path.iterdir()} <= {".dataset.lock"}
 
 
 def test_wrong_checksum_and_missing_file(zip_server, tmp_path):

@@ -4,6 +4,7 @@ launcher, and DDP over two CPU processes. The slow part of the suite."""
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -116,3 +117,51 @@ def test_ddp_inside_a_sweep_keeps_one_directory_per_job(image_folder, tmp_path):
     for job in jobs:
         assert (tmp_path / "sweep" / job / "train_ddp_rank_1.log").is_file()
     assert {r["status"] for r in summary(tmp_path / "sweep")} == {"completed"}
+
+
+def test_ddp_counts_every_image_once_and_matches_single_process_eval(tmp_path):
+    """7 test images on 2 ranks: a padded sampler would score one twice. The rank command keeps --config-dir
+    and hydra.* overrides (an experiment only that folder has; a hydra.job override)."""
+    from trustthepixels.evaluation.evaluate import evaluate
+    from trustthepixels.evaluation.metrics import core_metrics
+
+    from .conftest import compose_cfg, write_image_folder
+
+    folder = write_image_folder(tmp_path / "data", per_class=18)
+    for path in sorted((folder / "AI").iterdir())[15:]:
+        path.unlink()  # 15 AI + 18 Real: val and test get 3 + 4 = 7 images each
+    extra = tmp_path / "my-configs"
+    (extra / "experiment").mkdir(parents=True)
+    (extra / "experiment" / "tiny_ddp.yaml").write_text(
+        "# @package _global_\ndata:\n  split: [0.6, 0.2, 0.2]\ntrainer:\n  max_epochs: 2\n"
+    )
+    run_train_py(
+        f"--config-dir={extra}",
+        "experiment=tiny_ddp",
+        "trainer=ddp_sim",
+        "debug=limit",
+        *TINY,
+        f"data.root={folder}",
+        "trainer.max_epochs=2",
+        "+hydra.job.env_set.TTP_MARK=ddp",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["data"]["images"]["test"] == 7 and report["test"]["test/images"] == 7
+    assert report["val"]["val/images"] == 7
+    assert (tmp_path / "run" / "train_ddp_rank_1.log").is_file()
+    with open(tmp_path / "run" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len({r["path"] for r in rows}) == len(rows) == 7
+    eval_cfg = compose_cfg(
+        [f"ckpt_path={report['best_checkpoint']}", "robustness=false", "data.num_workers=0"],
+        tmp_path / "eval",
+        config_name="eval",
+    )
+    single = evaluate(eval_cfg)["sets"]["test"]
+    for key in ("auroc", "ap", "acc", "balanced_acc", "f1", "loss", "ece", "images"):
+        assert report["test"][f"test/{key}"] == pytest.approx(single[key], abs=1e-4), key
+    labels = [int(r["label"]) for r in rows]
+    logits = [float(r["logit"]) for r in rows]
+    assert core_metrics(labels, logits)["auroc"] == pytest.approx(report["test"]["test/auroc"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -41,17 +42,20 @@ def check_model_name(name: str) -> None:
     raise UnknownModelError(f"timm has no model '{name}'.{hint} `timm.list_models('*pattern*')` lists them all.")
 
 
-def resolve_architecture(name: str, model_kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The registry architecture and arguments behind an `hf-hub:` or `local-dir:` name (read from its
-    config.json), so that a checkpoint can rebuild the network without the hub or the folder."""
+def resolve_architecture(name: str, model: torch.nn.Module, model_kwargs: dict[str, Any]) -> tuple[str, dict]:
+    """The registry architecture and arguments behind an `hf-hub:` or `local-dir:` name (its config.json's
+    `architecture` and `model_args`), so that a checkpoint rebuilds the network without the hub or the folder."""
     if not name.startswith(SOURCE_PREFIXES):
         return name, dict(model_kwargs)
-    from timm.models import load_model_config_from_hf, load_model_config_from_path, parse_model_name
+    source, _, identifier = name.partition(":")
+    if source == "local-dir":
+        config = Path(identifier).expanduser() / "config.json"
+    else:  # downloaded (or cached) by timm.create_model a moment ago
+        from huggingface_hub import hf_hub_download
 
-    source, identifier = parse_model_name(name)
-    loader = load_model_config_from_path if source == "local-dir" else load_model_config_from_hf
-    _, architecture, model_args = loader(identifier)
-    return architecture, {**(model_args or {}), **model_kwargs}
+        config = Path(hf_hub_download(identifier, "config.json"))
+    model_args = {k: v for k, v in json.loads(config.read_text()).get("model_args", {}).items() if k != "num_classes"}
+    return model.pretrained_cfg["architecture"], {**model_args, **model_kwargs}
 
 
 def create_backbone(

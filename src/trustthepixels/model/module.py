@@ -93,7 +93,7 @@ class DetectorModule(LightningModule):
         )
         self.backbone = create_backbone(backbone, pretrained, weights, num_classes=1, **(model_kwargs or {}))
         # What rebuilds this network from a checkpoint alone, even for hf-hub: and local-dir: names.
-        architecture, arch_kwargs = resolve_architecture(backbone, model_kwargs or {})
+        architecture, arch_kwargs = resolve_architecture(backbone, self.backbone, model_kwargs or {})
         self.hparams["architecture"], self.hparams["architecture_kwargs"] = architecture, arch_kwargs
         self.data_config = backbone_data_config(self.backbone)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format

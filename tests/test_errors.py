@@ -1,0 +1,163 @@
+"""Errors a person can read, and inputs that must not break a scan: one short message naming the setting or
+file and the fix, no traceback, no empty run folder; broken links, loops and unreadable files set aside."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trustthepixels.cli import quote_non_ascii, run
+from trustthepixels.data.audit import audit_dataset
+from trustthepixels.data.decode import ImageDecodeError, open_rgb
+from trustthepixels.data.scan import scan_dataset
+from trustthepixels.training import train
+
+from .conftest import REPO, TINY, write_image_folder
+
+
+def cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def assert_one_message(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr[-3000:]
+
+
+def test_a_typo_in_a_setting_or_an_option_gets_a_suggestion(tmp_path):
+    assert_one_message(cli("train.py", "data.batchsize=8", cwd=tmp_path), "did you mean data.batch_size?")
+    result = cli("train.py", "model=resnet5", cwd=tmp_path)
+    assert_one_message(result, "did you mean model=resnet50?", "tf_efficientnet_lite0")
+    assert "_base" not in result.stderr and "base/" not in result.stderr
+    # Hydra's own hint for a new key, +data.batchsize, reaches the DataModule: the same suggestion, no TypeError.
+    result = cli("train.py", "+data.batchsize=8", "model.pretrained=false", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert_one_message(result, "'batchsize' is not a setting", "did you mean batch_size?")
+    assert not list(tmp_path.rglob("train.log"))  # no empty run folder left behind
+
+
+@pytest.mark.parametrize(
+    ("overrides", "phrase"),
+    [
+        (["data.batch_size=0"], "data.batch_size=0: use a whole number"),
+        (["data.split=[0.5,0.5,0.5]"], "data.split=[0.5, 0.5, 0.5]: use three non-negative fractions"),
+        (["data.crop_scale=[0.9,0.1]"], "data.crop_scale"),
+        (["data.augment=strong"], "data.augment='strong': use none or robust"),
+        (["data.download=false", "data.root=MISSING"], "does not exist (and data.download=false)"),
+        (["data.root=AI_ONLY"], "has AI/ but no Real/ or RealArt/ folder"),
+        (["data.root=EMPTY"], "has no AI/ or Real/ folder"),
+    ],
+)
+def test_user_mistakes_are_one_line_before_any_image_is_read(overrides, phrase, make_cfg, tmp_path, capsys):
+    (tmp_path / "ai-only" / "AI").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(tmp_path / "ai-only" / "AI" / "a.png")
+    (tmp_path / "empty").mkdir()
+    folder = write_image_folder(tmp_path / "data-ok", per_class=6)
+    names = {"MISSING": tmp_path / "missing", "AI_ONLY": tmp_path / "ai-only", "EMPTY": tmp_path / "empty"}
+    overrides = [o.split("=")[0] + "=" + str(names.get(o.split("=")[1], o.split("=")[1])) for o in overrides]
+    cfg = make_cfg(*TINY, f"data.root={folder}", *overrides)
+    with pytest.raises(SystemExit) as exit_info:
+        run(train, cfg)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    (message,) = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert phrase in message and "Traceback" not in err
+    assert not (tmp_path / "data" / "cache").exists()  # refused before any image was read
+
+
+def test_full_error_shows_the_traceback(make_cfg, image_folder, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ValueError, match=r"data\.batch_size"):
+        run(train, make_cfg(*TINY, f"data.root={image_folder}", "data.batch_size=0"))
+
+
+def test_non_ascii_paths_need_no_quoting(trained_checkpoint, tmp_path):
+    assert quote_non_ascii("input=/photos/ünïcødé.jpg") == "input='/photos/ünïcødé.jpg'"
+    assert quote_non_ascii("input=[/a/ü.jpg,/b.jpg]") == "input=['/a/ü.jpg',/b.jpg]"
+    assert quote_non_ascii("input=/plain.jpg") == "input=/plain.jpg"
+    image = tmp_path / "phötos" / "ünïcødé.jpg"
+    image.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(image)
+    output = tmp_path / "p.csv"
+    result = cli("predict.py", f"ckpt_path={trained_checkpoint}", f"input={image}", f"output={output}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ünïcødé.jpg" in (tmp_path / "p.csv").read_text()
+
+
+def test_decompression_bomb_rule_is_deterministic_across_threads(tmp_path, monkeypatch):
+    """Pillow only warns between its limit and twice it; the rule is the limit, whatever other threads do."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    paths = []
+    for i in range(40):
+        size = (150, 100) if i % 2 else (90, 100)  # 15,000 px (over the limit, under twice it) or 9,000 px
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", size, (i, i, i)).save(paths[-1])
+
+    def verdict(path: Path) -> bool:
+        try:
+            open_rgb(path)
+            return True
+        except ImageDecodeError as err:
+            assert "decompression bomb" in err.reason
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        verdicts = list(pool.map(verdict, paths))
+    assert verdicts == [i % 2 == 0 for i in range(40)]
+
+
+def test_broken_links_loops_and_unreadable_files_are_set_aside(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "data", per_class=6)
+    (root / "AI" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (root / "Real" / "loop").symlink_to(root / "Real")  # a link back to its own parent
+    (root / "AI" / "sub").mkdir()
+    (root / "AI" / "sub" / "up").symlink_to(root / "AI")
+    secret = root / "Real" / "secret.jpg"
+    Image.new("RGB", (40, 40)).save(secret)
+    real_read = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:  # root reads anything: simulate a file this user may not read
+        if self.name == "secret.jpg":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    scan = scan_dataset(root)
+    reasons = {relpath: reason for relpath, _, reason in scan.skipped}
+    assert reasons == {
+        "AI/dangling.jpg": "broken symbolic link",
+        "Real/secret.jpg": "permission denied: cannot read the file",
+    }
+    assert scan.counts() == {"Real": 6, "AI": 6}  # each image once, though two links lead back to it
+
+
+def test_the_audit_counts_the_images_training_uses(bad_image_folder, tmp_path):
+    report = audit_dataset(bad_image_folder, tmp_path / "audit")
+    scan = scan_dataset(bad_image_folder)  # training's default data.min_image_side
+    assert sum(c["images"] for c in report["classes"].values()) == len(scan.samples)
+    assert any("too small" in s["reason"] for s in report["skipped"])
+    assert "balanced_accuracy" in report["metadata_baseline"]
+
+
+def test_the_audit_warns_on_balanced_accuracy_not_plain_accuracy(tmp_path):
+    """90% real, 10% AI, metadata useless: plain accuracy is 90% by always answering Real, balanced is ~50%."""
+    rng = np.random.default_rng(0)
+    for name, n in (("AI", 8), ("Real", 72)):
+        (tmp_path / "d" / name).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(tmp_path / "d" / name / f"{i}.png")
+    report = audit_dataset(tmp_path / "d", tmp_path / "audit", max_phash=0, max_dhash=0)
+    assert report["metadata_baseline"]["balanced_accuracy"] < 0.6
+    assert not any("metadata alone" in w for w in report["warnings"])
