@@ -36,7 +36,7 @@ CONFIG = {
 
 def rate(loader, normalise=None) -> float:
     n, start = 0, time.perf_counter()
-    for images, _ in loader:
+    for images, *_ in loader:
         if normalise is not None:
             images = normalise(images)
         n += len(images)
@@ -64,7 +64,7 @@ def project(root: Path, cache_dir: Path, normalise_on_cpu: bool = True) -> float
     dm.setup("fit")
     loader = dm.train_dataloader()
     n = 0
-    for images, _ in loader:
+    for images, *_ in loader:
         if normalise_on_cpu:  # what DetectorModule.forward does on its device (free on a GPU, not on a CPU)
             images = torch.addcmul(shift, images.float(), scale)
         n += len(images)

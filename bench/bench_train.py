@@ -56,7 +56,7 @@ def plain_loop(cfg, batches: int) -> tuple[float, float]:
     loss_fn = torch.nn.BCEWithLogitsLoss()
     waited = images_seen = 0
     start = last = time.perf_counter()
-    for i, (images, labels) in enumerate(loader):
+    for i, (images, labels, _) in enumerate(loader):
         if i == batches:
             break
         if i:
@@ -82,7 +82,7 @@ def lightning(cfg) -> tuple[float, float]:
 
     def capture(self, trainer, pl_module):
         original(self, trainer, pl_module)
-        rates["rate"] = self._epoch_images / (time.perf_counter() - self._epoch_start)
+        rates["rate"] = self._epoch_images / (self._last_end - self._epoch_start)  # validation excluded
         rates["wait"] = self._waited / self._stepped if self._stepped else 0.0
 
     EpochSummary.on_train_epoch_end = capture

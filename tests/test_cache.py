@@ -198,3 +198,20 @@ def test_feature_cache_trains_the_same_head_as_live_features(make_cfg, image_fol
     (w_live, b_live), (w_cached, b_cached) = fitted(False), fitted(True)
     assert w_live.abs().sum() > 0  # the head did learn
     assert torch.allclose(w_live, w_cached, atol=1e-5) and torch.allclose(b_live, b_cached, atol=1e-5)
+
+
+def test_feature_cache_key_follows_every_pixel_setting(make_cfg):
+    """Draft decoding changes pixels, so features computed with it are not those computed without."""
+    from hydra.utils import instantiate
+
+    from trustthepixels.data.feature_cache import feature_key
+
+    model = instantiate(make_cfg("model=resnet18", "model.pretrained=false").model)
+    config = {**model.data_config, "input_size": (3, 32, 32)}
+    keys = {
+        feature_key(model, {**config, "jpeg_draft": True}),
+        feature_key(model, {**config, "jpeg_draft": False}),
+        feature_key(model, {**config, "jpeg_draft": False, "input_size": (3, 48, 48)}),
+        feature_key(model, {**config, "jpeg_draft": False, "crop_pct": 1.0}),
+    }
+    assert len(keys) == 4

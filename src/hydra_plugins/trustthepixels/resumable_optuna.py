@@ -21,7 +21,11 @@ if OptunaSweeper is not None:
     class ResumableOptunaSweeper(OptunaSweeper):
         """hydra-optuna-sweeper, with `n_trials` meaning the study's total: started again on the same sweep
         directory (the study lives in SQLite there), it runs only the trials still missing. Trials a killed
-        run left RUNNING are marked FAIL first, so the sampler does not wait on them."""
+        run left RUNNING are marked FAIL first (public `study.tell`), so the sampler does not wait on them.
+
+        Not Optuna's heartbeat (`RDBStorage(heartbeat_interval=...)`, `fail_stale_trials`) nor
+        `MaxTrialsCallback`: both act inside `study.optimize`, which hydra-optuna-sweeper does not call (it
+        asks and tells trials itself)."""
 
         def sweep(self, arguments: list[str]) -> None:
             impl = self.sweeper

@@ -44,6 +44,8 @@ def _metadata(detector: Detector, threshold: float) -> dict[str, str]:
         "input_size": str(size),
         "crop_pct": str(config.get("crop_pct", 1.0)),
         "interpolation": str(config.get("interpolation", "bicubic")),
+        # Training decoded JPEGs 2x+ larger than needed with DCT scaling (Pillow's draft()): do the same.
+        "jpeg_draft": str(bool(config.get("jpeg_draft", False))).lower(),
         "mean": json.dumps(list(config["mean"])),
         "std": json.dumps(list(config["std"])),
         "threshold": str(threshold),
