@@ -121,6 +121,11 @@ def test_eval_on_a_trained_checkpoint(trained_checkpoint, tmp_path):
         assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, name
     report = (out / "report.md").read_text()
     assert "## Robustness" in report and "other-source" in report and "ECE after temperature scaling" in report
+    # Every number with its 95% interval; a set this small is said to be too small to rank models.
+    for m in [*result["sets"].values(), *result["robustness"]]:
+        for key in ("auroc", "ap", "acc", "acc_at_val_threshold", "balanced_acc_at_val_threshold", "ece", "loss"):
+            assert m[f"{key}_lo"] <= m[key] + 1e-12 and m[key] <= m[f"{key}_hi"] + 1e-12, key
+    assert "AUROC | 1.000 [1.000, 1.000]" in report or " [" in report
     assert json.loads((out / "metrics.json").read_text())["calibration"]["val_images"] == 6
     assert list(out.glob("events.out.tfevents.*"))
 

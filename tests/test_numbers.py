@@ -54,6 +54,11 @@ def test_train_and_eval_report_the_same_test_numbers_with_and_without_the_cache(
         for key in SHARED:
             assert report["test"][f"test/{key}"] == pytest.approx(evaluated[key], abs=1e-4), (cache, key)
         runs[cache] = report
+    # Every number carries its 95% interval, around the number.
+    for key in ("auroc", "ap", "acc", "balanced_acc", "f1", "ece", "loss", "acc_real", "acc_ai"):
+        low, high = runs[True]["test"][f"test/{key}_lo"], runs[True]["test"][f"test/{key}_hi"]
+        assert low <= runs[True]["test"][f"test/{key}"] <= high, key
+        assert f"val/{key}_lo" in runs[True]["val"]
     # The cache is a speed setting: the same batches, so the same model and the same numbers.
     for key in SHARED:
         assert runs[True]["test"][f"test/{key}"] == pytest.approx(runs[False]["test"][f"test/{key}"], abs=1e-6)

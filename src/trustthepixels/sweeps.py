@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from filelock import FileLock
 from hydra.core.utils import JobReturn, JobStatus
@@ -44,11 +45,121 @@ def _job_row(job_dir: Path, optimized_metric: str) -> dict[str, Any] | None:
     if (job_dir / "metrics.json").is_file():
         report = json.loads((job_dir / "metrics.json").read_text())
         metrics = {**report.get("val", {}), **report.get("test", {})}
-        row |= {"status": "completed", optimized_metric: metrics.get(optimized_metric)}
-        row |= {name: metrics.get(name) for name in COLUMNS}
+        row |= {"status": "completed"}
+        for name in dict.fromkeys([optimized_metric, *COLUMNS]):
+            row |= {
+                name: metrics.get(name),
+                f"{name}_lo": metrics.get(f"{name}_lo"),
+                f"{name}_hi": metrics.get(f"{name}_hi"),
+            }
     elif (job_dir / ERROR_FILE).is_file():
         row |= {"status": "failed", "error": (job_dir / ERROR_FILE).read_text().strip().splitlines()[-1][:300]}
     return row
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    value = row.get(column)
+    if not isinstance(value, float):
+        return str(value if value is not None else "")
+    low, high = row.get(f"{column}_lo"), row.get(f"{column}_hi")
+    return f"{value:.4f}" + (f" [{low:.3f}, {high:.3f}]" if isinstance(low, float) and isinstance(high, float) else "")
+
+
+def _without(overrides: str, prefixes: tuple[str, ...]) -> str:
+    return " ".join(o for o in overrides.split() if not o.lstrip("+~").startswith(prefixes))
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return ""
+    array = np.array(values, dtype=float)
+    sd = array.std(ddof=1) if len(array) > 1 else 0.0
+    return f"{array.mean():.4f} ± {sd:.4f} (min {array.min():.4f}, max {array.max():.4f})"
+
+
+def seed_section(rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
+    """Jobs that differ only by `seed`: mean ± standard deviation (and range) per configuration."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["status"] == "completed" and any(o.startswith("seed=") for o in row["overrides"].split()):
+            groups.setdefault(_without(row["overrides"], ("seed=",)), []).append(row)
+    groups = {k: v for k, v in groups.items() if len(v) > 1}
+    if not groups:
+        return []
+    lines = ["", "## Seeds", "", "Jobs that differ only by `seed`: mean ± sd over seeds (min, max).", ""]
+    lines += ["| configuration | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for config, members in groups.items():
+        cells = [_spread([m[c] for m in members if m.get(c) is not None]) for c in metrics]
+        lines.append(f"| `{config or '(defaults)'}` | {len(members)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def cross_validation_section(sweep_dir: Path, rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
+    """Jobs that differ only by `data.fold`: per-fold metrics, mean ± sd, and the pooled out-of-fold metrics
+    with their intervals, from every fold's test predictions (written to oof_predictions*.csv)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if any(o.startswith("data.fold=") for o in row["overrides"].split()):
+            groups.setdefault(_without(row["overrides"], ("data.fold=",)), []).append(row)
+    if not groups:
+        return []
+    lines = ["", "## Cross-validation"]
+    for i, (config, members) in enumerate(sorted(groups.items())):
+        members = sorted(members, key=lambda r: int(_override(r["overrides"], "data.fold") or 0))
+        done = [m for m in members if m["status"] == "completed"]
+        name = "oof_predictions.csv" if len(groups) == 1 else f"oof_predictions_{i}.csv"
+        lines += ["", f"`{config or '(defaults)'}`: {len(done)} of {len(members)} folds completed", ""]
+        lines += ["| fold | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for m in members:
+            lines.append(
+                f"| {_override(m['overrides'], 'data.fold')} | " + " | ".join(_cell(m, c) for c in metrics) + " |"
+            )
+        if done:
+            lines.append(
+                "| mean ± sd | "
+                + " | ".join(_spread([m[c] for m in done if m.get(c) is not None]) for c in metrics)
+                + " |"
+            )
+        pooled = _pool_out_of_fold(done, sweep_dir / name)
+        if pooled and len(done) == len(members):
+            lines += [
+                "",
+                f"Pooled out-of-fold ({int(pooled['images'])} images, each scored once by the model that did not "
+                f"train on it; `{name}`):",
+                "",
+            ]
+            lines += ["| metric | value [95% interval] |", "|---|---|"]
+            for key in ("auroc", "ap", "acc", "balanced_acc", "f1", "ece", "loss"):
+                lines.append(f"| {key} | {_cell(pooled, key)} |")
+    return lines
+
+
+def _override(overrides: str, key: str) -> str | None:
+    return next((o.split("=", 1)[1] for o in overrides.split() if o.startswith(f"{key}=")), None)
+
+
+def _pool_out_of_fold(jobs: list[dict[str, Any]], path: Path) -> dict[str, float] | None:
+    from trustthepixels.evaluation.intervals import metric_intervals
+    from trustthepixels.evaluation.metrics import core_metrics
+
+    rows = []
+    for job in jobs:
+        predictions = Path(job["run_dir"]) / "predictions.csv"
+        if not predictions.is_file():
+            return None
+        with open(predictions, newline="") as f:
+            fold = _override(job["overrides"], "data.fold")
+            rows += [{"fold": fold, **r} for r in csv.DictReader(f)]
+    if not rows:
+        return None
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["fold", "path", "label", "logit", "p_ai"])
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda r: r["path"]))
+    atomic_write_text(path, text.getvalue())
+    labels = np.array([int(r["label"]) for r in rows])
+    logits = np.array([float(r["logit"]) for r in rows])
+    return core_metrics(labels, logits) | metric_intervals(labels, logits)
 
 
 def write_summary(sweep_dir: Path, optimized_metric: str, final: bool = False) -> list[dict[str, Any]]:
@@ -67,12 +178,12 @@ def write_summary(sweep_dir: Path, optimized_metric: str, final: bool = False) -
             r["job"],
         )
     )
+    metric_columns = [optimized_metric, *[c for c in COLUMNS if c != optimized_metric]]
     columns = [
         "job",
         "status",
         "overrides",
-        optimized_metric,
-        *[c for c in COLUMNS if c != optimized_metric],
+        *[f"{c}{end}" for c in metric_columns for end in ("", "_lo", "_hi")],
         "run_dir",
         "error",
     ]
@@ -84,20 +195,20 @@ def write_summary(sweep_dir: Path, optimized_metric: str, final: bool = False) -
         atomic_write_text(sweep_dir / "summary.csv", text.getvalue())
         common = set.intersection(*(set(r["overrides"].split()) for r in rows)) if rows else set()
         shown = [{**r, "overrides": " ".join(o for o in r["overrides"].split() if o not in common)} for r in rows]
+        shown_columns = ["job", "status", "overrides", *metric_columns]
         lines = [
             f"# Sweep summary ({len(rows)} jobs, sorted by {optimized_metric})",
             "",
             f"Common to all jobs: `{' '.join(sorted(common))}`" if common else "",
             "",
-            "| " + " | ".join(columns[:-2]) + " |",
-            "|" + "---|" * (len(columns) - 2),
+            "Brackets hold 95% intervals over the split's images (see metrics.json).",
+            "",
+            "| " + " | ".join(shown_columns) + " |",
+            "|" + "---|" * len(shown_columns),
         ]
         for row in shown:
-            cells = [
-                f"{v:.4f}" if isinstance(v := row.get(c), float) else str(v if v is not None else "")
-                for c in columns[:-2]
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join(_cell(row, c) for c in shown_columns) + " |")
+        lines += seed_section(rows, metric_columns) + cross_validation_section(sweep_dir, rows, metric_columns)
         failed = [r for r in rows if r["status"] == "failed"]
         if failed:
             lines += ["", "Failed jobs:"] + [f"- job {r['job']} ({r['overrides']}): {r['error']}" for r in failed]

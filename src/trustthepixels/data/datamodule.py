@@ -22,7 +22,13 @@ from trustthepixels.data.feature_cache import cached_features, feature_key
 from trustthepixels.data.pixel_cache import PixelCache, build_pixel_cache
 from trustthepixels.data.prepare import RELEASE_URL, prepare_from_release
 from trustthepixels.data.scan import GET_DATA_HINT, LABELS, DatasetLayoutError, ScanResult, scan_dataset
-from trustthepixels.data.split import SPLITS, check_fractions, stratified_split, write_split_csv
+from trustthepixels.data.split import (
+    SPLITS,
+    check_fractions,
+    cross_validation_split,
+    stratified_split,
+    write_split_csv,
+)
 from trustthepixels.data.transforms import Preprocessing, build_transform
 from trustthepixels.errors import ConfigError
 
@@ -45,6 +51,8 @@ def check_data_settings(
     jpeg_prob: Any,
     min_image_side: Any,
     near_duplicates: Any,
+    folds: Any = None,
+    fold: Any = 0,
 ) -> None:
     """Refuse settings that cannot work before any image is read, naming the setting and what it takes."""
 
@@ -70,6 +78,11 @@ def check_data_settings(
     for name, p in (("data.blur_prob", blur_prob), ("data.jpeg_prob", jpeg_prob)):
         if not isinstance(p, int | float) or not 0 <= p <= 1:
             raise ConfigError(f"{name}={p!r}: use a probability between 0 and 1")
+    if folds is not None and not (is_int(folds, 2) and is_int(fold, 0) and fold < folds):
+        raise ConfigError(
+            f"data.folds={folds!r}, data.fold={fold!r}: use data.folds=K (2 or more) and data.fold from 0 to K-1, "
+            "e.g. python train.py -m data.folds=5 'data.fold=range(5)'"
+        )
     if not is_int(min_image_side, 1):
         raise ConfigError(f"data.min_image_side={min_image_side!r}: use a side in pixels, 1 or more")
     if near_duplicates is not None and (
@@ -121,6 +134,8 @@ class ImageFolderDataModule(LightningDataModule):
         jpeg_prob: float = 0.5,
         min_image_side: int = 8,
         near_duplicates: Mapping[str, int] | None = None,
+        folds: int | None = None,
+        fold: int = 0,
         cache_dir: str | Path | None = None,
         cache: bool = True,
         jpeg_draft: bool = True,
@@ -134,8 +149,9 @@ class ImageFolderDataModule(LightningDataModule):
         split, crop_scale, near_duplicates = to_plain(split), to_plain(crop_scale), to_plain(near_duplicates)
         check_data_settings(
             batch_size, num_workers, split, image_size, crop_scale, augment, blur_prob, jpeg_prob, min_image_side,
-            near_duplicates,
+            near_duplicates, folds, fold,
         )  # fmt: skip
+        self.folds, self.fold = folds, fold
         self.root = Path(root).expanduser()
         self.data_config = dict(to_plain(data_config))
         if image_size:
@@ -200,7 +216,12 @@ class ImageFolderDataModule(LightningDataModule):
                     sum(map(len, groups)),
                 )
         self.duplicate_groups = groups
-        parts = stratified_split(self.scan.samples, self.split_fractions, self.seed, groups)
+        if self.folds:  # k-fold cross-validation: this job's fold is the test split
+            parts = cross_validation_split(
+                self.scan.samples, self.folds, self.fold, self.split_fractions, self.seed, groups
+            )
+        else:
+            parts = stratified_split(self.scan.samples, self.split_fractions, self.seed, groups)
         pixels = self._pixel_cache() if self.cache else None
         for name in SPLITS:
             transform = build_transform(self.data_config, name == "train", self.crop_scale, **self.augment)
@@ -285,6 +306,8 @@ class ImageFolderDataModule(LightningDataModule):
             "images": {name: len(ds) for name, ds in self.datasets.items()},
             "skipped_files": len(self.scan.skipped),
             "near_duplicate_groups": len(self.duplicate_groups),
+            "folds": self.folds,
+            "fold": self.fold if self.folds else None,
         }
 
     def state_dict(self) -> dict[str, Any]:

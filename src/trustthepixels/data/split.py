@@ -66,6 +66,17 @@ def stratified_split(
     of its images of every class. With no groups this is exactly a per-class cut at the fractions.
     """
     check_fractions(list(fractions))
+    units = _units(samples, groups)
+    room = {
+        label: dict(zip(SPLITS, split_counts(sum(s.label == label for s in samples), fractions), strict=True))
+        for label in LABELS
+    }
+    parts = _fill(units, room, SPLITS, seed)
+    return {name: _interleave([[s for s in parts[name] if s.label == label] for label in LABELS]) for name in SPLITS}
+
+
+def _units(samples: Sequence[Sample], groups: Iterable[Iterable[str]]) -> dict[str, list[Sample]]:
+    """Samples gathered into units that move together: a near-duplicate group, or a single file."""
     unit_of: dict[str, str] = {}
     for group in groups:
         members = sorted(group)
@@ -74,23 +85,57 @@ def stratified_split(
     units: dict[str, list[Sample]] = defaultdict(list)
     for sample in samples:
         units[unit_of.get(sample.relpath, sample.relpath)].append(sample)
+    return units
 
-    room = {
-        label: dict(zip(SPLITS, split_counts(sum(s.label == label for s in samples), fractions), strict=True))
-        for label in LABELS
-    }
-    parts: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+
+def _fill(
+    units: dict[str, list[Sample]], room: dict[int, dict[str, int]], names: Sequence[str], seed: int
+) -> dict[str, list[Sample]]:
+    """Units in seeded-hash order, each into the first part that still has room for all its images of every
+    class; a group too big for any remaining room goes where most room is left."""
+    parts: dict[str, list[Sample]] = {name: [] for name in names}
     for key in sorted(units, key=lambda k: _rank_key(seed, k)):
         members = units[key]
         need = Counter(s.label for s in members)
-        fits = [n for n in SPLITS if all(room[label][n] >= k for label, k in need.items())]
-        # A group too big for any remaining room goes where most room is left (train, in practice).
-        name = fits[0] if fits else max(SPLITS, key=lambda n: sum(room[label][n] for label in need))
+        fits = [n for n in names if all(room[label][n] >= k for label, k in need.items())]
+        name = fits[0] if fits else max(names, key=lambda n: sum(room[label][n] for label in need))
         for label, k in need.items():
             room[label][name] -= k
         parts[name] += members
+    return parts
+
+
+def cross_validation_split(
+    samples: Sequence[Sample],
+    folds: int,
+    fold: int,
+    fractions: Sequence[float],
+    seed: int,
+    groups: Iterable[Iterable[str]] = (),
+) -> dict[str, list[Sample]]:
+    """Fold `fold` of `folds` as test; validation carved from the other folds at the ratio val / (train + val)
+    of `fractions`. Folds are stratified by class and keep near-duplicate groups whole, exactly like the split,
+    and depend only on the seed and the files (never on the model): two recipes see identical folds."""
+    if not (isinstance(folds, int) and folds >= 2 and isinstance(fold, int) and 0 <= fold < folds):
+        raise ConfigError(f"data.folds={folds!r}, data.fold={fold!r}: use folds >= 2 and 0 <= fold < folds")
+    groups = [list(g) for g in groups]
+    units = _units(samples, groups)
+    names = [f"fold{k}" for k in range(folds)]
+    room = {}
+    for label in LABELS:
+        n = sum(s.label == label for s in samples)
+        if n < folds:
+            raise ConfigError(f"{n} images in a class are too few for data.folds={folds}: use fewer folds")
+        room[label] = {name: n // folds + (k < n % folds) for k, name in enumerate(names)}
+    parts = _fill(units, room, names, seed)
+    test = parts[names[fold]]
+    rest = [s for name in names if name != names[fold] for s in parts[name]]
+    train_f, val_f, _ = fractions
+    inner = stratified_split(rest, (train_f / (train_f + val_f), val_f / (train_f + val_f), 0.0), seed, groups)
     return {
-        name: _interleave([[s for s in part if s.label == label] for label in LABELS]) for name, part in parts.items()
+        "train": inner["train"],
+        "val": inner["val"],
+        "test": _interleave([[s for s in test if s.label == label] for label in LABELS]),
     }
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
@@ -22,6 +21,7 @@ from trustthepixels.data.split import read_split_csv
 from trustthepixels.data.transforms import image_size
 from trustthepixels.evaluation import figures
 from trustthepixels.evaluation.inference import InferenceDataset, predict_logits
+from trustthepixels.evaluation.intervals import binary_metric_intervals
 from trustthepixels.evaluation.metrics import (
     CalibrationError,
     Temperature,
@@ -32,7 +32,7 @@ from trustthepixels.evaluation.metrics import (
 )
 from trustthepixels.evaluation.report import render_report
 from trustthepixels.evaluation.robustness import Perturbation, perturbations
-from trustthepixels.model.checkpoint import Detector, load_detector
+from trustthepixels.model.checkpoint import Detector, load_detector, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +136,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     detector = load_detector(cfg.ckpt_path)
-    device = (
-        "cuda"
-        if cfg.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if cfg.device == "auto" else cfg.device)
-    )
+    device = resolve_device(cfg.device)
     num_workers = default_num_workers() if cfg.data.num_workers is None else cfg.data.num_workers
     min_side = _min_side(cfg, detector)
     evaluator = Evaluator(detector, cfg.data.batch_size, num_workers, device, min_side)
@@ -158,6 +154,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         logits_of[subset.name] = evaluator.logits(subset)
         sets[subset.name] = binary_metrics(
             subset.labels, logits_of[subset.name], threshold, temperature, cfg.calibration_bins
+        ) | binary_metric_intervals(
+            subset.labels, logits_of[subset.name], threshold, temperature, cfg.calibration_bins, cfg.bootstrap, cfg.seed
         )
         for key, value in sets[subset.name].items():
             writer.add_scalar(f"eval/{subset.name}/{key}", value)
@@ -167,7 +165,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     probs = sigmoid(logits)
     drawn = {
         "confusion_matrix.png": figures.confusion_matrix_figure(labels, probs, threshold),
-        "roc.png": figures.roc_figure(labels, probs, sets[main.name]["auroc"]),
+        "roc.png": figures.roc_figure(
+            labels,
+            probs,
+            sets[main.name]["auroc"],
+            (sets[main.name]["auroc_lo"], sets[main.name]["auroc_hi"]),
+            n_resamples=cfg.bootstrap,
+            seed=cfg.seed,
+        ),
         "pr.png": figures.pr_figure(labels, probs, sets[main.name]["ap"]),
         "reliability.png": figures.reliability_figure(labels, logits, temperature),
         "p_ai_histogram.png": figures.histogram_figure(labels, probs, threshold),
@@ -179,6 +184,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         for perturb in perturbations(OmegaConf.to_container(cfg.perturbations)):
             perturbed = evaluator.logits(main, perturb)
             metrics = binary_metrics(main.labels, perturbed, threshold, temperature, cfg.calibration_bins)
+            metrics |= binary_metric_intervals(
+                main.labels, perturbed, threshold, temperature, cfg.calibration_bins, cfg.bootstrap, cfg.seed
+            )
             robustness.append({"perturbation": perturb.kind, "strength": f"{perturb.strength:g}", **metrics})
             writer.add_scalar(f"robustness/{perturb.kind}/auroc", metrics["auroc"], int(perturb.strength * 100))
         drawn["robustness.png"] = figures.robustness_figure(robustness)

@@ -30,10 +30,32 @@ def confusion_matrix_figure(labels: np.ndarray, probs: np.ndarray, threshold: fl
     return fig
 
 
-def roc_figure(labels: np.ndarray, probs: np.ndarray, auroc: float) -> Figure:
+def roc_band(
+    labels: np.ndarray, probs: np.ndarray, n_resamples: int = 2000, seed: int = 0, grid: int = 101
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pointwise 95% band of the ROC curve: true positive rates at fixed false positive rates over a
+    stratified bootstrap of the images (each class resampled within itself)."""
+    rng = np.random.default_rng(seed)
+    fpr_grid = np.linspace(0, 1, grid)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    curves = np.empty((n_resamples, grid))
+    for i in range(n_resamples):
+        chosen = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+        fpr, tpr, _ = roc_curve(labels[chosen], probs[chosen])
+        curves[i] = np.interp(fpr_grid, fpr, tpr)
+    low, high = np.percentile(curves, [2.5, 97.5], axis=0)
+    return fpr_grid, low, high
+
+
+def roc_figure(
+    labels: np.ndarray, probs: np.ndarray, auroc: float, interval: tuple[float, float] | None = None, **band
+) -> Figure:
     fpr, tpr, _ = roc_curve(labels, probs)
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot(fpr, tpr, label=f"AUROC {auroc:.3f}")
+    grid, low, high = roc_band(labels, probs, **band)
+    ax.fill_between(grid, low, high, alpha=0.25, label="95% band (bootstrap)")
+    label = f"AUROC {auroc:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+    ax.plot(fpr, tpr, label=label)
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
     ax.set_xlabel("false positive rate (real called AI)")
     ax.set_ylabel("true positive rate (AI caught)")
@@ -85,7 +107,7 @@ def histogram_figure(labels: np.ndarray, probs: np.ndarray, threshold: float, na
 
 
 def robustness_figure(rows: list[dict]) -> Figure:
-    """AUROC and accuracy against perturbation strength, one panel per perturbation kind."""
+    """AUROC and accuracy against perturbation strength with their 95% intervals, one panel per kind."""
     kinds = list(dict.fromkeys(r["perturbation"] for r in rows if r["perturbation"] != "none"))
     clean = next(r for r in rows if r["perturbation"] == "none")
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.8), squeeze=False)
@@ -93,7 +115,12 @@ def robustness_figure(rows: list[dict]) -> Figure:
         chosen = [r for r in rows if r["perturbation"] == kind]
         x = ["clean"] + [r["strength"] for r in chosen]
         for metric in ("auroc", "acc_at_val_threshold"):
-            ax.plot(x, [clean[metric]] + [r[metric] for r in chosen], "o-", label=metric)
+            points = [clean, *chosen]
+            values = np.array([r[metric] for r in points])
+            low = np.array([r.get(f"{metric}_lo", np.nan) for r in points])
+            high = np.array([r.get(f"{metric}_hi", np.nan) for r in points])
+            errors = np.nan_to_num(np.vstack([values - low, high - values]))  # 95% intervals as error bars
+            ax.errorbar(x, values, yerr=errors, fmt="o-", capsize=3, label=metric)
         ax.set_ylim(0, 1.02)
         ax.axhline(0.5, color="grey", lw=1, ls=":")
         ax.set_title(kind)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from trustthepixels.evaluation.intervals import too_small_to_rank
+
 ROWS = (
     ("images", "images", "{:.0f}"),
     ("AUROC", "auroc", "{:.3f}"),
+    ("log loss", "loss", "{:.3f}"),
     ("average precision", "ap", "{:.3f}"),
     ("accuracy @ 0.5", "acc", "{:.3f}"),
     ("accuracy @ val threshold", "acc_at_val_threshold", "{:.3f}"),
@@ -19,6 +22,15 @@ ROWS = (
     ("ECE", "ece", "{:.3f}"),
     ("ECE after temperature scaling", "ece_temperature_scaled", "{:.3f}"),
 )
+
+
+def with_interval(metrics: dict[str, Any], key: str, fmt: str = "{:.3f}") -> str:
+    """`0.801 [0.703, 0.889]`: a value and its 95% interval, when it has one."""
+    text = fmt.format(metrics[key])
+    low, high = metrics.get(f"{key}_lo"), metrics.get(f"{key}_hi")
+    if low is not None and high is not None and low == low:  # NaN: no interval (a class is missing)
+        text += f" [{fmt.format(low)}, {fmt.format(high)}]"
+    return text
 
 
 def render_report(result: dict[str, Any], figures: list[str], robustness_figure: str | None) -> str:
@@ -47,7 +59,7 @@ def render_report(result: dict[str, Any], figures: list[str], robustness_figure:
         "|---|" + "---|" * len(names),
     ]
     for label, key, fmt in ROWS:
-        lines.append(f"| {label} | " + " | ".join(fmt.format(sets[n][key]) for n in names) + " |")
+        lines.append(f"| {label} | " + " | ".join(with_interval(sets[n], key, fmt) for n in names) + " |")
     skipped = {n: s for n, s in result["skipped"].items() if s}
     if skipped:
         lines += ["", "Unreadable files left out: " + ", ".join(f"{n}: {len(s)}" for n, s in skipped.items())]
@@ -61,17 +73,20 @@ def render_report(result: dict[str, Any], figures: list[str], robustness_figure:
             "|---|---|---|---|---|---|",
         ]
         for row in result["robustness"]:
-            lines.append(
-                f"| {row['perturbation']} | {row['strength']} | {row['auroc']:.3f} | {row['acc']:.3f} | "
-                f"{row['acc_at_val_threshold']:.3f} | {row['balanced_acc_at_val_threshold']:.3f} |"
-            )
+            cells = [
+                with_interval(row, k) for k in ("auroc", "acc", "acc_at_val_threshold", "balanced_acc_at_val_threshold")
+            ]
+            lines.append(f"| {row['perturbation']} | {row['strength']} | " + " | ".join(cells) + " |")
     lines += ["", "## Figures", ""]
     lines += [f"![{f}]({f})" for f in figures + ([robustness_figure] if robustness_figure else [])]
-    n = int(min(s["images"] for s in sets.values()))
     lines += [
         "",
-        f"With {n} images in the smallest set, an AUROC or accuracy carries a standard error of roughly "
-        f"{0.5 / max(n, 1) ** 0.5:.2f}: differences below twice that are noise.",
-        "",
+        "Brackets hold 95% intervals: exact binomial (Clopper-Pearson) for accuracies, a stratified bootstrap over "
+        "images (2000 resamples) for the rest. Two models whose intervals overlap may not differ at all: "
+        "`python compare.py` tests the difference on the same images.",
     ]
-    return "\n".join(lines)
+    for name, metrics in sets.items():
+        warning = too_small_to_rank(int(metrics["images"]), metrics.get("auroc_lo", 0.0), metrics.get("auroc_hi", 0.0))
+        if warning:
+            lines += ["", f"**{name}**: {warning}"]
+    return "\n".join([*lines, ""])

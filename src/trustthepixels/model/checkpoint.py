@@ -30,6 +30,13 @@ class Detector:
         return self.checkpoint.parent.parent if self.checkpoint.parent.name == "checkpoints" else None
 
 
+def resolve_device(name: str) -> str:
+    """device=auto: CUDA when there is one, else the CPU; any other value is torch's own device name."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def load_detector(ckpt_path: str | Path) -> Detector:
     """Rebuild the model from its checkpoint alone: no hub download, no weight file, no pickled code."""
     ckpt_path = Path(ckpt_path).expanduser().resolve()

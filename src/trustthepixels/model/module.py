@@ -114,6 +114,7 @@ class DetectorModule(LightningModule):
         # The last test pass over the whole split: (dataset indices, logits, labels), for predictions.csv.
         self.test_predictions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.last_metrics: dict[str, dict[str, float]] = {}  # per stage, as computed (Lightning logs float32)
+        self.last_predictions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def set_normalisation(self, mean: Any, std: Any) -> None:
         """(x / 255 - mean) / std as one scale and shift of the uint8 values."""
@@ -186,6 +187,7 @@ class DetectorModule(LightningModule):
         indices, logits, labels = predictions.gathered(self)
         metrics = core_metrics(labels, logits)
         self.last_metrics[stage] = {f"{stage}/{name}": value for name, value in metrics.items()}  # full precision
+        self.last_predictions[stage] = (indices, logits, labels)
         if stage == "test":
             self.test_predictions = (indices, logits, labels)
         for name, value in metrics.items():  # every rank holds the same values: nothing to reduce
@@ -230,3 +232,10 @@ class DetectorModule(LightningModule):
         checkpoint["val_metrics"] = self.last_metrics.get("val") or {
             k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
         }
+        if "val" in self.last_predictions:  # what the val metrics' intervals are computed from
+            indices, logits, labels = self.last_predictions["val"]
+            checkpoint["val_predictions"] = {
+                "indices": indices.tolist(),
+                "logits": logits.tolist(),
+                "labels": labels.tolist(),
+            }

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 from rich.table import Table
@@ -15,7 +14,7 @@ from rich.table import Table
 from trustthepixels.data.datamodule import default_num_workers
 from trustthepixels.evaluation.inference import InferenceDataset, predict_logits
 from trustthepixels.evaluation.metrics import sigmoid
-from trustthepixels.model.checkpoint import load_detector
+from trustthepixels.model.checkpoint import load_detector, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +40,7 @@ def predict(cfg: DictConfig) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = list(cfg.input) if isinstance(cfg.input, ListConfig | list | tuple) else [cfg.input]
     files, missing = collect_inputs(inputs)
-    device = (
-        "cuda"
-        if cfg.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if cfg.device == "auto" else cfg.device)
-    )
+    device = resolve_device(cfg.device)
     model = detector.model.to(device)
     # The training run's preprocessing and its rule for a usable image (data.min_image_side), nothing else.
     dataset = InferenceDataset(files, detector.data_config, detector.min_image_side)

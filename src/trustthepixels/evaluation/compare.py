@@ -1,0 +1,285 @@
+"""`compare.py`: is detector A better than detector B on the same images, or is the difference noise?
+
+For each pair of models scored on the same images: the AUROC difference with DeLong's paired 95% interval and
+p-value (DeLong, DeLong & Clarke-Pearson 1988, in Sun & Xu's 2014 fast form), a paired stratified bootstrap of
+the same difference, and McNemar's exact test on the accuracy at each model's own threshold; a markdown table,
+the ROC curves overlaid (PNG and TensorBoard) and one plain sentence.
+
+Inputs are prediction files (`predictions.csv` of a run or of eval.py, `oof_predictions.csv` of a
+cross-validation sweep, or the folders holding them) or checkpoints, scored here on the same images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from omegaconf import DictConfig
+from scipy import stats
+from sklearn.metrics import roc_curve
+from torch.utils.tensorboard import SummaryWriter
+
+from trustthepixels.errors import UserError
+from trustthepixels.evaluation.metrics import core_metrics, sigmoid
+
+log = logging.getLogger(__name__)
+ALPHA = 0.05
+
+
+@dataclass
+class Scored:
+    """One model's scores, keyed by image path."""
+
+    name: str
+    logits: dict[str, float]
+    labels: dict[str, int]
+    threshold: float = 0.5  # P(AI) above it is called AI: the model's own decision rule
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+
+
+def delong(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> dict[str, float]:
+    """DeLong's test of AUROC(a) - AUROC(b) on the same images: the difference, its standard error, a 95%
+    interval, z and the two-sided p-value. Ties count one half, as in the AUROC itself."""
+    labels = np.asarray(labels)
+    scores = np.vstack([scores_a, scores_b]).astype(np.float64)
+    pos, neg = scores[:, labels == 1], scores[:, labels == 0]
+    m, n = pos.shape[1], neg.shape[1]
+    if m < 2 or n < 2:
+        raise UserError(f"{m} AI and {n} real images: DeLong's test needs at least two of each")
+    ranks_pos = stats.rankdata(pos, axis=1)
+    ranks_neg = stats.rankdata(neg, axis=1)
+    ranks_all = stats.rankdata(np.hstack([pos, neg]), axis=1)
+    aucs = (ranks_all[:, :m].sum(axis=1) / m - (m + 1) / 2) / n
+    v_pos = (ranks_all[:, :m] - ranks_pos) / n  # structural components of the AI images
+    v_neg = 1.0 - (ranks_all[:, m:] - ranks_neg) / m  # and of the real ones
+    covariance = np.cov(v_pos) / m + np.cov(v_neg) / n
+    variance = covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1]
+    difference = aucs[0] - aucs[1]
+    se = math.sqrt(max(variance, 0.0))
+    z = difference / se if se > 0 else (0.0 if difference == 0 else math.copysign(math.inf, difference))
+    half = stats.norm.ppf(1 - ALPHA / 2) * se
+    return {
+        "auroc_a": float(aucs[0]),
+        "auroc_b": float(aucs[1]),
+        "difference": float(difference),
+        "se": se,
+        "low": float(difference - half),
+        "high": float(difference + half),
+        "z": float(z),
+        "p": float(2 * stats.norm.sf(abs(z))),
+    }
+
+
+def paired_bootstrap(
+    labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, n_resamples: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """The AUROC difference over a stratified bootstrap of the images, both models on the same resample:
+    a percentile 95% interval and the two-sided p-value of "no difference" (twice the smaller tail)."""
+    from trustthepixels.evaluation.intervals import _auroc
+
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    differences = np.empty(n_resamples)
+    for i in range(n_resamples):
+        p, q = rng.choice(pos, len(pos)), rng.choice(neg, len(neg))
+        differences[i] = _auroc(scores_a[p], scores_a[q]) - _auroc(scores_b[p], scores_b[q])
+    low, high = np.percentile(differences, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+    tail = min((differences <= 0).mean(), (differences >= 0).mean())
+    return {"low": float(low), "high": float(high), "p": float(min(1.0, 2 * tail))}
+
+
+def mcnemar(labels: np.ndarray, predicted_a: np.ndarray, predicted_b: np.ndarray) -> dict[str, float]:
+    """McNemar's exact test: among images exactly one model gets right, is either model right more often?
+    (A binomial test of the discordant pairs, as statsmodels' `mcnemar(exact=True)`.)"""
+    right_a, right_b = predicted_a == labels, predicted_b == labels
+    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    p = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"only_a_right": only_a, "only_b_right": only_b, "p": float(p)}
+
+
+def verdict(name_a: str, name_b: str, test: dict[str, float], images: int) -> str:
+    """One plain sentence a reader can act on."""
+    shown = f"AUROC {test['difference']:+.3f} [{test['low']:+.3f}, {test['high']:+.3f}], p = {test['p']:.2g}"
+    if test["p"] < ALPHA:
+        better, worse = (name_a, name_b) if test["difference"] > 0 else (name_b, name_a)
+        return f"{better} is better than {worse} on this data ({images} images): {shown}."
+    return f"No detectable difference between {name_a} and {name_b} on this data ({images} images): {shown}."
+
+
+# ------------------------------------------------------------------------------------------------- inputs
+
+
+def load_predictions(path: Path, name: str | None = None) -> Scored:
+    """A predictions file, or the run / sweep folder that holds one (oof_predictions.csv first)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for candidate in ("oof_predictions.csv", "predictions.csv"):
+            if (path / candidate).is_file():
+                path = path / candidate
+                break
+        else:
+            raise UserError(f"{path} holds no predictions.csv or oof_predictions.csv")
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: give a predictions file, a run or sweep folder, or a checkpoint")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "label" not in rows[0] or not ({"logit", "p_ai"} & set(rows[0])):
+        raise UserError(f"{path}: expected columns path, label and logit or p_ai")
+    if "set" in rows[0]:  # eval.py's file holds several sets: its main one comes first
+        rows = [r for r in rows if r["set"] == rows[0]["set"]]
+
+    def logit(row: dict[str, str]) -> float:
+        if row.get("logit"):
+            return float(row["logit"])
+        p = min(max(float(row["p_ai"]), 1e-12), 1 - 1e-12)
+        return math.log(p / (1 - p))
+
+    threshold = float(rows[0]["threshold"]) if rows[0].get("threshold") else 0.5
+    label = name or (path.parent.name if path.parent.name not in ("", ".") else path.stem)
+    return Scored(label, {r["path"]: logit(r) for r in rows}, {r["path"]: int(r["label"]) for r in rows}, threshold)
+
+
+def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> Scored:
+    """Score a checkpoint on `cfg.data.root` (or its run's test split), with its own validation threshold."""
+    from trustthepixels.data.datamodule import default_num_workers
+    from trustthepixels.evaluation.evaluate import Evaluator, _min_side, _sets, calibrate
+    from trustthepixels.model.checkpoint import load_detector, resolve_device
+
+    detector = load_detector(path)
+    device = resolve_device(cfg.device)
+    workers = default_num_workers() if cfg.data.num_workers is None else cfg.data.num_workers
+    evaluator = Evaluator(detector, cfg.data.batch_size, workers, device, _min_side(cfg, detector))
+    val, main = _sets(cfg, detector)
+    threshold, _, _ = calibrate(val, evaluator.logits(val) if val is not None else None)
+    logits = evaluator.logits(main)
+    paths = [str(main.root / p) for p in main.relpaths]
+    return Scored(
+        name or f"{detector.model.hparams.backbone} ({path.parent.parent.name})",
+        dict(zip(paths, logits.tolist(), strict=True)),
+        dict(zip(paths, main.labels.tolist(), strict=True)),
+        threshold,
+    )
+
+
+def aligned(models: list[Scored]) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
+    """The images every model scored, with their labels, in one order."""
+    common = sorted(set.intersection(*(set(m.logits) for m in models)))
+    if not common:
+        raise UserError("The inputs share no image: compare models scored on the same images")
+    for m in models:
+        if len(m.logits) != len(common):
+            log.warning("%s: %d of its %d images are scored by every model; only those are compared",
+                        m.name, len(common), len(m.logits))  # fmt: skip
+    labels = np.array([models[0].labels[p] for p in common])
+    for m in models[1:]:
+        if any(m.labels[p] != models[0].labels[p] for p in common):
+            raise UserError(f"{m.name} and {models[0].name} disagree on some labels: not the same images")
+    return common, labels, [np.array([m.logits[p] for p in common]) for m in models]
+
+
+# --------------------------------------------------------------------------------------------------- report
+
+
+def compare(cfg: DictConfig) -> dict[str, Any]:
+    inputs = [Path(str(p)) for p in cfg.inputs or []]
+    if len(inputs) < 2:
+        raise UserError("inputs=[A,B,...]: give two or more prediction files, run or sweep folders, or checkpoints")
+    names = list(cfg.names) if cfg.names else [None] * len(inputs)
+    if len(names) != len(inputs):
+        raise UserError(f"names= has {len(names)} entries for {len(inputs)} inputs")
+    models = [
+        score_checkpoint(p, cfg, n) if p.suffix == ".ckpt" else load_predictions(p, n)
+        for p, n in zip(inputs, names, strict=True)
+    ]
+    seen: dict[str, int] = {}
+    for m in models:  # unique names, as eval.py's sets
+        seen[m.name] = seen.get(m.name, 0) + 1
+        if seen[m.name] > 1:
+            m.name = f"{m.name}-{seen[m.name]}"
+    _, labels, logits = aligned(models)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    single = {m.name: core_metrics(labels, z) for m, z in zip(models, logits, strict=True)}
+    pairs = []
+    for (i, a), (j, b) in combinations(enumerate(models), 2):
+        test = delong(labels, logits[i], logits[j])
+        pairs.append(
+            {
+                "a": a.name,
+                "b": b.name,
+                "delong": test,
+                "bootstrap": paired_bootstrap(labels, logits[i], logits[j], cfg.bootstrap, cfg.seed),
+                "mcnemar": mcnemar(labels, sigmoid(logits[i]) > a.threshold, sigmoid(logits[j]) > b.threshold)
+                | {"threshold_a": a.threshold, "threshold_b": b.threshold},
+                "sentence": verdict(a.name, b.name, test, len(labels)),
+            }
+        )
+    figure = _roc_figure(labels, {m.name: z for m, z in zip(models, logits, strict=True)}, single)
+    figure.savefig(out / "roc.png", dpi=110)
+    writer = SummaryWriter(str(out))
+    writer.add_figure("compare/roc", figure)
+    writer.close()
+    plt.close(figure)
+    result = {"images": len(labels), "inputs": [str(p) for p in inputs], "models": single, "pairs": pairs}
+    (out / "comparison.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "report.md").write_text(_markdown(result))
+    for pair in pairs:
+        log.info("%s", pair["sentence"])
+    log.info("Comparison written to %s", out)
+    return result
+
+
+def _roc_figure(labels: np.ndarray, logits: dict[str, np.ndarray], single: dict[str, dict[str, float]]):
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    for name, z in logits.items():
+        fpr, tpr, _ = roc_curve(labels, sigmoid(z))
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {single[name]['auroc']:.3f})")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    ax.set_xlabel("false positive rate (real called AI)")
+    ax.set_ylabel("true positive rate (AI caught)")
+    ax.set_title(f"ROC on the same {len(labels)} images")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    lines = [f"# Comparison on the same {result['images']} images", ""]
+    lines += [f"- {pair['sentence']}" for pair in result["pairs"]]
+    lines += ["", "| model | AUROC | accuracy @ 0.5 | log loss |", "|---|---|---|---|"]
+    for name, m in result["models"].items():
+        lines.append(f"| {name} | {m['auroc']:.3f} | {m['acc']:.3f} | {m['loss']:.3f} |")
+    lines += [
+        "",
+        "| A | B | AUROC A - B | DeLong 95% interval | DeLong p | bootstrap 95% interval | bootstrap p "
+        "| McNemar: only A right / only B right | McNemar p |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for pair in result["pairs"]:
+        d, b, mc = pair["delong"], pair["bootstrap"], pair["mcnemar"]
+        lines.append(
+            f"| {pair['a']} | {pair['b']} | {d['difference']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] | "
+            f"{d['p']:.3g} | [{b['low']:+.3f}, {b['high']:+.3f}] | {b['p']:.3g} | "
+            f"{mc['only_a_right']} / {mc['only_b_right']} | {mc['p']:.3g} |"
+        )
+    lines += [
+        "",
+        "McNemar compares accuracy at each model's own threshold (from its predictions file, or chosen on its "
+        "validation split for a checkpoint; 0.5 otherwise).",
+        "",
+        "![ROC curves](roc.png)",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""95% intervals for every metric computed from a sample of images.
+
+- Accuracies (overall, on real, on AI images) are binomial proportions: exact Clopper-Pearson intervals
+  (`scipy.stats.binomtest`).
+- Everything else (AUROC, AP, balanced accuracy, F1, ECE, log loss) gets a stratified percentile bootstrap:
+  `scipy.stats.bootstrap` resamples the real and the AI images separately (each class keeps its count, as in
+  the split), `n_resamples` times (2000 by default), seeded.
+
+The bootstrap recomputes the metrics thousands of times, so it uses `resample_metrics`, a vectorised NumPy
+version of `metrics.core_metrics` (the same definitions; tests hold the two equal to 1e-9).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+BINOMIAL = {"acc": None, "acc_real": 0, "acc_ai": 1}  # metric -> the class it counts (None: every image)
+BOOTSTRAPPED = ("auroc", "ap", "balanced_acc", "f1", "ece", "loss")
+
+
+def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Mann-Whitney U / (n_pos * n_neg), ties counting one half."""
+    ranks = stats.rankdata(np.concatenate([pos, neg]))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def _average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """scikit-learn's definition: sum over thresholds of (recall step) x precision, tied scores as one step."""
+    order = np.argsort(-scores, kind="mergesort")
+    scores, labels = scores[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    true_pos = np.cumsum(labels)[last_of_tie]
+    precision = true_pos / (last_of_tie + 1)
+    recall_steps = np.diff(np.r_[0, true_pos]) / labels.sum()
+    return float((recall_steps * precision).sum())
+
+
+def _ece(labels: np.ndarray, probs: np.ndarray, bins: int) -> float:
+    """torchmetrics' binary calibration error (L1, uniform bins on P(AI), right-closed)."""
+    index = np.clip(np.ceil(probs * bins).astype(int) - 1, 0, bins - 1)
+    confidence = np.bincount(index, weights=probs, minlength=bins)
+    accuracy = np.bincount(index, weights=labels, minlength=bins)
+    return float(np.abs(accuracy - confidence).sum() / len(probs))
+
+
+def resample_metrics(labels: np.ndarray, logits: np.ndarray, threshold: float = 0.5, bins: int = 15) -> np.ndarray:
+    """`BOOTSTRAPPED` metrics of one (re)sample, in that order."""
+    labels = np.asarray(labels, dtype=np.float64)
+    logits = np.asarray(logits, dtype=np.float64)
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    pos, neg = probs[labels == 1], probs[labels == 0]
+    predicted = probs > threshold
+    recall_ai, recall_real = predicted[labels == 1].mean(), (~predicted[labels == 0]).mean()
+    true_pos = (predicted & (labels == 1)).sum()
+    f1 = 2 * true_pos / (predicted.sum() + labels.sum()) if predicted.sum() + labels.sum() else 0.0
+    # log loss in the numerically stable form torch uses: max(z, 0) - z * y + log(1 + exp(-|z|))
+    loss = np.mean(np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits))))
+    return np.array(
+        [
+            _auroc(pos, neg),
+            _average_precision(labels, probs),
+            (recall_ai + recall_real) / 2,
+            f1,
+            _ece(labels, probs, bins),
+            loss,
+        ]
+    )
+
+
+def clopper_pearson(successes: int, trials: int) -> tuple[float, float]:
+    if trials == 0:
+        return math.nan, math.nan
+    interval = stats.binomtest(int(successes), int(trials)).proportion_ci(CONFIDENCE, method="exact")
+    return float(interval.low), float(interval.high)
+
+
+def metric_intervals(
+    labels: np.ndarray,
+    logits: np.ndarray,
+    threshold: float = 0.5,
+    suffix: str = "",
+    n_resamples: int = 2000,
+    seed: int = 0,
+    bins: int = 15,
+    accuracy_only: bool = False,
+) -> dict[str, float]:
+    """`{metric}_lo` and `{metric}_hi` for the metrics of `core_metrics` (with `suffix` for the decisions at
+    `threshold`). NaN where a class is missing."""
+    labels = np.asarray(labels).astype(int)
+    logits = np.asarray(logits, dtype=np.float64)
+    predicted = 1.0 / (1.0 + np.exp(-logits)) > threshold
+    out: dict[str, float] = {}
+    for name, label in BINOMIAL.items():
+        chosen = np.ones(len(labels), bool) if label is None else labels == label
+        correct = int((predicted[chosen] == labels[chosen].astype(bool)).sum())
+        out[f"{name}{suffix}_lo"], out[f"{name}{suffix}_hi"] = clopper_pearson(correct, int(chosen.sum()))
+    names = BOOTSTRAPPED if not accuracy_only else ("balanced_acc", "f1")
+    keys = {n: f"{n}{suffix}" if n in ("balanced_acc", "f1") else n for n in names}
+    pos, neg = logits[labels == 1], logits[labels == 0]
+    if len(pos) < 2 or len(neg) < 2:  # nothing to resample within a class
+        return out | {f"{key}{end}": math.nan for key in keys.values() for end in ("_lo", "_hi")}
+
+    def statistic(pos_sample: np.ndarray, neg_sample: np.ndarray) -> np.ndarray:
+        sample_labels = np.r_[np.ones(len(pos_sample)), np.zeros(len(neg_sample))]
+        return resample_metrics(sample_labels, np.r_[pos_sample, neg_sample], threshold, bins)
+
+    result = stats.bootstrap(
+        (pos, neg),
+        statistic,
+        n_resamples=n_resamples,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        vectorized=False,
+        random_state=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    for i, name in enumerate(BOOTSTRAPPED):
+        if name in keys:
+            out[f"{keys[name]}_lo"], out[f"{keys[name]}_hi"] = float(low[i]), float(high[i])
+    return out
+
+
+def binary_metric_intervals(
+    labels: np.ndarray,
+    logits: np.ndarray,
+    threshold: float = 0.5,
+    temperature: float = 1.0,
+    bins: int = 15,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Intervals for every metric of `metrics.binary_metrics` (eval.py's), with the same arguments."""
+    out = metric_intervals(labels, logits, 0.5, "", n_resamples, seed, bins)
+    out |= metric_intervals(labels, logits, threshold, "_at_val_threshold", n_resamples, seed, bins, accuracy_only=True)
+    scaled = metric_intervals(labels, np.asarray(logits) / temperature, 0.5, "", n_resamples, seed, bins)
+    out["ece_temperature_scaled_lo"], out["ece_temperature_scaled_hi"] = scaled["ece_lo"], scaled["ece_hi"]
+    return out
+
+
+def too_small_to_rank(images: int, low: float, high: float) -> str | None:
+    """The sentence a report owes its reader when an AUROC interval is wider than 0.1."""
+    width = high - low
+    if not width > 0.1:
+        return None
+    return (
+        f"With {images} images the AUROC's 95% interval is {width:.2f} wide: too wide to rank models on this set. "
+        f"An interval shrinks as 1/sqrt(n): about {4 * images} images (4x) would halve it."
+    )

@@ -1,0 +1,226 @@
+"""Every number with its error bar: intervals against reference implementations and by simulation, DeLong's
+and McNemar's tests, cross-validation folds and the sweep summaries built on them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from trustthepixels.data.scan import Sample
+from trustthepixels.data.split import cross_validation_split
+from trustthepixels.evaluation.compare import delong, load_predictions, mcnemar, paired_bootstrap, verdict
+from trustthepixels.evaluation.intervals import (
+    BOOTSTRAPPED,
+    clopper_pearson,
+    metric_intervals,
+    resample_metrics,
+    too_small_to_rank,
+)
+from trustthepixels.evaluation.metrics import core_metrics
+from trustthepixels.sweeps import write_summary
+
+from .conftest import compose_cfg
+
+
+def _binormal(n_pos: int, n_neg: int, d: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.r_[np.ones(n_pos, int), np.zeros(n_neg, int)]
+    return labels, np.r_[rng.normal(d, 1, n_pos), rng.normal(0, 1, n_neg)]
+
+
+def test_resampled_metrics_are_the_reported_ones():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 500)
+    logits = np.round(rng.normal(size=500) + labels, 1)  # many ties
+    reported = core_metrics(labels, logits)
+    for name, value in zip(BOOTSTRAPPED, resample_metrics(labels, logits), strict=True):
+        assert value == pytest.approx(reported[name], abs=1e-7), name
+
+
+def test_clopper_pearson_matches_the_beta_quantiles_and_published_values():
+    for k, n in ((0, 10), (8, 10), (37, 80), (80, 80)):
+        low, high = clopper_pearson(k, n)
+        assert low == pytest.approx(stats.beta.ppf(0.025, k, n - k + 1) if k else 0.0, abs=1e-9)
+        assert high == pytest.approx(stats.beta.ppf(0.975, k + 1, n - k) if k < n else 1.0, abs=1e-9)
+    assert clopper_pearson(0, 10)[1] == pytest.approx(0.3085, abs=1e-4)  # the classic "rule of three" table value
+    assert clopper_pearson(8, 10) == pytest.approx((0.4439, 0.9748), abs=1e-4)
+
+
+def test_stratified_bootstrap_agrees_with_a_plain_reference_loop():
+    rng = np.random.default_rng(1)
+    labels, scores = _binormal(60, 60, 1.0, rng)
+    ours = metric_intervals(labels, scores, n_resamples=4000, seed=3)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    reference = []
+    for _ in range(4000):
+        chosen = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+        reference.append(roc_auc_score(labels[chosen], scores[chosen]))
+    low, high = np.percentile(reference, [2.5, 97.5])
+    assert ours["auroc_lo"] == pytest.approx(low, abs=0.015) and ours["auroc_hi"] == pytest.approx(high, abs=0.015)
+    assert metric_intervals(labels, scores, seed=3) == metric_intervals(labels, scores, seed=3)  # seeded
+
+
+@pytest.mark.slow
+def test_auroc_interval_covers_the_true_value_95_percent_of_the_time():
+    """Binormal scores with separation d have AUROC = Phi(d / sqrt 2): count how often the interval holds it."""
+    rng = np.random.default_rng(7)
+    d = 1.0
+    truth = stats.norm.cdf(d / math.sqrt(2))
+    hits = 0
+    trials = 300
+    for trial in range(trials):
+        labels, scores = _binormal(50, 50, d, rng)
+        interval = metric_intervals(labels, scores, n_resamples=500, seed=trial)
+        hits += interval["auroc_lo"] <= truth <= interval["auroc_hi"]
+    assert 0.90 <= hits / trials <= 0.985, hits / trials
+
+
+def _delong_reference(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """DeLong et al. (1988) as written: placement values from all pairs, psi = 1, 1/2, 0."""
+
+    def components(scores):
+        pos, neg = scores[labels == 1], scores[labels == 0]
+        psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+        return psi.mean(), psi.mean(axis=1), psi.mean(axis=0)
+
+    (auc_a, v10_a, v01_a), (auc_b, v10_b, v01_b) = components(a), components(b)
+    m, n = len(v10_a), len(v01_a)
+    s10 = np.cov(np.vstack([v10_a, v10_b]))
+    s01 = np.cov(np.vstack([v01_a, v01_b]))
+    s = s10 / m + s01 / n
+    variance = s[0, 0] + s[1, 1] - 2 * s[0, 1]
+    z = (auc_a - auc_b) / math.sqrt(variance)
+    return auc_a - auc_b, 2 * stats.norm.sf(abs(z))
+
+
+def test_delong_matches_the_definition_and_is_calibrated_under_the_null():
+    rng = np.random.default_rng(2)
+    labels, truth = _binormal(45, 55, 1.0, rng)
+    a = np.round(truth + rng.normal(0, 0.7, 100), 1)  # ties on purpose
+    b = np.round(truth + rng.normal(0, 1.2, 100), 1)
+    ours = delong(labels, a, b)
+    difference, p = _delong_reference(labels, a, b)
+    assert ours["difference"] == pytest.approx(difference, abs=1e-12) and ours["p"] == pytest.approx(p, rel=1e-9)
+    assert ours["auroc_a"] == pytest.approx(roc_auc_score(labels, a)) and ours["low"] < ours["difference"]
+    # Two equally good models: p is uniform, so about 5% of comparisons come out "significant".
+    rejections = 0
+    for _ in range(400):
+        labels, truth = _binormal(40, 40, 1.0, rng)
+        rejections += delong(labels, truth + rng.normal(0, 1, 80), truth + rng.normal(0, 1, 80))["p"] < 0.05
+    assert 0.02 <= rejections / 400 <= 0.09
+
+
+def test_paired_bootstrap_and_mcnemar():
+    rng = np.random.default_rng(5)
+    labels, truth = _binormal(60, 60, 1.2, rng)
+    good, noisy = truth + rng.normal(0, 0.3, 120), truth + rng.normal(0, 2.5, 120)
+    boot = paired_bootstrap(labels, good, noisy, 1000, 0)
+    test = delong(labels, good, noisy)
+    assert boot["low"] > 0 and boot["p"] < 0.05 and test["p"] < 0.05
+    assert "is better than" in verdict("good", "noisy", test, 120)
+    same = delong(labels, good, good)
+    assert same["p"] == 1.0 and "No detectable difference" in verdict("a", "b", same, 120)
+    # 10 images only A gets right, 2 only B: two-sided exact p = 2 * P(X <= 2 | n = 12, 1/2) = 158 / 4096.
+    y = np.r_[np.ones(12, int), np.zeros(20, int)]
+    pred_a = y.copy()
+    pred_b = y.copy()
+    pred_b[:10] = 0  # B misses 10 AI images A catches
+    pred_a[12:14] = 1  # A calls 2 real images AI that B gets right
+    result = mcnemar(y, pred_a, pred_b)
+    assert (result["only_a_right"], result["only_b_right"]) == (10, 2)
+    assert result["p"] == pytest.approx(158 / 4096)
+
+
+def test_small_sets_are_called_too_small_to_rank():
+    assert too_small_to_rank(80, 0.70, 0.89) is not None and "320 images" in too_small_to_rank(80, 0.70, 0.89)
+    assert too_small_to_rank(8000, 0.90, 0.92) is None
+
+
+def _samples(n_ai: int, n_real: int) -> list[Sample]:
+    return [
+        Sample(Path(f"/d/{c}/{i}.jpg"), f"{c}/{i}.jpg", label)
+        for c, label, n in (("AI", 1, n_ai), ("Real", 0, n_real))
+        for i in range(n)
+    ]
+
+
+def test_cross_validation_folds_partition_the_data_and_keep_groups_whole():
+    samples = _samples(53, 47)
+    groups = [["AI/1.jpg", "Real/1.jpg", "AI/2.jpg"], ["Real/5.jpg", "Real/6.jpg"]]
+    tests = []
+    for fold in range(5):
+        parts = cross_validation_split(samples, 5, fold, (0.8, 0.1, 0.1), seed=7, groups=groups)
+        names = {name: {s.relpath for s in part} for name, part in parts.items()}
+        assert sum(map(len, names.values())) == 100 and not (names["train"] & names["val"])
+        assert not ((names["train"] | names["val"]) & names["test"])
+        for group in groups:
+            assert sum(bool(set(group) & part) for part in names.values()) == 1  # one part holds the group
+        ai = sum(s.label for s in parts["test"])
+        assert 9 <= ai <= 12 and 8 <= len(parts["test"]) - ai <= 11  # stratified: ~53/5 and ~47/5
+        assert 8 <= len(parts["val"]) <= 13  # 1/9 of the other folds
+        tests.append(names["test"])
+    assert set().union(*tests) == {s.relpath for s in samples} and sum(map(len, tests)) == 100  # each once
+    again = cross_validation_split(samples, 5, 2, (0.8, 0.1, 0.1), seed=7, groups=groups)
+    assert {s.relpath for s in again["test"]} == tests[2]  # the same folds for the same seed, whatever the model
+
+
+def _fake_job(root: Path, job: str, overrides: list[str], auroc: float, predictions: list[tuple[str, int, float]]):
+    (root / job / ".hydra").mkdir(parents=True)
+    (root / job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    test = {"test/auroc": auroc, "test/auroc_lo": auroc - 0.1, "test/auroc_hi": min(1.0, auroc + 0.1)}
+    (root / job / "metrics.json").write_text(json.dumps({"val": {"val/auroc": auroc}, "test": test}))
+    with open(root / job / "predictions.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "logit", "p_ai"])
+        writer.writerows([p, y, z, 1 / (1 + math.exp(-z))] for p, y, z in predictions)
+
+
+def test_sweep_summary_gives_folds_pooled_out_of_fold_and_seed_spread(tmp_path):
+    rng = np.random.default_rng(0)
+    images = [(f"AI/{i}.jpg" if i % 2 else f"Real/{i}.jpg", i % 2) for i in range(30)]
+    for fold in range(3):
+        chosen = images[fold::3]
+        predictions = [(p, y, float(rng.normal(y, 1))) for p, y in chosen]
+        _fake_job(tmp_path, str(fold), ["data.folds=3", f"data.fold={fold}"], 0.7 + 0.05 * fold, predictions)
+    write_summary(tmp_path, "val/auroc")
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Cross-validation" in summary and "3 of 3 folds completed" in summary and "mean ± sd" in summary
+    assert "0.7500 ± 0.0500" in summary and "Pooled out-of-fold (30 images" in summary
+    with open(tmp_path / "oof_predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["path"] for r in rows) == sorted(p for p, _ in images)  # every image once
+    assert "[0." in summary  # intervals printed
+
+    seeds = tmp_path / "seeds"
+    for job, seed in enumerate((1, 2, 3)):
+        _fake_job(seeds, str(job), ["model=resnet18", f"seed={seed}"], 0.6 + 0.1 * job, [("AI/0.jpg", 1, 0.3)])
+    write_summary(seeds, "val/auroc")
+    text = (seeds / "summary.md").read_text()
+    assert "## Seeds" in text and "`model=resnet18` | 3 | 0.7000 ± 0.1000 (min 0.6000, max 0.8000)" in text
+
+
+def test_compare_py_on_prediction_files(tmp_path):
+    from trustthepixels.evaluation.compare import compare
+
+    rng = np.random.default_rng(9)
+    labels, truth = _binormal(80, 80, 1.5, rng)
+    scores = {"sharp": truth + rng.normal(0, 0.3, 160), "blurry": rng.normal(0, 1, 160)}  # blurry: chance
+    for name, values in scores.items():
+        with open(tmp_path / f"{name}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "logit"])
+            writer.writerows([f"img{i}.png", y, z] for i, (y, z) in enumerate(zip(labels, values, strict=True)))
+    inputs = f"inputs=[{tmp_path / 'sharp.csv'},{tmp_path / 'blurry.csv'}]"
+    cfg = compose_cfg([inputs, "names=[sharp,blurry]"], tmp_path, "compare")
+    result = compare(cfg)
+    (pair,) = result["pairs"]
+    assert pair["sentence"].startswith("sharp is better than blurry on this data (160 images): AUROC +")
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "DeLong" in report and "McNemar" in report and (tmp_path / "run" / "roc.png").is_file()
+    assert load_predictions(tmp_path / "sharp.csv").threshold == 0.5
