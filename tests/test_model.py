@@ -251,3 +251,34 @@ def test_onnx_export_of_a_vit_checkpoint_and_unreadable_check_images(vit_probe_c
     Image.new("RGB", (4, 4)).save(only_bad / "Real" / "tiny.png")
     with pytest.raises(UserError):
         export_onnx(compose_cfg([f"ckpt_path={ckpt}", f"check_images={only_bad}"], tmp_path / "bad", "export"))
+
+
+def test_hub_and_local_dir_names_are_not_refused():
+    from trustthepixels.model.backbone import check_model_name
+
+    for name in ("hf-hub:timm/resnet18.a1_in1k", "local-dir:/models/my-vit", "resnet18.a1_in1k"):
+        check_model_name(name)  # timm resolves these itself
+    with pytest.raises(UnknownModelError):
+        check_model_name("resnet18x")
+
+
+def test_ddp_rank_command_patch_is_scoped_and_version_checked(monkeypatch):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    from trustthepixels import ddp
+
+    class _SubprocessScriptLauncher:  # the name Lightning's own launcher has
+        pass
+
+    trainer = SimpleNamespace(strategy=SimpleNamespace(launcher=_SubprocessScriptLauncher()))
+    monkeypatch.setattr(ddp.HydraConfig, "initialized", staticmethod(lambda: True))
+    original = subprocess_script._hydra_subprocess_cmd
+    with ddp.ddp_session(trainer):
+        assert subprocess_script._hydra_subprocess_cmd is ddp.job_command
+    assert subprocess_script._hydra_subprocess_cmd is original  # put back after the job
+
+    monkeypatch.setattr(subprocess_script, "_hydra_subprocess_cmd", lambda local_rank, extra: None)
+    with pytest.raises(RuntimeError, match="torchrun"), ddp.ddp_session(trainer):
+        pass
