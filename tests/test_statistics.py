@@ -224,3 +224,16 @@ def test_compare_py_on_prediction_files(tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     assert "DeLong" in report and "McNemar" in report and (tmp_path / "run" / "roc.png").is_file()
     assert load_predictions(tmp_path / "sharp.csv").threshold == 0.5
+
+
+def test_compare_py_scores_checkpoints_on_the_same_images(trained_checkpoint, tmp_path):
+    """Checkpoints are scored here, each with the threshold chosen on its own validation split."""
+    from trustthepixels.evaluation.compare import compare
+
+    cfg = compose_cfg(
+        [f"inputs=[{trained_checkpoint},{trained_checkpoint}]", "data.num_workers=0"], tmp_path, "compare"
+    )
+    result = compare(cfg)
+    (pair,) = result["pairs"]
+    assert result["images"] == 6 and pair["delong"]["p"] == 1.0 and pair["sentence"].startswith("No detectable")
+    assert pair["a"] != pair["b"]  # the same model twice still gets two names
