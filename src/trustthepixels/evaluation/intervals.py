@@ -86,10 +86,10 @@ def metric_intervals(
     n_resamples: int = 2000,
     seed: int = 0,
     bins: int = 15,
-    accuracy_only: bool = False,
+    decisions_only: bool = False,
 ) -> dict[str, float]:
     """`{metric}_lo` and `{metric}_hi` for the metrics of `core_metrics` (with `suffix` for the decisions at
-    `threshold`). NaN where a class is missing."""
+    `threshold`; `decisions_only`: only those, not the threshold-free ones). NaN where a class is missing."""
     labels = np.asarray(labels).astype(int)
     logits = np.asarray(logits, dtype=np.float64)
     predicted = 1.0 / (1.0 + np.exp(-logits)) > threshold
@@ -98,7 +98,7 @@ def metric_intervals(
         chosen = np.ones(len(labels), bool) if label is None else labels == label
         correct = int((predicted[chosen] == labels[chosen].astype(bool)).sum())
         out[f"{name}{suffix}_lo"], out[f"{name}{suffix}_hi"] = clopper_pearson(correct, int(chosen.sum()))
-    names = BOOTSTRAPPED if not accuracy_only else ("balanced_acc", "f1")
+    names = BOOTSTRAPPED if not decisions_only else ("balanced_acc", "f1")
     keys = {n: f"{n}{suffix}" if n in ("balanced_acc", "f1") else n for n in names}
     pos, neg = logits[labels == 1], logits[labels == 0]
     if len(pos) < 2 or len(neg) < 2:  # nothing to resample within a class
@@ -135,7 +135,8 @@ def binary_metric_intervals(
 ) -> dict[str, float]:
     """Intervals for every metric of `metrics.binary_metrics` (eval.py's), with the same arguments."""
     out = metric_intervals(labels, logits, 0.5, "", n_resamples, seed, bins)
-    out |= metric_intervals(labels, logits, threshold, "_at_val_threshold", n_resamples, seed, bins, accuracy_only=True)
+    suffix = "_at_val_threshold"
+    out |= metric_intervals(labels, logits, threshold, suffix, n_resamples, seed, bins, decisions_only=True)
     scaled = metric_intervals(labels, np.asarray(logits) / temperature, 0.5, "", n_resamples, seed, bins)
     out["ece_temperature_scaled_lo"], out["ece_temperature_scaled_hi"] = scaled["ece_lo"], scaled["ece_hi"]
     return out
