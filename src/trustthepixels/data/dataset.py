@@ -62,14 +62,17 @@ class ImageFileDataset(Dataset):
         pixels = self.base_image(index)
         if seed is None:
             return self.transform(pixels), self.samples[index].label, index
-        with torch.random.fork_rng(devices=[]):  # the worker's (or main process's) own RNG is left as it was
-            state = random.getstate()
-            torch.manual_seed(seed)
-            random.seed(seed)
-            try:
-                return self.transform(pixels), self.samples[index].label, index
-            finally:
-                random.setstate(state)
+        # The image's own random stream; the process's RNG (the worker's, or the main process's when
+        # num_workers=0) is put back afterwards. Only the CPU generator: transforms run on the CPU, and seeding
+        # every device's generator (torch.manual_seed) costs more than the crop itself.
+        torch_state, python_state = torch.get_rng_state(), random.getstate()
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        try:
+            return self.transform(pixels), self.samples[index].label, index
+        finally:
+            torch.set_rng_state(torch_state)
+            random.setstate(python_state)
 
 
 class FeatureDataset(Dataset):
