@@ -127,3 +127,24 @@ def test_scan_reads_the_cache_instead_of_decoding(tmp_path, monkeypatch):
     scan_dataset(root, cache_dir=tmp_path / "cache")
     monkeypatch.setattr(fingerprint, "decode_image", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
     assert len(scan_dataset(root, cache_dir=tmp_path / "cache").samples) == 6
+
+
+def test_multi_index_search_finds_exactly_the_all_pairs_answer():
+    """Pigeonhole on pHash blocks misses no pair: the same pairs as comparing all of them, on random hashes,
+    planted near-copies at every distance up to the limits and one beyond, chains and exact copies."""
+    from trustthepixels.data.dedup import all_pairs, near_pairs
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    phash = rng.integers(0, np.iinfo(np.uint64).max, n, dtype=np.uint64, endpoint=True)
+    dhash = rng.integers(0, np.iinfo(np.uint64).max, n, dtype=np.uint64, endpoint=True)
+    for k in range(0, 1200, 3):  # chains: k ~ k+1 ~ k+2
+        for step in (1, 2):
+            p_bits = rng.choice(64, rng.integers(0, 6), replace=False)  # 0..5 bits: at and beyond the limit 4
+            d_bits = rng.choice(64, rng.integers(0, 8), replace=False)  # 0..7 bits: limit 6
+            phash[k + step] = phash[k + step - 1] ^ np.uint64(sum(1 << int(b) for b in p_bits))
+            dhash[k + step] = dhash[k + step - 1] ^ np.uint64(sum(1 << int(b) for b in d_bits))
+    for limits in ((4, 6), (0, 0), (2, 10), (7, 7)):
+        expected = np.unique(np.sort(all_pairs(phash, dhash, *limits), axis=1), axis=0)
+        assert np.array_equal(near_pairs(phash, dhash, *limits, budget=5000), expected), limits
+        assert len(expected) > 0
