@@ -36,20 +36,22 @@ def mixed_folder(shared_dir, tmp_path_factory):
 
 
 def datasets_for(root, cache_dir, draft, train=False):
+    """draft: True / False (JPEG draft decoding), or "native" (data.resize=none)."""
     scan = scan_dataset(root, cache_dir=cache_dir)
     shas = [scan.records[s.relpath].sha256 for s in scan.samples]
-    pre = Preprocessing(224, 224, 0.875, "bicubic", jpeg_draft=draft)
+    config = {**CONFIG, "jpeg_draft": draft is True, "resize": "none" if draft == "native" else "shorter"}
+    pre = Preprocessing.from_data_config(config)
     cache = build_pixel_cache(
         scan.root, [(s.relpath, h) for s, h in zip(scan.samples, shas, strict=True)], cache_dir, pre
     )
-    transform = build_transform({**CONFIG, "jpeg_draft": draft}, train=train, augment="robust" if train else "none")
+    transform = build_transform(config, train=train, augment="robust" if train else "none")
     return (
         ImageFileDataset(scan.samples, transform, pre),
         ImageFileDataset(scan.samples, transform, pre, 1, cache, shas),
     )
 
 
-@pytest.mark.parametrize("draft", [False, True])
+@pytest.mark.parametrize("draft", [False, True, "native"])
 def test_the_cache_changes_no_pixel_in_training_or_evaluation(mixed_folder, tmp_path, draft):
     """A speed setting: with draft decoding or without, cached and uncached datasets give the same tensors,
     for evaluation and for training's random crops and robust augmentation (same per-image seed)."""

@@ -191,3 +191,35 @@ def test_datamodule_batches(image_folder):
     assert set(labels.tolist()) <= {0, 1}
     assert {name: len(dm.datasets[name]) for name in SPLITS} == {"train": 20, "val": 2, "test": 2}
     assert dm.state_dict()["labels"] == {"0": "Real", "1": "AI"}
+
+
+def test_native_resolution_crops_never_resample(tmp_path):
+    """data.resize=none: the model sees a window of the file's own pixels, in training and in evaluation."""
+    from trustthepixels.data.transforms import Preprocessing, load_pixels
+
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    Image.fromarray(original).save(tmp_path / "x.png")
+    config = {"input_size": (3, 32, 32), "interpolation": "bicubic", "crop_pct": 0.875, "resize": "none"}
+    pre = Preprocessing.from_data_config(config)
+    base = load_pixels(tmp_path / "x.png", pre)
+    assert torch.equal(base, torch.from_numpy(original).permute(2, 0, 1)) and pre.key == "native"
+    full = torch.from_numpy(original).permute(2, 0, 1)
+    windows = {tuple(full[:, y : y + 32, x : x + 32].flatten().tolist()) for y in range(59) for x in range(89)}
+    for train in (True, False):
+        out = build_transform(config, train=train)(base)
+        assert out.shape == (3, 32, 32) and tuple(out.flatten().tolist()) in windows
+    small = build_transform({**config, "input_size": (3, 128, 128)}, train=True)(base)
+    assert small.shape == (3, 128, 128)  # smaller than the crop: padded, not upscaled
+
+
+def test_resize_setting_is_checked_and_stored(image_folder):
+    from trustthepixels.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.resize"):
+        ImageFolderDataModule(image_folder, {"input_size": (3, 32, 32)}, resize="native")
+    dm = ImageFolderDataModule(image_folder, {"input_size": (3, 32, 32)}, resize="none", num_workers=0)
+    assert dm.state_dict()["data_config"]["resize"] == "none"
+    dm.setup("fit")
+    images, _, _ = next(iter(dm.train_dataloader()))
+    assert images.shape[1:] == (3, 32, 32)

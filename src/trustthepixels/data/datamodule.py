@@ -47,6 +47,7 @@ def check_data_settings(
     image_size: Any,
     crop_scale: Any,
     augment: Any,
+    resize: Any,
     blur_prob: Any,
     jpeg_prob: Any,
     min_image_side: Any,
@@ -73,6 +74,10 @@ def check_data_settings(
         or not 0 < crop_scale[0] <= crop_scale[1] <= 1
     ):
         raise ConfigError(f"data.crop_scale={list(crop_scale)!r}: use [low, high] with 0 < low <= high <= 1")
+    if resize not in ("shorter", "none"):
+        raise ConfigError(
+            f"data.resize={resize!r}: use shorter (resize, then crop) or none (crops of the native pixels)"
+        )
     if augment not in ("none", "robust"):
         raise ConfigError(f"data.augment={augment!r}: use none or robust")
     for name, p in (("data.blur_prob", blur_prob), ("data.jpeg_prob", jpeg_prob)):
@@ -130,6 +135,7 @@ class ImageFolderDataModule(LightningDataModule):
         image_size: int | None = None,
         crop_scale: Sequence[float] = (0.5, 1.0),
         augment: str = "none",
+        resize: str = "shorter",
         blur_prob: float = 0.5,
         jpeg_prob: float = 0.5,
         min_image_side: int = 8,
@@ -148,8 +154,8 @@ class ImageFolderDataModule(LightningDataModule):
         super().__init__()
         split, crop_scale, near_duplicates = to_plain(split), to_plain(crop_scale), to_plain(near_duplicates)
         check_data_settings(
-            batch_size, num_workers, split, image_size, crop_scale, augment, blur_prob, jpeg_prob, min_image_side,
-            near_duplicates, folds, fold,
+            batch_size, num_workers, split, image_size, crop_scale, augment, resize, blur_prob, jpeg_prob,
+            min_image_side, near_duplicates, folds, fold,
         )  # fmt: skip
         self.folds, self.fold = folds, fold
         self.root = Path(root).expanduser()
@@ -158,6 +164,7 @@ class ImageFolderDataModule(LightningDataModule):
             self.data_config["input_size"] = (3, int(image_size), int(image_size))
         # Part of what the model sees (see transforms.Preprocessing): saved in every checkpoint with the rest.
         self.data_config["jpeg_draft"] = bool(jpeg_draft)
+        self.data_config["resize"] = resize
         self.preprocessing = Preprocessing.from_data_config(self.data_config)
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers

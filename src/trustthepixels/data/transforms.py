@@ -40,6 +40,9 @@ class Preprocessing:
     crop_pct: float = 1.0
     interpolation: str = "bicubic"
     jpeg_draft: bool = False  # JPEG DCT scaling for files 2x+ larger than needed: ~5x faster, not the same pixels
+    # False (data.resize=none): the base image is the file's own pixels; training takes random crops of the
+    # model's size from them and evaluation a centre crop: no resampling erases generator traces (CNNDetection, NPR).
+    resize: bool = True
 
     @classmethod
     def from_data_config(cls, data_config: dict[str, Any]) -> Preprocessing:
@@ -50,6 +53,7 @@ class Preprocessing:
             float(data_config.get("crop_pct") or 1.0),
             str(data_config.get("interpolation") or "bicubic"),
             bool(data_config.get("jpeg_draft", False)),
+            data_config.get("resize", "shorter") != "none",
         )
 
     @property
@@ -71,6 +75,8 @@ class Preprocessing:
     @property
     def key(self) -> str:
         """Everything that decides the base image's pixels: names its entries in the pixel cache."""
+        if not self.resize:
+            return "native"
         return f"s{self.base_side}-{self.interpolation}-{'draft' if self.jpeg_draft else 'full'}"
 
     @property
@@ -81,7 +87,7 @@ class Preprocessing:
 def _draft_size(pre: Preprocessing):
     def size(full: tuple[int, int]) -> tuple[int, int] | None:
         scale = pre.base_side / min(full)
-        if not pre.jpeg_draft or scale > 0.5:
+        if not pre.resize or not pre.jpeg_draft or scale > 0.5:
             return None
         return int(full[0] * scale) + 1, int(full[1] * scale) + 1
 
@@ -92,7 +98,7 @@ def load_pixels(path: Path | str, pre: Preprocessing, min_side: int = 1) -> torc
     """The base image of `path` (uint8 CHW), or `ImageDecodeError` saying why the file cannot be used."""
     image, _ = decode_image(path, min_side, _draft_size(pre))
     pixels = F.pil_to_tensor(image)
-    if min(pixels.shape[1:]) > pre.base_side:
+    if pre.resize and min(pixels.shape[1:]) > pre.base_side:
         pixels = F.resize(pixels, [pre.base_side], pre.mode, antialias=True)
     return pixels
 
@@ -110,14 +116,17 @@ def build_transform(
     jpeg_prob: float = 0.5,
 ) -> T.Compose:
     """Base image -> model input. Train: (blur and JPEG with augment="robust", CNNDetection's augmentation)
-    random resized crop; the random horizontal flip is done on the model's device. Eval: resize, center crop."""
+    random resized crop; the random horizontal flip is done on the model's device. Eval: resize, center crop.
+    With data.resize=none: a random crop (train) or a centre crop (eval) of the file's own pixels."""
     if augment not in ("none", "robust"):
         raise ValueError(f"data.augment must be 'none' or 'robust', not {augment!r}")
     pre = Preprocessing.from_data_config(data_config)
     steps: list = [T.PILToTensor()]  # tensors (base images) pass through unchanged
-    if train:  # the horizontal flip happens on the device, in DetectorModule.on_after_batch_transfer
-        if augment == "robust":
-            steps.append(robust_augmentation(blur_prob, jpeg_prob))
+    if train and augment == "robust":
+        steps.append(robust_augmentation(blur_prob, jpeg_prob))
+    if not pre.resize:  # native pixels: crops only (zero padding for an image smaller than the crop)
+        steps.append(T.RandomCrop(pre.size, pad_if_needed=True) if train else T.CenterCrop(pre.size))
+    elif train:  # the horizontal flip happens on the device, in DetectorModule.random_flip
         steps.append(T.RandomResizedCrop(pre.size, scale=tuple(crop_scale), interpolation=pre.mode, antialias=True))
     else:
         steps += [T.Resize(pre.eval_resize, interpolation=pre.mode, antialias=True), T.CenterCrop(pre.size)]
