@@ -110,8 +110,9 @@ def _fit_and_test(
     # Every number from a sample of images gets its 95% interval (see evaluation/intervals.py).
     if val_predictions is not None:
         val |= _prefixed(metric_intervals(val_predictions["labels"], val_predictions["logits"], seed=cfg.seed), "val")
-    if model.test_predictions is not None:
-        _, logits, labels = model.test_predictions
+    test_predictions = model.last_predictions.get("test")
+    if test_predictions is not None:
+        _, logits, labels = test_predictions
         test |= _prefixed(metric_intervals(labels, logits, seed=cfg.seed), "test")
     metrics = {**val, **test}
 
@@ -132,8 +133,8 @@ def _fit_and_test(
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-        if model.test_predictions is not None:
-            write_predictions(output_dir / "predictions.csv", datamodule, *model.test_predictions)
+        if test_predictions is not None:
+            write_predictions(output_dir / "predictions.csv", datamodule, *test_predictions)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # fills TensorBoard's hparams tab
                 logger.log_hyperparams(choices, metrics={f"hparams/{k}": v for k, v in metrics.items()})

@@ -111,9 +111,9 @@ class DetectorModule(LightningModule):
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.train_acc = BinaryAccuracy()  # a running figure while training; val and test use core_metrics
         self._predictions: dict[str, Predictions] = {}
-        # The last test pass over the whole split: (dataset indices, logits, labels), for predictions.csv.
-        self.test_predictions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.last_metrics: dict[str, dict[str, float]] = {}  # per stage, as computed (Lightning logs float32)
+        # Per stage, the last pass over the whole split: (dataset indices, logits, labels); the test one
+        # becomes predictions.csv, the val one travels in checkpoints for the val intervals.
         self.last_predictions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def set_normalisation(self, mean: Any, std: Any) -> None:
@@ -188,8 +188,6 @@ class DetectorModule(LightningModule):
         metrics = core_metrics(labels, logits)
         self.last_metrics[stage] = {f"{stage}/{name}": value for name, value in metrics.items()}  # full precision
         self.last_predictions[stage] = (indices, logits, labels)
-        if stage == "test":
-            self.test_predictions = (indices, logits, labels)
         for name, value in metrics.items():  # every rank holds the same values: nothing to reduce
             self.log(f"{stage}/{name}", value, prog_bar=name in ("auroc", "acc", "loss"), rank_zero_only=False)
 
@@ -198,12 +196,6 @@ class DetectorModule(LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._collect(batch, "test")
-
-    def on_validation_epoch_start(self) -> None:
-        self._predictions.pop("val", None)
-
-    def on_test_epoch_start(self) -> None:
-        self._predictions.pop("test", None)
 
     def on_validation_epoch_end(self) -> None:
         self._report("val")
