@@ -28,6 +28,7 @@ from sklearn.metrics import roc_curve
 from torch.utils.tensorboard import SummaryWriter
 
 from trustthepixels.errors import UserError
+from trustthepixels.evaluation.intervals import mann_whitney_auroc
 from trustthepixels.evaluation.metrics import core_metrics, sigmoid
 
 log = logging.getLogger(__name__)
@@ -86,15 +87,13 @@ def paired_bootstrap(
     """The AUROC difference over a stratified bootstrap of the images, both models on the same resample:
     a percentile 95% interval and the two-sided p-value of "no difference": twice the smaller tail, counted as
     (k + 1) / (n + 1) so that it is never 0 (with 2000 resamples it is at least 0.001)."""
-    from trustthepixels.evaluation.intervals import _auroc
-
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     differences = np.empty(n_resamples)
     for i in range(n_resamples):
         p, q = rng.choice(pos, len(pos)), rng.choice(neg, len(neg))
-        differences[i] = _auroc(scores_a[p], scores_a[q]) - _auroc(scores_b[p], scores_b[q])
+        differences[i] = mann_whitney_auroc(scores_a[p], scores_a[q]) - mann_whitney_auroc(scores_b[p], scores_b[q])
     low, high = np.percentile(differences, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
     tail = min((differences <= 0).sum(), (differences >= 0).sum())
     return {"low": float(low), "high": float(high), "p": float(min(1.0, 2 * (tail + 1) / (n_resamples + 1)))}

@@ -22,7 +22,7 @@ BINOMIAL = {"acc": None, "acc_real": 0, "acc_ai": 1}  # metric -> the class it c
 BOOTSTRAPPED = ("auroc", "ap", "balanced_acc", "f1", "ece", "loss")
 
 
-def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+def mann_whitney_auroc(pos: np.ndarray, neg: np.ndarray) -> float:
     """Mann-Whitney U / (n_pos * n_neg), ties counting one half."""
     ranks = stats.rankdata(np.concatenate([pos, neg]))
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
@@ -61,7 +61,7 @@ def resample_metrics(labels: np.ndarray, logits: np.ndarray, threshold: float = 
     loss = np.mean(np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits))))
     return np.array(
         [
-            _auroc(pos, neg),
+            mann_whitney_auroc(pos, neg),
             _average_precision(labels, probs),
             (recall_ai + recall_real) / 2,
             f1,
