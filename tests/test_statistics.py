@@ -237,3 +237,22 @@ def test_compare_py_scores_checkpoints_on_the_same_images(trained_checkpoint, tm
     (pair,) = result["pairs"]
     assert result["images"] == 6 and pair["delong"]["p"] == 1.0 and pair["sentence"].startswith("No detectable")
     assert pair["a"] != pair["b"]  # the same model twice still gets two names
+
+
+def test_delong_reproduces_the_published_asah_example():
+    """The worked example of pROC (Robin et al. 2011, BMC Bioinformatics 12:77, and `?roc.test`): 113 patients
+    after aneurysmal subarachnoid haemorrhage (Turck et al. 2010), poor outcome predicted by the WFNS grade and
+    by S100B. pROC's `roc.test(roc(outcome, wfns), roc(outcome, s100b))` prints AUCs 0.8236789 and 0.7313686,
+    Z = 2.209, p-value = 0.02718, 95% CI 0.01040618 to 0.17421442 (pROC 1.18, Debian's r-cran-proc)."""
+    with open(Path(__file__).parent / "data" / "asah.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = np.array([row["outcome"] == "Poor" for row in rows], dtype=int)
+    wfns = np.array([float(row["wfns"]) for row in rows])
+    s100b = np.array([float(row["s100b"]) for row in rows])
+    assert len(rows) == 113 and labels.sum() == 41
+    test = delong(labels, wfns, s100b)
+    assert test["auroc_a"] == pytest.approx(0.8236789, abs=5e-8)
+    assert test["auroc_b"] == pytest.approx(0.7313686, abs=5e-8)
+    assert test["z"] == pytest.approx(2.209, abs=5e-4)
+    assert test["p"] == pytest.approx(0.02718, abs=5e-6)
+    assert (test["low"], test["high"]) == pytest.approx((0.01040618, 0.17421442), abs=5e-8)
