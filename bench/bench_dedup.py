@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from trustthepixels.data.dedup import all_pairs, near_pairs
+from trustthepixels.data.audit.dedup import all_pairs, near_pairs
 
 
 def hashes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from PIL import Image
 from torchvision import datasets
 from torchvision import transforms as T
 
-from trustthepixels.data.datamodule import ImageFolderDataModule
+from trustthepixels.data.loading.datamodule import ImageFolderDataModule
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-vs-ai"
 CONFIG = {

@@ -9,12 +9,12 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from trustthepixels.data import fingerprint
-from trustthepixels.data.audit import audit_dataset, jpeg_quality
-from trustthepixels.data.datamodule import ImageFolderDataModule
-from trustthepixels.data.fingerprint import cache_path, fingerprint_files
-from trustthepixels.data.scan import scan_dataset
-from trustthepixels.data.split import read_split_csv
+from trustthepixels.data.audit.audit import audit_dataset, jpeg_quality
+from trustthepixels.data.loading.datamodule import ImageFolderDataModule
+from trustthepixels.data.loading.split import read_split_csv
+from trustthepixels.data.sources import fingerprint
+from trustthepixels.data.sources.fingerprint import cache_path, fingerprint_files
+from trustthepixels.data.sources.scan import scan_dataset
 
 from .conftest import make_image, write_image_folder
 
@@ -132,7 +132,7 @@ def test_scan_reads_the_cache_instead_of_decoding(tmp_path, monkeypatch):
 def test_multi_index_search_finds_exactly_the_all_pairs_answer():
     """Pigeonhole on pHash blocks misses no pair: the same pairs as comparing all of them, on random hashes,
     planted near-copies at every distance up to the limits and one beyond, chains and exact copies."""
-    from trustthepixels.data.dedup import all_pairs, near_pairs
+    from trustthepixels.data.audit.dedup import all_pairs, near_pairs
 
     rng = np.random.default_rng(11)
     n = 3000
@@ -154,7 +154,7 @@ def test_spectrum_baseline_sees_up_sampling_traces(tmp_path):
     """Real: noise at full resolution. AI: noise made at half size and up-sampled (nearest), the periodic trace
     Durall et al. describe. Same size and format (uncompressed BMP: same bytes), so metadata cannot tell them
     apart; the spectrum can."""
-    from trustthepixels.data.spectrum import BINS, azimuthal_spectrum
+    from trustthepixels.data.audit.spectrum import BINS, azimuthal_spectrum
 
     rng = np.random.default_rng(0)
     for name in ("AI", "Real"):

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from trustthepixels.data import pixel_cache
-from trustthepixels.data.dataset import ImageFileDataset
-from trustthepixels.data.fingerprint import fingerprint_files
-from trustthepixels.data.pixel_cache import build_pixel_cache
-from trustthepixels.data.scan import scan_dataset
-from trustthepixels.data.transforms import Preprocessing, build_transform
+from trustthepixels.data.loading import pixel_cache
+from trustthepixels.data.loading.dataset import ImageFileDataset
+from trustthepixels.data.loading.pixel_cache import build_pixel_cache
+from trustthepixels.data.loading.transforms import Preprocessing, build_transform
+from trustthepixels.data.sources.fingerprint import fingerprint_files
+from trustthepixels.data.sources.scan import scan_dataset
 
 CONFIG = {"input_size": (3, 224, 224), "interpolation": "bicubic", "crop_pct": 0.875}  # eval resize: 256
 PRE = Preprocessing(224, 224, 0.875, "bicubic", jpeg_draft=False)  # base side 256
@@ -166,7 +166,7 @@ def test_feature_cache_trains_the_same_head_as_live_features(make_cfg, image_fol
     from hydra.utils import instantiate
     from lightning.pytorch import Trainer, seed_everything
 
-    from trustthepixels.data.datamodule import ImageFolderDataModule
+    from trustthepixels.data.loading.datamodule import ImageFolderDataModule
 
     cfg = make_cfg("model=resnet18", "model.pretrained=false", "model.freeze_backbone=true", "model.flip=false")
 
@@ -206,7 +206,7 @@ def test_feature_cache_key_follows_every_pixel_setting(make_cfg):
     """Draft decoding changes pixels, so features computed with it are not those computed without."""
     from hydra.utils import instantiate
 
-    from trustthepixels.data.feature_cache import feature_key
+    from trustthepixels.data.loading.feature_cache import feature_key
 
     model = instantiate(make_cfg("model=resnet18", "model.pretrained=false").model)
     config = {**model.data_config, "input_size": (3, 32, 32)}

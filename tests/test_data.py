@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from trustthepixels.data.datamodule import ImageFolderDataModule
-from trustthepixels.data.decode import ImageDecodeError, open_rgb
-from trustthepixels.data.scan import DatasetLayoutError, Sample, scan_dataset
-from trustthepixels.data.split import SPLITS, split_counts, stratified_split
-from trustthepixels.data.transforms import build_transform
+from trustthepixels.data.loading.datamodule import ImageFolderDataModule
+from trustthepixels.data.loading.split import SPLITS, split_counts, stratified_split
+from trustthepixels.data.loading.transforms import build_transform
+from trustthepixels.data.sources.decode import ImageDecodeError, open_rgb
+from trustthepixels.data.sources.scan import DatasetLayoutError, Sample, scan_dataset
 
 from .conftest import write_image_folder
 
@@ -195,7 +195,7 @@ def test_datamodule_batches(image_folder):
 
 def test_native_resolution_crops_never_resample(tmp_path):
     """data.resize=none: the model sees a window of the file's own pixels, in training and in evaluation."""
-    from trustthepixels.data.transforms import Preprocessing, load_pixels
+    from trustthepixels.data.loading.transforms import Preprocessing, load_pixels
 
     rng = np.random.default_rng(0)
     original = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)

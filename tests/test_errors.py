@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from trustthepixels.cli import quote_non_ascii, run
-from trustthepixels.data.audit import audit_dataset
-from trustthepixels.data.decode import ImageDecodeError, open_rgb
-from trustthepixels.data.scan import scan_dataset
+from trustthepixels.data.audit.audit import audit_dataset
+from trustthepixels.data.sources.decode import ImageDecodeError, open_rgb
+from trustthepixels.data.sources.scan import scan_dataset
 from trustthepixels.training import train
 
 from .conftest import REPO, TINY, write_image_folder

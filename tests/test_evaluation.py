@@ -214,7 +214,7 @@ def test_onnx_export_matches_pytorch_on_real_images(trained_checkpoint, shared_d
 
 
 def test_robust_degradation_is_the_evaluated_one():
-    from trustthepixels.data.degrade import blur, jpeg, robust_augmentation
+    from trustthepixels.data.loading.degrade import blur, jpeg, robust_augmentation
 
     image = torch.from_numpy(np.random.default_rng(2).integers(0, 255, (3, 64, 64), dtype=np.uint8))
     assert torch.equal(robust_augmentation(blur_prob=0.0, jpeg_prob=0.0)(image), image)

@@ -13,8 +13,8 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from trustthepixels.data.scan import Sample
-from trustthepixels.data.split import cross_validation_split
+from trustthepixels.data.loading.split import cross_validation_split
+from trustthepixels.data.sources.scan import Sample
 from trustthepixels.evaluation.compare import delong, load_predictions, mcnemar, paired_bootstrap, verdict
 from trustthepixels.evaluation.intervals import (
     BOOTSTRAPPED,

@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from trustthepixels.config import metric_mode
-from trustthepixels.data.fileutils import atomic_write_text
+from trustthepixels.data.sources.fileutils import atomic_write_text
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "job_error.txt"

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -17,11 +18,12 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from trustthepixels.callbacks import StepSeed
-from trustthepixels.data.datamodule import check_data_config
+from trustthepixels.data.loading.datamodule import check_data_config
 from trustthepixels.ddp import ddp_session
 from trustthepixels.errors import ConfigError
 from trustthepixels.evaluation.intervals import metric_intervals
 from trustthepixels.evaluation.metrics import sigmoid
+from trustthepixels.model.module import source_masks
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +111,12 @@ def _fit_and_test(
     test = dict(sorted(model.last_metrics.get("test", logged).items()))  # full precision, as eval.py computes
     # Every number from a sample of images gets its 95% interval (see evaluation/intervals.py).
     if val_predictions is not None:
-        val |= _prefixed(metric_intervals(val_predictions["labels"], val_predictions["logits"], seed=cfg.seed), "val")
+        val |= _intervals(
+            "val", datamodule, val_predictions.get("indices"), val_predictions["logits"], val_predictions["labels"], cfg
+        )
     test_predictions = model.last_predictions.get("test")
     if test_predictions is not None:
-        _, logits, labels = test_predictions
-        test |= _prefixed(metric_intervals(labels, logits, seed=cfg.seed), "test")
+        test |= _intervals("test", datamodule, *test_predictions, cfg)
     metrics = {**val, **test}
 
     choices = key_choices(cfg, datamodule)
@@ -143,15 +146,29 @@ def _fit_and_test(
     return metrics
 
 
+def _intervals(stage: str, datamodule, indices, logits, labels, cfg: DictConfig) -> dict[str, float]:
+    """95% intervals of the stage's metrics (`test/auroc_lo`), and of each source's (`test/auroc/<source>_lo`)."""
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    out = _prefixed(metric_intervals(labels, logits, seed=cfg.seed), stage)
+    sources = datamodule.sources(stage) if hasattr(datamodule, "sources") and indices is not None else None
+    for source, chosen in source_masks(sources, indices).items():
+        for key, value in metric_intervals(labels[chosen], logits[chosen], seed=cfg.seed).items():
+            name, end = key[:-3], key[-3:]  # "auroc", "_lo"
+            out[f"{stage}/{name}/{source}{end}"] = value
+    return out
+
+
 def write_predictions(path: Path, datamodule: LightningDataModule, indices, logits, labels) -> None:
-    """The test split's predictions (path relative to the data root, label, P(AI)): every test number in
-    metrics.json can be recomputed from this file."""
+    """The test split's predictions (path relative to the data root, label, P(AI), source): every test number
+    in metrics.json can be recomputed from this file."""
     samples = datamodule.datasets["test"].samples
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "label", "logit", "p_ai"])
+        writer.writerow(["path", "label", "logit", "p_ai", "source"])
         for index, logit, label in zip(indices, logits, labels, strict=True):
-            writer.writerow([samples[index].relpath, int(label), repr(float(logit)), repr(float(sigmoid(logit)))])
+            sample = samples[index]
+            p_ai = float(sigmoid(logit))
+            writer.writerow([sample.relpath, int(label), repr(float(logit)), repr(p_ai), sample.source])
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -152,7 +152,7 @@ def load_predictions(path: Path, name: str | None = None) -> Scored:
 
 def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> Scored:
     """Score a checkpoint on `cfg.data.root` (or its run's test split), with its own validation threshold."""
-    from trustthepixels.data.datamodule import default_num_workers
+    from trustthepixels.data.loading.datamodule import default_num_workers
     from trustthepixels.evaluation.evaluate import Evaluator, _min_side, _sets, calibrate
     from trustthepixels.model.checkpoint import load_detector, resolve_device
 
@@ -163,7 +163,7 @@ def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> Sc
     val, main = _sets(cfg, detector)
     threshold, _, _ = calibrate(val, evaluator.logits(val) if val is not None else None)
     logits = evaluator.logits(main)
-    paths = [str(main.root / p) for p in main.relpaths]
+    paths = [str(p) for p in main.paths]
     return Scored(
         name or f"{detector.model.hparams.backbone} ({path.parent.parent.name})",
         dict(zip(paths, logits.tolist(), strict=True)),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
-from trustthepixels.data.datamodule import default_num_workers
-from trustthepixels.data.scan import scan_dataset
-from trustthepixels.data.split import read_split_csv
-from trustthepixels.data.transforms import image_size
+from trustthepixels.data.loading.datamodule import default_num_workers
+from trustthepixels.data.loading.split import read_split_csv
+from trustthepixels.data.loading.transforms import image_size
+from trustthepixels.data.sources.roots import roots_state
+from trustthepixels.data.sources.scan import scan_dataset
 from trustthepixels.evaluation import figures
 from trustthepixels.evaluation.inference import InferenceDataset, predict_logits
 from trustthepixels.evaluation.intervals import binary_metric_intervals
@@ -44,10 +45,17 @@ class EvalSet:
     relpaths: list[str]
     labels: np.ndarray
     skipped: list[tuple[str, str]]  # (relpath, reason): unusable files found by the scan
+    paths: list[Path] = field(default_factory=list)  # the files, in order (root / relpath unless a union's)
+
+    def __post_init__(self) -> None:
+        self.paths = self.paths or [self.root / p for p in self.relpaths]
 
     @classmethod
-    def from_split(cls, name: str, root: Path, rows: list[tuple[str, int]]) -> EvalSet:
-        return cls(name, root, [p for p, _ in rows], np.array([label for _, label in rows]), [])
+    def from_split(cls, name: str, detector: Detector, rows: list[tuple[str, int]]) -> EvalSet:
+        """Part of the training run's own split (its `split.csv`), found in the folders it was trained on."""
+        relpaths = [p for p, _ in rows]
+        labels = np.array([label for _, label in rows])
+        return cls(name, detector.data_root, relpaths, labels, [], [detector.locate(p) for p in relpaths])
 
     @classmethod
     def from_folder(cls, root: str | Path, min_side: int, cache_dir: str | None) -> EvalSet:
@@ -85,8 +93,7 @@ class Evaluator:
         self.min_side = min_side
 
     def logits(self, subset: EvalSet, perturb: Perturbation | None = None) -> np.ndarray:
-        paths = [subset.root / p for p in subset.relpaths]
-        dataset = InferenceDataset(paths, self.detector.data_config, self.min_side, perturb)
+        dataset = InferenceDataset(subset.paths, self.detector.data_config, self.min_side, perturb)
         what = f"{subset.name}" + (f" ({perturb.name})" if perturb else "")
         logits, errors = predict_logits(self.model, dataset, self.batch_size, self.num_workers, f"Scoring {what}")
         if errors:  # files verified at setup cannot fail unless they changed since
@@ -100,8 +107,8 @@ def _sets(cfg: DictConfig, detector: Detector) -> tuple[EvalSet | None, EvalSet]
     val = test = None
     if split_csv is not None and split_csv.is_file() and detector.data_root is not None:
         parts = read_split_csv(split_csv)
-        val = EvalSet.from_split("val", detector.data_root, parts["val"])
-        test = EvalSet.from_split("test", detector.data_root, parts["test"])
+        val = EvalSet.from_split("val", detector, parts["val"])
+        test = EvalSet.from_split("test", detector, parts["test"])
     if cfg.data.root:
         test = EvalSet.from_folder(cfg.data.root, _min_side(cfg, detector), cfg.data.cache_dir)
     if test is None:
@@ -200,7 +207,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": str(detector.checkpoint),
         "model": detector.model.hparams.backbone,
         "input_size": image_size(detector.data_config),
-        "trained_on": str(detector.data_root),
+        "trained_on": roots_state(detector.data_roots) if detector.data_roots else None,
         "calibration": {
             "threshold": threshold,
             "threshold_note": threshold_note,
@@ -227,11 +234,11 @@ def _write_predictions(path: Path, subsets: list[EvalSet], logits_of: dict[str, 
         writer = csv.writer(f)
         writer.writerow(["set", "path", "label", "p_ai", "predicted", "threshold"])
         for subset in subsets:
-            for relpath, label, p in zip(subset.relpaths, subset.labels, sigmoid(logits_of[subset.name]), strict=True):
+            for path, label, p in zip(subset.paths, subset.labels, sigmoid(logits_of[subset.name]), strict=True):
                 writer.writerow(
                     [
                         subset.name,
-                        str(subset.root / relpath),
+                        str(path),
                         int(label),
                         f"{p:.6f}",
                         int(p > threshold),

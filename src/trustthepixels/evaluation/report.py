@@ -41,7 +41,7 @@ def render_report(result: dict[str, Any], figures: list[str], robustness_figure:
         "# Evaluation",
         "",
         f"- checkpoint: `{result['checkpoint']}`",
-        f"- model: `{result['model']}` at {result['input_size']} px; trained on `{result['trained_on']}`",
+        f"- model: `{result['model']}` at {result['input_size']} px; trained on {_sources(result['trained_on'])}",
         f"- threshold on P(AI): **{cal['threshold']:.3f}**"
         + (f" ({cal['threshold_note']})" if cal.get("threshold_note") else "")
         + (f", chosen on the validation split ({cal['val_images']} images)" if cal["val_images"] else ""),
@@ -90,3 +90,9 @@ def render_report(result: dict[str, Any], figures: list[str], robustness_figure:
         if warning:
             lines += ["", f"**{name}**: {warning}"]
     return "\n".join([*lines, ""])
+
+
+def _sources(trained_on: str | dict | None) -> str:
+    if isinstance(trained_on, dict):
+        return ", ".join(f"{name} (`{folder}`)" for name, folder in trained_on.items())
+    return f"`{trained_on}`"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trustthepixels.data.degrade import blur, downscale, jpeg
+from trustthepixels.data.loading.degrade import blur, downscale, jpeg
 
 DEFAULT_PERTURBATIONS = {"jpeg": [95, 75, 50, 30], "blur": [1, 2, 3], "downscale": [0.5, 0.25]}
 

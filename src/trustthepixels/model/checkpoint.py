@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from trustthepixels.data.sources.roots import Roots, locate, roots_from_state
 from trustthepixels.model.module import DetectorModule
 
 log = logging.getLogger(__name__)
@@ -20,9 +21,18 @@ class Detector:
     model: DetectorModule  # in eval mode, on the CPU
     data_config: dict[str, Any]  # input_size, interpolation, crop_pct, mean, std: as in training
     labels: dict[int, str]  # 0 -> "Real", 1 -> "AI"
-    data_root: Path | None  # the folder it was trained on
+    data_roots: Roots | None  # the folder(s) it was trained on: source name -> folder
     checkpoint: Path
     min_image_side: int = 8  # the training run's rule for a usable image, applied to every new image too
+
+    @property
+    def data_root(self) -> Path | None:
+        """The training folder (the first source of a union)."""
+        return next(iter(self.data_roots.values())) if self.data_roots else None
+
+    def locate(self, relpath: str) -> Path:
+        """The file behind a path of the run's `split.csv`."""
+        return locate(self.data_roots, relpath)
 
     @property
     def run_dir(self) -> Path | None:
@@ -56,5 +66,5 @@ def load_detector(ckpt_path: str | Path) -> Detector:
     data_config = dict(state.get("data_config") or model.data_config)
     model.set_normalisation(data_config["mean"], data_config["std"])  # the training run's, whatever the source
     labels = {int(k): v for k, v in state.get("labels", {"0": "Real", "1": "AI"}).items()}
-    root = Path(state["root"]) if state.get("root") else None
-    return Detector(model, data_config, labels, root, ckpt_path, int(state.get("min_image_side", 8)))
+    roots = roots_from_state(state.get("root"))
+    return Detector(model, data_config, labels, roots, ckpt_path, int(state.get("min_image_side", 8)))

@@ -19,6 +19,14 @@ from trustthepixels.evaluation.metrics import core_metrics
 from trustthepixels.model.backbone import backbone_data_config, create_backbone, resolve_architecture
 
 
+def source_masks(sources: list[str] | None, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """For predictions of dataset `indices`: source name -> which of them come from it ({} for one source)."""
+    if not sources:
+        return {}
+    of = np.asarray(sources)[np.asarray(indices, dtype=np.int64)]
+    return {name: of == name for name in sorted(set(sources))}
+
+
 class Predictions:
     """Every (index, logit, label) of one evaluation pass over a split, from this process."""
 
@@ -190,6 +198,16 @@ class DetectorModule(LightningModule):
         self.last_predictions[stage] = (indices, logits, labels)
         for name, value in metrics.items():  # every rank holds the same values: nothing to reduce
             self.log(f"{stage}/{name}", value, prog_bar=name in ("auroc", "acc", "loss"), rank_zero_only=False)
+        for source, chosen in source_masks(self._sources(stage), indices).items():  # a union of sources
+            for name, value in core_metrics(labels[chosen], logits[chosen]).items():
+                self.last_metrics[stage][f"{stage}/{name}/{source}"] = value
+                self.log(f"{stage}/{name}/{source}", value, rank_zero_only=False)
+
+    def _sources(self, stage: str) -> list[str] | None:
+        """Each image's source in this stage's dataset, when the DataModule holds several sources."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        sources = getattr(datamodule, "sources", None)
+        return sources(stage) if callable(sources) else None
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._collect(batch, "val")

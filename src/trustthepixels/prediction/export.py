@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from trustthepixels.data.scan import scan_dataset
-from trustthepixels.data.split import read_split_csv
-from trustthepixels.data.transforms import image_size
+from trustthepixels.data.loading.split import read_split_csv
+from trustthepixels.data.loading.transforms import image_size
+from trustthepixels.data.sources.scan import scan_dataset
 from trustthepixels.errors import ConfigError, UserError
 from trustthepixels.evaluation.inference import InferenceDataset
 from trustthepixels.model.checkpoint import Detector, load_detector
@@ -61,8 +61,8 @@ def _check_images(detector: Detector, check_dir: str | None, limit: int) -> list
         scan = scan_dataset(check_dir)
         return [s.path for s in scan.samples][:limit]
     split_csv = detector.run_dir / "split.csv" if detector.run_dir else None
-    if split_csv and split_csv.is_file() and detector.data_root:
-        return [detector.data_root / p for p, _ in read_split_csv(split_csv)["test"]][:limit]
+    if split_csv and split_csv.is_file() and detector.data_roots:
+        return [detector.locate(p) for p, _ in read_split_csv(split_csv)["test"]][:limit]
     raise UserError("No images to check the export on: pass check_images=FOLDER")
 
 

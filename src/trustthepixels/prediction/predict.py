@@ -11,7 +11,7 @@ from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 from rich.table import Table
 
-from trustthepixels.data.datamodule import default_num_workers
+from trustthepixels.data.loading.datamodule import default_num_workers
 from trustthepixels.evaluation.inference import InferenceDataset, predict_logits
 from trustthepixels.evaluation.metrics import sigmoid
 from trustthepixels.model.checkpoint import load_detector, resolve_device

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
-from trustthepixels.data.decode import unusable_reason
-from trustthepixels.data.fingerprint import FileRecord, fingerprint_files
+from trustthepixels.data.sources.decode import unusable_reason
+from trustthepixels.data.sources.fingerprint import FileRecord, fingerprint_files
+from trustthepixels.data.sources.roots import Roots, locate, union_relpath
 from trustthepixels.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -35,16 +37,26 @@ class DatasetLayoutError(UserError, FileNotFoundError):
 @dataclass(frozen=True)
 class Sample:
     path: Path  # absolute
-    relpath: str  # relative to the root, with '/' separators: the key for splits and caches
+    relpath: str  # relative to the root, with '/' separators (`<source>/...` in a union): splits' and caches' key
     label: int
+    source: str = ""  # the name of the folder it came from (see `roots`)
+    in_source: str = ""  # its relative path within that folder, when `relpath` is a union's `<source>/...`
+
+    @property
+    def source_relpath(self) -> str:
+        return self.in_source or self.relpath
 
 
 @dataclass
 class ScanResult:
-    root: Path
+    root: Path  # the folder scanned; for a union of sources, the first one (see `roots`)
     samples: list[Sample] = field(default_factory=list)
     skipped: list[tuple[str, int, str]] = field(default_factory=list)  # (relpath, label, reason)
     records: dict[str, FileRecord] = field(default_factory=dict)  # every file, usable or not
+    roots: Roots = field(default_factory=dict)  # source name -> folder
+
+    def path(self, relpath: str) -> Path:
+        return locate(self.roots, relpath) if self.roots else self.root / relpath
 
     def counts(self) -> dict[str, int]:
         return {name: sum(s.label == label for s in self.samples) for label, name in LABELS.items()}
@@ -122,3 +134,16 @@ def scan_dataset(root: Path | str, min_side: int = 8, cache_dir: Path | str | No
         " (listed in the run's skipped.csv: re-export or remove them)" if result.skipped else "",
     )
     return result
+
+
+def scan_sources(roots: Roots, min_side: int = 8, cache_dir: Path | str | None = None) -> ScanResult:
+    """`scan_dataset` of each source, as one result keyed by `union_relpath` (each sample knows its source)."""
+    union = ScanResult(next(iter(roots.values())).expanduser().resolve(), roots=dict(roots))
+    for name, folder in roots.items():
+        part = scan_dataset(folder, min_side=min_side, cache_dir=cache_dir)
+        union.roots[name] = part.root
+        key = partial(union_relpath, roots, name)
+        union.samples += [Sample(s.path, key(s.relpath), s.label, name, s.relpath) for s in part.samples]
+        union.skipped += [(key(relpath), label, reason) for relpath, label, reason in part.skipped]
+        union.records |= {key(r): replace(record, relpath=key(r)) for r, record in part.records.items()}
+    return union

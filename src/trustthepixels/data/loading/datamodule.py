@@ -6,6 +6,7 @@ import csv
 import inspect
 import logging
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,20 +17,21 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from trustthepixels.config import to_plain
-from trustthepixels.data.dataset import EpochSampler, FeatureDataset, ImageFileDataset
-from trustthepixels.data.dedup import duplicate_groups
-from trustthepixels.data.feature_cache import cached_features, feature_key
-from trustthepixels.data.pixel_cache import PixelCache, build_pixel_cache
-from trustthepixels.data.prepare import RELEASE_URL, prepare_from_release
-from trustthepixels.data.scan import GET_DATA_HINT, LABELS, DatasetLayoutError, ScanResult, scan_dataset
-from trustthepixels.data.split import (
+from trustthepixels.data.audit.dedup import duplicate_groups
+from trustthepixels.data.loading.dataset import EpochSampler, FeatureDataset, ImageFileDataset
+from trustthepixels.data.loading.feature_cache import cached_features, feature_key
+from trustthepixels.data.loading.pixel_cache import PixelCache, build_pixel_cache
+from trustthepixels.data.loading.split import (
     SPLITS,
     check_fractions,
     cross_validation_split,
     stratified_split,
     write_split_csv,
 )
-from trustthepixels.data.transforms import Preprocessing, build_transform
+from trustthepixels.data.loading.transforms import Preprocessing, build_transform
+from trustthepixels.data.sources.prepare import RELEASE_URL, prepare_from_release
+from trustthepixels.data.sources.roots import Roots, is_union, parse_roots, roots_state
+from trustthepixels.data.sources.scan import GET_DATA_HINT, LABELS, DatasetLayoutError, ScanResult, scan_sources
 from trustthepixels.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,9 @@ CHECKED_SETTINGS = tuple(inspect.signature(check_data_settings).parameters)
 class ImageFolderDataModule(LightningDataModule):
     """Scans `root` once, splits it (stratified, seeded) and serves uint8 batches.
 
+    `root` is one `AI/` + `Real/` folder, or several sources (a list of folders, or a mapping name -> folder):
+    their union is split per source and class, and validation and test report each source's metrics too.
+
     `data_config` is the backbone's timm data config (size, interpolation, crop_pct); `image_size` overrides
     its size. The resolved config and the label mapping go into every checkpoint through `state_dict`.
     A missing `root` is downloaded from `url` when `download` is set. With `near_duplicates` (limits on pHash
@@ -126,7 +131,7 @@ class ImageFolderDataModule(LightningDataModule):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | Sequence[str] | Mapping[str, str],
         data_config: dict[str, Any],
         batch_size: int = 32,
         num_workers: int | None = None,
@@ -158,7 +163,8 @@ class ImageFolderDataModule(LightningDataModule):
             min_image_side, near_duplicates, folds, fold,
         )  # fmt: skip
         self.folds, self.fold = folds, fold
-        self.root = Path(root).expanduser()
+        self.roots: Roots = parse_roots(to_plain(root))
+        self.root = next(iter(self.roots.values()))  # the one folder (or the first source)
         self.data_config = dict(to_plain(data_config))
         if image_size:
             self.data_config["input_size"] = (3, int(image_size), int(image_size))
@@ -190,6 +196,8 @@ class ImageFolderDataModule(LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download the published dataset on first use (Lightning calls this on one process per machine)."""
+        if is_union(self.roots):
+            return  # a union of sources is made of folders the user has; the scan says which one is missing
         if self.root.exists():
             return
         if not self.download:
@@ -211,7 +219,7 @@ class ImageFolderDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.scan is not None:  # fit, validate and test share one scan and one split
             return
-        self.scan = scan_dataset(self.root, min_side=self.min_image_side, cache_dir=self.cache_dir)
+        self.scan = scan_sources(self.roots, min_side=self.min_image_side, cache_dir=self.cache_dir)
         groups = []
         if self.near_duplicates:
             usable = [self.scan.records[s.relpath] for s in self.scan.samples]
@@ -256,9 +264,22 @@ class ImageFolderDataModule(LightningDataModule):
         self.num_workers = 0  # tensors in memory: worker processes would only add start-up time
 
     def _pixel_cache(self) -> PixelCache:
-        """Every usable image decoded once into its base image (see `transforms`)."""
-        files = [(s.relpath, self.scan.records[s.relpath].sha256) for s in self.scan.samples]
-        return build_pixel_cache(self.scan.root, files, self.cache_dir, self.preprocessing)
+        """Every usable image decoded once into its base image (see `transforms`), one index per source folder."""
+        entries = {}
+        for name, folder in self.scan.roots.items():
+            files = [
+                (s.path.relative_to(folder).as_posix(), self.scan.records[s.relpath].sha256)
+                for s in self.scan.samples
+                if s.source == name
+            ]
+            entries |= build_pixel_cache(folder, files, self.cache_dir, self.preprocessing).entries
+        return PixelCache(self.cache_dir, entries)
+
+    def sources(self, name: str) -> list[str] | None:
+        """The source of each image of split `name`, in dataset order; None for a single folder."""
+        if not is_union(self.roots) or name not in self.datasets:
+            return None
+        return [s.source for s in self.datasets[name].samples]
 
     @rank_zero_only
     def _write_manifests(self, parts: dict) -> None:
@@ -309,8 +330,11 @@ class ImageFolderDataModule(LightningDataModule):
         """Sizes of each split and the number of skipped files, for `metrics.json`."""
         assert self.scan is not None, "call setup() first"
         return {
-            "root": str(self.scan.root),
+            "root": roots_state(self.scan.roots),
             "images": {name: len(ds) for name, ds in self.datasets.items()},
+            "images_per_source": {
+                name: dict(Counter(s.source for s in ds.samples)) for name, ds in self.datasets.items()
+            },
             "skipped_files": len(self.scan.skipped),
             "near_duplicate_groups": len(self.duplicate_groups),
             "folds": self.folds,
@@ -322,7 +346,7 @@ class ImageFolderDataModule(LightningDataModule):
         return {
             "labels": {str(k): v for k, v in LABELS.items()},
             "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
-            "root": str(self.root),
+            "root": roots_state(self.roots),
             "min_image_side": self.min_image_side,
             "split": list(self.split_fractions),
             "seed": self.seed,

@@ -3,7 +3,8 @@
 Within each class the files are ordered by a keyed hash of their relative path, then cut at the requested
 fractions. The result does not depend on the order a filesystem lists files in, nor on where the dataset
 folder lives, and the same seed reproduces it on any machine. Near-duplicate groups move as one unit, so the
-same picture never sits in train and in test.
+same picture never sits in train and in test. A union of sources is stratified by source and class: each
+source is cut at the fractions on its own, and a group spanning sources still moves as one unit.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from trustthepixels.data.scan import LABELS, Sample
+from trustthepixels.data.sources.scan import LABELS, Sample
 from trustthepixels.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -22,6 +23,15 @@ SPLITS = ("train", "val", "test")
 
 def _rank_key(seed: int, relpath: str) -> str:
     return hashlib.sha256(f"{seed}\0{relpath}".encode()).hexdigest()
+
+
+def stratum(sample: Sample) -> tuple[str, int]:
+    """What a split keeps in proportion: the source and the class."""
+    return sample.source, sample.label
+
+
+def _strata(samples: Sequence[Sample]) -> list[tuple[str, int]]:
+    return sorted({stratum(s) for s in samples}, key=lambda k: (k[0], k[1]))
 
 
 def split_counts(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
@@ -67,12 +77,10 @@ def stratified_split(
     """
     check_fractions(list(fractions))
     units = _units(samples, groups)
-    room = {
-        label: dict(zip(SPLITS, split_counts(sum(s.label == label for s in samples), fractions), strict=True))
-        for label in LABELS
-    }
+    counts = Counter(stratum(s) for s in samples)
+    room = {key: dict(zip(SPLITS, split_counts(counts[key], fractions), strict=True)) for key in _strata(samples)}
     parts = _fill(units, room, SPLITS, seed)
-    return {name: _interleave([[s for s in parts[name] if s.label == label] for label in LABELS]) for name in SPLITS}
+    return {name: _interleave(parts[name]) for name in SPLITS}
 
 
 def _units(samples: Sequence[Sample], groups: Iterable[Iterable[str]]) -> dict[str, list[Sample]]:
@@ -89,18 +97,21 @@ def _units(samples: Sequence[Sample], groups: Iterable[Iterable[str]]) -> dict[s
 
 
 def _fill(
-    units: dict[str, list[Sample]], room: dict[int, dict[str, int]], names: Sequence[str], seed: int
+    units: dict[str, list[Sample]], room: dict[tuple[str, int], dict[str, int]], names: Sequence[str], seed: int
 ) -> dict[str, list[Sample]]:
     """Units in seeded-hash order, each into the first part that still has room for all its images of every
-    class; a group too big for any remaining room goes where most room is left."""
+    stratum; a group too big for any remaining room goes where most room is left."""
     parts: dict[str, list[Sample]] = {name: [] for name in names}
-    for key in sorted(units, key=lambda k: _rank_key(seed, k)):
+    # A unit ranks by its first member's path within its own source: a source's units come in the same order
+    # alone and in a union, so each source gets the same split either way.
+    order = {key: (_rank_key(seed, min(s.source_relpath for s in units[key])), key) for key in units}
+    for key in sorted(units, key=order.__getitem__):
         members = units[key]
-        need = Counter(s.label for s in members)
-        fits = [n for n in names if all(room[label][n] >= k for label, k in need.items())]
-        name = fits[0] if fits else max(names, key=lambda n: sum(room[label][n] for label in need))
-        for label, k in need.items():
-            room[label][name] -= k
+        need = Counter(stratum(s) for s in members)
+        fits = [n for n in names if all(room[k][n] >= count for k, count in need.items())]
+        name = fits[0] if fits else max(names, key=lambda n: sum(room[k][n] for k in need))
+        for k, count in need.items():
+            room[k][name] -= count
         parts[name] += members
     return parts
 
@@ -122,11 +133,12 @@ def cross_validation_split(
     units = _units(samples, groups)
     names = [f"fold{k}" for k in range(folds)]
     room = {}
-    for label in LABELS:
-        n = sum(s.label == label for s in samples)
+    counts = Counter(stratum(s) for s in samples)
+    for key in _strata(samples):
+        n = counts[key]
         if n < folds:
             raise ConfigError(f"{n} images in a class are too few for data.folds={folds}: use fewer folds")
-        room[label] = {name: n // folds + (k < n % folds) for k, name in enumerate(names)}
+        room[key] = {name: n // folds + (k < n % folds) for k, name in enumerate(names)}
     parts = _fill(units, room, names, seed)
     test = parts[names[fold]]
     rest = [s for name in names if name != names[fold] for s in parts[name]]
@@ -135,24 +147,25 @@ def cross_validation_split(
     return {
         "train": inner["train"],
         "val": inner["val"],
-        "test": _interleave([[s for s in test if s.label == label] for label in LABELS]),
+        "test": _interleave(test),
     }
 
 
-def _interleave(groups: list[list[Sample]]) -> list[Sample]:
-    """Merge per-class lists so that every prefix keeps the class ratio: a limited or single-batch
+def _interleave(samples: list[Sample]) -> list[Sample]:
+    """Merge the strata (source, class) so that every prefix keeps their ratio: a limited or single-batch
     evaluation (limit_val_batches, fast_dev_run) still sees both classes, and AUROC stays defined."""
-    keyed = [((i + 0.5) / len(group), s.label, s) for group in groups for i, s in enumerate(group)]
+    groups = [[s for s in samples if stratum(s) == key] for key in _strata(samples)]
+    keyed = [((i + 0.5) / len(group), g, s) for g, group in enumerate(groups) for i, s in enumerate(group)]
     return [s for *_, s in sorted(keyed, key=lambda item: item[:2])]
 
 
 def write_split_csv(parts: dict[str, list[Sample]], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "label", "class", "split"])
+        writer.writerow(["path", "label", "class", "split", "source"])
         for name in SPLITS:
             for s in sorted(parts[name], key=lambda s: s.relpath):
-                writer.writerow([s.relpath, s.label, LABELS[s.label], name])
+                writer.writerow([s.relpath, s.label, LABELS[s.label], name, s.source])
 
 
 def read_split_csv(path: Path) -> dict[str, list[tuple[str, int]]]:

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from trustthepixels.data.dedup import DEFAULT_DHASH_DISTANCE, DEFAULT_PHASH_DISTANCE, duplicate_groups
-from trustthepixels.data.fingerprint import FileRecord
-from trustthepixels.data.scan import LABELS, scan_dataset
-from trustthepixels.data.spectrum import azimuthal_spectrum
+from trustthepixels.data.audit.dedup import DEFAULT_DHASH_DISTANCE, DEFAULT_PHASH_DISTANCE, duplicate_groups
+from trustthepixels.data.audit.spectrum import azimuthal_spectrum
+from trustthepixels.data.sources.fingerprint import FileRecord
+from trustthepixels.data.sources.scan import LABELS, scan_dataset
 
 log = logging.getLogger(__name__)
 QUANTILES = (0, 10, 25, 50, 75, 90, 100)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trustthepixels.data.decode import open_rgb
+from trustthepixels.data.sources.decode import open_rgb
 
 BINS = 64
 

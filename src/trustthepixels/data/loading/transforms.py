@@ -29,8 +29,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
-from trustthepixels.data.decode import decode_image
-from trustthepixels.data.degrade import robust_augmentation
+from trustthepixels.data.loading.degrade import robust_augmentation
+from trustthepixels.data.sources.decode import decode_image
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Feeding training: where a batch comes from (split, preprocessing, caches, the LightningDataModule)."""

@@ -1,0 +1,81 @@
+"""Several sources in one run: `data.root` as a mapping or a list, split per source, metrics per source."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+
+import pytest
+
+from trustthepixels.data.loading.datamodule import ImageFolderDataModule
+from trustthepixels.data.loading.split import stratified_split
+from trustthepixels.data.sources.roots import parse_roots
+from trustthepixels.data.sources.scan import scan_dataset, scan_sources
+from trustthepixels.errors import ConfigError
+from trustthepixels.evaluation.evaluate import evaluate
+from trustthepixels.training import train
+
+from .conftest import TINY, compose_cfg, write_image_folder
+
+CONFIG = {"input_size": (3, 32, 32), "interpolation": "bilinear", "crop_pct": 1.0, "mean": (0.5,) * 3}
+CONFIG["std"] = (0.5,) * 3
+
+
+def test_roots_from_a_folder_a_list_or_a_mapping(tmp_path):
+    assert parse_roots(str(tmp_path / "a")) == {"a": tmp_path / "a"}
+    assert list(parse_roots([str(tmp_path / "a"), str(tmp_path / "b")])) == ["a", "b"]
+    assert parse_roots({"x": str(tmp_path / "a")}) == {"x": tmp_path / "a"}
+    with pytest.raises(ConfigError, match="two folders named 'a'"):
+        parse_roots([str(tmp_path / "a"), str(tmp_path / "other" / "a")])
+    with pytest.raises(ConfigError, match=r"data\.root"):
+        parse_roots(3)
+
+
+def test_a_union_is_split_per_source_exactly_as_each_source_alone(tmp_path):
+    roots = {"big": write_image_folder(tmp_path / "big", per_class=30), "small": write_image_folder(tmp_path / "s")}
+    union = scan_sources(roots)
+    assert {s.relpath.split("/")[0] for s in union.samples} == {"big", "small"}
+    parts = stratified_split(union.samples, (0.6, 0.2, 0.2), seed=3)
+    counts = Counter((s.source, s.label, name) for name, part in parts.items() for s in part)
+    assert counts[("big", 1, "test")] == 6 and counts[("small", 0, "test")] == 2  # each source cut on its own
+    # The test split of a source in the union is the test split of that source alone (same seed).
+    for name, folder in roots.items():
+        alone = stratified_split(scan_sources({name: folder}).samples, (0.6, 0.2, 0.2), seed=3)
+        assert {s.relpath for s in alone["test"]} == {
+            s.relpath.removeprefix(f"{name}/") for s in parts["test"] if s.source == name
+        }
+    # A single folder keeps its plain relative paths.
+    assert [s.relpath for s in scan_sources({"big": roots["big"]}).samples] == [
+        s.relpath for s in scan_dataset(roots["big"]).samples
+    ]
+
+
+def test_training_on_two_sources_reports_each(tmp_path):
+    a, b = write_image_folder(tmp_path / "a", per_class=16), write_image_folder(tmp_path / "b", per_class=10)
+    cfg = compose_cfg(["debug=limit", f"data.root={{alpha: {a}, beta: {b}}}", *TINY, "trainer.max_epochs=1"], tmp_path)
+    metrics = train(cfg)
+    for stage in ("val", "test"):
+        for source in ("alpha", "beta"):
+            assert f"{stage}/auroc/{source}" in metrics and f"{stage}/auroc/{source}_lo" in metrics
+    run = tmp_path / "run"
+    report = json.loads((run / "metrics.json").read_text())
+    assert report["data"]["root"] == {"alpha": str(a.resolve()), "beta": str(b.resolve())}
+    per_source = report["data"]["images_per_source"]["test"]
+    assert set(per_source) == {"alpha", "beta"} and sum(per_source.values()) == report["data"]["images"]["test"]
+    with open(run / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert Counter(r["source"] for r in rows) == per_source
+    assert all(r["path"].startswith(r["source"] + "/") for r in rows)
+    # eval.py finds the union's test split from the checkpoint alone and agrees with training.
+    (best,) = (run / "checkpoints").glob("epoch*.ckpt")
+    result = evaluate(compose_cfg([f"ckpt_path={best}"], tmp_path / "eval", config_name="eval"))
+    assert result["sets"]["test"]["auroc"] == pytest.approx(metrics["test/auroc"], abs=1e-6)
+
+
+def test_datamodule_names_the_missing_source(tmp_path):
+    a = write_image_folder(tmp_path / "a")
+    module = ImageFolderDataModule({"a": str(a), "gone": str(tmp_path / "gone")}, CONFIG, num_workers=0, cache=False)
+    module.prepare_data()
+    with pytest.raises(FileNotFoundError, match="gone"):
+        module.setup("fit")
