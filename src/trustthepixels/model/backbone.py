@@ -14,6 +14,7 @@ from timm.data import resolve_model_data_config
 from timm.models import split_model_name_tag
 
 from trustthepixels.errors import ConfigError, UserError
+from trustthepixels.model import npr, spectral  # noqa: F401  (registers npr_resnet and spectrum_logistic)
 
 log = logging.getLogger(__name__)
 

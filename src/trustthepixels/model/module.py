@@ -10,11 +10,13 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch import LightningModule
+from timm.models import group_parameters
 from timm.optim import param_groups_weight_decay
 from torch import nn
 from torchmetrics.classification import BinaryAccuracy
 
 from trustthepixels.config import to_plain
+from trustthepixels.errors import ConfigError
 from trustthepixels.evaluation.metrics import core_metrics
 from trustthepixels.model.backbone import backbone_data_config, create_backbone, resolve_architecture
 
@@ -25,6 +27,24 @@ def source_masks(sources: list[str] | None, indices: np.ndarray) -> dict[str, np
         return {}
     of = np.asarray(sources)[np.asarray(indices, dtype=np.int64)]
     return {name: of == name for name in sorted(set(sources))}
+
+
+def freeze_all_but_last(backbone: nn.Module, blocks: int) -> list[nn.Module]:
+    """Freeze every parameter but those of the last `blocks` blocks and the classifier, the blocks as timm's
+    coarse `group_matcher` counts them (stages of a ResNet or EfficientNet, blocks of a ViT). Returns the
+    modules left with no trainable parameter, which the caller keeps in eval mode."""
+    if not hasattr(backbone, "group_matcher"):
+        raise ConfigError(f"model.trainable_blocks: {type(backbone).__name__} does not say what its blocks are")
+    groups = list(group_parameters(backbone, backbone.group_matcher(coarse=True)).values())
+    trainable = {name for group in groups[-(blocks + 1) :] for name in group}  # the last group: the classifier
+    for name, parameter in backbone.named_parameters():
+        parameter.requires_grad_(name in trainable)
+    return [
+        module
+        for module in backbone.modules()
+        if any(True for _ in module.parameters(recurse=False))
+        and not any(p.requires_grad for p in module.parameters(recurse=False))
+    ]
 
 
 class Predictions:
@@ -82,8 +102,16 @@ class DetectorModule(LightningModule):
         flip: bool = True,
         compile: bool = False,
         freeze_backbone: bool = False,
+        trainable_blocks: int | None = None,
     ):
         super().__init__()
+        if trainable_blocks is not None and (
+            not isinstance(trainable_blocks, int) or isinstance(trainable_blocks, bool) or trainable_blocks < 0
+        ):
+            raise ConfigError(
+                f"model.trainable_blocks={trainable_blocks!r}: use the number of last blocks to fine-tune (0: the "
+                "head only), or null to fine-tune everything"
+            )
         self.save_hyperparameters(
             {
                 "backbone": backbone,
@@ -96,6 +124,7 @@ class DetectorModule(LightningModule):
                 "flip": flip,
                 "compile": compile,
                 "freeze_backbone": freeze_backbone,
+                "trainable_blocks": trainable_blocks,
             },
             logger=False,
         )
@@ -116,6 +145,12 @@ class DetectorModule(LightningModule):
             self.backbone.requires_grad_(False)
             self.head.requires_grad_(True)
             self.backbone.eval()
+        # Partial fine-tuning: the modules of the frozen blocks, kept in eval mode (their norms' statistics too).
+        self.frozen: list[nn.Module] = (
+            freeze_all_but_last(self.backbone, trainable_blocks)
+            if trainable_blocks is not None and not freeze_backbone
+            else []
+        )
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.train_acc = BinaryAccuracy()  # a running figure while training; val and test use core_metrics
         self._predictions: dict[str, Predictions] = {}
@@ -152,12 +187,14 @@ class DetectorModule(LightningModule):
         if self.hparams.freeze_backbone:
             self.backbone.eval()
             self.head.train(mode)
+        for module in self.frozen:
+            module.eval()
         return self
 
     def on_train_epoch_start(self) -> None:
         # Lightning restores each submodule's own mode flag after validation and never calls .train() at the
         # start of fit: keep a frozen backbone's BatchNorm statistics and dropout off explicitly.
-        if self.hparams.freeze_backbone:
+        if self.hparams.freeze_backbone or self.frozen:
             self.train()
 
     def random_flip(self, images: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from trustthepixels.errors import UserError
 from trustthepixels.model.module import DetectorModule
 
 
@@ -28,8 +29,13 @@ class _AILogit(torch.nn.Module):
 
 def _target_layer(model: DetectorModule) -> torch.nn.Module:
     """The last feature stage timm reports for the backbone (layer4, blocks.6, stages.3, blocks.11, ...)."""
-    name = model.backbone.feature_info[-1]["module"]
-    return model.backbone.get_submodule(name)
+    info = getattr(model.backbone, "feature_info", None)
+    if not info:
+        raise UserError(
+            f"explain=true: {model.hparams.backbone} has no spatial feature map for Grad-CAM to weigh (a spectrum "
+            "model sees frequencies, not places). Run predict.py with explain=false."
+        )
+    return model.backbone.get_submodule(info[-1]["module"])
 
 
 def _vit_reshape(model: DetectorModule, wrapper: _AILogit):
