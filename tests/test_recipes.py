@@ -95,6 +95,6 @@ def test_partial_fine_tuning_trains_the_last_blocks_only(make_cfg, image_folder)
             "data.batch_size=4",
             "data.num_workers=0",
             "trainer.max_epochs=1",
-        )  # fmt: skip
+        )
     )
     assert "test/auroc" in metrics
