@@ -96,8 +96,9 @@ def explain_override_error(config_dir: Path, config_name: str, overrides: list[s
     return None
 
 
-def check_command_line(config_dir: Path, config_name: str) -> None:
-    """Quote non-ASCII values in `sys.argv`, then refuse an override Hydra cannot apply with a hint."""
+def check_command_line(config_dir: Path, config_name: str, check: Callable[[DictConfig], None] | None = None) -> None:
+    """Quote non-ASCII values in `sys.argv`, then refuse an override Hydra cannot apply with a hint; `check`
+    looks at the composed config (a sweep's jobs would otherwise each fail with a traceback)."""
     sys.argv[1:] = [quote_non_ascii(a) for a in sys.argv[1:]]
     arguments = sys.argv[1:]
     if any(a.startswith("-") for a in arguments) or _full_error():  # -m, --cfg, --config-dir: Hydra's own way
@@ -106,11 +107,17 @@ def check_command_line(config_dir: Path, config_name: str) -> None:
 
     try:
         with initialize_config_dir(str(config_dir), version_base="1.3"):
-            compose(config_name, overrides=arguments)
+            cfg = compose(config_name, overrides=arguments)
     except Exception as error:
         message = explain_override_error(config_dir, config_name, arguments, error)
         if message:
             _fail(message)
+        return
+    if check is not None:
+        try:
+            check(cfg)
+        except UserError as error:
+            _fail(str(error))
 
 
 # ------------------------------------------------------------------------------------------ while a task runs

@@ -52,6 +52,13 @@ def metric_slug(metric: str) -> str:
     return metric.rsplit("/", 1)[-1]
 
 
+def benchmark_rows(sources: Any, test_only: Any, leave_one_out: Any) -> str:
+    """The benchmark's `train_on` sweep (see benchmark.py), for `hydra.sweeper.params`."""
+    from trustthepixels.benchmark import rows_override
+
+    return rows_override(sources, test_only, leave_one_out)
+
+
 def register_resolvers() -> None:
     # use_cache: the id is drawn once per config; Hydra copies the cache into every job of a sweep.
     OmegaConf.register_new_resolver("run_id", run_id, use_cache=True, replace=True)
@@ -60,6 +67,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("metric_mode", metric_mode, replace=True)
     OmegaConf.register_new_resolver("metric_direction", metric_direction, replace=True)
     OmegaConf.register_new_resolver("metric_slug", metric_slug, replace=True)
+    OmegaConf.register_new_resolver("benchmark_rows", benchmark_rows, replace=True)
 
 
 def to_plain(value: Any) -> Any:

@@ -31,7 +31,14 @@ from trustthepixels.data.loading.split import (
 from trustthepixels.data.loading.transforms import Preprocessing, build_transform
 from trustthepixels.data.sources.prepare import RELEASE_URL, prepare_from_release
 from trustthepixels.data.sources.roots import Roots, is_union, parse_roots, roots_state
-from trustthepixels.data.sources.scan import GET_DATA_HINT, LABELS, DatasetLayoutError, ScanResult, scan_sources
+from trustthepixels.data.sources.scan import (
+    GET_DATA_HINT,
+    LABELS,
+    DatasetLayoutError,
+    Sample,
+    ScanResult,
+    scan_sources,
+)
 from trustthepixels.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -219,6 +226,20 @@ class ImageFolderDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.scan is not None:  # fit, validate and test share one scan and one split
             return
+        parts = self.split()
+        pixels = self._pixel_cache() if self.cache else None
+        for name in SPLITS:
+            transform = build_transform(self.data_config, name == "train", self.crop_scale, **self.augment)
+            sha256 = [self.scan.records[s.relpath].sha256 for s in parts[name]]
+            self.datasets[name] = ImageFileDataset(
+                parts[name], transform, self.preprocessing, self.min_image_side, pixels, sha256
+            )
+        log.info("Split (seed %d): %s", self.seed, ", ".join(f"{n} {len(self.datasets[n])}" for n in SPLITS))
+        self._write_manifests(parts)
+
+    def split(self) -> dict[str, list[Sample]]:
+        """Scan the sources and split them (or cut this job's fold): the samples of each split, no pixels read
+        beyond the scan. The benchmark calls it to find a source's test split without training on it."""
         self.scan = scan_sources(self.roots, min_side=self.min_image_side, cache_dir=self.cache_dir)
         groups = []
         if self.near_duplicates:
@@ -232,20 +253,10 @@ class ImageFolderDataModule(LightningDataModule):
                 )
         self.duplicate_groups = groups
         if self.folds:  # k-fold cross-validation: this job's fold is the test split
-            parts = cross_validation_split(
+            return cross_validation_split(
                 self.scan.samples, self.folds, self.fold, self.split_fractions, self.seed, groups
             )
-        else:
-            parts = stratified_split(self.scan.samples, self.split_fractions, self.seed, groups)
-        pixels = self._pixel_cache() if self.cache else None
-        for name in SPLITS:
-            transform = build_transform(self.data_config, name == "train", self.crop_scale, **self.augment)
-            sha256 = [self.scan.records[s.relpath].sha256 for s in parts[name]]
-            self.datasets[name] = ImageFileDataset(
-                parts[name], transform, self.preprocessing, self.min_image_side, pixels, sha256
-            )
-        log.info("Split (seed %d): %s", self.seed, ", ".join(f"{n} {len(self.datasets[n])}" for n in SPLITS))
-        self._write_manifests(parts)
+        return stratified_split(self.scan.samples, self.split_fractions, self.seed, groups)
 
     def use_cached_features(self, model: torch.nn.Module) -> None:
         """Replace every split's images by the frozen backbone's features, from the feature cache."""

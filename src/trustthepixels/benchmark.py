@@ -1,0 +1,279 @@
+"""`benchmark.py`: the generalization matrix. Train on each source (and on all but each, with leave_one_out),
+score every checkpoint on every source's test split.
+
+Each row of the matrix is one Hydra job (`train_on=<source>` or `train_on=all_but_<source>`, swept by the
+config itself), so any launcher runs the rows, in parallel on SLURM. A job trains exactly as `train.py` does,
+with `data.root` set to the sources it trains on, then scores its best checkpoint on each source at the
+threshold its validation split chose, and writes `benchmark_row.json`. `MatrixWriter`, a Hydra callback,
+rebuilds `matrix.md`, `matrix.csv`, `matrix.png` and a TensorBoard run at the sweep's root after every job.
+
+Every column is the same images for every row: a source the row trained on is scored on its part of the
+row's test split, which is the source's own test split (the split cuts each source alone, see `split.py`); a
+source it never saw on that same split, computed without training; a test-only source on all its images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.core.utils import JobReturn
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+from trustthepixels.config import to_plain
+from trustthepixels.data.loading.datamodule import default_num_workers
+from trustthepixels.data.loading.split import SPLITS
+from trustthepixels.data.sources.fileutils import atomic_write_text
+from trustthepixels.data.sources.roots import Roots, parse_roots
+from trustthepixels.errors import ConfigError
+from trustthepixels.evaluation.evaluate import EvalSet, Evaluator, calibrate
+from trustthepixels.evaluation.intervals import binary_metric_intervals
+from trustthepixels.evaluation.metrics import binary_metrics
+from trustthepixels.model.checkpoint import load_detector, resolve_device
+from trustthepixels.training import train
+
+log = logging.getLogger(__name__)
+ROW_FILE = "benchmark_row.json"
+LEAVE_OUT = "all_but_"
+
+
+def benchmark_sources(cfg: DictConfig) -> tuple[Roots, list[str]]:
+    """The named sources and the ones only tested on, checked: a user's mistake is one line naming the key."""
+    sources = to_plain(cfg.get("sources"))
+    if not isinstance(sources, dict) or len(sources) < 2:
+        raise ConfigError(
+            f"sources={sources!r}: name two or more AI/ + Real/ folders, e.g. "
+            "'sources={a: PATH1, b: PATH2}', or benchmark=shared for the sources in ../shared/data"
+        )
+    roots = parse_roots(sources)
+    missing = [f"{name}={folder}" for name, folder in roots.items() if not folder.is_dir()]
+    if missing:
+        raise ConfigError(f"sources: {', '.join(missing)}: not a folder (each source is a folder with AI/ and Real/)")
+    test_only = list(to_plain(cfg.get("test_only")) or [])
+    unknown = [name for name in test_only if name not in roots]
+    if unknown:
+        raise ConfigError(f"test_only={test_only}: {unknown} not in sources ({', '.join(roots)})")
+    if len(test_only) == len(roots):
+        raise ConfigError("test_only lists every source: leave at least one to train on")
+    return roots, test_only
+
+
+def rows(sources: Any, test_only: Any, leave_one_out: bool) -> list[str]:
+    """The matrix's rows: each trainable source, then (leave_one_out, with 3+ of them) all but each."""
+    trainable = [name for name in to_plain(sources) if name not in (to_plain(test_only) or [])]
+    out = list(trainable)
+    if leave_one_out and len(trainable) >= 3:
+        out += [f"{LEAVE_OUT}{name}" for name in trainable]
+    return out
+
+
+def rows_override(sources: Any, test_only: Any, leave_one_out: Any) -> str:
+    """The `train_on` sweep, as the resolver `${benchmark_rows:...}` gives it to Hydra's sweeper."""
+    return ",".join(rows(sources or {}, test_only or [], bool(leave_one_out))) or "none"
+
+
+def trained_sources(train_on: str, roots: Roots, test_only: list[str]) -> list[str]:
+    trainable = [name for name in roots if name not in test_only]
+    if train_on in trainable:
+        return [train_on]
+    if train_on.startswith(LEAVE_OUT) and train_on.removeprefix(LEAVE_OUT) in trainable:
+        return [name for name in trainable if name != train_on.removeprefix(LEAVE_OUT)]
+    raise ConfigError(f"train_on={train_on!r}: use one of {', '.join(rows(roots, test_only, True))}")
+
+
+def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
+    """One row: train on `cfg.train_on`'s sources, score the best checkpoint on every source."""
+    roots, test_only = benchmark_sources(cfg)
+    trained = trained_sources(str(cfg.train_on), roots, test_only)
+    out = Path(cfg.paths.output_dir)
+    train_cfg = cfg.copy()
+    with open_dict(train_cfg):
+        train_cfg.data.root = {name: str(roots[name]) for name in trained}
+        train_cfg.data.download = False
+    train(train_cfg)
+    report = json.loads((out / "metrics.json").read_text())
+    checkpoint = report["best_checkpoint"] or report["last_checkpoint"]
+    if checkpoint is None:
+        raise ConfigError("the training kept no checkpoint (fast_dev_run?): the benchmark scores a checkpoint")
+
+    detector = load_detector(checkpoint)
+    workers = default_num_workers() if cfg.data.num_workers is None else cfg.data.num_workers
+    evaluator = Evaluator(
+        detector, cfg.data.batch_size, workers, resolve_device(cfg.get("device", "auto")), detector.min_image_side
+    )
+    own = _split_rows(out / "split.csv")
+    val = _from_rows("val", own["val"], detector)
+    threshold, _, note = calibrate(val, evaluator.logits(val))
+    cells = {}
+    for name, folder in roots.items():
+        subset = _test_set(cfg, name, folder, trained, test_only, own, detector)
+        logits = evaluator.logits(subset)
+        metrics = binary_metrics(subset.labels, logits, threshold)
+        bands = binary_metric_intervals(subset.labels, logits, threshold, seed=cfg.seed)
+        cells[name] = {
+            "auroc": metrics["auroc"],
+            "auroc_lo": bands["auroc_lo"],
+            "auroc_hi": bands["auroc_hi"],
+            "acc": metrics["acc_at_val_threshold"],
+            "acc_lo": bands["acc_at_val_threshold_lo"],
+            "acc_hi": bands["acc_at_val_threshold_hi"],
+            "images": len(subset.labels),
+            "in_source": name in trained,
+            "test_set": "all images (test only)" if name in test_only else "test split",
+        }
+    row = {
+        "train_on": str(cfg.train_on),
+        "trained_sources": trained,
+        "checkpoint": checkpoint,
+        "val_threshold": threshold,
+        "threshold_note": note,
+        "model": cfg.model.backbone,
+        "cells": cells,
+    }
+    atomic_write_text(out / ROW_FILE, json.dumps(row, indent=2) + "\n")
+    return row
+
+
+def _split_rows(path: Path) -> dict[str, list[dict[str, str]]]:
+    parts: dict[str, list[dict[str, str]]] = {name: [] for name in SPLITS}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            parts[row["split"]].append(row)
+    return parts
+
+
+def _from_rows(name: str, rows_: list[dict[str, str]], detector) -> EvalSet:
+    return EvalSet.from_split(name, detector, [(r["path"], int(r["label"])) for r in rows_])
+
+
+def _test_set(cfg, name, folder, trained, test_only, own, detector) -> EvalSet:
+    if name in trained:  # its part of this row's own test split
+        return _from_rows(name, [r for r in own["test"] if r["source"] == name], detector)
+    if name in test_only:
+        subset = EvalSet.from_folder(folder, detector.min_image_side, cfg.data.cache_dir)
+        subset.name = name
+        return subset
+    # The source's own test split, exactly as a row trained on it cuts it (same seed and data settings).
+    datamodule = instantiate(cfg.data, root={name: str(folder)}, data_config=detector.data_config, cache=False)
+    test = datamodule.split()["test"]
+    return EvalSet(
+        name, folder, [s.relpath for s in test], np.array([s.label for s in test]), [], [s.path for s in test]
+    )
+
+
+# ------------------------------------------------------------------------------------------------ the matrix
+
+
+def read_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every finished row, single sources first (in the sources' order), then the leave-one-out rows."""
+    found = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{ROW_FILE}"))]
+    columns = list(found[0]["cells"]) if found else []
+
+    def order(row: dict[str, Any]) -> tuple[bool, int]:
+        name = row["train_on"]
+        left_out = name.startswith(LEAVE_OUT)
+        source = name.removeprefix(LEAVE_OUT) if left_out else name
+        return left_out, columns.index(source) if source in columns else len(columns)
+
+    return sorted(found, key=order)
+
+
+def summary_line(found: list[dict[str, Any]]) -> str:
+    """Mean in-source vs mean out-of-source AUROC over the matrix's cells."""
+    inside = [c["auroc"] for r in found for c in r["cells"].values() if c["in_source"]]
+    outside = [c["auroc"] for r in found for c in r["cells"].values() if not c["in_source"]]
+    mean = lambda v: float(np.nanmean(v)) if v else float("nan")  # noqa: E731
+    return (
+        f"Mean in-source AUROC {mean(inside):.3f} ({len(inside)} cells), "
+        f"mean out-of-source AUROC {mean(outside):.3f} ({len(outside)} cells)"
+    )
+
+
+def write_matrix(sweep_dir: Path) -> list[dict[str, Any]]:
+    """matrix.csv (one line per cell), matrix.md, matrix.png and a TensorBoard run at the sweep's root."""
+    found = read_rows(sweep_dir)
+    if not found:
+        return found
+    columns = list(found[0]["cells"])
+    with open(sweep_dir / "matrix.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        fields = ["auroc", "auroc_lo", "auroc_hi", "acc", "acc_lo", "acc_hi", "images", "in_source"]
+        writer.writerow(["trained_on", "tested_on", *fields])
+        for row in found:
+            for column in columns:
+                writer.writerow([row["train_on"], column, *(row["cells"][column][k] for k in fields)])
+    line = summary_line(found)
+    lines = [
+        f"# Generalization matrix: {found[0]['model']}",
+        "",
+        "Rows: trained on; columns: tested on. AUROC [95% interval] and accuracy at the row's validation threshold;",
+        "**bold**: in-source (the row trained on that source). Test-only sources are scored on all their images.",
+        "",
+        "| trained on | " + " | ".join(f"{c} ({found[0]['cells'][c]['images']})" for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for row in found:
+        cells = []
+        for column in columns:
+            c = row["cells"][column]
+            text = f"{c['auroc']:.3f} [{c['auroc_lo']:.3f}, {c['auroc_hi']:.3f}]<br>acc {c['acc']:.3f}"
+            cells.append(f"**{text}**" if c["in_source"] else text)
+        lines.append(f"| {row['train_on']} | " + " | ".join(cells) + " |")
+    lines += ["", line, ""]
+    atomic_write_text(sweep_dir / "matrix.md", "\n".join(lines))
+    figure = _heatmap(found, columns)
+    figure.savefig(sweep_dir / "matrix.png", dpi=120, bbox_inches="tight")
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(sweep_dir / "tensorboard")) as writer:
+        writer.add_figure("benchmark/matrix", figure)
+        writer.add_text("benchmark/matrix", "\n".join(lines))
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return found
+
+
+def _heatmap(found: list[dict[str, Any]], columns: list[str]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = np.array([[r["cells"][c]["auroc"] for c in columns] for r in found])
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(columns), 1.0 + 0.6 * len(found)))
+    image = ax.imshow(values, cmap="RdYlGn", vmin=0.3, vmax=1.0)
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(found)), [r["train_on"] for r in found])
+    ax.set_xlabel("tested on")
+    ax.set_ylabel("trained on")
+    for i, row in enumerate(found):
+        for j, column in enumerate(columns):
+            c = row["cells"][column]
+            weight = "bold" if c["in_source"] else "normal"
+            ax.text(j, i, f"{c['auroc']:.2f}\n[{c['auroc_lo']:.2f}, {c['auroc_hi']:.2f}]", ha="center",
+                    va="center", fontsize=7, fontweight=weight)  # fmt: skip
+    fig.colorbar(image, ax=ax, label="AUROC")
+    ax.set_title(f"{found[0]['model']}: {summary_line(found)}", fontsize=8)
+    return fig
+
+
+class MatrixWriter(Callback):
+    """Rebuilds the matrix after every job (whatever launcher ran it, wherever) and once at the end."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:
+            write_matrix(Path(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        found = write_matrix(sweep_dir)
+        if found:
+            log.info("Generalization matrix: %s\n%s", sweep_dir / "matrix.md", summary_line(found))

@@ -1,0 +1,75 @@
+"""benchmark.py: one training per row, every checkpoint on every source, the matrix at the sweep's root."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trustthepixels.benchmark import rows, summary_line
+
+from .conftest import REPO, TINY, write_image_folder
+
+
+def run_benchmark(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmark.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "TTP_SHARED_DIR": str(REPO.parent / "shared")},
+    )
+
+
+def test_rows_single_sources_then_leave_one_out():
+    sources = {"a": 1, "b": 2, "c": 3, "h": 4}
+    assert rows(sources, ["h"], False) == ["a", "b", "c"]
+    assert rows(sources, ["h"], True) == ["a", "b", "c", "all_but_a", "all_but_b", "all_but_c"]
+    assert rows({"a": 1, "b": 2}, [], True) == ["a", "b"]  # all-but-one of two sources is a single source
+
+
+@pytest.mark.slow
+def test_benchmark_matrix_with_leave_one_out(tmp_path):
+    data = {name: write_image_folder(tmp_path / name, per_class=12, size=40) for name in ("a", "b", "c", "h")}
+    sources = "{" + ", ".join(f"{k}: {v}" for k, v in data.items()) + "}"
+    result = run_benchmark(
+        f"sources={sources}", "test_only=[h]", "leave_one_out=true", "debug=limit", *TINY,
+        "trainer.max_epochs=1", f"paths.log_dir={tmp_path / 'outputs'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    (sweep,) = (tmp_path / "outputs" / "benchmark" / "multiruns").iterdir()
+    with open(sweep / "matrix.csv", newline="") as f:
+        cells = list(csv.DictReader(f))
+    assert [c["trained_on"] for c in cells[::4]] == ["a", "b", "c", "all_but_a", "all_but_b", "all_but_c"]
+    by = {(c["trained_on"], c["tested_on"]): c for c in cells}
+    # Every column is the same images whatever the row; a test-only source is scored on all of its images.
+    for column in ("a", "b", "c", "h"):
+        assert len({by[(row, column)]["images"] for row in ("a", "b", "all_but_a")}) == 1
+    assert by[("a", "h")]["images"] == "24"
+    assert by[("a", "a")]["in_source"] == "True" and by[("all_but_a", "a")]["in_source"] == "False"
+    assert by[("all_but_a", "b")]["in_source"] == "True"
+    # One code path per number: a cell is the number the row's own training reported for that source.
+    jobs = {json.loads((d / "benchmark_row.json").read_text())["train_on"]: d for d in sweep.iterdir() if d.is_dir()
+            and (d / "benchmark_row.json").is_file()}  # fmt: skip
+    single = json.loads((jobs["a"] / "metrics.json").read_text())["test"]
+    assert float(by[("a", "a")]["auroc"]) == pytest.approx(single["test/auroc"], abs=1e-9)
+    union = json.loads((jobs["all_but_a"] / "metrics.json").read_text())["test"]
+    assert float(by[("all_but_a", "c")]["auroc"]) == pytest.approx(union["test/auroc/c"], abs=1e-9)
+    markdown = (sweep / "matrix.md").read_text()
+    found = [json.loads((d / "benchmark_row.json").read_text()) for d in jobs.values()]
+    assert summary_line(found) in markdown and "| all_but_c |" in markdown
+    assert (sweep / "matrix.png").read_bytes().startswith(b"\x89PNG")
+    assert any((sweep / "tensorboard").iterdir())
+
+
+def test_benchmark_refuses_bad_sources_in_one_line(tmp_path):
+    result = run_benchmark(f"sources={{a: {tmp_path}, b: {tmp_path / 'nope'}}}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: sources: b=") and "Traceback" not in result.stdout + result.stderr
