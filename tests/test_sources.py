@@ -79,3 +79,23 @@ def test_datamodule_names_the_missing_source(tmp_path):
     module.prepare_data()
     with pytest.raises(FileNotFoundError, match="gone"):
         module.setup("fit")
+
+
+def test_training_cap_per_source_and_class_leaves_val_and_test_alone(tmp_path):
+    roots = {
+        "big": str(write_image_folder(tmp_path / "big", per_class=30)),
+        "s": str(write_image_folder(tmp_path / "s")),
+    }
+    full = ImageFolderDataModule(roots, CONFIG, num_workers=0, cache=False, near_duplicates=None).split()
+    capped = ImageFolderDataModule(
+        roots, CONFIG, num_workers=0, cache=False, near_duplicates=None, max_train_per_class=5
+    ).split()
+    assert Counter(stratum_of(s) for s in capped["train"]) == {("big", 0): 5, ("big", 1): 5, ("s", 0): 5, ("s", 1): 5}
+    assert {s.relpath for s in capped["train"]} < {s.relpath for s in full["train"]}
+    assert capped["val"] == full["val"] and capped["test"] == full["test"]
+    with pytest.raises(ConfigError, match="max_train_per_class"):
+        ImageFolderDataModule(roots, CONFIG, max_train_per_class=0)
+
+
+def stratum_of(sample):
+    return sample.source, sample.label

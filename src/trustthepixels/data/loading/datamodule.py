@@ -23,6 +23,7 @@ from trustthepixels.data.loading.feature_cache import cached_features, feature_k
 from trustthepixels.data.loading.pixel_cache import PixelCache, build_pixel_cache
 from trustthepixels.data.loading.split import (
     SPLITS,
+    cap_per_stratum,
     check_fractions,
     cross_validation_split,
     stratified_split,
@@ -63,6 +64,7 @@ def check_data_settings(
     near_duplicates: Any,
     folds: Any = None,
     fold: Any = 0,
+    max_train_per_class: Any = None,
 ) -> None:
     """Refuse settings that cannot work before any image is read, naming the setting and what it takes."""
 
@@ -96,6 +98,11 @@ def check_data_settings(
         raise ConfigError(
             f"data.folds={folds!r}, data.fold={fold!r}: use data.folds=K (2 or more) and data.fold from 0 to K-1, "
             "e.g. python train.py -m data.folds=5 'data.fold=range(5)'"
+        )
+    if max_train_per_class is not None and not is_int(max_train_per_class, 1):
+        raise ConfigError(
+            f"data.max_train_per_class={max_train_per_class!r}: use a number of training images per source and "
+            "class (1 or more), or null for all of them"
         )
     if not is_int(min_image_side, 1):
         raise ConfigError(f"data.min_image_side={min_image_side!r}: use a side in pixels, 1 or more")
@@ -154,6 +161,7 @@ class ImageFolderDataModule(LightningDataModule):
         near_duplicates: Mapping[str, int] | None = None,
         folds: int | None = None,
         fold: int = 0,
+        max_train_per_class: int | None = None,
         cache_dir: str | Path | None = None,
         cache: bool = True,
         jpeg_draft: bool = True,
@@ -167,9 +175,10 @@ class ImageFolderDataModule(LightningDataModule):
         split, crop_scale, near_duplicates = to_plain(split), to_plain(crop_scale), to_plain(near_duplicates)
         check_data_settings(
             batch_size, num_workers, split, image_size, crop_scale, augment, resize, blur_prob, jpeg_prob,
-            min_image_side, near_duplicates, folds, fold,
+            min_image_side, near_duplicates, folds, fold, max_train_per_class,
         )  # fmt: skip
         self.folds, self.fold = folds, fold
+        self.max_train_per_class = max_train_per_class
         self.roots: Roots = parse_roots(to_plain(root))
         self.root = next(iter(self.roots.values()))  # the one folder (or the first source)
         self.data_config = dict(to_plain(data_config))
@@ -253,10 +262,14 @@ class ImageFolderDataModule(LightningDataModule):
                 )
         self.duplicate_groups = groups
         if self.folds:  # k-fold cross-validation: this job's fold is the test split
-            return cross_validation_split(
+            parts = cross_validation_split(
                 self.scan.samples, self.folds, self.fold, self.split_fractions, self.seed, groups
             )
-        return stratified_split(self.scan.samples, self.split_fractions, self.seed, groups)
+        else:
+            parts = stratified_split(self.scan.samples, self.split_fractions, self.seed, groups)
+        if self.max_train_per_class:
+            parts["train"] = cap_per_stratum(parts["train"], self.max_train_per_class, self.seed)
+        return parts
 
     def use_cached_features(self, model: torch.nn.Module) -> None:
         """Replace every split's images by the frozen backbone's features, from the feature cache."""

@@ -151,6 +151,16 @@ def cross_validation_split(
     }
 
 
+def cap_per_stratum(samples: Sequence[Sample], limit: int, seed: int) -> list[Sample]:
+    """At most `limit` samples of each (source, class), a seeded choice that depends on each file's path within
+    its source only: the training part of a large source, capped, without touching validation or test."""
+    kept = []
+    for key in _strata(samples):
+        members = [s for s in samples if stratum(s) == key]
+        kept += sorted(members, key=lambda s: _rank_key(seed + 1, s.source_relpath))[:limit]
+    return _interleave(kept)
+
+
 def _interleave(samples: list[Sample]) -> list[Sample]:
     """Merge the strata (source, class) so that every prefix keeps their ratio: a limited or single-batch
     evaluation (limit_val_batches, fast_dev_run) still sees both classes, and AUROC stays defined."""
