@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from trustthepixels.data.sources.roots import Roots, locate, roots_from_state
+from trustthepixels.evaluation.metrics import CalibrationError, choose_threshold, sigmoid
 from trustthepixels.model.module import DetectorModule
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,8 @@ class Detector:
     data_roots: Roots | None  # the folder(s) it was trained on: source name -> folder
     checkpoint: Path
     min_image_side: int = 8  # the training run's rule for a usable image, applied to every new image too
+    val_metrics: dict[str, float] = field(default_factory=dict)  # of the epoch the checkpoint was saved at
+    val_threshold: float | None = None  # the P(AI) threshold its validation split chose (eval.py's rule)
 
     @property
     def data_root(self) -> Path | None:
@@ -67,4 +71,20 @@ def load_detector(ckpt_path: str | Path) -> Detector:
     model.set_normalisation(data_config["mean"], data_config["std"])  # the training run's, whatever the source
     labels = {int(k): v for k, v in state.get("labels", {"0": "Real", "1": "AI"}).items()}
     roots = roots_from_state(state.get("root"))
-    return Detector(model, data_config, labels, roots, ckpt_path, int(state.get("min_image_side", 8)))
+    val = checkpoint.get("val_predictions")
+    threshold = None
+    if val:
+        try:  # the rule eval.py applies to the validation split, on the predictions saved with the weights
+            threshold = choose_threshold(np.asarray(val["labels"]), sigmoid(np.asarray(val["logits"])))
+        except CalibrationError as err:
+            log.warning("No validation threshold for %s: %s", ckpt_path.name, err)
+    return Detector(
+        model,
+        data_config,
+        labels,
+        roots,
+        ckpt_path,
+        int(state.get("min_image_side", 8)),
+        dict(checkpoint.get("val_metrics") or {}),
+        threshold,
+    )

@@ -66,6 +66,10 @@ class GradCamExplainer:
 
     def overlay(self, image: torch.Tensor, out_path: Path) -> None:
         """Save the model's view of `image` (uint8 CHW, after the eval transform) with the AI heat map on it."""
+        self.overlay_image(image).save(out_path)
+
+    def overlay_image(self, image: torch.Tensor) -> Image.Image:
+        """The model's view of `image` (uint8 CHW, after the eval transform) with the AI heat map on it."""
         from pytorch_grad_cam.utils.image import show_cam_on_image
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -74,4 +78,4 @@ class GradCamExplainer:
         # Grad-CAM needs the gradient at the target layer's activations.
         heat = self.cam(input_tensor=rgb.unsqueeze(0).requires_grad_(True), targets=[ClassifierOutputTarget(0)])[0]
         picture = rgb.permute(1, 2, 0).numpy().astype(np.float32)
-        Image.fromarray(show_cam_on_image(picture, heat, use_rgb=True)).save(out_path)
+        return Image.fromarray(show_cam_on_image(picture, heat, use_rgb=True))

@@ -52,6 +52,12 @@ def _metadata(detector: Detector, threshold: float) -> dict[str, str]:
         "labels": json.dumps({str(k): v for k, v in detector.labels.items()}),
         "backbone": str(detector.model.hparams.backbone),
         "checkpoint": detector.checkpoint.name,
+        # Everything a server needs to see images as training did, and to describe the model (serve.py).
+        "data_config": json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}),
+        "min_image_side": str(detector.min_image_side),
+        "val_threshold": json.dumps(detector.val_threshold),
+        "val_metrics": json.dumps(detector.val_metrics),
+        "trained_on": json.dumps({k: str(v) for k, v in (detector.data_roots or {}).items()}),
     }
 
 

@@ -1,0 +1,175 @@
+"""What the server runs: a PyTorch checkpoint or the ONNX model from `export.py`, behind one interface.
+
+Both see an upload exactly as `predict.py` sees a file (`InferenceDataset`: the project's one "usable image" rule,
+the training run's decoding, resize and crop), and both return P(AI) for a batch of uint8 images, so the two
+backends give the same scores (the export itself is checked against PyTorch to 1e-4).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trustthepixels.data.loading.transforms import image_size
+from trustthepixels.errors import ConfigError
+from trustthepixels.evaluation.inference import InferenceDataset
+from trustthepixels.evaluation.metrics import sigmoid
+from trustthepixels.model.checkpoint import load_detector, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelInfo:
+    """`GET /v1/model`: what is answering, and how far its validation numbers go."""
+
+    backend: str
+    backbone: str
+    input_size: int
+    threshold: float
+    threshold_source: str
+    labels: dict[int, str]
+    data_config: dict[str, Any]
+    min_image_side: int
+    trained_on: Any
+    val_metrics: dict[str, float] = field(default_factory=dict)
+    source: str = ""
+    explain: bool = False
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "backbone": self.backbone,
+            "input_size": self.input_size,
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "labels": {str(k): v for k, v in self.labels.items()},
+            "preprocessing": self.data_config,
+            "min_image_side": self.min_image_side,
+            "trained_on": self.trained_on,
+            "val_metrics": self.val_metrics,
+            "model_file": self.source,
+            "explain": self.explain,
+        }
+
+
+def _threshold(configured: float | None, validation: float | None) -> tuple[float, str]:
+    if configured is not None:
+        return float(configured), "serve.threshold"
+    if validation is not None:
+        return float(validation), "chosen on the checkpoint's validation split (eval.py's rule)"
+    return 0.5, "0.5 (the checkpoint has no validation predictions)"
+
+
+class Backend:
+    info: ModelInfo
+
+    def preprocess(self, path: Path) -> tuple[torch.Tensor | None, str]:
+        """The model input for one uploaded file (uint8 CHW), or None and the reason it cannot be used."""
+        tensor, _, error = InferenceDataset([path], self.info.data_config, self.info.min_image_side)[0]
+        return tensor, error
+
+    def p_ai(self, images: torch.Tensor) -> np.ndarray:  # (N, 3, H, W) uint8 -> (N,) float64
+        raise NotImplementedError
+
+    def heatmap_png(self, image: torch.Tensor) -> bytes:
+        raise NotImplementedError
+
+
+class TorchBackend(Backend):
+    def __init__(self, ckpt_path: str | Path, device: str = "auto", threshold: float | None = None):
+        detector = load_detector(ckpt_path)
+        self.device = resolve_device(device)
+        self.model = detector.model.to(self.device).eval()
+        self._explainer = None
+        chosen, source = _threshold(threshold, detector.val_threshold)
+        self.info = ModelInfo(
+            backend="torch",
+            backbone=str(detector.model.hparams.backbone),
+            input_size=image_size(detector.data_config),
+            threshold=chosen,
+            threshold_source=source,
+            labels=detector.labels,
+            data_config=detector.data_config,
+            min_image_side=detector.min_image_side,
+            trained_on={k: str(v) for k, v in (detector.data_roots or {}).items()},
+            val_metrics=detector.val_metrics,
+            source=str(detector.checkpoint),
+            explain=bool(getattr(detector.model.backbone, "feature_info", None)),
+        )
+
+    @torch.inference_mode()
+    def p_ai(self, images: torch.Tensor) -> np.ndarray:
+        return sigmoid(self.model(images.to(self.device)).float().cpu().numpy())
+
+    def heatmap_png(self, image: torch.Tensor) -> bytes:
+        """Grad-CAM overlay on the model's view of the image. A copy of the model carries Grad-CAM's hooks, so
+        batched inference never runs through them."""
+        from trustthepixels.prediction.explain import GradCamExplainer
+
+        if self._explainer is None:
+            self._explainer = GradCamExplainer(copy.deepcopy(self.model).cpu())
+        buffer = io.BytesIO()
+        self._explainer.overlay_image(image).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+class OnnxBackend(Backend):
+    """The exported graph (normalisation and sigmoid inside) in onnxruntime; its metadata carries the rest."""
+
+    def __init__(self, onnx_path: str | Path, threshold: float | None = None, threads: int | None = None):
+        import onnxruntime
+
+        path = Path(onnx_path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"onnx_path={path} is not a file: export one with python export.py ckpt_path=...")
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "data_config" not in meta:
+            raise ConfigError(f"{path} has no preprocessing metadata: re-export it with this version's export.py")
+        data_config = json.loads(meta["data_config"])
+        chosen, source = _threshold(threshold, json.loads(meta.get("val_threshold", "null")))
+        self.info = ModelInfo(
+            backend="onnx",
+            backbone=meta.get("backbone", "unknown"),
+            input_size=image_size(data_config),
+            threshold=chosen,
+            threshold_source=source,
+            labels={int(k): v for k, v in json.loads(meta.get("labels", '{"0": "Real", "1": "AI"}')).items()},
+            data_config=data_config,
+            min_image_side=int(meta.get("min_image_side", 8)),
+            trained_on=json.loads(meta.get("trained_on", "{}")),
+            val_metrics=json.loads(meta.get("val_metrics", "{}")),
+            source=str(path),
+            explain=False,
+        )
+
+    def p_ai(self, images: torch.Tensor) -> np.ndarray:
+        return self.session.run(["p_ai"], {"images": images.numpy()})[0].astype(np.float64).reshape(-1)
+
+
+def load_backend(cfg) -> Backend:
+    """serve.backend=torch (ckpt_path) or onnx (onnx_path)."""
+    threshold = None if cfg.threshold is None else float(cfg.threshold)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    if cfg.backend == "torch":
+        if not cfg.ckpt_path:
+            raise ConfigError("backend=torch needs ckpt_path=<run dir>/checkpoints/<best>.ckpt")
+        return TorchBackend(cfg.ckpt_path, cfg.device, threshold)
+    if cfg.backend == "onnx":
+        if not cfg.onnx_path:
+            raise ConfigError("backend=onnx needs onnx_path=FILE.onnx (from python export.py ckpt_path=...)")
+        return OnnxBackend(cfg.onnx_path, threshold, cfg.get("threads"))
+    raise ConfigError(f"backend={cfg.backend!r}: use torch (a checkpoint) or onnx (an exported model)")

@@ -1,0 +1,119 @@
+"""Micro-batching: images from concurrent requests that arrive within a few milliseconds share one forward pass.
+
+One worker task takes the first waiting image, gathers whatever else arrives within `max_wait_ms` (up to
+`max_batch`), and runs the batch in a single dedicated thread, so the event loop keeps accepting uploads and the
+model is never called from two threads at once. The queue is bounded: when it is full, `submit` raises
+`Overloaded` at once (the app answers 503 with Retry-After) instead of letting latency grow without limit.
+`close` stops taking new images and finishes the ones already queued (a graceful shutdown loses nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+class Overloaded(RuntimeError):
+    """The queue is full: the client should retry later."""
+
+
+@dataclass
+class Scored:
+    p_ai: float
+    batch_size: int  # how many images shared the forward pass
+    queue_ms: float  # waiting for the batch to form and the previous one to finish
+    model_ms: float  # the forward pass of the whole batch
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        run_batch: Callable[[torch.Tensor], np.ndarray],
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 256,
+    ):
+        self.run_batch = run_batch
+        self.max_batch = max(1, int(max_batch))
+        self.max_wait = max(0.0, float(max_wait_ms)) / 1000
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, int(max_queue)))
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.closing = False
+        self.batches = 0
+        self.images = 0
+        self._worker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def submit(self, image: torch.Tensor) -> Scored:
+        if self.closing:
+            raise Overloaded("shutting down")
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self.queue.put_nowait((image, future, time.perf_counter()))
+        except asyncio.QueueFull:
+            raise Overloaded(f"{self.queue.maxsize} images already queued") from None
+        return await future
+
+    async def run_in_model_thread(self, fn: Callable, *args):
+        """Anything else that uses the model (Grad-CAM), in the model's own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self.queue.get()
+            if first is None:
+                return
+            batch, stop = [first], False
+            deadline = loop.time() + self.max_wait
+            while len(batch) < self.max_batch:
+                try:
+                    item = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self.queue.get(), remaining)
+                    except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11
+                        break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            await self._score(batch)
+            if stop:
+                return
+
+    async def _score(self, batch: list) -> None:
+        started = time.perf_counter()
+        images = torch.stack([image for image, _, _ in batch])
+        try:
+            probabilities = await asyncio.get_running_loop().run_in_executor(self.executor, self.run_batch, images)
+        except Exception as error:  # every waiting request learns what happened
+            for _, future, _ in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        model_ms = (time.perf_counter() - started) * 1000
+        self.batches += 1
+        self.images += len(batch)
+        for (_, future, queued), p in zip(batch, probabilities, strict=True):
+            if not future.done():  # the client may have gone
+                future.set_result(Scored(float(p), len(batch), (started - queued) * 1000, model_ms))
+
+    async def close(self) -> None:
+        """Refuse new images, score the queued ones, stop the worker and its thread."""
+        self.closing = True
+        if self._worker is not None and not self._worker.done():
+            await self.queue.put(None)
+            await self._worker
+        self.executor.shutdown(wait=True)

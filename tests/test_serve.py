@@ -1,0 +1,208 @@
+"""serve.py: the API against a real server on a loopback port, batching, the ONNX backend, and the page in a
+real browser (Debian's chromium, driven by Playwright)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import uvicorn
+
+from trustthepixels.evaluation.inference import InferenceDataset
+from trustthepixels.prediction.export import export_onnx
+from trustthepixels.serving.app import create_app
+from trustthepixels.serving.backends import OnnxBackend, TorchBackend
+from trustthepixels.serving.batching import MicroBatcher, Overloaded
+
+from .conftest import REPO, compose_cfg
+
+ARTIFACTS = REPO / "outputs" / "test-artifacts"
+
+
+@contextmanager
+def running(app) -> Iterator[str]:
+    """The app under uvicorn on a free loopback port, in a thread; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def backend(trained_checkpoint) -> TorchBackend:
+    return TorchBackend(trained_checkpoint, device="cpu")
+
+
+def upload(*paths: Path) -> list[tuple[str, tuple[str, bytes]]]:
+    return [("file", (p.name, p.read_bytes())) for p in paths]
+
+
+def test_api_scores_as_predict_does_and_names_every_bad_file(backend, shared_dir, tmp_path):
+    real = sorted((shared_dir / "data" / "real-vs-ai" / "AI").iterdir())[:2]
+    bad = shared_dir / "data" / "bad-inputs"
+    with running(create_app(backend, max_upload_mb=2)) as url:
+        assert httpx.get(f"{url}/v1/health").json()["status"] == "ok"
+        info = httpx.get(f"{url}/v1/model").json()
+        assert info["backbone"] == "resnet18" and info["input_size"] == 32
+        assert info["threshold_source"].startswith("chosen on the checkpoint's validation split")
+        assert "val/auroc" in info["val_metrics"]
+
+        files = [*real, *(bad / n for n in ("text_file_named_as.jpg", "decompression_bomb_20000x20000.png",
+                 "truncated_half.jpg", "one_pixel_1x1.jpg", "empty_zero_bytes.jpg", "cmyk_mode.jpg"))]  # fmt: skip
+        response = httpx.post(f"{url}/v1/predict", files=upload(*files), timeout=60)
+        assert response.status_code == 200
+        results = {r["filename"]: r for r in response.json()["results"]}
+        assert [r["filename"] for r in response.json()["results"]] == [p.name for p in files]
+        # The same number predict.py computes for the same file: one preprocessing, one model.
+        dataset = InferenceDataset(real, backend.info.data_config, backend.info.min_image_side)
+        expected = backend.p_ai(torch.stack([dataset[i][0] for i in range(2)]))
+        for path, p in zip(real, expected, strict=True):
+            assert results[path.name]["p_ai"] == pytest.approx(p, abs=1e-6)
+            assert results[path.name]["label"] == ("AI" if p > info["threshold"] else "Real")
+            assert set(results[path.name]["timing_ms"]) == {"decode", "queue", "model", "total"}
+        assert results["cmyk_mode.jpg"]["label"] in ("AI", "Real")  # odd but usable
+        reasons = {name: r.get("reason") for name, r in results.items()}
+        assert reasons["text_file_named_as.jpg"] == "not_an_image"
+        assert reasons["decompression_bomb_20000x20000.png"] == "decompression_bomb"
+        assert reasons["truncated_half.jpg"] == "truncated"
+        assert reasons["one_pixel_1x1.jpg"] == "too_small"
+        assert reasons["empty_zero_bytes.jpg"] == "empty"
+
+        nothing = httpx.post(f"{url}/v1/predict", files=upload(bad / "text_file_named_as.jpg"))
+        assert nothing.status_code == 422 and "not an image" in nothing.json()["results"][0]["error"]
+        big = tmp_path / "big.jpg"
+        big.write_bytes(real[0].read_bytes() + b"\0" * (3 * 2**20))
+        too_large = httpx.post(f"{url}/v1/predict", files=upload(big))
+        assert too_large.status_code == 413 and too_large.json()["results"][0]["reason"] == "too_large"
+        assert httpx.post(f"{url}/v1/predict").status_code == 422  # no file field at all
+
+
+def test_concurrent_requests_share_forward_passes(backend, shared_dir):
+    images = sorted((shared_dir / "data" / "real-vs-ai" / "Real").iterdir())[:24]
+    with running(create_app(backend, max_batch=16, max_wait_ms=100)) as url:
+
+        def one(path: Path) -> dict:
+            return httpx.post(f"{url}/v1/predict", files=upload(path), timeout=60).json()["results"][0]
+
+        with ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(one, images))
+        health = httpx.get(f"{url}/v1/health").json()
+    assert max(r["batch_size"] for r in results) > 1
+    assert health["images"] == 24 and health["batches"] < 24
+
+
+def test_full_queue_answers_503_with_retry_after(trained_checkpoint, shared_dir):
+    gate = threading.Event()
+    gated = TorchBackend(trained_checkpoint, device="cpu")
+    forward = gated.p_ai
+    gated.p_ai = lambda images: (gate.wait(30), forward(images))[1]  # the real model, held at the door
+    image = sorted((shared_dir / "data" / "real-vs-ai" / "Real").iterdir())[0]
+    with running(create_app(gated, max_batch=1, max_wait_ms=0, max_queue=1)) as url, ThreadPoolExecutor(4) as pool:
+        pending = [pool.submit(httpx.post, f"{url}/v1/predict", files=upload(image), timeout=60) for _ in range(4)]
+        time.sleep(1.0)
+        gate.set()
+        statuses = sorted(f.result().status_code for f in pending)
+        busy = next(f.result() for f in pending if f.result().status_code == 503)
+    assert statuses.count(200) >= 2 and 503 in statuses
+    assert busy.headers["retry-after"] == "1"
+
+
+def test_closing_scores_what_is_queued_and_refuses_new_images():
+    async def scenario():
+        batcher = MicroBatcher(lambda x: x.float().mean(dim=(1, 2, 3)).numpy(), max_batch=2, max_wait_ms=1)
+        batcher.start()
+        images = [torch.full((3, 4, 4), v, dtype=torch.uint8) for v in range(5)]
+        pending = [asyncio.ensure_future(batcher.submit(i)) for i in images]
+        await asyncio.sleep(0)
+        await batcher.close()
+        scores = [(await p).p_ai for p in pending]
+        with pytest.raises(Overloaded):
+            await batcher.submit(images[0])
+        return scores
+
+    assert asyncio.run(scenario()) == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_onnx_backend_gives_the_torch_scores(trained_checkpoint, backend, shared_dir, tmp_path):
+    onnx_path = tmp_path / "detector.onnx"
+    export_onnx(
+        compose_cfg(
+            [
+                f"ckpt_path={trained_checkpoint}",
+                f"check_images={shared_dir / 'data' / 'real-vs-ai'}",
+                "check_limit=8",
+                f"output={onnx_path}",
+            ],
+            tmp_path,
+            config_name="export",
+        )
+    )
+    onnx = OnnxBackend(onnx_path)
+    assert onnx.info.threshold == pytest.approx(backend.info.threshold)
+    assert onnx.info.data_config["input_size"] == list(backend.info.data_config["input_size"])
+    images = sorted((shared_dir / "data" / "real-vs-ai" / "AI").iterdir())[:6]
+    with running(create_app(onnx)) as onnx_url, running(create_app(backend)) as torch_url:
+        got = httpx.post(f"{onnx_url}/v1/predict", files=upload(*images), timeout=60).json()["results"]
+        want = httpx.post(f"{torch_url}/v1/predict", files=upload(*images), timeout=60).json()["results"]
+    assert np.allclose([r["p_ai"] for r in got], [r["p_ai"] for r in want], atol=1e-4)
+
+
+def chromium_path() -> str:
+    path = os.environ.get("TTP_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        message = "no chromium executable (apt-get install -y chromium, or set TTP_CHROMIUM)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def test_page_in_a_real_browser(backend, shared_dir, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    image = sorted((shared_dir / "data" / "real-vs-ai" / "AI").iterdir())[0]
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("This is a text file with a .jpg name.\n")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with running(create_app(backend)) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 900, "height": 900})
+        page.goto(f"{url}/")
+        expect(page.locator("#model-line")).to_contain_text("resnet18")
+        page.set_input_files("#picker", str(image))
+        card = page.locator(".card").first
+        expect(card.locator(".verdict")).to_contain_text("Likely")
+        expect(card.locator(".detail")).to_contain_text("P(AI) =")
+        page.check("#heatmap-toggle")
+        expect(card.locator("img.preview")).to_have_attribute("src", re.compile(r"^data:image/png"))
+        page.set_input_files("#picker", str(fake))
+        bad = page.locator(".card").first
+        expect(bad.locator(".verdict")).to_have_text("Cannot check this file")
+        expect(bad.locator(".detail")).to_contain_text("not an image")
+        page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+        small = browser.new_page(viewport={"width": 390, "height": 800})  # a phone
+        small.goto(f"{url}/")
+        assert small.evaluate("document.documentElement.scrollWidth") <= 390
+        browser.close()
+    assert (ARTIFACTS / "serve-page.png").read_bytes().startswith(b"\x89PNG")
