@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -98,34 +99,58 @@ def test_api_scores_as_predict_does_and_names_every_bad_file(backend, shared_dir
         assert httpx.post(f"{url}/v1/predict").status_code == 422  # no file field at all
 
 
-def test_concurrent_requests_share_forward_passes(backend, shared_dir):
-    images = sorted((shared_dir / "data" / "real-vs-ai" / "Real").iterdir())[:24]
-    with running(create_app(backend, max_batch=16, max_wait_ms=100)) as url:
+def test_concurrent_requests_share_forward_passes(trained_checkpoint, shared_dir):
+    gate = threading.Event()
+    gated = TorchBackend(trained_checkpoint, device="cpu")
+    forward = gated.p_ai
+    gated.p_ai = lambda images: (gate.wait(60), forward(images))[1]
+    images = sorted((shared_dir / "data" / "real-vs-ai" / "Real").iterdir())[:9]
+    with running(create_app(gated, max_batch=16, max_wait_ms=0)) as url, ThreadPoolExecutor(9) as pool:
 
         def one(path: Path) -> dict:
             return httpx.post(f"{url}/v1/predict", files=upload(path), timeout=60).json()["results"][0]
 
-        with ThreadPoolExecutor(12) as pool:
-            results = list(pool.map(one, images))
+        # While the model is busy with the first image, eight requests arrive: they share the next forward pass.
+        first = pool.submit(one, images[0])
+        wait_for(lambda: httpx.get(f"{url}/v1/health").json()["batches_running"] == 1)
+        rest = [pool.submit(one, path) for path in images[1:]]
+        wait_for(lambda: httpx.get(f"{url}/v1/health").json()["queued_images"] == 8)
+        gate.set()
+        results = [first.result(), *(f.result() for f in rest)]
         health = httpx.get(f"{url}/v1/health").json()
-    assert max(r["batch_size"] for r in results) > 1
-    assert health["images"] == 24 and health["batches"] < 24
+    assert [r["batch_size"] for r in results] == [1] + [8] * 8
+    assert health["images"] == 9 and health["batches"] == 2
+    # Batched or not, each image gets its own score: the batch of eight equals eight forward passes of one.
+    dataset = InferenceDataset(images[1:], gated.info.data_config, gated.info.min_image_side)
+    alone = [forward(dataset[i][0][None])[0] for i in range(8)]
+    assert np.allclose([r["p_ai"] for r in results[1:]], alone, atol=1e-5)
 
 
 def test_full_queue_answers_503_with_retry_after(trained_checkpoint, shared_dir):
     gate = threading.Event()
     gated = TorchBackend(trained_checkpoint, device="cpu")
     forward = gated.p_ai
-    gated.p_ai = lambda images: (gate.wait(30), forward(images))[1]  # the real model, held at the door
+    gated.p_ai = lambda images: (gate.wait(60), forward(images))[1]  # the real model, held at the door
     image = sorted((shared_dir / "data" / "real-vs-ai" / "Real").iterdir())[0]
-    with running(create_app(gated, max_batch=1, max_wait_ms=0, max_queue=1)) as url, ThreadPoolExecutor(4) as pool:
-        pending = [pool.submit(httpx.post, f"{url}/v1/predict", files=upload(image), timeout=60) for _ in range(4)]
-        time.sleep(1.0)
+    with running(create_app(gated, max_batch=1, max_wait_ms=0, max_queue=1)) as url, ThreadPoolExecutor(2) as pool:
+        post = partial(httpx.post, f"{url}/v1/predict", files=upload(image), timeout=60)
+        # One image in the model (held), one in the queue: the queue is full...
+        first = pool.submit(post)
+        wait_for(lambda: httpx.get(f"{url}/v1/health").json()["batches_running"] == 1)
+        second = pool.submit(post)
+        wait_for(lambda: httpx.get(f"{url}/v1/health").json()["queued_images"] == 1)
+        # ...so the next request is turned away at once, with a hint when to come back.
+        busy = post()
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
         gate.set()
-        statuses = sorted(f.result().status_code for f in pending)
-        busy = next(f.result() for f in pending if f.result().status_code == 503)
-    assert statuses.count(200) >= 2 and 503 in statuses
-    assert busy.headers["retry-after"] == "1"
+        assert first.result().status_code == 200 and second.result().status_code == 200
+
+
+def wait_for(condition, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
 
 
 def test_closing_scores_what_is_queued_and_refuses_new_images():

@@ -106,6 +106,7 @@ def create_app(
             "status": "shutting down" if batcher.closing else "ok",
             "uptime_s": round(time.time() - started, 1),
             "queued_images": batcher.queue.qsize(),
+            "batches_running": batcher.running,
             "batches": batcher.batches,
             "images": batcher.images,
             "mean_batch_size": round(batcher.images / batcher.batches, 2) if batcher.batches else None,

@@ -47,6 +47,7 @@ class MicroBatcher:
         self.closing = False
         self.batches = 0
         self.images = 0
+        self.running = 0  # batches in the model thread right now
         self._worker: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -96,6 +97,7 @@ class MicroBatcher:
     async def _score(self, batch: list) -> None:
         started = time.perf_counter()
         images = torch.stack([image for image, _, _ in batch])
+        self.running += 1
         try:
             probabilities = await asyncio.get_running_loop().run_in_executor(self.executor, self.run_batch, images)
         except Exception as error:  # every waiting request learns what happened
@@ -103,6 +105,8 @@ class MicroBatcher:
                 if not future.done():
                     future.set_exception(error)
             return
+        finally:
+            self.running -= 1
         model_ms = (time.perf_counter() - started) * 1000
         self.batches += 1
         self.images += len(batch)
