@@ -41,6 +41,7 @@ def test_spectrum_model_sees_what_the_audit_sees(tmp_path):
     assert torch.allclose(radial_power_profile(pixels), grey)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["npr", "spectral"])
 def test_recipe_model_trains_evaluates_predicts_and_exports(model, tmp_path):
     folder = write_image_folder(tmp_path / "data", per_class=20, size=48)

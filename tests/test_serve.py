@@ -169,6 +169,7 @@ def test_closing_scores_what_is_queued_and_refuses_new_images():
     assert asyncio.run(scenario()) == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
+@pytest.mark.slow
 def test_onnx_backend_gives_the_torch_scores(trained_checkpoint, backend, shared_dir, tmp_path):
     onnx_path = tmp_path / "detector.onnx"
     export_onnx(
@@ -203,6 +204,7 @@ def chromium_path() -> str:
     return path
 
 
+@pytest.mark.slow
 def test_page_in_a_real_browser(backend, shared_dir, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 

@@ -30,7 +30,11 @@ function addCard(file) {
   const img = card.querySelector(".preview");
   img.src = URL.createObjectURL(file);
   img.alt = `Uploaded image ${file.name}`;
-  img.addEventListener("error", () => { img.removeAttribute("src"); img.alt = `${file.name} (no preview)`; });
+  img.addEventListener("error", () => {  // not an image the browser can show: say so instead of a broken icon
+    if (img.src.startsWith("data:")) return;
+    img.hidden = true;
+    img.closest("figure").classList.add("no-preview");
+  });
   card.querySelector(".name").textContent = file.name;
   card.querySelector(".verdict").textContent = "Checking…";
   results.prepend(card);
