@@ -29,7 +29,7 @@ from omegaconf import DictConfig, open_dict
 
 from trustthepixels.config import to_plain
 from trustthepixels.data.loading.datamodule import default_num_workers
-from trustthepixels.data.loading.split import SPLITS
+from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.sources.fileutils import atomic_write_text
 from trustthepixels.data.sources.roots import Roots, parse_roots
 from trustthepixels.errors import ConfigError
@@ -108,12 +108,11 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
     evaluator = Evaluator(
         detector, cfg.data.batch_size, workers, resolve_device(cfg.get("device", "auto")), detector.min_image_side
     )
-    own = _split_rows(out / "split.csv")
-    val = _from_rows("val", own["val"], detector)
+    val = EvalSet.from_split("val", detector, read_split_csv(out / "split.csv")["val"])
     threshold, _, note = calibrate(val, evaluator.logits(val))
     cells = {}
     for name, folder in roots.items():
-        subset = _test_set(cfg, name, folder, trained, test_only, own, detector)
+        subset = _test_set(cfg, name, folder, trained, test_only, out / "split.csv", detector)
         logits = evaluator.logits(subset)
         metrics = binary_metrics(subset.labels, logits, threshold)
         bands = binary_metric_intervals(subset.labels, logits, threshold, seed=cfg.seed)
@@ -141,21 +140,9 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
     return row
 
 
-def _split_rows(path: Path) -> dict[str, list[dict[str, str]]]:
-    parts: dict[str, list[dict[str, str]]] = {name: [] for name in SPLITS}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            parts[row["split"]].append(row)
-    return parts
-
-
-def _from_rows(name: str, rows_: list[dict[str, str]], detector) -> EvalSet:
-    return EvalSet.from_split(name, detector, [(r["path"], int(r["label"])) for r in rows_])
-
-
-def _test_set(cfg, name, folder, trained, test_only, own, detector) -> EvalSet:
+def _test_set(cfg, name, folder, trained, test_only, split_csv: Path, detector) -> EvalSet:
     if name in trained:  # its part of this row's own test split
-        return _from_rows(name, [r for r in own["test"] if r["source"] == name], detector)
+        return EvalSet.from_split(name, detector, read_split_csv(split_csv, source=name)["test"])
     if name in test_only:
         subset = EvalSet.from_folder(folder, detector.min_image_side, cfg.data.cache_dir)
         subset.name = name

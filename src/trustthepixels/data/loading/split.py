@@ -178,10 +178,12 @@ def write_split_csv(parts: dict[str, list[Sample]], path: Path) -> None:
                 writer.writerow([s.relpath, s.label, LABELS[s.label], name, s.source])
 
 
-def read_split_csv(path: Path) -> dict[str, list[tuple[str, int]]]:
-    """(relative path, label) per split, as `write_split_csv` wrote them: a finished run's own split."""
+def read_split_csv(path: Path, source: str | None = None) -> dict[str, list[tuple[str, int]]]:
+    """(relative path, label) per split, as `write_split_csv` wrote them: a finished run's own split; with
+    `source`, only that source's images (a union's split.csv names each image's source)."""
     parts: dict[str, list[tuple[str, int]]] = {name: [] for name in SPLITS}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            parts[row["split"]].append((row["path"], int(row["label"])))
+            if source is None or row.get("source") == source:
+                parts[row["split"]].append((row["path"], int(row["label"])))
     return parts
