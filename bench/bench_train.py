@@ -1,10 +1,14 @@
 """Benchmark: a plain PyTorch training loop against the project's Lightning pipeline.
 
     python bench/bench_train.py [--batches 12] [--threads 2] [--model tf_efficientnet_lite0]
+    python bench/bench_train.py --trainer gpu --data ../shared/data/cifake-8000 --batches 100 --precision bf16-mixed
 
 Same model (the shared ImageNet weights), data (../shared/data/real-vs-ai through the project's DataModule,
-warm caches), batch size, optimizer, schedule and threads; images per second over the same number of
-training batches, and the share of step time spent waiting for data. Run --trials times each, alternating.
+warm caches), batch size, optimizer, schedule, threads, device, precision and memory layout (the plain loop
+uses the pipeline's: the trainer config's precision as torch.autocast, channels_last when the model config
+sets it); images per second over the same number of training batches, and the share of step time spent
+waiting for data. Run --trials times each, alternating. On a GPU every step is synchronised before the clock
+is read, in both.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ def config(args, tmp: Path):
         "callbacks.lr_monitor=null",
         f"paths.output_dir={tmp}",
         f"paths.data_dir={REPO / 'data'}",
+        *([f"trainer={args.trainer}"] if args.trainer else []),
+        *([f"data.root={args.data}"] if args.data else []),
+        *([f"trainer.precision={args.precision}"] if args.precision else []),
+        *([f"data.image_size={args.image_size}"] if args.image_size else []),
     ]
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -44,13 +52,19 @@ def config(args, tmp: Path):
     return cfg
 
 
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
 def plain_loop(cfg, batches: int) -> tuple[float, float]:
     seed_everything(cfg.seed)
-    model = instantiate(cfg.model)
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
+    model = instantiate(cfg.model).to(device)
     dm = instantiate(cfg.data, data_config=model.data_config)
     dm.setup("fit")
     loader = dm.train_dataloader()
     model.train()
+    dtype = AUTOCAST.get(str(cfg.trainer.precision))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     optimizer = instantiate(model.hparams.optimizer)(params=[p for p in model.parameters() if p.requires_grad])
     scheduler = instantiate(model.hparams.scheduler)(optimizer=optimizer, total_steps=batches)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -61,14 +75,20 @@ def plain_loop(cfg, batches: int) -> tuple[float, float]:
             break
         if i:
             waited += time.perf_counter() - last
-        flip = torch.rand(len(images)) < 0.5
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        flip = torch.rand(len(images), device=device) < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-        loss = loss_fn(model(images), labels.float())
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(images)
+        loss = loss_fn(logits.float(), labels.float())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         images_seen += len(labels)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         last = time.perf_counter()
     return images_seen / (last - start), waited / (last - start)
 
@@ -99,6 +119,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="tf_efficientnet_lite0")
     parser.add_argument("--trials", type=int, default=2)
+    parser.add_argument("--data", default=None, help="an AI/ + Real/ folder (default: ../shared/data/real-vs-ai)")
+    parser.add_argument("--trainer", default=None, help="a trainer config, e.g. gpu (default: the experiment's cpu)")
+    parser.add_argument("--precision", default=None, help="32-true, bf16-mixed, 16-mixed (default: the config's)")
+    parser.add_argument("--image-size", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import tempfile
@@ -110,9 +134,11 @@ def main() -> None:
     for trial in range(1, args.trials + 1):
         rows.append(("plain PyTorch loop", trial, *plain_loop(cfg, args.batches)))
         rows.append(("Lightning pipeline", trial, *lightning(cfg)))
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(
         f"{args.model}, batch {cfg.data.batch_size}, {args.batches} batches, {args.threads} threads, "
-        f"{cfg.data.num_workers if cfg.data.num_workers is not None else 'auto'} loader workers"
+        f"{cfg.data.num_workers if cfg.data.num_workers is not None else 'auto'} loader workers, {device}, "
+        f"precision {cfg.trainer.precision}, channels_last {cfg.model.channels_last}"
     )
     print(f"{'':22}{'trial':>6}{'images/s':>10}{'data wait':>11}")
     for name, trial, rate, wait in rows:

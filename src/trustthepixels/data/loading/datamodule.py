@@ -29,7 +29,7 @@ from trustthepixels.data.loading.split import (
     stratified_split,
     write_split_csv,
 )
-from trustthepixels.data.loading.transforms import Preprocessing, build_transform
+from trustthepixels.data.loading.transforms import INTERPOLATIONS, Preprocessing, build_transform
 from trustthepixels.data.sources.prepare import RELEASE_URL, prepare_from_release
 from trustthepixels.data.sources.roots import Roots, is_union, parse_roots, roots_state
 from trustthepixels.data.sources.scan import (
@@ -65,6 +65,8 @@ def check_data_settings(
     folds: Any = None,
     fold: Any = 0,
     max_train_per_class: Any = None,
+    interpolation: Any = None,
+    crop_pct: Any = None,
 ) -> None:
     """Refuse settings that cannot work before any image is read, naming the setting and what it takes."""
 
@@ -78,6 +80,15 @@ def check_data_settings(
     check_fractions(split)
     if image_size is not None and not is_int(image_size, 8):
         raise ConfigError(f"data.image_size={image_size!r}: use a side in pixels (8 or more), or null")
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise ConfigError(
+            f"data.interpolation={interpolation!r}: use one of {', '.join(INTERPOLATIONS)}, or null for the backbone's"
+        )
+    if crop_pct is not None and not (isinstance(crop_pct, int | float) and 0 < crop_pct <= 1):
+        raise ConfigError(
+            f"data.crop_pct={crop_pct!r}: use the evaluation crop's share of the resized side (0 < crop_pct <= 1), "
+            "or null for the backbone's"
+        )
     if (
         not isinstance(crop_scale, Sequence)
         or len(crop_scale) != 2
@@ -137,8 +148,8 @@ class ImageFolderDataModule(LightningDataModule):
     `root` is one `AI/` + `Real/` folder, or several sources (a list of folders, or a mapping name -> folder):
     their union is split per source and class, and validation and test report each source's metrics too.
 
-    `data_config` is the backbone's timm data config (size, interpolation, crop_pct); `image_size` overrides
-    its size. The resolved config and the label mapping go into every checkpoint through `state_dict`.
+    `data_config` is the backbone's timm data config (size, interpolation, crop_pct); `image_size`,
+    `interpolation` and `crop_pct` override it. The resolved config and the label mapping go into every checkpoint through `state_dict`.
     A missing `root` is downloaded from `url` when `download` is set. With `near_duplicates` (limits on pHash
     and dHash distances) near-duplicate images always land in the same split.
     """
@@ -152,6 +163,8 @@ class ImageFolderDataModule(LightningDataModule):
         split: Sequence[float] = (0.8, 0.1, 0.1),
         seed: int = 42,
         image_size: int | None = None,
+        interpolation: str | None = None,
+        crop_pct: float | None = None,
         crop_scale: Sequence[float] = (0.5, 1.0),
         augment: str = "none",
         resize: str = "shorter",
@@ -175,7 +188,7 @@ class ImageFolderDataModule(LightningDataModule):
         split, crop_scale, near_duplicates = to_plain(split), to_plain(crop_scale), to_plain(near_duplicates)
         check_data_settings(
             batch_size, num_workers, split, image_size, crop_scale, augment, resize, blur_prob, jpeg_prob,
-            min_image_side, near_duplicates, folds, fold, max_train_per_class,
+            min_image_side, near_duplicates, folds, fold, max_train_per_class, interpolation, crop_pct,
         )  # fmt: skip
         self.folds, self.fold = folds, fold
         self.max_train_per_class = max_train_per_class
@@ -184,6 +197,10 @@ class ImageFolderDataModule(LightningDataModule):
         self.data_config = dict(to_plain(data_config))
         if image_size:
             self.data_config["input_size"] = (3, int(image_size), int(image_size))
+        if interpolation:
+            self.data_config["interpolation"] = interpolation
+        if crop_pct:
+            self.data_config["crop_pct"] = float(crop_pct)
         # Part of what the model sees (see transforms.Preprocessing): saved in every checkpoint with the rest.
         self.data_config["jpeg_draft"] = bool(jpeg_draft)
         self.data_config["resize"] = resize
