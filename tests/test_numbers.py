@@ -74,6 +74,27 @@ def test_train_and_eval_report_the_same_test_numbers_with_and_without_the_cache(
         assert runs[True]["test"][f"test/{key}"] == pytest.approx(recomputed[key], abs=1e-9)
 
 
+def test_mixed_precision_training_reports_the_float32_numbers_eval_py_computes(tmp_path):
+    # bf16 autocast speeds training up (on a GPU); validation and test still score in float32 as eval.py does,
+    # so the numbers training reports, and the checkpoint and threshold they choose, are the ones it reproduces.
+    # The run also sets the resampling (nearest, whole image): eval.py must follow it from the checkpoint alone.
+    folder = write_image_folder(tmp_path / "data", per_class=24, size=24)
+    report, evaluated = _train_and_evaluate(
+        folder, tmp_path, True, "trainer.precision=bf16-mixed", "data.interpolation=nearest", "data.crop_pct=1.0"
+    )
+    for key in SHARED:
+        assert report["test"][f"test/{key}"] == pytest.approx(evaluated[key], abs=1e-6), key
+    # Image by image: training's P(AI) (full repr) and eval.py's (6 decimals).
+    with open(tmp_path / "cached" / "run" / "predictions.csv") as f:
+        trained = {r["path"]: float(r["p_ai"]) for r in csv.DictReader(f)}
+    with open(tmp_path / "cached" / "eval" / "run" / "predictions.csv") as f:
+        scored = {r["path"]: float(r["p_ai"]) for r in csv.DictReader(f) if r["set"] == "test"}
+    assert len(scored) == len(trained) > 0
+    for path, p_ai in scored.items():
+        relpath = next(rel for rel in trained if path.endswith(rel))
+        assert p_ai == pytest.approx(trained[relpath], abs=1e-6), path
+
+
 def test_metrics_agree_with_scikit_learn_and_name_missing_classes():
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 2, 300)

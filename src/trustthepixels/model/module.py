@@ -223,7 +223,12 @@ class DetectorModule(LightningModule):
     # the split's metrics computed once from all of them, by the same function eval.py uses.
     def _collect(self, batch, stage: str) -> None:
         images, labels, indices = batch
-        self._predictions.setdefault(stage, Predictions()).add(indices, self(images).float(), labels)
+        # In full precision whatever the trainer's: mixed precision is a training speed-up, and eval.py,
+        # predict.py, serve.py and the ONNX export all score in float32. A bf16 pass would report numbers
+        # (and pick a checkpoint and a threshold) that no later command reproduces.
+        with torch.autocast(self.device.type, enabled=False):
+            logits = self(images).float()
+        self._predictions.setdefault(stage, Predictions()).add(indices, logits, labels)
 
     def _report(self, stage: str) -> None:
         predictions = self._predictions.pop(stage, None)
