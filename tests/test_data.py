@@ -223,3 +223,32 @@ def test_resize_setting_is_checked_and_stored(image_folder):
     dm.setup("fit")
     images, _, _ = next(iter(dm.train_dataloader()))
     assert images.shape[1:] == (3, 32, 32)
+
+
+def test_interpolation_and_crop_pct_override_the_backbone_and_travel_with_the_model(tmp_path):
+    """data.interpolation=nearest, data.crop_pct=1: a 32 px image reaches a 128 px model as exact 4x4 copies of
+    its pixels, all of it; the choice is in the data config every checkpoint stores (and names the cache entry)."""
+    from trustthepixels.data.loading.transforms import Preprocessing, load_pixels
+    from trustthepixels.errors import ConfigError
+
+    rng = np.random.default_rng(0)
+    for label in ("AI", "Real"):
+        (tmp_path / label).mkdir()
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / label / f"{i}.png")
+    backbone = {"input_size": (3, 224, 224), "interpolation": "bicubic", "crop_pct": 0.875}
+    dm = ImageFolderDataModule(
+        tmp_path, backbone, image_size=128, interpolation="nearest", crop_pct=1.0, num_workers=0, cache=False
+    )
+    config = dm.state_dict()["data_config"]
+    assert (config["interpolation"], config["crop_pct"], config["input_size"]) == ("nearest", 1.0, [3, 128, 128])
+    pixels = load_pixels(tmp_path / "AI" / "0.png", dm.preprocessing)
+    out = build_transform(config, train=False)(pixels)
+    assert torch.equal(out, pixels.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2))
+    assert dm.preprocessing.key != Preprocessing.from_data_config({**config, "interpolation": "bicubic"}).key
+    # null keeps the backbone's own
+    assert ImageFolderDataModule(tmp_path, backbone, num_workers=0).data_config["interpolation"] == "bicubic"
+    with pytest.raises(ConfigError, match=r"data\.interpolation='lanczos'"):
+        ImageFolderDataModule(tmp_path, backbone, interpolation="lanczos")
+    with pytest.raises(ConfigError, match=r"data\.crop_pct=1\.5"):
+        ImageFolderDataModule(tmp_path, backbone, crop_pct=1.5)

@@ -149,9 +149,9 @@ class ImageFolderDataModule(LightningDataModule):
     their union is split per source and class, and validation and test report each source's metrics too.
 
     `data_config` is the backbone's timm data config (size, interpolation, crop_pct); `image_size`,
-    `interpolation` and `crop_pct` override it. The resolved config and the label mapping go into every checkpoint through `state_dict`.
-    A missing `root` is downloaded from `url` when `download` is set. With `near_duplicates` (limits on pHash
-    and dHash distances) near-duplicate images always land in the same split.
+    `interpolation` and `crop_pct` override it. The resolved config and the label mapping go into every
+    checkpoint through `state_dict`. A missing `root` is downloaded from `url` when `download` is set. With
+    `near_duplicates` (limits on pHash and dHash distances) near-duplicate images always land in the same split.
     """
 
     def __init__(
