@@ -14,7 +14,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from trustthepixels.config import auto_precision, run_dir_of, run_id
+from trustthepixels.errors import ConfigError
 from trustthepixels.model.backbone import UnknownModelError, create_backbone
+from trustthepixels.model.module import flip_mode
 from trustthepixels.model.schedule import warmup_cosine
 
 from .conftest import CONFIGS, TINY
@@ -134,6 +136,22 @@ def test_flips_happen_on_the_device_in_the_training_step(make_cfg):
     assert all(s or m for s, m in zip(same, mirrored, strict=True)) and 10 < sum(mirrored) < 54
     model.hparams.flip = False
     assert torch.equal(model.random_flip(images), images)
+
+
+def test_dihedral_flips_give_each_of_the_squares_eight_symmetries(make_cfg):
+    model = instantiate(make_cfg("model=resnet18", "model.pretrained=false", "model.flip=dihedral").model)
+    image = torch.arange(3 * 5 * 5, dtype=torch.uint8).reshape(3, 5, 5)
+    symmetries = [torch.rot90(x, k, dims=(-2, -1)) for x in (image, image.flip(-1)) for k in range(4)]
+    torch.manual_seed(0)
+    out = model.random_flip(image.repeat(400, 1, 1, 1))
+    seen = [next(i for i, s in enumerate(symmetries) if torch.equal(x, s)) for x in out]  # each one of the 8
+    counts = torch.bincount(torch.tensor(seen), minlength=8)
+    assert counts.min() > 25, counts  # about 50 each
+    non_square = torch.zeros(4, 3, 4, 6, dtype=torch.uint8)
+    assert model.random_flip(non_square).shape == non_square.shape  # flips only
+    assert (flip_mode(True), flip_mode(False)) == ("horizontal", "none")  # the old booleans still work
+    with pytest.raises(ConfigError, match=r"model\.flip='vertical'"):
+        flip_mode("vertical")
 
 
 @pytest.mark.parametrize("precision", ["bf16-true", "16-true"])

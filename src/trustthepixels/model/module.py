@@ -79,6 +79,19 @@ class Predictions:
         return indices, logits[first], labels[first].astype(np.int64)
 
 
+FLIPS = ("none", "horizontal", "dihedral")
+
+
+def flip_mode(flip: bool | str) -> str:
+    """`model.flip`: true/horizontal, false/none, or dihedral (flips and quarter turns)."""
+    mode = {True: "horizontal", False: "none"}.get(flip, flip) if isinstance(flip, bool) else flip
+    if mode not in FLIPS:
+        raise ConfigError(
+            f"model.flip={flip!r}: use horizontal (or true), dihedral (flips and quarter turns) or none (or false)"
+        )
+    return mode
+
+
 class DetectorModule(LightningModule):
     """Takes uint8 (or [0, 1] float) NCHW images, normalises them on the device, returns one logit each.
 
@@ -99,12 +112,13 @@ class DetectorModule(LightningModule):
         weights: str | Path | None = None,
         model_kwargs: dict[str, Any] | None = None,
         channels_last: bool = False,
-        flip: bool = True,
+        flip: bool | str = True,
         compile: bool = False,
         freeze_backbone: bool = False,
         trainable_blocks: int | None = None,
     ):
         super().__init__()
+        flip = flip_mode(flip)
         if trainable_blocks is not None and (
             not isinstance(trainable_blocks, int) or isinstance(trainable_blocks, bool) or trainable_blocks < 0
         ):
@@ -198,12 +212,19 @@ class DetectorModule(LightningModule):
             self.train()
 
     def random_flip(self, images: torch.Tensor) -> torch.Tensor:
-        """Random horizontal flips of a training batch, on the device (one uint8 op for the whole batch). Drawn
-        in the training step, after `StepSeed` has seeded it, so a resumed run flips the same images."""
-        if not self.hparams.flip or images.dim() != 4:
+        """Random flips of a training batch on the device, a few uint8 ops for the whole batch: horizontal, or
+        any of the square's 8 symmetries (`dihedral`: flips and quarter turns, for square inputs). Drawn in the
+        training step, after `StepSeed` has seeded it, so a resumed run flips the same images."""
+        mode = flip_mode(self.hparams.flip)
+        if mode == "none" or images.dim() != 4:
             return images
         flip = torch.rand(len(images), device=images.device) < 0.5
-        return torch.where(flip[:, None, None, None], images.flip(-1), images)
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        if mode == "dihedral" and images.shape[-1] == images.shape[-2]:
+            turns = torch.randint(0, 4, (len(images),), device=images.device)
+            rotated = torch.stack([torch.rot90(images, k, dims=(-2, -1)) for k in range(4)])
+            images = rotated[turns, torch.arange(len(images), device=images.device)]
+        return images
 
     def configure_model(self) -> None:
         if self.hparams.compile and not getattr(self, "_compiled", False):
