@@ -162,3 +162,17 @@ def test_compiled_backbone_trains_and_keeps_checkpoint_keys(make_cfg, image_fold
     (checkpoint,) = (tmp_path / "run" / "checkpoints").glob("epoch*.ckpt")
     keys = torch.load(checkpoint, weights_only=True)["state_dict"].keys()
     assert "backbone.conv1.weight" in keys and not any("_orig_mod" in k for k in keys)
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_with_settings_that_can_work(experiment, tmp_path):
+    """A recipe with a typo'd key or an impossible value fails here, not minutes into someone's run."""
+    from trustthepixels.data.loading.datamodule import check_data_config
+    from trustthepixels.model.module import flip_mode
+
+    from .conftest import compose_cfg
+
+    cfg = compose_cfg([f"experiment={experiment}"], tmp_path)
+    check_data_config(cfg.data)
+    flip_mode(cfg.model.flip)
+    assert cfg.model.backbone and cfg.trainer.max_epochs >= 1
