@@ -250,5 +250,6 @@ def test_interpolation_and_crop_pct_override_the_backbone_and_travel_with_the_mo
     assert ImageFolderDataModule(tmp_path, backbone, num_workers=0).data_config["interpolation"] == "bicubic"
     with pytest.raises(ConfigError, match=r"data\.interpolation='lanczos'"):
         ImageFolderDataModule(tmp_path, backbone, interpolation="lanczos")
-    with pytest.raises(ConfigError, match=r"data\.crop_pct=1\.5"):
-        ImageFolderDataModule(tmp_path, backbone, crop_pct=1.5)
+    for wrong in (1.5, True):
+        with pytest.raises(ConfigError, match=rf"data\.crop_pct={wrong}"):
+            ImageFolderDataModule(tmp_path, backbone, crop_pct=wrong)

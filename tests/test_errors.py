@@ -161,3 +161,19 @@ def test_the_audit_warns_on_balanced_accuracy_not_plain_accuracy(tmp_path):
     report = audit_dataset(tmp_path / "d", tmp_path / "audit", max_phash=0, max_dhash=0)
     assert report["metadata_baseline"]["balanced_accuracy"] < 0.6
     assert not any("metadata alone" in w for w in report["warnings"])
+
+
+def test_every_command_scores_with_trainings_float32_matmul_precision():
+    """train() sets `matmul_precision` ("high": TF32 on a GPU); eval.py, predict.py, serve.py... run through
+    `cli.run`, which sets the same, so a GPU computes their logits as training's validation did."""
+    import torch
+    from omegaconf import OmegaConf
+
+    torch.set_float32_matmul_precision("highest")
+    try:
+        seen = run(lambda cfg: torch.get_float32_matmul_precision(), OmegaConf.create({"task_name": "eval"}))
+        assert seen == "high"
+        seen = run(lambda cfg: torch.get_float32_matmul_precision(), OmegaConf.create({"matmul_precision": "medium"}))
+        assert seen == "medium"
+    finally:
+        torch.set_float32_matmul_precision("highest")

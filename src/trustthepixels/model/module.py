@@ -84,7 +84,7 @@ FLIPS = ("none", "horizontal", "dihedral")
 
 def flip_mode(flip: bool | str) -> str:
     """`model.flip`: true/horizontal, false/none, or dihedral (flips and quarter turns)."""
-    mode = {True: "horizontal", False: "none"}.get(flip, flip) if isinstance(flip, bool) else flip
+    mode = ("horizontal" if flip else "none") if isinstance(flip, bool) else flip
     if mode not in FLIPS:
         raise ConfigError(
             f"model.flip={flip!r}: use horizontal (or true), dihedral (flips and quarter turns) or none (or false)"
@@ -221,9 +221,9 @@ class DetectorModule(LightningModule):
         flip = torch.rand(len(images), device=images.device) < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         if mode == "dihedral" and images.shape[-1] == images.shape[-2]:
-            turns = torch.randint(0, 4, (len(images),), device=images.device)
-            rotated = torch.stack([torch.rot90(images, k, dims=(-2, -1)) for k in range(4)])
-            images = rotated[turns, torch.arange(len(images), device=images.device)]
+            turns = torch.randint(0, 4, (len(images),), device=images.device)[:, None, None, None]
+            for k in (1, 2, 3):
+                images = torch.where(turns == k, torch.rot90(images, k, dims=(-2, -1)), images)
         return images
 
     def configure_model(self) -> None:

@@ -84,7 +84,9 @@ def check_data_settings(
         raise ConfigError(
             f"data.interpolation={interpolation!r}: use one of {', '.join(INTERPOLATIONS)}, or null for the backbone's"
         )
-    if crop_pct is not None and not (isinstance(crop_pct, int | float) and 0 < crop_pct <= 1):
+    if crop_pct is not None and (
+        isinstance(crop_pct, bool) or not isinstance(crop_pct, int | float) or not 0 < crop_pct <= 1
+    ):
         raise ConfigError(
             f"data.crop_pct={crop_pct!r}: use the evaluation crop's share of the resized side (0 < crop_pct <= 1), "
             "or null for the backbone's"
