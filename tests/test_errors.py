@@ -177,3 +177,11 @@ def test_every_command_scores_with_trainings_float32_matmul_precision():
         assert seen == "medium"
     finally:
         torch.set_float32_matmul_precision("highest")
+
+
+def test_a_per_source_metric_keeps_its_direction_and_names_its_checkpoint():
+    from trustthepixels.config import metric_mode, metric_slug
+
+    assert metric_mode("val/loss/cifake") == "min" and metric_mode("val/auroc/cifake") == "max"
+    assert metric_mode("val/ece") == "min" and metric_mode("val/auroc") == "max"
+    assert metric_slug("val/loss/cifake") == "loss_cifake" and metric_slug("val/auroc") == "auroc"

@@ -20,6 +20,7 @@ from trustthepixels.evaluation.evaluate import evaluate
 from trustthepixels.evaluation.inference import InferenceDataset
 from trustthepixels.evaluation.metrics import binary_metrics, choose_threshold, fit_temperature
 from trustthepixels.evaluation.robustness import DEFAULT_PERTURBATIONS, perturbations
+from trustthepixels.model.checkpoint import load_detector
 from trustthepixels.prediction.export import export_onnx
 
 from .conftest import REPO, compose_cfg, write_image_folder
@@ -164,9 +165,12 @@ def test_predict_names_bad_files_and_scores_the_rest(trained_checkpoint, bad_ima
         "one_pixel_1x1.jpg",  # the training run's rule (data.min_image_side=8) applies to new images too
     }
     assert "data.min_image_side=8" in rows["one_pixel_1x1.jpg"]["error"]
+    threshold = load_detector(trained_checkpoint).val_threshold  # the one verdict rule: the checkpoint's
     for name, row in rows.items():
+        assert float(row["threshold"]) == threshold and row["source"] == bad_image_folder.name
         if name not in unreadable:
-            assert 0.0 <= float(row["p_ai"]) <= 1.0 and row["label"] in {"AI", "Real"}
+            assert 0.0 <= float(row["p_ai"]) <= 1.0 and row["label"] == ""  # no true label for new images
+            assert row["verdict"] == ("AI" if float(row["p_ai"]) > threshold else "Real")
     assert "truncated_half.jpg" in result.stdout and "decompression bomb" in result.stdout
 
 

@@ -23,6 +23,7 @@ from trustthepixels.evaluation.metrics import (
     core_metrics,
     fit_temperature,
 )
+from trustthepixels.model.checkpoint import load_detector
 from trustthepixels.training import train
 
 from .conftest import TINY, compose_cfg, write_image_folder
@@ -152,7 +153,10 @@ def test_a_validation_split_with_one_class_is_said_in_the_report(trained_checkpo
         config_name="eval",
     )
     result = evaluate(cfg)
-    assert result["calibration"]["threshold"] == 0.5 and "needs both classes" in result["calibration"]["threshold_note"]
+    # The verdict rule is the checkpoint's own validation threshold (chosen when it was saved), whatever the split
+    # file says now; the temperature is fitted here, on the validation split, and cannot be.
+    assert result["calibration"]["threshold"] == load_detector(trained_checkpoint).val_threshold
+    assert "validation split" in result["calibration"]["threshold_source"]
     assert not result["calibration"]["temperature_fitted"]
     report = (tmp_path / "eval" / "run" / "report.md").read_text()
     assert "needs both classes" in report and "not fitted" in report
@@ -160,10 +164,10 @@ def test_a_validation_split_with_one_class_is_said_in_the_report(trained_checkpo
 
 def test_extra_sets_never_overwrite_each_other(tmp_path):
     sets = [
-        EvalSet("test", tmp_path / "data", [], np.array([]), []),
-        EvalSet("test", tmp_path / "other" / "test", [], np.array([]), []),
-        EvalSet("test", tmp_path / "more" / "other" / "test", [], np.array([]), []),
-        EvalSet("cifake", tmp_path / "cifake", [], np.array([]), []),
+        EvalSet("test", [], [], np.array([]), [], tmp_path / "data"),
+        EvalSet("test", [], [], np.array([]), [], tmp_path / "other" / "test"),
+        EvalSet("test", [], [], np.array([]), [], tmp_path / "more" / "other" / "test"),
+        EvalSet("cifake", [], [], np.array([]), [], tmp_path / "cifake"),
     ]
     unique_names(sets)
     assert [s.name for s in sets] == ["test", "other/test", "other/test-2", "cifake"]

@@ -4,7 +4,6 @@ and McNemar's tests, cross-validation folds and the sweep summaries built on the
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from trustthepixels.data.loading.split import cross_validation_split
 from trustthepixels.data.sources.scan import Sample
-from trustthepixels.evaluation.compare import delong, load_predictions, mcnemar, paired_bootstrap, verdict
+from trustthepixels.evaluation.compare import delong, holm, load_predictions, mcnemar, paired_bootstrap, verdict
 from trustthepixels.evaluation.intervals import (
     BOOTSTRAPPED,
     clopper_pearson,
@@ -24,7 +23,6 @@ from trustthepixels.evaluation.intervals import (
     too_small_to_rank,
 )
 from trustthepixels.evaluation.metrics import core_metrics
-from trustthepixels.sweeps import write_summary
 
 from .conftest import compose_cfg
 
@@ -170,39 +168,48 @@ def test_cross_validation_folds_partition_the_data_and_keep_groups_whole():
     assert {s.relpath for s in again["test"]} == tests[2]  # the same folds for the same seed, whatever the model
 
 
-def _fake_job(root: Path, job: str, overrides: list[str], auroc: float, predictions: list[tuple[str, int, float]]):
-    (root / job / ".hydra").mkdir(parents=True)
-    (root / job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    test = {"test/auroc": auroc, "test/auroc_lo": auroc - 0.1, "test/auroc_hi": min(1.0, auroc + 0.1)}
-    (root / job / "metrics.json").write_text(json.dumps({"val": {"val/auroc": auroc}, "test": test}))
-    with open(root / job / "predictions.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "logit", "p_ai"])
-        writer.writerows([p, y, z, 1 / (1 + math.exp(-z))] for p, y, z in predictions)
+def test_holm_adjusts_several_pairs_and_leaves_one_alone():
+    # Holm (1979): sorted p 0.01, 0.03, 0.04 times 3, 2, 1 -> 0.03, 0.06, 0.04 -> made monotone: 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.2]) == [0.2] and holm([0.9, 0.8]) == [1.0, 1.0]
 
 
-def test_sweep_summary_gives_folds_pooled_out_of_fold_and_seed_spread(tmp_path):
-    rng = np.random.default_rng(0)
-    images = [(f"AI/{i}.jpg" if i % 2 else f"Real/{i}.jpg", i % 2) for i in range(30)]
-    for fold in range(3):
-        chosen = images[fold::3]
-        predictions = [(p, y, float(rng.normal(y, 1))) for p, y in chosen]
-        _fake_job(tmp_path, str(fold), ["data.folds=3", f"data.fold={fold}"], 0.7 + 0.05 * fold, predictions)
-    write_summary(tmp_path, "val/auroc")
-    summary = (tmp_path / "summary.md").read_text()
-    assert "## Cross-validation" in summary and "3 of 3 folds completed" in summary and "mean ± sd" in summary
-    assert "0.7500 ± 0.0500" in summary and "Pooled out-of-fold (30 images" in summary
-    with open(tmp_path / "oof_predictions.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert sorted(r["path"] for r in rows) == sorted(p for p, _ in images)  # every image once
-    assert "[0." in summary  # intervals printed
+def test_compare_py_judges_many_pairs_on_holm_adjusted_p_values(tmp_path):
+    """Three models, three pairs: a difference at p = 0.03 alone is no verdict once three pairs are judged."""
+    from trustthepixels.evaluation.compare import compare
 
-    seeds = tmp_path / "seeds"
-    for job, seed in enumerate((1, 2, 3)):
-        _fake_job(seeds, str(job), ["model=resnet18", f"seed={seed}"], 0.6 + 0.1 * job, [("AI/0.jpg", 1, 0.3)])
-    write_summary(seeds, "val/auroc")
-    text = (seeds / "summary.md").read_text()
-    assert "## Seeds" in text and "`model=resnet18` | 3 | 0.7000 ± 0.1000 (min 0.6000, max 0.8000)" in text
+    rng = np.random.default_rng(4)
+    labels, truth = _binormal(60, 60, 1.0, rng)
+    for name, noise in (("a", 0.8), ("b", 1.0), ("c", 1.2)):
+        with open(tmp_path / f"{name}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "logit"])
+            writer.writerows([f"{i}.png", y, z] for i, (y, z) in enumerate(zip(labels, truth + rng.normal(0, noise,
+                             120), strict=True)))  # fmt: skip
+    cfg = compose_cfg([f"inputs=[{tmp_path / 'a.csv'},{tmp_path / 'b.csv'},{tmp_path / 'c.csv'}]", "bootstrap=200"],
+                      tmp_path, "compare")  # fmt: skip
+    pairs = compare(cfg)["pairs"]
+    raw = [p["delong"]["p"] for p in pairs]
+    assert [p["delong"]["p_holm"] for p in pairs] == pytest.approx(holm(raw))
+    for pair in pairs:
+        better = pair["delong"]["p_holm"] < 0.05
+        assert (
+            pair["sentence"].startswith("No detectable") != better and "Holm-adjusted for 3 pairs" in pair["sentence"]
+        )
+
+
+def test_a_perfectly_separated_set_gets_an_honest_auroc_interval_and_the_warning():
+    labels = np.r_[np.ones(40), np.zeros(40)].astype(int)
+    logits = np.r_[np.linspace(1, 3, 40), np.linspace(-3, -1, 40)]
+    bands = metric_intervals(labels, logits, n_resamples=200)
+    # The percentile bootstrap says [1.000, 1.000]; 40 disjoint pairs, all ordered right, bound it exactly.
+    assert bands["auroc_lo"] == pytest.approx(0.025 ** (1 / 40)) and bands["auroc_hi"] == 1.0
+    assert bands["auroc_separated"] == 1.0
+    warning = too_small_to_rank(80, bands["auroc_lo"], bands["auroc_hi"], separated=True)
+    assert warning is not None and "perfectly separated" in warning
+    assert "auroc_separated" not in metric_intervals(
+        labels, logits + np.r_[np.zeros(39), -9, np.zeros(40)], n_resamples=50
+    )
 
 
 def test_compare_py_on_prediction_files(tmp_path):
@@ -223,7 +230,7 @@ def test_compare_py_on_prediction_files(tmp_path):
     assert pair["sentence"].startswith("sharp is better than blurry on this data (160 images): AUROC +")
     report = (tmp_path / "run" / "report.md").read_text()
     assert "DeLong" in report and "McNemar" in report and (tmp_path / "run" / "roc.png").is_file()
-    assert load_predictions(tmp_path / "sharp.csv").threshold == 0.5
+    assert set(load_predictions(tmp_path / "sharp.csv").thresholds.values()) == {0.5}  # no threshold column
 
 
 def test_compare_py_scores_checkpoints_on_the_same_images(trained_checkpoint, tmp_path):

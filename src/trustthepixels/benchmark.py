@@ -14,17 +14,22 @@ source it never saw on that same split, computed without training; a test-only s
 
 from __future__ import annotations
 
+import copy
 import csv
+import io
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from trustthepixels.config import to_plain
@@ -37,10 +42,12 @@ from trustthepixels.evaluation.evaluate import EvalSet, Evaluator, calibrate
 from trustthepixels.evaluation.intervals import binary_metric_intervals
 from trustthepixels.evaluation.metrics import binary_metrics
 from trustthepixels.model.checkpoint import load_detector, resolve_device
+from trustthepixels.predictions import write_predictions
 from trustthepixels.training import train
 
 log = logging.getLogger(__name__)
 ROW_FILE = "benchmark_row.json"
+PREDICTIONS_FILE = "benchmark_predictions.csv"  # every cell's images, a `tested_on` column in front
 LEAVE_OUT = "all_but_"
 
 
@@ -93,11 +100,13 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
     roots, test_only = benchmark_sources(cfg)
     trained = trained_sources(str(cfg.train_on), roots, test_only)
     out = Path(cfg.paths.output_dir)
-    train_cfg = cfg.copy()
+    train_cfg = copy.deepcopy(cfg)  # DictConfig.copy() is shallow: the row must not change the sweep's config
     with open_dict(train_cfg):
         train_cfg.data.root = {name: str(roots[name]) for name in trained}
         train_cfg.data.download = False
     train(train_cfg)
+    if rank_zero_only.rank != 0:  # under DDP every rank trains; rank 0 alone reads the report, scores and writes
+        return {}
     report = json.loads((out / "metrics.json").read_text())
     checkpoint = report["best_checkpoint"] or report["last_checkpoint"]
     if checkpoint is None:
@@ -109,11 +118,13 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
         detector, cfg.data.batch_size, workers, resolve_device(cfg.get("device", "auto")), detector.min_image_side
     )
     val = EvalSet.from_split("val", detector, read_split_csv(out / "split.csv")["val"])
-    threshold, _, note = calibrate(val, evaluator.logits(val))
-    cells = {}
+    decision, _ = calibrate(detector, val, evaluator.logits(val))
+    threshold = decision.value
+    cells, predictions = {}, []
     for name, folder in roots.items():
         subset = _test_set(cfg, name, folder, trained, test_only, out / "split.csv", detector)
         logits = evaluator.logits(subset)
+        predictions += subset.predictions(logits, threshold, tested_on=name)
         metrics = binary_metrics(subset.labels, logits, threshold)
         bands = binary_metric_intervals(subset.labels, logits, threshold, seed=cfg.seed)
         cells[name] = {
@@ -132,10 +143,11 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
         "trained_sources": trained,
         "checkpoint": checkpoint,
         "val_threshold": threshold,
-        "threshold_note": note,
+        "threshold_source": decision.origin,
         "model": cfg.model.backbone,
         "cells": cells,
     }
+    write_predictions(out / PREDICTIONS_FILE, predictions)
     atomic_write_text(out / ROW_FILE, json.dumps(row, indent=2) + "\n")
     return row
 
@@ -149,10 +161,7 @@ def _test_set(cfg, name, folder, trained, test_only, split_csv: Path, detector) 
         return subset
     # The source's own test split, exactly as a row trained on it cuts it (same seed and data settings).
     datamodule = instantiate(cfg.data, root={name: str(folder)}, data_config=detector.data_config, cache=False)
-    test = datamodule.split()["test"]
-    return EvalSet(
-        name, folder, [s.relpath for s in test], np.array([s.label for s in test]), [], [s.path for s in test]
-    )
+    return EvalSet.from_samples(name, datamodule.split()["test"], folder)
 
 
 # ------------------------------------------------------------------------------------------------ the matrix
@@ -184,18 +193,25 @@ def summary_line(found: list[dict[str, Any]]) -> str:
 
 
 def write_matrix(sweep_dir: Path) -> list[dict[str, Any]]:
-    """matrix.csv (one line per cell), matrix.md, matrix.png and a TensorBoard run at the sweep's root."""
-    found = read_rows(sweep_dir)
-    if not found:
-        return found
+    """matrix.csv (one line per cell), matrix.md, matrix.png and a TensorBoard run at the sweep's root, rebuilt
+    under a lock (rows finishing at once on several machines) and each file replaced atomically."""
+    with FileLock(sweep_dir / ".matrix.lock"):
+        found = read_rows(sweep_dir)
+        if found:
+            _write_matrix_files(sweep_dir, found)
+    return found
+
+
+def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]]) -> None:
     columns = list(found[0]["cells"])
-    with open(sweep_dir / "matrix.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        fields = ["auroc", "auroc_lo", "auroc_hi", "acc", "acc_lo", "acc_hi", "images", "in_source"]
-        writer.writerow(["trained_on", "tested_on", *fields])
-        for row in found:
-            for column in columns:
-                writer.writerow([row["train_on"], column, *(row["cells"][column][k] for k in fields)])
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    fields = ["auroc", "auroc_lo", "auroc_hi", "acc", "acc_lo", "acc_hi", "images", "in_source"]
+    writer.writerow(["trained_on", "tested_on", *fields])
+    for row in found:
+        for column in columns:
+            writer.writerow([row["train_on"], column, *(row["cells"][column][k] for k in fields)])
+    atomic_write_text(sweep_dir / "matrix.csv", text.getvalue())
     line = summary_line(found)
     lines = [
         f"# Generalization matrix: {found[0]['model']}",
@@ -215,17 +231,17 @@ def write_matrix(sweep_dir: Path) -> list[dict[str, Any]]:
         lines.append(f"| {row['train_on']} | " + " | ".join(cells) + " |")
     lines += ["", line, ""]
     atomic_write_text(sweep_dir / "matrix.md", "\n".join(lines))
-    figure = _heatmap(found, columns)
-    figure.savefig(sweep_dir / "matrix.png", dpi=120, bbox_inches="tight")
+    import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
 
-    with SummaryWriter(str(sweep_dir / "tensorboard")) as writer:
-        writer.add_figure("benchmark/matrix", figure)
-        writer.add_text("benchmark/matrix", "\n".join(lines))
-    import matplotlib.pyplot as plt
-
+    figure = _heatmap(found, columns)
+    partial = sweep_dir / ".matrix.png.tmp"
+    figure.savefig(partial, dpi=120, bbox_inches="tight", format="png")
+    os.replace(partial, sweep_dir / "matrix.png")
+    with SummaryWriter(str(sweep_dir / "tensorboard")) as tensorboard:
+        tensorboard.add_figure("benchmark/matrix", figure)
+        tensorboard.add_text("benchmark/matrix", "\n".join(lines))
     plt.close(figure)
-    return found
 
 
 def _heatmap(found: list[dict[str, Any]], columns: list[str]):

@@ -4,7 +4,8 @@ short message naming the setting or file and the fix, never a traceback (`HYDRA_
 - `check_command_line` runs before Hydra: it quotes non-ASCII values (Hydra's grammar refuses them unquoted)
   and turns an override of a setting that does not exist into "did you mean ...?".
 - `run` calls the task: a `UserError` (or a setting the code does not take) is printed as one line, the run
-  folder is removed if nothing but Hydra's own files is in it, and the exit status is 1. In a sweep the error
+  folder is removed if nothing but Hydra's own files is in it (never a folder the user named that held anything
+  before), and the exit status is 1. In a sweep the error
   is raised instead, so the sweep records the job as failed and goes on.
 """
 
@@ -32,6 +33,7 @@ from trustthepixels.errors import ConfigError, UserError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 TRACEBACK_HINT = "(HYDRA_FULL_ERROR=1 shows the traceback)"
+_NEW_RUN_DIRS: set[Path] = set()  # run folders named on the command line that were absent or empty before it
 
 
 def _full_error() -> bool:
@@ -84,6 +86,15 @@ def explain_override_error(config_dir: Path, config_name: str, overrides: list[s
         except Exception:
             return None
         keys = list(node.keys()) if isinstance(node, DictConfig) else []
+        if leaf in keys:  # it exists, but a config group set it after the primary config: Hydra only adds to it
+            groups = [o for o in rest if "=" in o and (config_dir / o.split("=", 1)[0].lstrip("+~")).is_dir()]
+            by = f" ({', '.join(groups)} sets it)" if groups else ""
+            if isinstance(OmegaConf.select(cfg, key), DictConfig):
+                return (
+                    f"{key} cannot be replaced here{by}: add an entry with +{key}.NAME=VALUE, "
+                    f"or leave the group out and give the whole {key}=..."
+                )
+            return f"{key} cannot be overridden here{by}: use ++{key}=VALUE"
         close = difflib.get_close_matches(leaf, [str(k) for k in keys], n=1, cutoff=0.5)
         hint = f"did you mean {'.'.join(filter(None, [parent, close[0]]))}?" if close else f"its settings: {keys}"
         return f"{key} is not a setting: {hint} (`--cfg job` prints them all)"
@@ -102,6 +113,12 @@ def check_command_line(config_dir: Path, config_name: str, check: Callable[[Dict
     looks at the composed config (a sweep's jobs would otherwise each fail with a traceback)."""
     sys.argv[1:] = [quote_non_ascii(a) for a in sys.argv[1:]]
     arguments = sys.argv[1:]
+    for argument in arguments:  # a folder the user names for the run is never removed if it held anything
+        key, _, value = argument.partition("=")
+        if key.lstrip("+~") == "hydra.run.dir" and value:
+            folder = Path(value.strip("'\"")).expanduser()
+            if not folder.exists() or not any(folder.iterdir()):
+                _NEW_RUN_DIRS.add(folder.resolve())
     if any(a.startswith("-") for a in arguments) or _full_error():  # -m, --cfg, --config-dir: Hydra's own way
         return
     from hydra import compose, initialize_config_dir
@@ -153,10 +170,11 @@ def _unknown_argument(error: InstantiationException, cause: TypeError) -> UserEr
     return ConfigError(f"'{name.group(1)}' is not a setting of {target.group(1)}: {hint}")
 
 
-def _remove_if_empty(run_dir: Path) -> None:
+def _remove_if_empty(run_dir: Path, user_named: bool) -> None:
     """A run that failed before doing anything leaves no folder behind: all it has is Hydra's config and log and
-    the TensorBoard logger's first event file (no checkpoint, no metrics, no split)."""
-    if not run_dir.is_dir():
+    the TensorBoard logger's first event file (no checkpoint, no metrics, no split). A folder the user named
+    (hydra.run.dir=...) is removed only if it was empty or absent before this command."""
+    if not run_dir.is_dir() or (user_named and run_dir.resolve() not in _NEW_RUN_DIRS):
         return
     own = [p for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.relative_to(run_dir).parts]
     if all(p.suffix == ".log" or p.name.startswith("events.out.tfevents.") for p in own):
@@ -182,7 +200,9 @@ def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         if multirun:
             raise user_error from None
         if HydraConfig.initialized():
-            _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
+            hydra = HydraConfig.get()
+            user_named = any(o.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in hydra.overrides.hydra)
+            _remove_if_empty(Path(hydra.runtime.output_dir), user_named)
         _fail(str(user_error))
         raise  # unreachable: _fail exits
 

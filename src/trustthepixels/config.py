@@ -38,10 +38,16 @@ def run_dir_of(ckpt_path: str | None, new_dir: str) -> str:
 _LOWER_IS_BETTER = ("loss", "ece", "error")
 
 
+def metric_name(metric: str) -> str:
+    """The metric itself in a logged name: val/auroc -> auroc, val/loss/cifake (one source's) -> loss."""
+    parts = metric.split("/")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
 def metric_mode(metric: str) -> str:
-    """ "min" or "max" for a metric name such as val/loss or val/auroc: the checkpoint, early stopping, the sweep
-    summary and the Optuna direction all follow it."""
-    return "min" if metric.rsplit("/", 1)[-1].startswith(_LOWER_IS_BETTER) else "max"
+    """ "min" or "max" for a metric name such as val/loss, val/auroc or val/loss/<source>: the checkpoint, early
+    stopping, the sweep summary and the Optuna direction all follow it."""
+    return "min" if metric_name(metric).startswith(_LOWER_IS_BETTER) else "max"
 
 
 def metric_direction(metric: str) -> str:
@@ -49,8 +55,8 @@ def metric_direction(metric: str) -> str:
 
 
 def metric_slug(metric: str) -> str:
-    """val/auroc -> auroc: the name a checkpoint file carries its score under."""
-    return metric.rsplit("/", 1)[-1]
+    """The name a checkpoint file carries its score under: val/auroc -> auroc, val/loss/cifake -> loss_cifake."""
+    return "_".join(metric.split("/")[1:]) or metric
 
 
 def benchmark_rows(sources: Any, test_only: Any, leave_one_out: Any) -> str:

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from omegaconf import DictConfig
 
 from trustthepixels.config import metric_mode
 from trustthepixels.data.sources.fileutils import atomic_write_text
+from trustthepixels.predictions import Prediction, labelled, read_predictions, write_predictions
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "job_error.txt"
@@ -139,26 +141,25 @@ def _override(overrides: str, key: str) -> str | None:
 
 
 def _pool_out_of_fold(jobs: list[dict[str, Any]], path: Path) -> dict[str, float] | None:
+    """Every fold's test predictions in one file (the one predictions format, a `fold` column in front, each
+    row decided at its fold's own threshold), and the metrics of the pooled logits with their intervals."""
     from trustthepixels.evaluation.intervals import metric_intervals
     from trustthepixels.evaluation.metrics import core_metrics
 
-    rows = []
+    pooled: list[Prediction] = []
     for job in jobs:
         predictions = Path(job["run_dir"]) / "predictions.csv"
         if not predictions.is_file():
             return None
-        with open(predictions, newline="") as f:
-            fold = _override(job["overrides"], "data.fold")
-            rows += [{"fold": fold, **r} for r in csv.DictReader(f)]
-    if not rows:
+        fold = _override(job["overrides"], "data.fold") or ""
+        pooled += [replace(p, context={"fold": fold}) for p in read_predictions(predictions)]
+    if not pooled:
         return None
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=["fold", "path", "label", "logit", "p_ai"])
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda r: r["path"]))
-    atomic_write_text(path, text.getvalue())
-    labels = np.array([int(r["label"]) for r in rows])
-    logits = np.array([float(r["logit"]) for r in rows])
+    pooled.sort(key=lambda p: (p.key, p.context["fold"]))
+    write_predictions(path, pooled)
+    scored = labelled(pooled)
+    labels = np.array([p.label for p in scored])
+    logits = np.array([p.logit for p in scored])
     return core_metrics(labels, logits) | metric_intervals(labels, logits)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -22,8 +21,9 @@ from trustthepixels.data.loading.datamodule import check_data_config
 from trustthepixels.ddp import ddp_session
 from trustthepixels.errors import ConfigError
 from trustthepixels.evaluation.intervals import metric_intervals
-from trustthepixels.evaluation.metrics import sigmoid
+from trustthepixels.model.checkpoint import validation_threshold
 from trustthepixels.model.module import source_masks
+from trustthepixels.predictions import Prediction, decision_threshold, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,10 @@ def _stage_metrics(metrics: dict[str, Any], stage: str) -> dict[str, float]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train a detector as `cfg` says. Returns the final val and test metrics (`val/auroc`, `test/acc`, ...)."""
+    check_data_config(cfg.data)  # a setting or path that cannot work fails now, before weights load or images are read
     seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
-    output_dir = Path(cfg.paths.output_dir)
-    log.info("Run directory: %s", output_dir.resolve())
-
-    check_data_config(cfg.data)  # a setting that cannot work fails now, before weights load or images are read
+    log.info("Run directory: %s", Path(cfg.paths.output_dir).resolve())
     model: LightningModule = instantiate(cfg.model)
     datamodule: LightningDataModule = instantiate(cfg.data, data_config=model.data_config)
     callbacks: list[Callback] = [*_instantiate_group(cfg.get("callbacks")), StepSeed(cfg.seed)]
@@ -137,7 +135,7 @@ def _fit_and_test(
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
         if test_predictions is not None:
-            write_predictions(output_dir / "predictions.csv", datamodule, *test_predictions)
+            write_test_predictions(output_dir / "predictions.csv", datamodule, *test_predictions, val_predictions)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # fills TensorBoard's hparams tab
                 logger.log_hyperparams(choices, metrics={f"hparams/{k}": v for k, v in metrics.items()})
@@ -153,22 +151,25 @@ def _intervals(stage: str, datamodule, indices, logits, labels, cfg: DictConfig)
     sources = datamodule.sources(stage) if hasattr(datamodule, "sources") and indices is not None else None
     for source, chosen in source_masks(sources, indices).items():
         for key, value in metric_intervals(labels[chosen], logits[chosen], seed=cfg.seed).items():
-            name, end = key[:-3], key[-3:]  # "auroc", "_lo"
+            name, end = (key[:-3], key[-3:]) if key.endswith(("_lo", "_hi")) else (key, "")  # "auroc", "_lo"
             out[f"{stage}/{name}/{source}{end}"] = value
     return out
 
 
-def write_predictions(path: Path, datamodule: LightningDataModule, indices, logits, labels) -> None:
-    """The test split's predictions (path relative to the data root, label, P(AI), source): every test number
-    in metrics.json can be recomputed from this file."""
+def write_test_predictions(
+    path: Path, datamodule: LightningDataModule, indices, logits, labels, val_predictions
+) -> None:
+    """The test split's predictions, in the one format (see `predictions.py`), decided at the validation
+    threshold the checkpoint carries: every test number in metrics.json can be recomputed from this file."""
+    threshold = decision_threshold(None, validation_threshold(val_predictions))
     samples = datamodule.datasets["test"].samples
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "logit", "p_ai", "source"])
-        for index, logit, label in zip(indices, logits, labels, strict=True):
-            sample = samples[index]
-            p_ai = float(sigmoid(logit))
-            writer.writerow([sample.relpath, int(label), repr(float(logit)), repr(p_ai), sample.source])
+    write_predictions(
+        path,
+        [
+            Prediction(samples[i].source, samples[i].source_relpath, float(logit), threshold.value, int(label))
+            for i, logit, label in zip(indices, logits, labels, strict=True)
+        ],
+    )
 
 
 def _fmt(metrics: dict[str, float]) -> str:

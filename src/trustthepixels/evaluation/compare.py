@@ -11,7 +11,6 @@ cross-validation sweep, or the folders holding them) or checkpoints, scored here
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -30,19 +29,34 @@ from torch.utils.tensorboard import SummaryWriter
 from trustthepixels.errors import UserError
 from trustthepixels.evaluation.intervals import mann_whitney_auroc
 from trustthepixels.evaluation.metrics import core_metrics, sigmoid
+from trustthepixels.predictions import Prediction, labelled, read_predictions
 
 log = logging.getLogger(__name__)
 ALPHA = 0.05
 
 
+Key = tuple[str, str]  # (source, path inside it): how every predictions file names an image
+
+
 @dataclass
 class Scored:
-    """One model's scores, keyed by image path."""
+    """One model's scores, keyed by image, and its decision rule (each image's threshold: a cross-validation
+    file holds each fold's own)."""
 
     name: str
-    logits: dict[str, float]
-    labels: dict[str, int]
-    threshold: float = 0.5  # P(AI) above it is called AI: the model's own decision rule
+    logits: dict[Key, float]
+    labels: dict[Key, int]
+    thresholds: dict[Key, float]
+
+    @classmethod
+    def of(cls, name: str, predictions: list[Prediction]) -> Scored:
+        rows = labelled(predictions)
+        return cls(
+            name,
+            {p.key: p.logit for p in rows},
+            {p.key: int(p.label) for p in rows},
+            {p.key: p.threshold for p in rows},
+        )
 
 
 # ----------------------------------------------------------------------------------------------- statistics
@@ -108,9 +122,10 @@ def mcnemar(labels: np.ndarray, predicted_a: np.ndarray, predicted_b: np.ndarray
     return {"only_a_right": only_a, "only_b_right": only_b, "p": float(p)}
 
 
-def verdict(name_a: str, name_b: str, test: dict[str, float], images: int) -> str:
-    """One plain sentence a reader can act on."""
-    shown = f"AUROC {test['difference']:+.3f} [{test['low']:+.3f}, {test['high']:+.3f}], p = {test['p']:.2g}"
+def verdict(name_a: str, name_b: str, test: dict[str, float], images: int, corrected: int = 1) -> str:
+    """One plain sentence a reader can act on (`corrected`: the number of pairs its p-value was adjusted for)."""
+    holm_note = f" (Holm-adjusted for {corrected} pairs)" if corrected > 1 else ""
+    shown = f"AUROC {test['difference']:+.3f} [{test['low']:+.3f}, {test['high']:+.3f}], p = {test['p']:.2g}{holm_note}"
     if test["p"] < ALPHA:
         better, worse = (name_a, name_b) if test["difference"] > 0 else (name_b, name_a)
         return f"{better} is better than {worse} on this data ({images} images): {shown}."
@@ -132,26 +147,18 @@ def load_predictions(path: Path, name: str | None = None) -> Scored:
             raise UserError(f"{path} holds no predictions.csv or oof_predictions.csv")
     if not path.is_file():
         raise UserError(f"{path} does not exist: give a predictions file, a run or sweep folder, or a checkpoint")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "label" not in rows[0] or not ({"logit", "p_ai"} & set(rows[0])):
-        raise UserError(f"{path}: expected columns path, label and logit or p_ai")
-    if "set" in rows[0]:  # eval.py's file holds several sets: its main one comes first
-        rows = [r for r in rows if r["set"] == rows[0]["set"]]
-
-    def logit(row: dict[str, str]) -> float:
-        if row.get("logit"):
-            return float(row["logit"])
-        p = min(max(float(row["p_ai"]), 1e-12), 1 - 1e-12)
-        return math.log(p / (1 - p))
-
-    threshold = float(rows[0]["threshold"]) if rows[0].get("threshold") else 0.5
+    predictions = read_predictions(path)
+    if predictions and "set" in predictions[0].context:  # eval.py's file holds several sets: its main one first
+        main = predictions[0].context["set"]
+        predictions = [p for p in predictions if p.context["set"] == main]
+    if not labelled(predictions):
+        raise UserError(f"{path}: no scored image with a label (predict.py's files have no labels to compare on)")
     label = name or (path.parent.name if path.parent.name not in ("", ".") else path.stem)
-    return Scored(label, {r["path"]: logit(r) for r in rows}, {r["path"]: int(r["label"]) for r in rows}, threshold)
+    return Scored.of(label, predictions)
 
 
 def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> Scored:
-    """Score a checkpoint on `cfg.data.root` (or its run's test split), with its own validation threshold."""
+    """Score a checkpoint on `cfg.data.root` (or its run's test split), at its own decision threshold."""
     from trustthepixels.data.loading.datamodule import default_num_workers
     from trustthepixels.evaluation.evaluate import Evaluator, _min_side, _sets, calibrate
     from trustthepixels.model.checkpoint import load_detector, resolve_device
@@ -161,15 +168,9 @@ def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> Sc
     workers = default_num_workers() if cfg.data.num_workers is None else cfg.data.num_workers
     evaluator = Evaluator(detector, cfg.data.batch_size, workers, device, _min_side(cfg, detector))
     val, main = _sets(cfg, detector)
-    threshold, _, _ = calibrate(val, evaluator.logits(val) if val is not None else None)
-    logits = evaluator.logits(main)
-    paths = [str(p) for p in main.paths]
-    return Scored(
-        name or f"{detector.model.hparams.backbone} ({path.parent.parent.name})",
-        dict(zip(paths, logits.tolist(), strict=True)),
-        dict(zip(paths, main.labels.tolist(), strict=True)),
-        threshold,
-    )
+    threshold, _ = calibrate(detector, val, evaluator.logits(val) if val is not None else None)
+    name = name or f"{detector.model.hparams.backbone} ({path.parent.parent.name})"
+    return Scored.of(name, main.predictions(evaluator.logits(main), threshold.value))
 
 
 def aligned(models: list[Scored]) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
@@ -181,11 +182,23 @@ def aligned(models: list[Scored]) -> tuple[list[str], np.ndarray, list[np.ndarra
         if len(m.logits) != len(common):
             log.warning("%s: %d of its %d images are scored by every model; only those are compared",
                         m.name, len(common), len(m.logits))  # fmt: skip
-    labels = np.array([models[0].labels[p] for p in common])
+    labels = np.array([models[0].labels[k] for k in common])
     for m in models[1:]:
-        if any(m.labels[p] != models[0].labels[p] for p in common):
+        if any(m.labels[k] != models[0].labels[k] for k in common):
             raise UserError(f"{m.name} and {models[0].name} disagree on some labels: not the same images")
-    return common, labels, [np.array([m.logits[p] for p in common]) for m in models]
+    return common, labels, [np.array([m.logits[k] for k in common]) for m in models]
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment: judging several pairs at once, the chance of any false "better" stays at
+    most ALPHA (Holm 1979). The k-th smallest p is multiplied by (m - k + 1), kept monotone, capped at 1."""
+    order = np.argsort(pvalues, kind="stable")
+    adjusted = np.empty(len(pvalues))
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
 
 
 # --------------------------------------------------------------------------------------------------- report
@@ -207,25 +220,31 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         seen[m.name] = seen.get(m.name, 0) + 1
         if seen[m.name] > 1:
             m.name = f"{m.name}-{seen[m.name]}"
-    _, labels, logits = aligned(models)
+    common, labels, logits = aligned(models)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     single = {m.name: core_metrics(labels, z) for m, z in zip(models, logits, strict=True)}
+    decisions = [sigmoid(z) > np.array([m.thresholds[k] for k in common]) for m, z in zip(models, logits, strict=True)]
     pairs = []
     for (i, a), (j, b) in combinations(enumerate(models), 2):
-        test = delong(labels, logits[i], logits[j])
         pairs.append(
             {
                 "a": a.name,
                 "b": b.name,
-                "delong": test,
+                "delong": delong(labels, logits[i], logits[j]),
                 "bootstrap": paired_bootstrap(labels, logits[i], logits[j], cfg.bootstrap, cfg.seed),
-                "mcnemar": mcnemar(labels, sigmoid(logits[i]) > a.threshold, sigmoid(logits[j]) > b.threshold)
-                | {"threshold_a": a.threshold, "threshold_b": b.threshold},
-                "sentence": verdict(a.name, b.name, test, len(labels)),
+                "mcnemar": mcnemar(labels, decisions[i], decisions[j]),
             }
         )
+    # More than one pair: every verdict is judged on Holm-adjusted p-values (DeLong's, and McNemar's).
+    for test in ("delong", "mcnemar"):
+        adjusted = holm([pair[test]["p"] for pair in pairs]) if len(pairs) > 1 else [pair[test]["p"] for pair in pairs]
+        for pair, p in zip(pairs, adjusted, strict=True):
+            pair[test]["p_holm"] = p
+    for pair in pairs:
+        judged = pair["delong"] | {"p": pair["delong"]["p_holm"]}
+        pair["sentence"] = verdict(pair["a"], pair["b"], judged, len(labels), corrected=len(pairs))
     figure = _roc_figure(labels, {m.name: z for m, z in zip(models, logits, strict=True)}, single)
     figure.savefig(out / "roc.png", dpi=110)
     writer = SummaryWriter(str(out))
@@ -267,17 +286,25 @@ def _markdown(result: dict[str, Any]) -> str:
         "| McNemar: only A right / only B right | McNemar p |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    several = len(result["pairs"]) > 1
+    holm = lambda t: f" (Holm {t['p_holm']:.3g})" if several else ""  # noqa: E731
     for pair in result["pairs"]:
         d, b, mc = pair["delong"], pair["bootstrap"], pair["mcnemar"]
         lines.append(
             f"| {pair['a']} | {pair['b']} | {d['difference']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] | "
-            f"{d['p']:.3g} | [{b['low']:+.3f}, {b['high']:+.3f}] | {b['p']:.3g} | "
-            f"{mc['only_a_right']} / {mc['only_b_right']} | {mc['p']:.3g} |"
+            f"{d['p']:.3g}{holm(d)} | [{b['low']:+.3f}, {b['high']:+.3f}] | {b['p']:.3g} | "
+            f"{mc['only_a_right']} / {mc['only_b_right']} | {mc['p']:.3g}{holm(mc)} |"
         )
     lines += [
         "",
-        "McNemar compares accuracy at each model's own threshold (from its predictions file, or chosen on its "
-        "validation split for a checkpoint; 0.5 otherwise).",
+        "McNemar compares accuracy at each model's own threshold (from its predictions file, or its validation "
+        "threshold for a checkpoint; 0.5 otherwise)."
+        + (
+            f" With {len(result['pairs'])} pairs judged at once, verdicts use Holm-adjusted p-values (in brackets), "
+            "so the chance of any false difference stays at most 5%."
+            if several
+            else ""
+        ),
         "",
         "![ROC curves](roc.png)",
         "",

@@ -3,7 +3,6 @@ perturbations; write metrics.json, report.md, predictions.csv and figures (PNG a
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from dataclasses import dataclass, field
@@ -18,8 +17,8 @@ from torch.utils.tensorboard import SummaryWriter
 from trustthepixels.data.loading.datamodule import default_num_workers
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.transforms import image_size
-from trustthepixels.data.sources.roots import roots_state
-from trustthepixels.data.sources.scan import scan_dataset
+from trustthepixels.data.sources.roots import parse_roots, roots_state, source_of
+from trustthepixels.data.sources.scan import Sample, scan_sources
 from trustthepixels.evaluation import figures
 from trustthepixels.evaluation.inference import InferenceDataset, predict_logits
 from trustthepixels.evaluation.intervals import binary_metric_intervals
@@ -34,39 +33,62 @@ from trustthepixels.evaluation.metrics import (
 from trustthepixels.evaluation.report import render_report
 from trustthepixels.evaluation.robustness import Perturbation, perturbations
 from trustthepixels.model.checkpoint import Detector, load_detector, resolve_device
+from trustthepixels.predictions import Prediction, Threshold, decision_threshold, write_predictions
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class EvalSet:
-    name: str
-    root: Path
-    relpaths: list[str]
-    labels: np.ndarray
-    skipped: list[tuple[str, str]]  # (relpath, reason): unusable files found by the scan
-    paths: list[Path] = field(default_factory=list)  # the files, in order (root / relpath unless a union's)
+    """Images to score: each named by its source and its path inside that source's folder (as every
+    predictions file names them), with its label and the file to read."""
 
-    def __post_init__(self) -> None:
-        self.paths = self.paths or [self.root / p for p in self.relpaths]
+    name: str
+    sources: list[str]
+    relpaths: list[str]  # inside each image's source folder
+    labels: np.ndarray
+    paths: list[Path]
+    root: Path  # the folder of its (first) source
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason): unusable files of the scan
 
     @classmethod
     def from_split(cls, name: str, detector: Detector, rows: list[tuple[str, int]]) -> EvalSet:
         """Part of the training run's own split (its `split.csv`), found in the folders it was trained on."""
-        relpaths = [p for p, _ in rows]
-        labels = np.array([label for _, label in rows])
-        return cls(name, detector.data_root, relpaths, labels, [], [detector.locate(p) for p in relpaths])
+        keys = [source_of(detector.data_roots, p) for p, _ in rows]
+        return cls(
+            name,
+            [source for source, _ in keys],
+            [relpath for _, relpath in keys],
+            np.array([label for _, label in rows]),
+            [detector.locate(p) for p, _ in rows],
+            detector.data_root,
+        )
 
     @classmethod
-    def from_folder(cls, root: str | Path, min_side: int, cache_dir: str | None) -> EvalSet:
-        scan = scan_dataset(root, min_side=min_side, cache_dir=cache_dir)
+    def from_samples(cls, name: str, samples: list[Sample], root: Path) -> EvalSet:
         return cls(
-            Path(root).name,
-            scan.root,
-            [s.relpath for s in scan.samples],
-            np.array([s.label for s in scan.samples]),
-            [(relpath, reason) for relpath, _, reason in scan.skipped],
+            name,
+            [s.source for s in samples],
+            [s.source_relpath for s in samples],
+            np.array([s.label for s in samples]),
+            [s.path for s in samples],
+            root,
         )
+
+    @classmethod
+    def from_folder(cls, root: str | Path, min_side: int, cache_dir: str | None, name: str | None = None) -> EvalSet:
+        """All of a folder's usable images; the source is named after the folder (or `name`)."""
+        (source, folder), *_ = parse_roots(str(root)).items()
+        scan = scan_sources({name or source: folder}, min_side=min_side, cache_dir=cache_dir)
+        subset = cls.from_samples(name or source, scan.samples, scan.root)
+        subset.skipped = [(relpath, reason) for relpath, _, reason in scan.skipped]
+        return subset
+
+    def predictions(self, logits: np.ndarray, threshold: float, **context: str) -> list[Prediction]:
+        return [
+            Prediction(source, relpath, float(logit), threshold, int(label), context=context)
+            for source, relpath, logit, label in zip(self.sources, self.relpaths, logits, self.labels, strict=True)
+        ]
 
 
 def unique_names(sets: list[EvalSet]) -> None:
@@ -124,19 +146,25 @@ def _min_side(cfg: DictConfig, detector: Detector) -> int:
     return detector.min_image_side if cfg.data.min_image_side is None else int(cfg.data.min_image_side)
 
 
-def calibrate(val: EvalSet | None, val_logits: np.ndarray | None) -> tuple[float, Temperature, str]:
-    """The validation threshold and temperature, or 0.5 and 1.0 with the reason they could not be fitted."""
+def calibrate(
+    detector: Detector, val: EvalSet | None, val_logits: np.ndarray | None, configured: float | None = None
+) -> tuple[Threshold, Temperature]:
+    """The decision threshold (`decision_threshold`: `threshold=`, else the checkpoint's validation one; for a
+    checkpoint saved without validation predictions, chosen here on its validation split by the same rule) and
+    the temperature fitted on the validation split (1.0, with the reason, when it cannot be)."""
+    validation = detector.val_threshold
+    if validation is None and val is not None:
+        try:
+            validation = choose_threshold(val.labels, sigmoid(val_logits))
+        except CalibrationError as err:
+            log.warning("Cannot choose a threshold on the validation split: %s", err)
+    threshold = decision_threshold(configured, validation)
     if val is None:
-        return 0.5, Temperature(1.0, False, "no validation split (the checkpoint's run has no split.csv)"), ""
-    try:
-        threshold, note = choose_threshold(val.labels, sigmoid(val_logits)), ""
-    except CalibrationError as err:
-        threshold, note = 0.5, f"threshold 0.5: {err}"
-        log.warning("Cannot choose a threshold: %s; using 0.5", err)
+        return threshold, Temperature(1.0, False, "no validation split (the checkpoint's run has no split.csv)")
     temperature = fit_temperature(val.labels, val_logits)
     if not temperature.fitted:
         log.warning("No temperature fitted: %s", temperature.note)
-    return threshold, temperature, note
+    return threshold, temperature
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -151,9 +179,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     val, main = _sets(cfg, detector)
     extra = [EvalSet.from_folder(p, min_side, cfg.data.cache_dir) for p in cfg.extra_sets or []]
     unique_names([main, *extra])
-    threshold, fitted, threshold_note = calibrate(val, evaluator.logits(val) if val is not None else None)
-    temperature = fitted.value
-    log.info("Threshold %.4f and temperature %.3f (from %s)", threshold, temperature, "val" if val else "defaults")
+    decision, fitted = calibrate(detector, val, evaluator.logits(val) if val is not None else None, cfg.threshold)
+    threshold, temperature = decision.value, fitted.value
+    log.info("Threshold %.4f (%s), temperature %.3f", threshold, decision.origin, temperature)
 
     writer = SummaryWriter(str(out))
     sets, logits_of = {}, {}
@@ -166,7 +194,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
         for key, value in sets[subset.name].items():
             writer.add_scalar(f"eval/{subset.name}/{key}", value)
-    _write_predictions(out / "predictions.csv", [main, *extra], logits_of, threshold)
+    write_predictions(
+        out / "predictions.csv",
+        [
+            p
+            for subset in [main, *extra]
+            for p in subset.predictions(logits_of[subset.name], threshold, set=subset.name)
+        ],
+    )
 
     labels, logits = main.labels, logits_of[main.name]
     probs = sigmoid(logits)
@@ -210,7 +245,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "trained_on": roots_state(detector.data_roots) if detector.data_roots else None,
         "calibration": {
             "threshold": threshold,
-            "threshold_note": threshold_note,
+            "threshold_source": decision.origin,
             "temperature": temperature,
             "temperature_fitted": fitted.fitted,
             "temperature_note": fitted.note,
@@ -227,21 +262,3 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     (out / "report.md").write_text(render_report(result, figure_names, "robustness.png" if robustness else None))
     log.info("Evaluation written to %s\n%s", out, json.dumps(sets, indent=1))
     return result
-
-
-def _write_predictions(path: Path, subsets: list[EvalSet], logits_of: dict[str, np.ndarray], threshold: float) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["set", "path", "label", "p_ai", "predicted", "threshold"])
-        for subset in subsets:
-            for path, label, p in zip(subset.paths, subset.labels, sigmoid(logits_of[subset.name]), strict=True):
-                writer.writerow(
-                    [
-                        subset.name,
-                        str(path),
-                        int(label),
-                        f"{p:.6f}",
-                        int(p > threshold),
-                        f"{threshold:.6f}",
-                    ]
-                )

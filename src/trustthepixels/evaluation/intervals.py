@@ -121,7 +121,24 @@ def metric_intervals(
     for i, name in enumerate(BOOTSTRAPPED):
         if name in keys:
             out[f"{keys[name]}_lo"], out[f"{keys[name]}_hi"] = float(low[i]), float(high[i])
+    if "auroc" in keys:
+        out |= _separated_auroc_interval(pos, neg)
     return out
+
+
+def _separated_auroc_interval(pos: np.ndarray, neg: np.ndarray) -> dict[str, float]:
+    """When every AI image outscores every real one (or none does), every bootstrap resample does too and the
+    percentile interval collapses to [1, 1]: it says nothing. An exact bound instead: pair min(m, n) AI and real
+    images disjointly; each pair is an independent trial that is ordered right with probability AUROC, and all
+    were, so Clopper-Pearson's interval for N successes in N trials bounds the AUROC (conservative: it uses only
+    N of the m * n pairs). `auroc_separated` (1.0) marks it, for the report's warning."""
+    if pos.min() > neg.max():
+        n = min(len(pos), len(neg))
+        return {"auroc_lo": clopper_pearson(n, n)[0], "auroc_hi": 1.0, "auroc_separated": 1.0}
+    if pos.max() < neg.min():
+        n = min(len(pos), len(neg))
+        return {"auroc_lo": 0.0, "auroc_hi": clopper_pearson(0, n)[1], "auroc_separated": 1.0}
+    return {}
 
 
 def binary_metric_intervals(
@@ -142,9 +159,16 @@ def binary_metric_intervals(
     return out
 
 
-def too_small_to_rank(images: int, low: float, high: float) -> str | None:
-    """The sentence a report owes its reader when an AUROC interval is wider than 0.1."""
+def too_small_to_rank(images: int, low: float, high: float, separated: bool = False) -> str | None:
+    """The sentence a report owes its reader when an AUROC interval is wider than 0.1, or when the images are
+    perfectly separated (the bootstrap cannot measure that AUROC's uncertainty at all)."""
     width = high - low
+    if separated:
+        return (
+            f"All {images} images are perfectly separated: resampling them cannot show how uncertain this AUROC is, "
+            f"so its interval [{low:.3f}, {high:.3f}] is an exact binomial bound. Too few, or too easy, images to "
+            "rank models on: compare on a larger or harder set."
+        )
     if not width > 0.1:
         return None
     return (

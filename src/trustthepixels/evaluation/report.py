@@ -43,8 +43,7 @@ def render_report(result: dict[str, Any], figures: list[str], robustness_figure:
         f"- checkpoint: `{result['checkpoint']}`",
         f"- model: `{result['model']}` at {result['input_size']} px; trained on {_sources(result['trained_on'])}",
         f"- threshold on P(AI): **{cal['threshold']:.3f}**"
-        + (f" ({cal['threshold_note']})" if cal.get("threshold_note") else "")
-        + (f", chosen on the validation split ({cal['val_images']} images)" if cal["val_images"] else ""),
+        + (f" ({cal['threshold_source']})" if cal.get("threshold_source") else ""),
         f"- temperature: **{cal['temperature']:.3f}**"
         + (
             " (fitted on the validation split"
@@ -86,7 +85,12 @@ def render_report(result: dict[str, Any], figures: list[str], robustness_figure:
         "`python compare.py` tests the difference on the same images.",
     ]
     for name, metrics in sets.items():
-        warning = too_small_to_rank(int(metrics["images"]), metrics.get("auroc_lo", 0.0), metrics.get("auroc_hi", 0.0))
+        warning = too_small_to_rank(
+            int(metrics["images"]),
+            metrics.get("auroc_lo", 0.0),
+            metrics.get("auroc_hi", 0.0),
+            bool(metrics.get("auroc_separated")),
+        )
         if warning:
             lines += ["", f"**{name}**: {warning}"]
     return "\n".join([*lines, ""])

@@ -5,6 +5,9 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +82,14 @@ def create_backbone(
             raise ConfigError(f"model.weights={weights} is not a file: give the path of a weight file, or null")
         kwargs["pretrained_cfg_overlay"] = dict(file=str(weights))
         pretrained = True
+    offline = pretrained and weights is None and not ensure_hub_or_offline()
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except (OSError, RuntimeError) as err:
         if pretrained and weights is None and _looks_like_network_error(err):
+            why = "offline, and they are not in the local cache" if offline else str(err)
             raise WeightsDownloadError(
-                f"Could not download pretrained weights for '{name}' ({err}). Offline, pass a local file with "
+                f"Could not get pretrained weights for '{name}' ({why}). Offline, pass a local file with "
                 "model.weights=PATH (see ../shared/weights), or train from scratch with model.pretrained=false."
             ) from err
         raise
@@ -101,6 +106,28 @@ def create_backbone(
         sum(p.numel() for p in model.parameters()) / 1e6,
     )
     return model
+
+
+def ensure_hub_or_offline(timeout_s: float = 5.0) -> bool:
+    """One request to the Hugging Face hub, without retries. If it fails, switch huggingface_hub to offline mode
+    for this process (weights then come from the local cache, or fail at once) and say so, instead of letting every
+    download retry with backoff for most of a minute. Returns whether the hub answered."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        with urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout_s):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered (an error status is still an answer)
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        log.warning("The Hugging Face hub (%s) is unreachable (%s): offline mode, weights only from the local cache",
+                    constants.ENDPOINT, reason)  # fmt: skip
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        constants.HF_HUB_OFFLINE = True
+        return False
 
 
 def _looks_like_network_error(err: BaseException) -> bool:

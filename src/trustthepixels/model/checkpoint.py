@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from trustthepixels.data.sources.roots import Roots, locate, roots_from_state
+from trustthepixels.errors import UserError
 from trustthepixels.evaluation.metrics import CalibrationError, choose_threshold, sigmoid
 from trustthepixels.model.module import DetectorModule
 
@@ -44,6 +45,21 @@ class Detector:
         return self.checkpoint.parent.parent if self.checkpoint.parent.name == "checkpoints" else None
 
 
+def validation_threshold(val_predictions: dict[str, Any] | None, what: str = "the run") -> float | None:
+    """The threshold eval.py's rule chooses on the validation predictions saved with the weights, or None."""
+    if not val_predictions:
+        return None
+    logits = np.asarray(val_predictions["logits"], dtype=np.float64)
+    if not np.isfinite(logits).all():
+        log.warning("No validation threshold for %s: its validation scores are not finite (the run diverged)", what)
+        return None
+    try:
+        return choose_threshold(np.asarray(val_predictions["labels"]), sigmoid(logits))
+    except CalibrationError as err:
+        log.warning("No validation threshold for %s: %s", what, err)
+        return None
+
+
 def resolve_device(name: str) -> str:
     """device=auto: CUDA when there is one, else the CPU; any other value is torch's own device name."""
     if name == "auto":
@@ -51,12 +67,32 @@ def resolve_device(name: str) -> str:
     return name
 
 
+class CheckpointError(UserError, ValueError):
+    pass
+
+
+def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
+    """The checkpoint's data, or one line naming the file and what is wrong with it (missing, unreadable, not a
+    checkpoint of this project)."""
+    path = Path(ckpt_path).expanduser()
+    hint = "give a .ckpt that train.py wrote (a run keeps them in <run dir>/checkpoints/)"
+    if not path.is_file():
+        raise CheckpointError(f"ckpt_path={ckpt_path}: no such file: {hint}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as err:
+        raise CheckpointError(f"ckpt_path={ckpt_path}: cannot be read ({err.strerror})") from err
+    except Exception as err:  # torch.load raises whatever its unpickler or zip reader meets
+        raise CheckpointError(f"ckpt_path={ckpt_path}: not a PyTorch checkpoint: {hint}") from err
+    if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(checkpoint):
+        raise CheckpointError(f"ckpt_path={ckpt_path}: a PyTorch file, but not a detector checkpoint: {hint}")
+    return checkpoint
+
+
 def load_detector(ckpt_path: str | Path) -> Detector:
     """Rebuild the model from its checkpoint alone: no hub download, no weight file, no pickled code."""
+    checkpoint = read_checkpoint(ckpt_path)
     ckpt_path = Path(ckpt_path).expanduser().resolve()
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path} is not a file (a run keeps them in <run dir>/checkpoints/)")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     hparams = dict(checkpoint["hyper_parameters"], pretrained=False, weights=None, compile=False)
     name = hparams["backbone"]
     if "architecture" in hparams:  # rebuild hf-hub: / local-dir: backbones from the registry, offline
@@ -71,13 +107,7 @@ def load_detector(ckpt_path: str | Path) -> Detector:
     model.set_normalisation(data_config["mean"], data_config["std"])  # the training run's, whatever the source
     labels = {int(k): v for k, v in state.get("labels", {"0": "Real", "1": "AI"}).items()}
     roots = roots_from_state(state.get("root"))
-    val = checkpoint.get("val_predictions")
-    threshold = None
-    if val:
-        try:  # the rule eval.py applies to the validation split, on the predictions saved with the weights
-            threshold = choose_threshold(np.asarray(val["labels"]), sigmoid(np.asarray(val["logits"])))
-        except CalibrationError as err:
-            log.warning("No validation threshold for %s: %s", ckpt_path.name, err)
+    threshold = validation_threshold(checkpoint.get("val_predictions"), ckpt_path.name)
     return Detector(
         model,
         data_config,

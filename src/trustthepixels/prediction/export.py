@@ -21,6 +21,7 @@ from trustthepixels.data.sources.scan import scan_dataset
 from trustthepixels.errors import ConfigError, UserError
 from trustthepixels.evaluation.inference import InferenceDataset
 from trustthepixels.model.checkpoint import Detector, load_detector
+from trustthepixels.predictions import Threshold, decision_threshold
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class ProbabilityOfAI(torch.nn.Module):
         return torch.sigmoid(self.model(images))
 
 
-def _metadata(detector: Detector, threshold: float) -> dict[str, str]:
+def _metadata(detector: Detector, threshold: Threshold) -> dict[str, str]:
     config = detector.data_config
     size = image_size(config)
     return {
@@ -48,7 +49,8 @@ def _metadata(detector: Detector, threshold: float) -> dict[str, str]:
         "jpeg_draft": str(bool(config.get("jpeg_draft", False))).lower(),
         "mean": json.dumps(list(config["mean"])),
         "std": json.dumps(list(config["std"])),
-        "threshold": str(threshold),
+        "threshold": str(threshold.value),
+        "threshold_source": threshold.origin,
         "labels": json.dumps({str(k): v for k, v in detector.labels.items()}),
         "backbone": str(detector.model.hparams.backbone),
         "checkpoint": detector.checkpoint.name,
@@ -101,7 +103,8 @@ def export_onnx(cfg: DictConfig) -> dict[str, Any]:
         opset_version=cfg.opset,
     )
     model = onnx.load(str(out))
-    for key, value in _metadata(detector, cfg.threshold).items():
+    threshold = decision_threshold(cfg.threshold, detector.val_threshold)
+    for key, value in _metadata(detector, threshold).items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(out))
 
@@ -129,9 +132,7 @@ def export_onnx(cfg: DictConfig) -> dict[str, Any]:
         "unreadable_check_images": len(unreadable),
         "max_abs_diff_p_ai": max_diff,
     }
-    (out.with_suffix(".json")).write_text(
-        json.dumps({**report, "metadata": _metadata(detector, cfg.threshold)}, indent=2)
-    )
+    (out.with_suffix(".json")).write_text(json.dumps({**report, "metadata": _metadata(detector, threshold)}, indent=2))
     if max_diff > cfg.tolerance:
         raise RuntimeError(
             f"ONNX and PyTorch disagree: max |dP(AI)| = {max_diff:.2e} > {cfg.tolerance} on {len(images)} images"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,66 +12,64 @@ from rich.console import Console
 from rich.table import Table
 
 from trustthepixels.data.loading.datamodule import default_num_workers
+from trustthepixels.errors import UserError
 from trustthepixels.evaluation.inference import InferenceDataset, predict_logits
-from trustthepixels.evaluation.metrics import sigmoid
 from trustthepixels.model.checkpoint import load_detector, resolve_device
+from trustthepixels.predictions import Prediction, Threshold, decision_threshold, write_predictions
 
 log = logging.getLogger(__name__)
 
 
-def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Every file named or found below a named folder (sorted), and the paths that do not exist."""
+def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[tuple[str, str, Path]], list[tuple[str, str]]]:
+    """Every file named, or found below a named folder (sorted), as (source, path inside it, file): a folder is
+    its files' source, a single file's folder is its own; and the inputs that do not exist."""
     files, missing = [], []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file())
+            source = path.resolve().name
+            files += [(source, p.relative_to(path).as_posix(), p) for p in sorted(path.rglob("*")) if p.is_file()]
         elif path.is_file():
-            files.append(path)
+            files.append((path.resolve().parent.name, path.name, path))
         else:
-            missing.append((path, "no such file or folder"))
+            missing.append((str(item), "no such file or folder"))
     return files, missing
 
 
 def predict(cfg: DictConfig) -> int:
     """Score the inputs, print a table, write the CSV (and Grad-CAM overlays). Returns how many were scored."""
     detector = load_detector(cfg.ckpt_path)
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    threshold = decision_threshold(cfg.threshold, detector.val_threshold)
     inputs = list(cfg.input) if isinstance(cfg.input, ListConfig | list | tuple) else [cfg.input]
     files, missing = collect_inputs(inputs)
+    if not files:
+        raise UserError(f"input={inputs}: no file found ({', '.join(m for m, _ in missing) or 'empty folders'})")
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     model = detector.model.to(device)
     # The training run's preprocessing and its rule for a usable image (data.min_image_side), nothing else.
-    dataset = InferenceDataset(files, detector.data_config, detector.min_image_side)
+    dataset = InferenceDataset([f for *_, f in files], detector.data_config, detector.min_image_side)
     workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     progress = f"Scoring {len(files)} images" if len(files) > cfg.batch_size else None
-    logits, errors = predict_logits(model, dataset, cfg.batch_size, workers, progress) if files else ([], {})
-    threshold = float(cfg.threshold)
-
-    rows = []
-    for i, path in enumerate(files):
-        if i in errors:
-            rows.append({"path": str(path), "p_ai": "", "label": "", "threshold": threshold, "error": errors[i]})
-        else:
-            p = float(sigmoid(logits[i]))
-            label = detector.labels[int(p > threshold)]
-            rows.append({"path": str(path), "p_ai": f"{p:.6f}", "label": label, "threshold": threshold, "error": ""})
-    rows += [{"path": str(p), "p_ai": "", "label": "", "threshold": threshold, "error": e} for p, e in missing]
+    logits, errors = predict_logits(model, dataset, cfg.batch_size, workers, progress)
+    rows = [
+        Prediction(source, relpath, float(logits[i]), threshold.value, error=errors.get(i, ""))
+        for i, (source, relpath, _) in enumerate(files)
+    ]
+    rows += [Prediction("", given, math.nan, threshold.value, error=reason) for given, reason in missing]
     csv_path = Path(cfg.output) if cfg.output else out_dir / "predictions.csv"
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["path", "p_ai", "label", "threshold", "error"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_predictions(csv_path, rows)
 
-    scored = [r for r in rows if not r["error"]]
-    failed = [r for r in rows if r["error"]]
+    scored = [r for r in rows if r.scored]
+    failed = [r for r in rows if not r.scored]
     _print_table(scored, failed, threshold, cfg.show)
     log.info(
-        "%d scored (%d AI), %d unreadable; predictions in %s",
+        "%d scored (%d AI) at threshold %.4f (%s), %d unreadable; predictions in %s",
         len(scored),
-        sum(r["label"] == detector.labels[1] for r in scored),
+        sum(r.verdict == "AI" for r in scored),
+        threshold.value,
+        threshold.origin,
         len(failed),
         csv_path,
     )
@@ -80,21 +78,21 @@ def predict(cfg: DictConfig) -> int:
 
         explainer = GradCamExplainer(model)
         (out_dir / "gradcam").mkdir(exist_ok=True)
-        for i, path in enumerate(files):
+        for i, (_, _, path) in enumerate(files):
             if i not in errors:
                 explainer.overlay(dataset[i][0], out_dir / "gradcam" / f"{i:05d}_{path.stem}.png")
         log.info("Grad-CAM overlays in %s", out_dir / "gradcam")
     return len(scored)
 
 
-def _print_table(scored: list[dict], failed: list[dict], threshold: float, show: int) -> None:
+def _print_table(scored: list[Prediction], failed: list[Prediction], threshold: Threshold, show: int) -> None:
     console = Console()
-    table = Table(title=f"P(AI) (AI when above {threshold:.3f})")
+    table = Table(title=f"P(AI): AI when above {threshold.value:.3f}, {threshold.origin}")
     table.add_column("path", overflow="fold")  # wrapped, never cut: the file name is the point
     table.add_column("P(AI)", justify="right")
-    table.add_column("label")
+    table.add_column("verdict")
     for row in scored[:show]:
-        table.add_row(row["path"], row["p_ai"][:6], row["label"])
+        table.add_row(f"{row.source}/{row.path}" if row.source else row.path, f"{row.p_ai:.4f}", row.verdict)
     if len(scored) > show:
         table.caption = f"{len(scored) - show} more rows in the CSV"
     console.print(table)
@@ -103,5 +101,5 @@ def _print_table(scored: list[dict], failed: list[dict], threshold: float, show:
         errors.add_column("path", overflow="fold")
         errors.add_column("reason", overflow="fold")
         for row in failed:
-            errors.add_row(row["path"], row["error"])
+            errors.add_row(f"{row.source}/{row.path}" if row.source else row.path, row.error)
         console.print(errors)

@@ -29,6 +29,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from trustthepixels.predictions import Threshold
 from trustthepixels.serving.backends import Backend
 from trustthepixels.serving.batching import MicroBatcher, Overloaded
 
@@ -132,7 +133,13 @@ def create_app(
         scored = [r for r in results if "error" not in r]
         too_large = all(r.get("reason") == "too_large" for r in results)
         status = 200 if scored else (413 if too_large else 422)
-        return JSONResponse({"results": results, "model": info.backbone, "threshold": info.threshold}, status)
+        body = {
+            "results": results,
+            "model": info.backbone,
+            "threshold": info.threshold,
+            "threshold_source": info.threshold_source,
+        }
+        return JSONResponse(body, status)
 
     async def _one(upload: UploadFile, explain: bool) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -145,11 +152,12 @@ def create_app(
             return _failure(name, error)
         decode_ms = (time.perf_counter() - t0) * 1000
         scored = await batcher.submit(tensor)
-        label = info.labels[int(scored.p_ai > info.threshold)]
+        verdict = Threshold(info.threshold, info.threshold_source).verdict(scored.p_ai)  # as predict.py decides
         result: dict[str, Any] = {
             "filename": name,
             "p_ai": scored.p_ai,
-            "label": label,
+            "verdict": verdict,
+            "label": verdict,
             "threshold": info.threshold,
             "timing_ms": {
                 "decode": round(decode_ms, 2),

@@ -23,6 +23,7 @@ from trustthepixels.errors import ConfigError
 from trustthepixels.evaluation.inference import InferenceDataset
 from trustthepixels.evaluation.metrics import sigmoid
 from trustthepixels.model.checkpoint import load_detector, resolve_device
+from trustthepixels.predictions import Threshold, decision_threshold
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +62,6 @@ class ModelInfo:
         }
 
 
-def _threshold(configured: float | None, validation: float | None) -> tuple[float, str]:
-    if configured is not None:
-        return float(configured), "serve.threshold"
-    if validation is not None:
-        return float(validation), "chosen on the checkpoint's validation split (eval.py's rule)"
-    return 0.5, "0.5 (the checkpoint has no validation predictions)"
-
-
 class Backend:
     info: ModelInfo
 
@@ -90,13 +83,13 @@ class TorchBackend(Backend):
         self.device = resolve_device(device)
         self.model = detector.model.to(self.device).eval()
         self._explainer = None
-        chosen, source = _threshold(threshold, detector.val_threshold)
+        decision = decision_threshold(threshold, detector.val_threshold)
         self.info = ModelInfo(
             backend="torch",
             backbone=str(detector.model.hparams.backbone),
             input_size=image_size(detector.data_config),
-            threshold=chosen,
-            threshold_source=source,
+            threshold=decision.value,
+            threshold_source=decision.origin,
             labels=detector.labels,
             data_config=detector.data_config,
             min_image_side=detector.min_image_side,
@@ -139,13 +132,16 @@ class OnnxBackend(Backend):
         if "data_config" not in meta:
             raise ConfigError(f"{path} has no preprocessing metadata: re-export it with this version's export.py")
         data_config = json.loads(meta["data_config"])
-        chosen, source = _threshold(threshold, json.loads(meta.get("val_threshold", "null")))
+        if threshold is None and "threshold_source" in meta:  # what export.py decided, by the same rule
+            decision = Threshold(float(meta["threshold"]), meta["threshold_source"])
+        else:
+            decision = decision_threshold(threshold, json.loads(meta.get("val_threshold", "null")))
         self.info = ModelInfo(
             backend="onnx",
             backbone=meta.get("backbone", "unknown"),
             input_size=image_size(data_config),
-            threshold=chosen,
-            threshold_source=source,
+            threshold=decision.value,
+            threshold_source=decision.origin,
             labels={int(k): v for k, v in json.loads(meta.get("labels", '{"0": "Real", "1": "AI"}')).items()},
             data_config=data_config,
             min_image_side=int(meta.get("min_image_side", 8)),

@@ -25,6 +25,7 @@ from trustthepixels.data.loading.split import (
     SPLITS,
     cap_per_stratum,
     check_fractions,
+    cross_source_groups,
     cross_validation_split,
     stratified_split,
     write_split_csv,
@@ -139,6 +140,24 @@ def check_data_config(data: Mapping[str, Any]) -> None:
     }
     values = {name: to_plain(data[name]) if name in data else defaults[name] for name in CHECKED_SETTINGS}
     check_data_settings(**values)
+    check_data_roots(to_plain(data["root"]), bool(data.get("download", defaults["download"])))
+
+
+def check_data_roots(root: Any, download: bool) -> None:
+    """Every folder `data.root` names exists, or (one folder, download allowed) will be downloaded: checked before
+    weights load, so that a wrong path is one line at once, not a hub timeout first."""
+    roots = parse_roots(root)
+    missing = {name: folder for name, folder in roots.items() if not folder.exists()}
+    if not missing:
+        return
+    if is_union(roots):
+        named = ", ".join(f"{name}={folder}" for name, folder in missing.items())
+        raise DatasetLayoutError(f"data.root: {named}: no such folder (each source is a folder with AI/ and Real/)")
+    if not download:
+        raise DatasetLayoutError(
+            f"data.root={next(iter(missing.values()))} does not exist (and data.download=false). Set data.root to a "
+            "folder with AI/ and Real/ subfolders, or data.download=true to fetch the published dataset."
+        )
 
 
 CHECKED_SETTINGS = tuple(inspect.signature(check_data_settings).parameters)
@@ -224,6 +243,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.output_dir = Path(output_dir) if output_dir else None
         self.scan: ScanResult | None = None
         self.duplicate_groups: list[list[str]] = []
+        self.cross_source_duplicates: list[list[str]] = []
         self.datasets: dict[str, ImageFileDataset | FeatureDataset] = {}
         # The epoch a resumed run starts at. Lightning creates (and starts prefetching from) the first training
         # iterator before it restores the trainer's epoch, but after this module's `load_state_dict`.
@@ -280,6 +300,15 @@ class ImageFolderDataModule(LightningDataModule):
                     sum(map(len, groups)),
                 )
         self.duplicate_groups = groups
+        self.cross_source_duplicates = cross_source_groups(self.scan.samples, groups)
+        if self.cross_source_duplicates:
+            log.warning(
+                "%d near-duplicate groups span two or more sources (e.g. %s): each source keeps its own split, so "
+                "these pictures may be in one source's training part and another's test part (listed in the run's "
+                "cross_source_duplicates.csv)",
+                len(self.cross_source_duplicates),
+                ", ".join(self.cross_source_duplicates[0]),
+            )
         if self.folds:  # k-fold cross-validation: this job's fold is the test split
             parts = cross_validation_split(
                 self.scan.samples, self.folds, self.fold, self.split_fractions, self.seed, groups
@@ -335,6 +364,13 @@ class ImageFolderDataModule(LightningDataModule):
             writer.writerow(["path", "label", "class", "reason"])
             for relpath, label, reason in self.scan.skipped:
                 writer.writerow([relpath, label, LABELS[label], reason])
+        if self.cross_source_duplicates:
+            split_of = {s.relpath: name for name, samples in parts.items() for s in samples}
+            with open(self.output_dir / "cross_source_duplicates.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["group", "path", "split"])
+                for i, group in enumerate(self.cross_source_duplicates):
+                    writer.writerows([i, relpath, split_of.get(relpath, "")] for relpath in group)
 
     def _loader(self, name: str) -> DataLoader:
         dataset = self.datasets[name]
@@ -380,6 +416,7 @@ class ImageFolderDataModule(LightningDataModule):
             },
             "skipped_files": len(self.scan.skipped),
             "near_duplicate_groups": len(self.duplicate_groups),
+            "near_duplicate_groups_across_sources": len(self.cross_source_duplicates),
             "folds": self.folds,
             "fold": self.fold if self.folds else None,
         }

@@ -4,7 +4,8 @@ Within each class the files are ordered by a keyed hash of their relative path, 
 fractions. The result does not depend on the order a filesystem lists files in, nor on where the dataset
 folder lives, and the same seed reproduces it on any machine. Near-duplicate groups move as one unit, so the
 same picture never sits in train and in test. A union of sources is stratified by source and class: each
-source is cut at the fractions on its own, and a group spanning sources still moves as one unit.
+source is cut at the fractions on its own, exactly as it is cut alone; a near-duplicate group spanning sources
+is kept whole within each source and reported (`cross_source_groups`), never allowed to move a source's images.
 """
 
 from __future__ import annotations
@@ -84,12 +85,19 @@ def stratified_split(
 
 
 def _units(samples: Sequence[Sample], groups: Iterable[Iterable[str]]) -> dict[str, list[Sample]]:
-    """Samples gathered into units that move together: a near-duplicate group, or a single file."""
+    """Samples gathered into units that move together: a near-duplicate group's images within one source, or a
+    single file. A group spanning sources is cut per source, so that every source gets exactly the split it gets
+    alone (what the benchmark's columns rely on); `cross_source_groups` reports those groups as leakage."""
+    source_of = {s.relpath: s.source for s in samples}
     unit_of: dict[str, str] = {}
     for group in groups:
-        members = sorted(group)
-        for relpath in members:
-            unit_of[relpath] = members[0]
+        by_source: dict[str, list[str]] = defaultdict(list)
+        for relpath in group:
+            by_source[source_of.get(relpath, "")].append(relpath)
+        for members in by_source.values():
+            members.sort()
+            for relpath in members:
+                unit_of[relpath] = members[0]
     units: dict[str, list[Sample]] = defaultdict(list)
     for sample in samples:
         units[unit_of.get(sample.relpath, sample.relpath)].append(sample)
@@ -114,6 +122,14 @@ def _fill(
             room[k][name] -= count
         parts[name] += members
     return parts
+
+
+def cross_source_groups(samples: Sequence[Sample], groups: Iterable[Iterable[str]]) -> list[list[str]]:
+    """The near-duplicate groups whose images come from more than one source: the same picture may sit in one
+    source's training part and another's test part (leakage between sources, reported, never fixed by moving a
+    source's images)."""
+    source_of = {s.relpath: s.source for s in samples}
+    return [sorted(group) for group in groups if len({source_of.get(r, "") for r in group}) > 1]
 
 
 def cross_validation_split(

@@ -52,11 +52,17 @@ def union_relpath(roots: Roots, source: str, relpath: str) -> str:
     return f"{source}/{relpath}" if is_union(roots) else relpath
 
 
-def locate(roots: Roots, relpath: str) -> Path:
-    """The file behind a union key (the inverse of `union_relpath`)."""
+def source_of(roots: Roots, relpath: str) -> tuple[str, str]:
+    """(source name, path inside its folder) of a union key (the inverse of `union_relpath`)."""
     if not is_union(roots):
-        return next(iter(roots.values())) / relpath
+        return next(iter(roots)), relpath
     source, _, rest = relpath.partition("/")
+    return source, rest
+
+
+def locate(roots: Roots, relpath: str) -> Path:
+    """The file behind a union key."""
+    source, rest = source_of(roots, relpath)
     return roots[source] / rest
 
 

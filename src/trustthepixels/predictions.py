@@ -1,0 +1,142 @@
+"""The one predictions format and the one verdict rule.
+
+Every command that scores images (train.py's test split, eval.py, a cross-validation sweep's out-of-fold file,
+benchmark.py, predict.py) writes its predictions with `write_predictions`, and compare.py and the sweep summary
+read them with `read_predictions`. Columns, after any context columns a command adds in front (`set`, `fold`):
+
+    source, path, label, logit, p_ai, verdict, threshold, error
+
+An image is named by its source (the data folder's name, or the name a union gives it) and its path inside that
+folder, so files written by different commands on different machines line up. `logit` and `p_ai` are written at
+full precision (`repr`): a confident model's scores must not tie at 1.000000. `label` is empty where it is not
+known (predict.py), `verdict` and the scores are empty for a file that could not be read (its `error` says why).
+
+The verdict is "AI" when P(AI) > threshold. By default the threshold is the one chosen on the checkpoint's
+validation split (`choose_threshold`, balanced accuracy), 0.5 only when the checkpoint has none; `threshold=`
+overrides it in every command. `decision_threshold` is that rule, and says where the number came from.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trustthepixels.data.sources.fileutils import atomic_write_text
+from trustthepixels.errors import UserError
+
+COLUMNS = ("source", "path", "label", "logit", "p_ai", "verdict", "threshold", "error")
+VERDICTS = {0: "Real", 1: "AI"}
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Threshold:
+    value: float
+    origin: str  # in words, for logs, reports and the API
+
+    def verdict(self, p_ai: float) -> str:
+        return VERDICTS[int(p_ai > self.value)]
+
+
+def decision_threshold(configured: float | None, validation: float | None) -> Threshold:
+    """The threshold every command decides at: `threshold=` when set, else the checkpoint's validation one."""
+    if configured is not None:
+        value = float(configured)
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"threshold={configured}: use a P(AI) between 0 and 1, or null for the checkpoint's")
+        return Threshold(value, "threshold= (set by the user)")
+    if validation is not None:
+        return Threshold(float(validation), "chosen on the checkpoint's validation split (balanced accuracy)")
+    return Threshold(DEFAULT_THRESHOLD, "0.5 (the checkpoint has no validation predictions)")
+
+
+def p_ai_of(logit: float) -> float:
+    """sigmoid, without overflow for large negative logits."""
+    if logit >= 0:
+        return 1.0 / (1.0 + math.exp(-logit))
+    z = math.exp(logit)
+    return z / (1.0 + z)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    source: str
+    path: str  # relative to the source's folder ('/' separators)
+    logit: float  # NaN when the file could not be scored
+    threshold: float
+    label: int | None = None  # 1 AI, 0 Real; None where unknown
+    error: str = ""
+    context: Mapping[str, str] = field(default_factory=dict)  # set=..., fold=...: columns in front
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.source, self.path
+
+    @property
+    def scored(self) -> bool:
+        return not math.isnan(self.logit)
+
+    @property
+    def p_ai(self) -> float:
+        return p_ai_of(self.logit)
+
+    @property
+    def verdict(self) -> str:
+        return VERDICTS[int(self.p_ai > self.threshold)] if self.scored else ""
+
+
+def write_predictions(path: Path, predictions: Iterable[Prediction]) -> None:
+    """The CSV, written atomically (a reader never sees half a file)."""
+    predictions = list(predictions)
+    context = list(dict.fromkeys(k for p in predictions for k in p.context))
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow([*context, *COLUMNS])
+    for p in predictions:
+        scores = [repr(p.logit), repr(p.p_ai), p.verdict] if p.scored else ["", "", ""]
+        label = "" if p.label is None else int(p.label)
+        writer.writerow(
+            [*(p.context.get(k, "") for k in context), p.source, p.path, label, *scores, repr(p.threshold), p.error]
+        )
+    atomic_write_text(Path(path), text.getvalue())
+
+
+def read_predictions(path: Path) -> list[Prediction]:
+    """Every row of a predictions file. Files of other tools need only `path`, `label` and `logit` or `p_ai`."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = list(reader.fieldnames or [])
+        rows = list(reader)
+    if not {"path", "label"} <= set(columns) or not {"logit", "p_ai"} & set(columns):
+        raise UserError(f"{path}: not a predictions file (it needs the columns path, label, and logit or p_ai)")
+    context = columns[: columns.index("source")] if "source" in columns else []
+    return [
+        Prediction(
+            source=row.get("source") or "",
+            path=row["path"],
+            logit=_logit(row),
+            threshold=float(row.get("threshold") or DEFAULT_THRESHOLD),
+            label=int(row["label"]) if row["label"] not in ("", None) else None,
+            error=row.get("error") or "",
+            context={k: row[k] for k in context},
+        )
+        for row in rows
+    ]
+
+
+def _logit(row: Mapping[str, str]) -> float:
+    if row.get("logit"):
+        return float(row["logit"])
+    if row.get("p_ai"):
+        p = min(max(float(row["p_ai"]), 1e-12), 1 - 1e-12)
+        return math.log(p / (1 - p))
+    return math.nan
+
+
+def labelled(predictions: Sequence[Prediction]) -> list[Prediction]:
+    """The scored predictions with a known label: what metrics are computed from."""
+    return [p for p in predictions if p.scored and p.label is not None]
