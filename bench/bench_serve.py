@@ -1,6 +1,8 @@
-"""Benchmark: serve.py under concurrent clients, with and without micro-batching, against predict.py's batches.
+"""Benchmark: serve.py under concurrent clients, with and without micro-batching, against predict.py's batches;
+and with --hostile, serve.py under hostile load.
 
     python bench/bench_serve.py [--ckpt PATH] [--clients 16] [--requests 192] [--threads 2]
+    python bench/bench_serve.py --hostile [--ckpt PATH] [--clients 16] [--requests 96]
 
 The server is `python serve.py` in its own process (as a user runs it); the clients are one asyncio process
 posting one real image per request (../shared/data/real-vs-ai). Reported per setting: images/s and the p50 / p95
@@ -8,12 +10,19 @@ latency a client sees. Settings: batching on (batch_size=32, max_wait_ms=5) and 
 --clients concurrent clients, and one client sending one request at a time. The reference is predict.py's own
 path (InferenceDataset + predict_logits, batches of 32) on the same images in this process: no HTTP at all.
 Without --ckpt a real EfficientNet-Lite0 checkpoint is made first (shared ImageNet weights, 2 training batches).
+
+--hostile runs one server (serve.py's defaults) through: a chunked 900 MB upload; 81-megapixel PNGs and
+20-megapixel photos posted in parallel; file names with a NUL, a 251-character extension and a path; overload
+(`--clients` clients posting `--requests` requests of 32 images each). It prints the server's peak resident
+memory (VmHWM), how much of the upload the client got to send before refusal, the share of the images the model
+scored that reached a client, the count of 5xx answers other than 503, and the exit status after SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import socket
 import statistics
@@ -56,12 +65,12 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, ckpt: Path, threads: int, batch_size: int, max_wait_ms: float):
+    def __init__(self, ckpt: Path, threads: int, batch_size: int, max_wait_ms: float, *overrides: str):
         self.port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, str(REPO / "serve.py"), f"ckpt_path={ckpt}", f"port={self.port}", "device=cpu",
              f"threads={threads}",
-             f"batch_size={batch_size}", f"max_wait_ms={max_wait_ms}", "max_queue=4096",
+             f"batch_size={batch_size}", f"max_wait_ms={max_wait_ms}", *(overrides or ["max_queue=4096"]),
              f"hydra.run.dir={tempfile.mkdtemp()}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -77,9 +86,19 @@ class Server:
                 raise RuntimeError("serve.py did not start")
             time.sleep(0.2)
 
-    def stop(self) -> None:
+    def stop(self) -> int:
         self.process.terminate()
-        self.process.wait(timeout=60)
+        return self.process.wait(timeout=60)
+
+    def proc(self, name: str, key: str) -> int:
+        """A number from /proc/<server>/<name> (status: kB, io: bytes)."""
+        for line in Path(f"/proc/{self.process.pid}/{name}").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+        raise KeyError(key)
+
+    def peak_rss_mb(self) -> float:
+        return self.proc("status", "VmHWM") / 1024
 
 
 async def load(url: str, images: list[bytes], requests: int, clients: int) -> tuple[float, list[float], float]:
@@ -130,6 +149,112 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+# ---------------------------------------------------------------------------------------------- hostile load
+
+
+def png_bytes(width: int, height: int, noise: bool = False) -> bytes:
+    from PIL import Image
+
+    image = Image.effect_noise((width, height), 64).convert("RGB") if noise else Image.new("RGB", (width, height))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG" if not noise else "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def chunked_upload(server: Server, megabytes: int) -> tuple[int, int]:
+    """A chunked multipart upload of `megabytes`, sent as fast as the server takes it, until it answers or ends the
+    connection: (status, bytes the client got to send). What the server read is at most that, less what the two
+    sockets' kernel buffers held (a few MB on loopback); tests/test_serve_hostile.py pins what the app was handed."""
+    head = (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")  # fmt: skip
+    part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+    chunk = b"%x\r\n%s\r\n" % (1 << 16, b"\0" * (1 << 16))
+    sent = 0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head + b"%x\r\n%s\r\n" % (len(part), part))
+        sock.settimeout(2)
+        try:
+            for _ in range(megabytes * 16):
+                sock.sendall(chunk)
+                sent += 1 << 16
+        except OSError:  # refused: the server answered and ended the connection
+            pass
+        sock.settimeout(30)
+        try:
+            status = int(sock.makefile("rb").readline().split()[1])
+        except (OSError, IndexError):
+            status = 0  # the connection was reset before the answer could be read
+    return status, sent
+
+
+async def post_many(url: str, bodies: list[list[tuple[str, bytes]]], clients: int) -> list[httpx.Response]:
+    queue = iter(bodies)
+    answers: list[httpx.Response] = []
+
+    async def client(http: httpx.AsyncClient) -> None:
+        for files in queue:
+            answers.append(await http.post(f"{url}/v1/predict", files=[("file", f) for f in files]))
+
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=clients)) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    return answers
+
+
+def hostile(ckpt: Path, threads: int, clients: int, requests: int, paths: list[Path]) -> None:
+    server = Server(ckpt, threads, 32, 5, "max_queue=256")
+    rows: list[tuple[str, str]] = []
+    errors = 0
+    try:
+        photo = paths[0].read_bytes()
+        asyncio.run(post_many(server.url, [[("warm.jpg", photo)]] * 4, 1))
+        rows.append(("peak RSS after start and warm-up", f"{server.peak_rss_mb():.0f} MB"))
+
+        status, sent = chunked_upload(server, 900)
+        rows.append(
+            ("chunked 900 MB upload (limit 64 MB)", f"HTTP {status}; the client got {sent / 2**20:.1f} MB sent")
+        )
+        rows.append(("  peak RSS so far", f"{server.peak_rss_mb():.0f} MB"))
+
+        huge = png_bytes(9000, 9000)  # 81 megapixels
+        answers = asyncio.run(post_many(server.url, [[(f"huge{i}.png", huge)] for i in range(8)], 4))
+        kinds = {a.json()["results"][0].get("reason") for a in answers}
+        errors += sum(a.status_code >= 500 and a.status_code != 503 for a in answers)
+        rows.append((f"8 x 81-MP PNGs ({len(huge) / 1024:.0f} KB each), 4 at once", f"refused: {sorted(kinds)}"))
+        large = png_bytes(5000, 4000, noise=True)  # 20 megapixels: decoded, within the limit
+        answers = asyncio.run(post_many(server.url, [[(f"large{i}.jpg", large)] for i in range(16)], 8))
+        errors += sum(a.status_code >= 500 and a.status_code != 503 for a in answers)
+        scored = sum(a.status_code == 200 for a in answers)
+        rows.append((f"16 x 20-MP photos ({len(large) / 2**20:.1f} MB each), 8 at once", f"{scored} of 16 scored"))
+        rows.append(("  peak RSS so far", f"{server.peak_rss_mb():.0f} MB"))
+
+        names = ["photo.jp\x00g", "a." + "x" * 251, "../../etc/passwd", "\u202egpj.exe"]
+        answers = asyncio.run(post_many(server.url, [[(n, photo)] for n in names], 2))
+        errors += sum(a.status_code >= 500 for a in answers)
+        rows.append(("bad file names", ", ".join(str(a.status_code) for a in answers)))
+
+        before = httpx.get(f"{server.url}/v1/health").json()["images"]
+        batch = [(f"{i}.jpg", paths[i % len(paths)].read_bytes()) for i in range(32)]
+        start = time.perf_counter()
+        answers = asyncio.run(post_many(server.url, [batch] * requests, clients))
+        elapsed = time.perf_counter() - start
+        model_images = httpx.get(f"{server.url}/v1/health").json()["images"] - before
+        delivered = sum(len(a.json()["results"]) for a in answers if a.status_code == 200)
+        busy = sum(a.status_code == 503 for a in answers)
+        errors += sum(a.status_code >= 500 and a.status_code != 503 for a in answers)
+        rows.append((f"overload: {clients} clients x {requests} requests of 32 images",
+                     f"{requests - busy} served, {busy} answered 503, {elapsed:.0f} s"))  # fmt: skip
+        rows.append(("  model work delivered to clients",
+                     f"{delivered} of {model_images} images ({delivered / max(model_images, 1):.0%})"))  # fmt: skip
+        rows.append(("peak RSS, whole run", f"{server.peak_rss_mb():.0f} MB (target at most 2048 MB)"))
+    finally:
+        exit_status = server.stop()
+    rows.append(("5xx other than 503", str(errors)))
+    rows.append(("exit status after SIGTERM", str(exit_status)))
+    print(f"\nserve.py under hostile load: torch threads {threads}, {os.cpu_count()} cores, {ckpt.name}")
+    for name, value in rows:
+        print(f"{name:58s} {value}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path)
@@ -137,11 +262,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=192)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server (and the reference)")
+    parser.add_argument("--hostile", action="store_true", help="hostile load instead of throughput")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
     ckpt = args.ckpt or make_checkpoint(tmp)
     paths = sorted((SHARED / "data" / "real-vs-ai" / "Real").iterdir())[: args.images // 2]
     paths += sorted((SHARED / "data" / "real-vs-ai" / "AI").iterdir())[: args.images - len(paths)]
+    if args.hostile:
+        hostile(ckpt, args.threads, args.clients, args.requests if args.requests != 192 else 96, paths)
+        return
     images = [p.read_bytes() for p in paths]
 
     rows = []

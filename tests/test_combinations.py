@@ -8,8 +8,10 @@ import csv
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -225,3 +227,40 @@ def test_predict_and_serve_give_every_image_the_same_verdict(trained_checkpoint,
     ok(command("predict.py", f"ckpt_path={trained_checkpoint}", f"input={folder}", f"output={tmp_path / 'q.csv'}",
                "threshold=0.0", "num_workers=0", cwd=tmp_path))  # fmt: skip
     assert {(p.threshold, p.verdict) for p in read_predictions(tmp_path / "q.csv")} == {(0.0, "AI")}
+
+
+@pytest.mark.slow
+def test_documented_commands_run_as_typed(trained_checkpoint, tmp_path):
+    """The README's commands that other tests call as functions, run here as a user types them."""
+    folder = write_image_folder(tmp_path / "photos", per_class=8, size=40)
+    ok(command("audit_data.py", f"data.root={folder}", f"hydra.run.dir={tmp_path / 'audit'}", cwd=tmp_path))
+    assert json.loads((tmp_path / "audit" / "audit.json").read_text())["counts"]["AI"] == 8
+    ok(command("export.py", f"ckpt_path={trained_checkpoint}", f"hydra.run.dir={tmp_path / 'export'}", cwd=tmp_path))
+    assert (tmp_path / "export" / "detector.onnx").is_file()
+    printed = ok(command("train.py", "--cfg", "job", cwd=tmp_path)).stdout
+    assert "backbone: resnet50" in printed and "optimized_metric: val/auroc" in printed
+    # tensorboard --logdir outputs: every run of the logs folder is listed.
+    logs = trained_checkpoint.parent.parent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tensorboard = [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(logs)]
+    extra = ["--port", str(port), "--host", "127.0.0.1"]
+    board = subprocess.Popen([*tensorboard, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                runs = httpx.get(f"http://127.0.0.1:{port}/data/runs", timeout=2).json()
+                if runs:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert board.poll() is None and time.monotonic() < deadline, "tensorboard did not list the run"
+            time.sleep(0.5)
+        assert runs == ["."]  # the run's own event files, at the top of the logs folder
+    finally:
+        board.terminate()
+        board.wait(timeout=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import stat
 import threading
@@ -191,6 +192,22 @@ def test_release_zip_lands_normalised(zip_server, tmp_path):
     assert len(list((tmp_path / "dataset" / "AI").iterdir())) == 4
     assert len(info["archive_sha256"]) == 64 and info["archive_bytes"] > 0
     assert not (tmp_path / "dataset.zip").exists() and _no_leftovers(tmp_path)
+
+
+def test_prepare_data_py_as_a_user_runs_it(zip_server, tmp_path):
+    """`python prepare_data.py`, with the published URL pointed at the loopback server (no network here)."""
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "prepare_data.py"), f"url={zip_server}/good.zip", f"out={tmp_path / 'dataset'}",
+         f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "dataset" / "provenance.json").read_text())["archive_bytes"] > 0
+    assert len(list((tmp_path / "dataset" / "Real").iterdir())) == 4
 
 
 def test_dropped_connection_is_resumed(zip_server, tmp_path):

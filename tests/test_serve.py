@@ -85,7 +85,7 @@ def test_api_scores_as_predict_does_and_names_every_bad_file(backend, shared_dir
         assert results["cmyk_mode.jpg"]["label"] in ("AI", "Real")  # odd but usable
         reasons = {name: r.get("reason") for name, r in results.items()}
         assert reasons["text_file_named_as.jpg"] == "not_an_image"
-        assert reasons["decompression_bomb_20000x20000.png"] == "decompression_bomb"
+        assert reasons["decompression_bomb_20000x20000.png"] == "too_many_pixels"  # the serving limit comes first
         assert reasons["truncated_half.jpg"] == "truncated"
         assert reasons["one_pixel_1x1.jpg"] == "too_small"
         assert reasons["empty_zero_bytes.jpg"] == "empty"
@@ -158,12 +158,12 @@ def test_closing_scores_what_is_queued_and_refuses_new_images():
         batcher = MicroBatcher(lambda x: x.float().mean(dim=(1, 2, 3)).numpy(), max_batch=2, max_wait_ms=1)
         batcher.start()
         images = [torch.full((3, 4, 4), v, dtype=torch.uint8) for v in range(5)]
-        pending = [asyncio.ensure_future(batcher.submit(i)) for i in images]
+        pending = [asyncio.ensure_future(batcher.submit(i, batcher.admit(1))) for i in images]
         await asyncio.sleep(0)
         await batcher.close()
         scores = [(await p).p_ai for p in pending]
         with pytest.raises(Overloaded):
-            await batcher.submit(images[0])
+            batcher.admit(1)
         return scores
 
     assert asyncio.run(scenario()) == [0.0, 1.0, 2.0, 3.0, 4.0]
@@ -215,14 +215,20 @@ def test_page_in_a_real_browser(backend, shared_dir, tmp_path):
     with running(create_app(backend)) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 900, "height": 900})
+        asked = []
+        page.on("request", lambda request: asked.append(request.url) if "v1/predict" in request.url else None)
         page.goto(f"{url}/")
         expect(page.locator("#model-line")).to_contain_text("resnet18")
         page.set_input_files("#picker", str(image))
         card = page.locator(".card").first
         expect(card.locator(".verdict")).to_contain_text("Likely")
         expect(card.locator(".detail")).to_contain_text("P(AI) =")
+        assert asked[-1].endswith("explain=false")  # Grad-CAM only when the box is ticked
         page.check("#heatmap-toggle")
+        page.set_input_files("#picker", str(image))
+        card = page.locator(".card").first
         expect(card.locator("img.preview")).to_have_attribute("src", re.compile(r"^data:image/png"))
+        assert asked[-1].endswith("explain=true")
         page.set_input_files("#picker", str(fake))
         bad = page.locator(".card").first
         expect(bad.locator(".verdict")).to_have_text("Cannot check this file")
@@ -231,5 +237,13 @@ def test_page_in_a_real_browser(backend, shared_dir, tmp_path):
         small = browser.new_page(viewport={"width": 390, "height": 800})  # a phone
         small.goto(f"{url}/")
         assert small.evaluate("document.documentElement.scrollWidth") <= 390
+        with running(create_app(backend, api_key="s3cret")) as keyed:  # a server that needs its API key
+            page.goto(f"{keyed}/")
+            expect(page.locator("#status")).to_have_text("This server needs its API key.")
+            page.fill("#api-key", "s3cret")
+            page.press("#api-key", "Enter")
+            expect(page.locator("#model-line")).to_contain_text("resnet18")
+            page.set_input_files("#picker", str(image))
+            expect(page.locator(".card").first.locator(".verdict")).to_contain_text("Likely")
         browser.close()
     assert (ARTIFACTS / "serve-page.png").read_bytes().startswith(b"\x89PNG")

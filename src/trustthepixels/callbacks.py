@@ -26,54 +26,66 @@ def batch_size(batch: Any) -> int:
     return len(batch[1])
 
 
-def _sync(pl_module: LightningModule) -> None:
-    """Wait for queued GPU work, so that compute time is never counted as time spent waiting for data."""
-    if pl_module.device.type == "cuda":
-        torch.cuda.synchronize(pl_module.device)
+class _Timeline:
+    """Moments of the training loop: wall-clock on the CPU; on a GPU, CUDA events recorded on the stream and read
+    after one synchronisation at the epoch's end, so that no step waits for the GPU just to be measured (a gap
+    between one step's end event and the next step's start event is time the GPU sat idle)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def mark(self) -> Any:
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def seconds(self, start: Any, end: Any) -> float:
+        return start.elapsed_time(end) / 1000 if self.cuda else end - start
 
 
 class EpochSummary(Callback):
     """Logs `train/images_per_sec` and `train/data_wait_share` (the share of step time spent waiting for the
     next batch) once per epoch, and prints one line per epoch.
 
-    The rate is wall-clock from the epoch's start to its last training batch, data loading included (what a
-    user waits for) and validation excluded (Lightning runs it before `on_train_epoch_end`). The wait of an
-    epoch's first batch (workers starting) is left out of the share. On a GPU, each step's queued work is
-    waited for before the clock is read.
+    The rate is from the epoch's start to its last training batch, data loading included (what a user waits
+    for) and validation excluded (Lightning runs it before `on_train_epoch_end`). The wait of an epoch's first
+    batch (workers starting) is left out of the share. On a GPU both are read from CUDA events (`_Timeline`).
     """
 
     def __init__(self) -> None:
-        self._epoch_start = 0.0
+        self._timeline: _Timeline | None = None
+        self._epoch_start: Any = None
+        self._starts: list[Any] = []
+        self._ends: list[Any] = []
         self._epoch_images = 0
-        self._last_end: float | None = None
-        self._waited = self._stepped = 0.0
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        _sync(pl_module)
-        self._epoch_start = time.perf_counter()
+        self._timeline = _Timeline(pl_module.device)
+        self._epoch_start = self._timeline.mark()
+        self._starts, self._ends = [], []
         self._epoch_images = 0
-        self._last_end = None
-        self._waited = self._stepped = 0.0
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._last_end is not None:
-            self._waited += time.perf_counter() - self._last_end
+        self._starts.append(self._timeline.mark())
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        _sync(pl_module)
-        now = time.perf_counter()
-        if self._last_end is not None:
-            self._stepped += now - self._last_end
-        self._last_end = now
+        self._ends.append(self._timeline.mark())
         self._epoch_images += batch_size(batch) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        seconds = (self._last_end or self._epoch_start) - self._epoch_start
+        timeline = self._timeline
+        if timeline.cuda:
+            torch.cuda.synchronize(pl_module.device)  # once per epoch: every event has been reached
+        seconds = timeline.seconds(self._epoch_start, self._ends[-1]) if self._ends else 0.0
         rate = self._epoch_images / max(seconds, 1e-9)
         pl_module.log("train/images_per_sec", rate, on_step=False, on_epoch=True, rank_zero_only=True)
-        wait_share = self._waited / self._stepped if self._stepped else 0.0
+        waited = sum(timeline.seconds(end, start) for end, start in zip(self._ends, self._starts[1:], strict=False))
+        stepped = timeline.seconds(self._ends[0], self._ends[-1]) if len(self._ends) > 1 else 0.0
+        wait_share = waited / stepped if stepped else 0.0
         pl_module.log("train/data_wait_share", wait_share, on_step=False, on_epoch=True, rank_zero_only=True)
         if trainer.is_global_zero:
             metrics = trainer.callback_metrics

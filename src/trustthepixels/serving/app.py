@@ -1,22 +1,35 @@
 """`serve.py`: a detector behind an HTTP API and a web page (FastAPI + uvicorn).
 
-Why FastAPI: multipart parsing, validation and OpenAPI docs (`/docs`) come from well-kept libraries, and its
-lifespan hooks give the batcher a clean start and a graceful stop; uvicorn drains in-flight requests on SIGTERM.
+Why FastAPI: multipart parsing, the request body limit, validation and the OpenAPI schema come from well-kept
+libraries, and its lifespan hooks give the batcher a clean start and a graceful stop; uvicorn drains in-flight
+requests on SIGTERM. (LitServe, built on FastAPI, batches too, but its decoding runs in its own workers without
+our usable-image rule and without a per-request admission; see the README.)
 
 - `POST /v1/predict` (multipart field `file`, repeatable; `?explain=true` adds a Grad-CAM overlay): one entry per
-  file, with `p_ai`, `label`, `threshold` and timings, or the reason the file cannot be used. 200 when at least
-  one file was scored; 413 or 422 when none was; 503 with Retry-After when the queue is full.
-- `GET /v1/health`, `GET /v1/model`; `GET /` the page (served from the package: it works offline).
+  file, with `p_ai`, `verdict`, `threshold` and timings, or the reason the file cannot be used. 200 when at least
+  one file was scored; 413 or 422 when none was; 503 with Retry-After when the queue cannot take the request.
+- `GET /v1/health` (503 when the model is failing or the server stops), `GET /v1/model`; `GET /` the page
+  (served from the package: it works offline; `/openapi.json` is the schema, the CDN-based `/docs` is off).
 
-Uploads are checked before decoding: the request's declared size, each file's size, then the project's one
-"usable image" rule (Pillow's bomb limit, `data.min_image_side` of the training run) as `predict.py` applies it.
+What a hostile client meets, in order, before anything is decoded: an optional bearer token (`api_key`); the
+request body limit (`max_request_mb`), counted while the body streams, declared or chunked (Starlette's
+`RequestBodyLimitMiddleware`), and the connection closed with the 413, so the rest is never read; at most
+`max_files` files (checked by the multipart parser); each file's size (`max_upload_mb`); admission of the whole
+request to the queue (`MicroBatcher.admit`), or 503.
+Then at most `decode_workers` files are decoded at once, each refused if it has more than `max_megapixels`, then
+the project's one "usable image" rule (Pillow's bomb limit, the training run's `data.min_image_side`) as
+`predict.py` applies it. Peak decoding memory is bounded by decode_workers x max_megapixels (about 7 bytes a
+pixel: the decoded image, its RGB copy, the resized base image). File names are only echoed, never used on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+import os
+import secrets
 import tempfile
 import time
 from contextlib import asynccontextmanager
@@ -24,24 +37,31 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trustthepixels.predictions import Threshold
 from trustthepixels.serving.backends import Backend
-from trustthepixels.serving.batching import MicroBatcher, Overloaded
+from trustthepixels.serving.batching import MicroBatcher, ModelFailure, Overloaded
 
 log = logging.getLogger(__name__)
 STATIC = Path(str(resources.files("trustthepixels.serving") / "static"))
-MULTIPART_OVERHEAD = 64 * 1024  # headers and boundaries around the files
+API_KEY_ENV = "TTP_API_KEY"  # the bearer token, when serve.api_key is not set
+BUSY_FOR_S = 5.0  # /v1/health says "busy" this long after the queue refused a request
+BEARER = HTTPBearer(auto_error=False)  # module level: FastAPI resolves the annotations that name it here
 
 
 def failure_kind(reason: str) -> str:
-    """A stable machine-readable name for the reasons `decode.py` gives in words."""
+    """A stable machine-readable name for the reasons `decode.py` and the server give in words."""
     text = reason.lower()
     for kind, words in (
+        ("too_many_pixels", ("too many pixels",)),
         ("too_large", ("too large",)),
         ("decompression_bomb", ("decompression bomb",)),
         ("too_small", ("too small",)),
@@ -54,6 +74,25 @@ def failure_kind(reason: str) -> str:
     return "unreadable"
 
 
+class CloseOnRefusal:
+    """A request refused for its size (413) ends its connection: uvicorn would otherwise read the rest of an
+    oversized body, and throw it away, to keep the connection alive for the next request."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
+
+
 def create_app(
     backend: Backend,
     max_upload_mb: float = 20.0,
@@ -62,10 +101,16 @@ def create_app(
     max_wait_ms: float = 5.0,
     max_queue: int = 256,
     root_path: str = "",
+    max_request_mb: float = 64.0,
+    max_megapixels: float = 24.0,
+    decode_workers: int = 2,
+    api_key: str | None = None,
 ) -> FastAPI:
     info = backend.info
     max_bytes = int(max_upload_mb * 1024 * 1024)
+    max_pixels = int(max_megapixels * 1e6)
     batcher = MicroBatcher(backend.p_ai, max_batch, max_wait_ms, max_queue)
+    decoding = asyncio.Semaphore(max(1, int(decode_workers)))
     started = time.time()
 
     @asynccontextmanager
@@ -80,20 +125,19 @@ def create_app(
         summary="P(AI-generated) for images",
         lifespan=lifespan,
         root_path=root_path,
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN: off, so the server works offline
+        redoc_url=None,
+        form_limits={"max_files": max_files, "max_fields": 8},
     )
+    # The body limit while it streams (Starlette's), then a refusal ends the connection (added last: outermost).
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=int(max_request_mb * 1024 * 1024))
+    app.add_middleware(CloseOnRefusal)
     app.state.batcher = batcher
 
-    @app.middleware("http")
-    async def refuse_oversized_requests(request: Request, call_next):
-        declared = request.headers.get("content-length")
-        limit = max_bytes * max_files + MULTIPART_OVERHEAD
-        if request.method == "POST" and declared and declared.isdigit() and int(declared) > limit:
-            return JSONResponse(
-                {"detail": f"request of {int(declared) / 2**20:.1f} MB is over the limit of {limit / 2**20:.1f} MB "
-                 f"({max_files} files of serve.max_upload_mb={max_upload_mb:g})"},
-                status_code=413,
-            )  # fmt: skip
-        return await call_next(request)
+    def authorised(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+        if api_key and not (credentials and secrets.compare_digest(credentials.credentials, api_key)):
+            raise HTTPException(401, "this server needs its API key: Authorization: Bearer <key>",
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -102,34 +146,59 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/v1/health")
-    async def health() -> dict[str, Any]:
-        return {
-            "status": "shutting down" if batcher.closing else "ok",
+    async def health() -> JSONResponse:
+        if batcher.closing:
+            status = "shutting down"
+        elif batcher.failure:
+            status = "unhealthy"
+        elif time.monotonic() - batcher.last_refusal < BUSY_FOR_S:
+            status = "busy"
+        else:
+            status = "ok"
+        body = {
+            "status": status,
             "uptime_s": round(time.time() - started, 1),
             "queued_images": batcher.queue.qsize(),
+            "admitted_images": batcher.reserved,
             "batches_running": batcher.running,
             "batches": batcher.batches,
             "images": batcher.images,
             "mean_batch_size": round(batcher.images / batcher.batches, 2) if batcher.batches else None,
+            "refused_requests": batcher.refused,
+            "failed_batches": batcher.failed_batches,
+            "failure": batcher.failure,
         }
+        return JSONResponse(body, status_code=503 if status in ("unhealthy", "shutting down") else 200)
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", dependencies=[Depends(authorised)])
     async def model() -> dict[str, Any]:
-        return info.public() | {"max_upload_mb": max_upload_mb, "max_files": max_files}
+        limits = {"max_upload_mb": max_upload_mb, "max_files": max_files, "max_request_mb": max_request_mb,
+                  "max_megapixels": max_megapixels}  # fmt: skip
+        return info.public() | limits
 
-    @app.post("/v1/predict")
+    @app.post("/v1/predict", dependencies=[Depends(authorised)])
     async def predict(
         file: Annotated[list[UploadFile], File(description="one or more images (repeat the field)")],
         explain: Annotated[bool, Query(description="add a Grad-CAM overlay (PNG, base64) per image")] = False,
     ) -> JSONResponse:
         if len(file) > max_files:
             return JSONResponse({"detail": f"{len(file)} files: at most {max_files} per request"}, status_code=413)
+        usable = [u for u in file if u.size is None or u.size <= max_bytes]
+        places = len(usable) * (2 if explain and info.explain else 1)  # a Grad-CAM is a second pass of the model
         try:
-            results = await asyncio.gather(*(_one(upload, explain) for upload in file))
+            admission = batcher.admit(places) if usable else None
         except Overloaded as error:
             return JSONResponse(
                 {"detail": f"busy ({error}): retry in a second"}, status_code=503, headers={"Retry-After": "1"}
             )
+        try:
+            if admission is None:
+                results = [_too_large(u) for u in file]
+            else:
+                with admission:
+                    results = await asyncio.gather(*(_one(u, explain, admission) for u in file))
+        except ModelFailure as error:
+            return JSONResponse({"detail": f"the model failed on this batch: {error}"}, status_code=500)
         scored = [r for r in results if "error" not in r]
         too_large = all(r.get("reason") == "too_large" for r in results)
         status = 200 if scored else (413 if too_large else 422)
@@ -141,17 +210,21 @@ def create_app(
         }
         return JSONResponse(body, status)
 
-    async def _one(upload: UploadFile, explain: bool) -> dict[str, Any]:
+    def _too_large(upload: UploadFile) -> dict[str, Any]:
+        size = f"{upload.size / 2**20:.1f} MB; " if upload.size is not None else ""
+        return _failure(upload.filename or "upload", f"too large ({size}serve.max_upload_mb={max_upload_mb:g})")
+
+    async def _one(upload: UploadFile, explain: bool, admission) -> dict[str, Any]:
         t0 = time.perf_counter()
         name = upload.filename or "upload"
-        size = upload.size if upload.size is not None else None
-        if size is not None and size > max_bytes:
-            return _failure(name, f"too large ({size / 2**20:.1f} MB; serve.max_upload_mb={max_upload_mb:g})")
-        tensor, error = await run_in_threadpool(_decode, upload, max_bytes)
+        if upload.size is not None and upload.size > max_bytes:
+            return _too_large(upload)  # held no place in the queue
+        async with decoding:  # a bounded number of decodes at once: a stated bound on their memory
+            tensor, error = await run_in_threadpool(_decode, upload)
         if tensor is None:
             return _failure(name, error)
         decode_ms = (time.perf_counter() - t0) * 1000
-        scored = await batcher.submit(tensor)
+        scored = await batcher.submit(tensor, admission)
         verdict = Threshold(info.threshold, info.threshold_source).verdict(scored.p_ai)  # as predict.py decides
         result: dict[str, Any] = {
             "filename": name,
@@ -169,6 +242,7 @@ def create_app(
         }
         if explain:
             if info.explain:
+                admission.take()  # the place this image's Grad-CAM was admitted with
                 png = await batcher.run_in_model_thread(backend.heatmap_png, tensor)
                 result["heatmap"] = "data:image/png;base64," + base64.b64encode(png).decode()
             else:
@@ -176,17 +250,25 @@ def create_app(
                 result["heatmap_note"] = f"no Grad-CAM for the {info.backend} backend of {info.backbone}"
         return result
 
-    def _decode(upload: UploadFile, limit: int):
-        """Spool the upload to a file (never more than `limit` bytes) and decode it as predict.py does."""
-        with tempfile.NamedTemporaryFile(suffix=Path(upload.filename or "").suffix) as spooled:
+    def _decode(upload: UploadFile):
+        """Copy the upload to an anonymous temporary file (its name never reaches the filesystem), refuse it if it
+        has more pixels than the server decodes, then decode it as predict.py does."""
+        with tempfile.NamedTemporaryFile(prefix="upload-") as spooled:
             upload.file.seek(0)
             written = 0
             while chunk := upload.file.read(1 << 20):
                 written += len(chunk)
-                if written > limit:
+                if written > max_bytes:
                     return None, f"too large (over serve.max_upload_mb={max_upload_mb:g})"
                 spooled.write(chunk)
             spooled.flush()
+            try:
+                with Image.open(spooled.name) as image:  # the header only
+                    width, height = image.size
+            except Exception:
+                width = height = 0
+            if width * height > max_pixels:
+                return None, f"too many pixels ({width}x{height}; serve.max_megapixels={max_megapixels:g})"
             return backend.preprocess(Path(spooled.name))
 
     return app
@@ -197,12 +279,23 @@ def _failure(name: str, reason: str) -> dict[str, Any]:
 
 
 def serve(cfg) -> None:
-    """Load the backend and run uvicorn until SIGINT/SIGTERM (in-flight requests finish, queued images too)."""
+    """Load the backend and run uvicorn until SIGINT/SIGTERM (in-flight requests finish, queued images too), then
+    exit with status 0: a graceful stop is a success."""
     import uvicorn
 
     from trustthepixels.serving.backends import load_backend
 
+    class GracefulServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                yield
+                # uvicorn re-raises the signal it stopped on once the server is down (exit status 128 + N); the
+                # stop it asked for went well, so forget it.
+                getattr(self, "_captured_signals", []).clear()
+
     backend = load_backend(cfg)
+    api_key = cfg.get("api_key") or os.environ.get(API_KEY_ENV) or None
     app = create_app(
         backend,
         max_upload_mb=cfg.max_upload_mb,
@@ -211,9 +304,14 @@ def serve(cfg) -> None:
         max_wait_ms=cfg.max_wait_ms,
         max_queue=cfg.max_queue,
         root_path=cfg.root_path or "",
+        max_request_mb=cfg.max_request_mb,
+        max_megapixels=cfg.max_megapixels,
+        decode_workers=cfg.decode_workers,
+        api_key=api_key,
     )
-    log.info("Open http://%s:%d/ (API docs at /docs)", cfg.host, cfg.port)
-    uvicorn.run(
+    log.info("Open http://%s:%d/ (schema at /openapi.json)%s", cfg.host, cfg.port,
+             "; the API needs its key (Authorization: Bearer ...)" if api_key else "")  # fmt: skip
+    config = uvicorn.Config(
         app,
         host=cfg.host,
         port=cfg.port,
@@ -222,3 +320,4 @@ def serve(cfg) -> None:
         timeout_graceful_shutdown=cfg.graceful_shutdown_s,
         log_level="info",
     )
+    GracefulServer(config).run()

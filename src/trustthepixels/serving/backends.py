@@ -55,9 +55,9 @@ class ModelInfo:
             "labels": {str(k): v for k, v in self.labels.items()},
             "preprocessing": self.data_config,
             "min_image_side": self.min_image_side,
-            "trained_on": self.trained_on,
+            "trained_on": sorted(self.trained_on) if isinstance(self.trained_on, dict) else self.trained_on,
             "val_metrics": self.val_metrics,
-            "model_file": self.source,
+            "model_file": Path(self.source).name,  # no server path in any response
             "explain": self.explain,
         }
 

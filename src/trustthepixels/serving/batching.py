@@ -2,9 +2,12 @@
 
 One worker task takes the first waiting image, gathers whatever else arrives within `max_wait_ms` (up to
 `max_batch`), and runs the batch in a single dedicated thread, so the event loop keeps accepting uploads and the
-model is never called from two threads at once. The queue is bounded: when it is full, `submit` raises
-`Overloaded` at once (the app answers 503 with Retry-After) instead of letting latency grow without limit.
-`close` stops taking new images and finishes the ones already queued (a graceful shutdown loses nothing).
+model is never called from two threads at once. The queue is bounded, and a request is admitted whole or refused
+whole before any of its images is decoded (`admit`): when its images do not all fit, `Overloaded` is raised at
+once (the app answers 503 with Retry-After), so no decoding or model work is spent on a request that then fails.
+A batch that fails (in the model, or in stacking its images) fails its waiting requests with `ModelFailure` and
+marks the batcher unhealthy until a batch succeeds again; the worker itself never dies. `close` stops admitting
+and finishes what is already admitted (a graceful shutdown loses nothing).
 """
 
 from __future__ import annotations
@@ -21,6 +24,34 @@ import torch
 
 class Overloaded(RuntimeError):
     """The queue is full: the client should retry later."""
+
+
+class ModelFailure(RuntimeError):
+    """The batch an image was in could not be scored."""
+
+
+class Admission:
+    """Queue places held for one request's images, from before they are decoded until each is queued (or its
+    decoding fails): what makes a request all-or-nothing."""
+
+    def __init__(self, batcher: MicroBatcher, places: int):
+        self.batcher, self.places = batcher, places
+
+    def take(self) -> None:
+        if self.places <= 0:
+            raise RuntimeError("more images than this request was admitted with")
+        self.places -= 1
+        self.batcher.reserved -= 1
+
+    def release(self) -> None:
+        self.batcher.reserved -= self.places
+        self.places = 0
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 @dataclass
@@ -48,19 +79,33 @@ class MicroBatcher:
         self.batches = 0
         self.images = 0
         self.running = 0  # batches in the model thread right now
+        self.reserved = 0  # queue places admitted requests hold for images still being decoded
+        self.refused = 0  # requests refused because the queue was full
+        self.last_refusal = -1e9  # time.monotonic() of the latest refusal
+        self.failed_batches = 0
+        self.failure: str | None = None  # why the latest batch failed; None once one succeeds again
         self._worker: asyncio.Task | None = None
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run())
 
-    async def submit(self, image: torch.Tensor) -> Scored:
+    def admit(self, places: int) -> Admission:
+        """Hold `places` queue places for one request, or refuse it whole (before any decoding)."""
         if self.closing:
             raise Overloaded("shutting down")
+        waiting = self.queue.qsize() + self.reserved
+        if waiting + places > self.queue.maxsize:
+            self.refused += 1
+            self.last_refusal = time.monotonic()
+            raise Overloaded(f"{waiting} of {self.queue.maxsize} queue places taken, {places} needed")
+        self.reserved += places
+        return Admission(self, places)
+
+    async def submit(self, image: torch.Tensor, admission: Admission) -> Scored:
+        """Score one image of an admitted request (its place is already held, so the queue has room)."""
+        admission.take()
         future = asyncio.get_running_loop().create_future()
-        try:
-            self.queue.put_nowait((image, future, time.perf_counter()))
-        except asyncio.QueueFull:
-            raise Overloaded(f"{self.queue.maxsize} images already queued") from None
+        self.queue.put_nowait((image, future, time.perf_counter()))
         return await future
 
     async def run_in_model_thread(self, fn: Callable, *args):
@@ -96,20 +141,25 @@ class MicroBatcher:
 
     async def _score(self, batch: list) -> None:
         started = time.perf_counter()
-        images = torch.stack([image for image, _, _ in batch])
         self.running += 1
         try:
+            images = torch.stack([image for image, _, _ in batch])
             probabilities = await asyncio.get_running_loop().run_in_executor(self.executor, self.run_batch, images)
-        except Exception as error:  # every waiting request learns what happened
+            if len(probabilities) != len(batch):
+                raise ValueError(f"the model returned {len(probabilities)} scores for {len(batch)} images")
+        except Exception as error:  # every waiting request learns what happened; the worker goes on
+            self.failed_batches += 1
+            self.failure = f"{type(error).__name__}: {error}"
             for _, future, _ in batch:
                 if not future.done():
-                    future.set_exception(error)
+                    future.set_exception(ModelFailure(self.failure))
             return
         finally:
             self.running -= 1
         model_ms = (time.perf_counter() - started) * 1000
         self.batches += 1
         self.images += len(batch)
+        self.failure = None
         for (_, future, queued), p in zip(batch, probabilities, strict=True):
             if not future.done():  # the client may have gone
                 future.set_result(Scored(float(p), len(batch), (started - queued) * 1000, model_ms))
@@ -117,6 +167,8 @@ class MicroBatcher:
     async def close(self) -> None:
         """Refuse new images, score the queued ones, stop the worker and its thread."""
         self.closing = True
+        while self.reserved > 0:  # admitted requests still decoding: their images are queued next
+            await asyncio.sleep(0.01)
         if self._worker is not None and not self._worker.done():
             await self.queue.put(None)
             await self._worker

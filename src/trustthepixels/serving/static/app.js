@@ -7,10 +7,23 @@ const drop = document.getElementById("drop");
 const results = document.getElementById("results");
 const statusLine = document.getElementById("status");
 const toggle = document.getElementById("heatmap-toggle");
+const keyBox = document.getElementById("key-box");
+const keyInput = document.getElementById("api-key");
 let model = null;
+let apiKey = sessionStorage.getItem("ttp-api-key") || "";
+
+// A server started with an API key answers 401 until the page sends it (kept for this tab only).
+function authHeaders() { return apiKey ? { Authorization: `Bearer ${apiKey}` } : {}; }
 
 async function loadModel() {
-  const response = await fetch("v1/model");
+  const response = await fetch("v1/model", { headers: authHeaders() });
+  if (response.status === 401) {
+    keyBox.hidden = false;
+    statusLine.textContent = "This server needs its API key.";
+    return;
+  }
+  keyBox.hidden = true;
+  statusLine.textContent = "";
   model = await response.json();
   const auroc = model.val_metrics["val/auroc"];
   document.getElementById("model-line").textContent =
@@ -84,7 +97,9 @@ async function check(files) {
   files.forEach((file) => form.append("file", file, file.name));
   statusLine.textContent = `Checking ${files.length} image${files.length > 1 ? "s" : ""}…`;
   try {
-    const response = await fetch(`v1/predict?explain=${model && model.explain}`, { method: "POST", body: form });
+    // Grad-CAM costs a second pass of the model: asked for only when the box is ticked.
+    const explain = Boolean(model && model.explain && toggle.checked);
+    const response = await fetch(`v1/predict?explain=${explain}`, { method: "POST", body: form, headers: authHeaders() });
     const body = await response.json();
     if (!body.results) throw new Error(body.detail || `HTTP ${response.status}`);
     body.results.forEach((result, i) => showResult(cards[i], result));
@@ -103,4 +118,9 @@ picker.addEventListener("change", () => { check([...picker.files]); picker.value
 ["dragleave", "drop"].forEach((type) => drop.addEventListener(type, () => drop.classList.remove("over")));
 drop.addEventListener("drop", (event) => { event.preventDefault(); check([...event.dataTransfer.files]); });
 toggle.addEventListener("change", () => results.querySelectorAll(".card").forEach(applyHeatmap));
+keyInput.addEventListener("change", () => {
+  apiKey = keyInput.value.trim();
+  sessionStorage.setItem("ttp-api-key", apiKey);
+  loadModel().catch((error) => { statusLine.textContent = `Cannot reach the model: ${error}`; });
+});
 loadModel().catch((error) => { statusLine.textContent = `Cannot reach the model: ${error}`; });

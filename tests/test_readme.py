@@ -1,0 +1,106 @@
+"""Every command in the README's "What the commands do" table runs in the test suite. This file says which tests
+run each one, and fails when the README gains a command that no test runs, or when a named test disappears.
+
+Where a command cannot run here as written (the network, a GPU, a SLURM cluster), the tests run what this machine
+can: the download over a loopback HTTP server, the hub in offline mode, DDP on two CPU processes, submitit's local
+launcher, which the README says too.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from .conftest import REPO
+
+COMMAND_TESTS = {
+    "python train.py": [
+        "test_prepare.py::test_datamodule_downloads_on_first_use",  # the dataset, over loopback HTTP
+        "test_combinations.py::test_an_unreachable_hub_switches_to_offline_mode_at_once",  # hub weights, offline
+        "test_train.py::test_short_real_run",
+    ],
+    "python train.py model=efficientnet_b0 data.batch_size=64 trainer.max_epochs=20": [
+        "test_model.py::test_model_config_builds_and_starts_at_half",
+        "test_train.py::test_train_py_fast_dev_run",
+    ],
+    "python train.py experiment=real_vs_ai_lite0": ["test_train.py::test_short_real_run"],
+    "python train.py debug=fdr": ["test_train.py::test_train_py_fast_dev_run"],
+    "python train.py -m model=resnet18,efficientnet_b0 model.optimizer.lr=1e-4,3e-4": [
+        "test_train.py::test_multirun_gives_one_directory_and_one_tensorboard_run_per_job",
+        "test_sweeps.py::test_a_failed_job_is_a_row_and_the_sweep_goes_on",
+    ],
+    "python train.py ckpt_path=outputs/train/runs/<id>/checkpoints/last.ckpt": [
+        "test_train.py::test_resume_continues_the_run_at_the_next_epoch",
+        "test_reproducibility.py::test_resume_after_sigkill_mid_epoch_reproduces_the_uninterrupted_run",
+    ],
+    "python train.py -m data.folds=5 'data.fold=range(5)' [experiment=...]": [
+        "test_combinations.py::test_cross_validation_sweep_eval_and_checkpoints_feed_compare",
+    ],
+    "python train.py -m seed=1,2,3 model=resnet18,efficientnet_b0": [
+        "test_combinations.py::test_a_seed_sweep_summarises_each_configuration",
+    ],
+    "python compare.py inputs=[A,B]": [
+        "test_combinations.py::test_cross_validation_sweep_eval_and_checkpoints_feed_compare",
+    ],
+    "python train.py optimized_metric=val/loss": [
+        "test_numbers.py::test_val_loss_as_optimized_metric_keeps_the_lowest_loss",
+    ],
+    "python train.py hparams_search=optuna": ["test_sweeps.py::test_optuna_search_resumes_after_being_stopped"],
+    "python train.py -m hydra/launcher=slurm hydra.launcher.partition=gpu trainer=ddp ...": [
+        "test_sweeps.py::test_submitit_local_launcher",  # the same submitit launcher, without a cluster
+    ],
+    "python train.py trainer=ddp": [
+        "test_sweeps.py::test_ddp_on_two_cpu_processes_writes_one_run_directory",  # trainer=ddp_sim: no GPUs here
+        "test_sweeps.py::test_ddp_counts_every_image_once_and_matches_single_process_eval",
+    ],
+    "tensorboard --logdir outputs": ["test_combinations.py::test_documented_commands_run_as_typed"],
+    "python train.py --cfg job": ["test_combinations.py::test_documented_commands_run_as_typed"],
+    "python train.py data.augment=robust": ["test_evaluation.py::test_robust_augmentation_trains"],
+    "python eval.py ckpt_path=<run>/checkpoints/<best>.ckpt": [
+        "test_combinations.py::test_cross_validation_sweep_eval_and_checkpoints_feed_compare",
+        "test_evaluation.py::test_eval_on_a_trained_checkpoint",
+    ],
+    "python predict.py ckpt_path=... input=PATH": [
+        "test_evaluation.py::test_predict_names_bad_files_and_scores_the_rest",
+        "test_combinations.py::test_predict_and_serve_give_every_image_the_same_verdict",
+    ],
+    "python export.py ckpt_path=...": [
+        "test_combinations.py::test_documented_commands_run_as_typed",
+        "test_evaluation.py::test_onnx_export_matches_pytorch_on_real_images",
+    ],
+    "python prepare_data.py": ["test_prepare.py::test_prepare_data_py_as_a_user_runs_it"],
+    "python prepare_data.py source=hf": ["test_prepare.py::test_hf_reduction_equals_the_original_script"],
+    "python train.py 'data.root={a: PATH1, b: PATH2}'": ["test_sources.py::test_training_on_two_sources_reports_each"],
+    "python benchmark.py benchmark=shared [experiment=transfer_npr]": [
+        "test_combinations.py::test_shared_benchmark_with_an_added_source",
+        "test_benchmark.py::test_benchmark_matrix_with_leave_one_out",
+    ],
+    "python train.py model=npr data.resize=none": [
+        "test_recipes.py::test_recipe_model_trains_evaluates_predicts_and_exports"
+    ],
+    "python serve.py ckpt_path=<run>/checkpoints/<best>.ckpt": [
+        "test_serve_hostile.py::test_serve_py_stops_gracefully_with_status_0",
+        "test_serve.py::test_page_in_a_real_browser",
+    ],
+    "python audit_data.py data.root=PATH": ["test_combinations.py::test_documented_commands_run_as_typed"],
+}
+
+
+def readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    return re.findall(r"^\| `((?:python|tensorboard|torchrun)[^`]*)` \|", text, flags=re.MULTILINE)
+
+
+def test_every_readme_command_is_run_by_a_test_that_exists():
+    commands = readme_commands()
+    assert len(commands) >= 20  # the table was found
+    missing = [c for c in commands if c not in COMMAND_TESTS]
+    assert not missing, f"README commands that no test runs (add them to COMMAND_TESTS): {missing}"
+    stale = [c for c in COMMAND_TESTS if c not in commands]
+    assert not stale, f"COMMAND_TESTS names commands the README no longer has: {stale}"
+    for command, tests in COMMAND_TESTS.items():
+        for test in tests:
+            module, name = test.split("::")
+            tree = ast.parse((REPO / "tests" / module).read_text())
+            names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+            assert name in names, f"{command}: {test} does not exist"
