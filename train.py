@@ -4,15 +4,19 @@ import hydra
 from omegaconf import DictConfig
 
 from trustthepixels.cli import check_command_line, entry_point_config_dir, run
-from trustthepixels.training import train
+from trustthepixels.data.sources.roots import check_data_roots
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from trustthepixels.training import train  # Lightning and timm load only once the command line is checked
+
     metrics = run(train, cfg)
     return metrics.get(cfg.get("optimized_metric"))  # what Optuna and other sweepers optimise
 
 
 if __name__ == "__main__":
-    check_command_line(entry_point_config_dir(__file__), "train")
+    check_command_line(
+        entry_point_config_dir(__file__), "train", lambda c: check_data_roots(c.data.root, c.data.download)
+    )
     main()

@@ -65,25 +65,32 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, ckpt: Path, threads: int, batch_size: int, max_wait_ms: float, *overrides: str):
+    """serve.py in its own process, as a user runs it; with `litserve`, the same model behind LitServe
+    (bench/litserve_detector.py: batches of up to 32 within 5 ms, a 64 MB payload limit)."""
+
+    def __init__(
+        self, ckpt: Path, threads: int, batch_size: int, max_wait_ms: float, *overrides: str, litserve: bool = False
+    ):
         self.port = free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, str(REPO / "serve.py"), f"ckpt_path={ckpt}", f"port={self.port}", "device=cpu",
-             f"threads={threads}",
-             f"batch_size={batch_size}", f"max_wait_ms={max_wait_ms}", *(overrides or ["max_queue=4096"]),
-             f"hydra.run.dir={tempfile.mkdtemp()}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        if litserve:
+            command = [sys.executable, str(REPO / "bench" / "litserve_detector.py"), str(ckpt), str(self.port),
+                       str(threads)]  # fmt: skip
+        else:
+            command = [sys.executable, str(REPO / "serve.py"), f"ckpt_path={ckpt}", f"port={self.port}", "device=cpu",
+                       f"threads={threads}", f"batch_size={batch_size}", f"max_wait_ms={max_wait_ms}",
+                       *(overrides or ["max_queue=4096"]), f"hydra.run.dir={tempfile.mkdtemp()}"]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 120
+        health = "/health" if litserve else "/v1/health"
+        deadline = time.monotonic() + 180
         while True:
             try:
-                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{health}", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("serve.py did not start")
+                raise RuntimeError(f"{command[1]} did not start")
             time.sleep(0.2)
 
     def stop(self) -> int:
@@ -117,13 +124,20 @@ async def load(url: str, images: list[bytes], requests: int, clients: int) -> tu
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         await client_warmup(http, url, images[0])
-        before = (await http.get(f"{url}/v1/health")).json()
+        before = await health(http, url)
         start = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         elapsed = time.perf_counter() - start
-        after = (await http.get(f"{url}/v1/health")).json()
+        after = await health(http, url)
+    if before is None:  # LitServe reports no batch sizes
+        return requests / elapsed, latencies, float("nan")
     batches = after["batches"] - before["batches"]
     return requests / elapsed, latencies, (after["images"] - before["images"]) / max(batches, 1)
+
+
+async def health(http: httpx.AsyncClient, url: str) -> dict | None:
+    response = await http.get(f"{url}/v1/health")
+    return response.json() if response.status_code == 200 else None
 
 
 async def client_warmup(http: httpx.AsyncClient, url: str, body: bytes) -> None:
@@ -133,8 +147,8 @@ async def client_warmup(http: httpx.AsyncClient, url: str, body: bytes) -> None:
 
 def reference(ckpt: Path, paths: list[Path], threads: int) -> float:
     """predict.py's path on the same images: decode + preprocess + batched forward, no HTTP."""
-    from trustthepixels.evaluation.inference import InferenceDataset, predict_logits
-    from trustthepixels.model.checkpoint import load_detector
+    from trustthepixels.detector.checkpoint import load_detector
+    from trustthepixels.detector.scoring import InferenceDataset, predict_logits
 
     torch.set_num_threads(threads)
     detector = load_detector(ckpt)
@@ -200,59 +214,67 @@ async def post_many(url: str, bodies: list[list[tuple[str, bytes]]], clients: in
     return answers
 
 
-def hostile(ckpt: Path, threads: int, clients: int, requests: int, paths: list[Path]) -> None:
-    server = Server(ckpt, threads, 32, 5, "max_queue=256")
-    rows: list[tuple[str, str]] = []
+def hostile(ckpt: Path, threads: int, clients: int, requests: int, paths: list[Path], litserve: bool) -> dict:
+    """Each scenario's figure for one server (serve.py's defaults, or the LitServe counterpart)."""
+    server = Server(ckpt, threads, 32, 5, "max_queue=256", litserve=litserve)
+    rows: dict[str, str] = {}
     errors = 0
+
+    def server_errors(answers: list[httpx.Response]) -> int:
+        return sum(a.status_code >= 500 and a.status_code != 503 for a in answers)
+
     try:
         photo = paths[0].read_bytes()
         asyncio.run(post_many(server.url, [[("warm.jpg", photo)]] * 4, 1))
-        rows.append(("peak RSS after start and warm-up", f"{server.peak_rss_mb():.0f} MB"))
+        rows["peak RSS after start and warm-up"] = f"{server.peak_rss_mb():.0f} MB"
 
         status, sent = chunked_upload(server, 900)
-        rows.append(
-            ("chunked 900 MB upload (limit 64 MB)", f"HTTP {status}; the client got {sent / 2**20:.1f} MB sent")
-        )
-        rows.append(("  peak RSS so far", f"{server.peak_rss_mb():.0f} MB"))
+        rows["chunked 900 MB upload (limit 64 MB)"] = f"HTTP {status}; client got {sent / 2**20:.1f} MB sent"
+        rows["  peak RSS after it"] = f"{server.peak_rss_mb():.0f} MB"
 
         huge = png_bytes(9000, 9000)  # 81 megapixels
         answers = asyncio.run(post_many(server.url, [[(f"huge{i}.png", huge)] for i in range(8)], 4))
-        kinds = {a.json()["results"][0].get("reason") for a in answers}
-        errors += sum(a.status_code >= 500 and a.status_code != 503 for a in answers)
-        rows.append((f"8 x 81-MP PNGs ({len(huge) / 1024:.0f} KB each), 4 at once", f"refused: {sorted(kinds)}"))
+        errors += server_errors(answers)
+        codes = sorted({a.status_code for a in answers})
+        rows[f"8 x 81-MP PNGs ({len(huge) / 1024:.0f} KB each), 4 at once"] = f"HTTP {codes}"
+        rows["  peak RSS after them"] = f"{server.peak_rss_mb():.0f} MB"
         large = png_bytes(5000, 4000, noise=True)  # 20 megapixels: decoded, within the limit
         answers = asyncio.run(post_many(server.url, [[(f"large{i}.jpg", large)] for i in range(16)], 8))
-        errors += sum(a.status_code >= 500 and a.status_code != 503 for a in answers)
-        scored = sum(a.status_code == 200 for a in answers)
-        rows.append((f"16 x 20-MP photos ({len(large) / 2**20:.1f} MB each), 8 at once", f"{scored} of 16 scored"))
-        rows.append(("  peak RSS so far", f"{server.peak_rss_mb():.0f} MB"))
+        errors += server_errors(answers)
+        rows[f"16 x 20-MP photos ({len(large) / 2**20:.1f} MB each), 8 at once"] = (
+            f"{sum(a.status_code == 200 for a in answers)} of 16 scored"
+        )
+        rows["  peak RSS after them"] = f"{server.peak_rss_mb():.0f} MB"
 
         names = ["photo.jp\x00g", "a." + "x" * 251, "../../etc/passwd", "\u202egpj.exe"]
         answers = asyncio.run(post_many(server.url, [[(n, photo)] for n in names], 2))
         errors += sum(a.status_code >= 500 for a in answers)
-        rows.append(("bad file names", ", ".join(str(a.status_code) for a in answers)))
+        rows["bad file names"] = ", ".join(str(a.status_code) for a in answers)
 
-        before = httpx.get(f"{server.url}/v1/health").json()["images"]
-        batch = [(f"{i}.jpg", paths[i % len(paths)].read_bytes()) for i in range(32)]
-        start = time.perf_counter()
-        answers = asyncio.run(post_many(server.url, [batch] * requests, clients))
-        elapsed = time.perf_counter() - start
-        model_images = httpx.get(f"{server.url}/v1/health").json()["images"] - before
-        delivered = sum(len(a.json()["results"]) for a in answers if a.status_code == 200)
-        busy = sum(a.status_code == 503 for a in answers)
-        errors += sum(a.status_code >= 500 and a.status_code != 503 for a in answers)
-        rows.append((f"overload: {clients} clients x {requests} requests of 32 images",
-                     f"{requests - busy} served, {busy} answered 503, {elapsed:.0f} s"))  # fmt: skip
-        rows.append(("  model work delivered to clients",
-                     f"{delivered} of {model_images} images ({delivered / max(model_images, 1):.0%})"))  # fmt: skip
-        rows.append(("peak RSS, whole run", f"{server.peak_rss_mb():.0f} MB (target at most 2048 MB)"))
+        key = f"overload: {clients} clients x {requests} requests of 32 images"
+        if litserve:
+            rows[key] = "n/a: one image per request"
+            rows["  model work delivered to clients"] = "n/a"
+        else:
+            before = httpx.get(f"{server.url}/v1/health").json()["images"]
+            batch = [(f"{i}.jpg", paths[i % len(paths)].read_bytes()) for i in range(32)]
+            start = time.perf_counter()
+            answers = asyncio.run(post_many(server.url, [batch] * requests, clients))
+            elapsed = time.perf_counter() - start
+            model_images = httpx.get(f"{server.url}/v1/health").json()["images"] - before
+            delivered = sum(len(a.json()["results"]) for a in answers if a.status_code == 200)
+            busy = sum(a.status_code == 503 for a in answers)
+            errors += server_errors(answers)
+            rows[key] = f"{requests - busy} served, {busy} answered 503, {elapsed:.0f} s"
+            rows["  model work delivered to clients"] = (
+                f"{delivered} of {model_images} images ({delivered / max(model_images, 1):.0%})"
+            )
+        rows["peak RSS, whole run (target at most 2048 MB)"] = f"{server.peak_rss_mb():.0f} MB"
     finally:
         exit_status = server.stop()
-    rows.append(("5xx other than 503", str(errors)))
-    rows.append(("exit status after SIGTERM", str(exit_status)))
-    print(f"\nserve.py under hostile load: torch threads {threads}, {os.cpu_count()} cores, {ckpt.name}")
-    for name, value in rows:
-        print(f"{name:58s} {value}")
+    rows["5xx other than 503"] = str(errors)
+    rows["exit status after SIGTERM"] = str(exit_status)
+    return rows
 
 
 def main() -> None:
@@ -263,23 +285,33 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server (and the reference)")
     parser.add_argument("--hostile", action="store_true", help="hostile load instead of throughput")
+    parser.add_argument("--litserve", action="store_true", help="the same model behind LitServe, side by side")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
     ckpt = args.ckpt or make_checkpoint(tmp)
     paths = sorted((SHARED / "data" / "real-vs-ai" / "Real").iterdir())[: args.images // 2]
     paths += sorted((SHARED / "data" / "real-vs-ai" / "AI").iterdir())[: args.images - len(paths)]
     if args.hostile:
-        hostile(ckpt, args.threads, args.clients, args.requests if args.requests != 192 else 96, paths)
+        requests = args.requests if args.requests != 192 else 96
+        ours = hostile(ckpt, args.threads, args.clients, requests, paths, litserve=False)
+        theirs = hostile(ckpt, args.threads, args.clients, requests, paths, litserve=True) if args.litserve else {}
+        print(f"\nHostile load: torch threads {args.threads}, {os.cpu_count()} cores, {ckpt.name}")
+        print(f"{'':52s} {'serve.py':42s} {'LitServe' if theirs else ''}")
+        for name, value in ours.items():
+            print(f"{name:52s} {value:42s} {theirs.get(name, '')}")
         return
     images = [p.read_bytes() for p in paths]
 
     rows = []
-    for name, batch_size, wait, clients in (
-        (f"batching, {args.clients} clients", 32, 5, args.clients),
-        (f"no batching, {args.clients} clients", 1, 0, args.clients),
-        ("one request at a time", 32, 5, 1),
-    ):
-        server = Server(ckpt, args.threads, batch_size, wait)
+    settings = [
+        (f"batching, {args.clients} clients", 32, 5, args.clients, False),
+        (f"no batching, {args.clients} clients", 1, 0, args.clients, False),
+        ("one request at a time", 32, 5, 1, False),
+    ]
+    if args.litserve:
+        settings.insert(1, (f"LitServe batching, {args.clients} clients", 32, 5, args.clients, True))
+    for name, batch_size, wait, clients, litserve in settings:
+        server = Server(ckpt, args.threads, batch_size, wait, litserve=litserve)
         try:
             requests = args.requests if clients > 1 else max(32, args.requests // 4)
             rate, latencies, mean_batch = asyncio.run(load(server.url, images, requests, clients))

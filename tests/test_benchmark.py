@@ -73,3 +73,21 @@ def test_benchmark_refuses_bad_sources_in_one_line(tmp_path):
     result = run_benchmark(f"sources={{a: {tmp_path}, b: {tmp_path / 'nope'}}}", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("Error: sources: b=") and "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_under_ddp_only_rank_0_scores_and_writes_the_row(tmp_path):
+    """Every rank trains; rank 0 alone reads the report (written by rank 0 only), scores and writes the row."""
+    data = {name: write_image_folder(tmp_path / name, per_class=12, size=40) for name in ("a", "h")}
+    result = run_benchmark(
+        f"sources={{a: {data['a']}, h: {data['h']}}}", "test_only=[h]", "trainer=ddp_sim", "debug=limit", *TINY,
+        "trainer.max_epochs=1", f"paths.log_dir={tmp_path / 'outputs'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    (sweep,) = (tmp_path / "outputs" / "benchmark" / "multiruns").iterdir()
+    (job,) = [d for d in sweep.iterdir() if (d / "benchmark_row.json").is_file()]
+    logs = {p.name: p.read_text() for p in job.glob("*.log")}
+    scored = [name for name, text in logs.items() if "on every source" in text]
+    assert len(logs) == 2 and len(scored) == 1 and "rank_1" not in scored[0], logs.keys()
+    with open(sweep / "matrix.csv", newline="") as f:
+        assert [(c["trained_on"], c["tested_on"]) for c in csv.DictReader(f)] == [("a", "a"), ("a", "h")]

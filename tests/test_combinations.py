@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from trustthepixels.predictions import COLUMNS, read_predictions
+from trustthepixels.detector.predictions import COLUMNS, read_predictions
 
 from .conftest import REPO, TINY, write_image_folder
 
@@ -70,7 +70,7 @@ def test_cross_validation_sweep_eval_and_checkpoints_feed_compare(tmp_path):
     # Each fold decides at its own checkpoint's validation threshold, and says so in every row.
     for fold in range(3):
         (ckpt,) = (sweep / str(fold) / "checkpoints").glob("epoch*.ckpt")
-        from trustthepixels.model.checkpoint import load_detector
+        from trustthepixels.detector.checkpoint import load_detector
 
         rows = [p for p in oof if p.context["fold"] == str(fold)]
         assert {p.threshold for p in rows} == {load_detector(ckpt).val_threshold}
@@ -165,7 +165,7 @@ def test_an_unreachable_hub_switches_to_offline_mode_at_once(tmp_path):
 def test_a_bad_ckpt_path_is_one_line_in_every_command(tmp_path):
     import torch
 
-    from trustthepixels.model.checkpoint import CheckpointError, read_checkpoint
+    from trustthepixels.detector.checkpoint import CheckpointError, read_checkpoint
 
     text, foreign, missing = tmp_path / "notes.ckpt", tmp_path / "foreign.ckpt", tmp_path / "missing.ckpt"
     text.write_text("this is not a checkpoint\n")
@@ -234,7 +234,7 @@ def test_documented_commands_run_as_typed(trained_checkpoint, tmp_path):
     """The README's commands that other tests call as functions, run here as a user types them."""
     folder = write_image_folder(tmp_path / "photos", per_class=8, size=40)
     ok(command("audit_data.py", f"data.root={folder}", f"hydra.run.dir={tmp_path / 'audit'}", cwd=tmp_path))
-    assert json.loads((tmp_path / "audit" / "audit.json").read_text())["counts"]["AI"] == 8
+    assert json.loads((tmp_path / "audit" / "audit.json").read_text())["classes"]["AI"]["images"] == 8
     ok(command("export.py", f"ckpt_path={trained_checkpoint}", f"hydra.run.dir={tmp_path / 'export'}", cwd=tmp_path))
     assert (tmp_path / "export" / "detector.onnx").is_file()
     printed = ok(command("train.py", "--cfg", "job", cwd=tmp_path)).stdout

@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 from sklearn import metrics as skm
 
+from trustthepixels.detector.checkpoint import load_detector
+from trustthepixels.detector.scoring import InferenceDataset
 from trustthepixels.evaluation.evaluate import evaluate
-from trustthepixels.evaluation.inference import InferenceDataset
-from trustthepixels.evaluation.metrics import binary_metrics, choose_threshold, fit_temperature
 from trustthepixels.evaluation.robustness import DEFAULT_PERTURBATIONS, perturbations
-from trustthepixels.model.checkpoint import load_detector
+from trustthepixels.metrics.core import binary_metrics, choose_threshold, fit_temperature
 from trustthepixels.prediction.export import export_onnx
 
 from .conftest import REPO, compose_cfg, write_image_folder

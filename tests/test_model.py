@@ -170,7 +170,7 @@ def test_local_dir_backbone_trains_and_its_checkpoint_needs_no_folder(make_cfg, 
     import timm
     from timm.models import save_for_hf
 
-    from trustthepixels.model.checkpoint import load_detector
+    from trustthepixels.detector.checkpoint import load_detector
     from trustthepixels.training import train
 
     source = timm.create_model("resnet18", pretrained=False, num_classes=7)

@@ -14,8 +14,9 @@ import torch
 from sklearn import metrics as skm
 
 from trustthepixels.callbacks import EpochSummary
+from trustthepixels.detector.checkpoint import load_detector
 from trustthepixels.evaluation.evaluate import EvalSet, evaluate, unique_names
-from trustthepixels.evaluation.metrics import (
+from trustthepixels.metrics.core import (
     TEMPERATURE_BOUNDS,
     CalibrationError,
     binary_metrics,
@@ -23,7 +24,6 @@ from trustthepixels.evaluation.metrics import (
     core_metrics,
     fit_temperature,
 )
-from trustthepixels.model.checkpoint import load_detector
 from trustthepixels.training import train
 
 from .conftest import TINY, compose_cfg, write_image_folder

@@ -21,7 +21,7 @@ import pytest
 import torch
 import uvicorn
 
-from trustthepixels.evaluation.inference import InferenceDataset
+from trustthepixels.detector.scoring import InferenceDataset
 from trustthepixels.prediction.export import export_onnx
 from trustthepixels.serving.app import create_app
 from trustthepixels.serving.backends import OnnxBackend, TorchBackend

@@ -14,15 +14,16 @@ from sklearn.metrics import roc_auc_score
 
 from trustthepixels.data.loading.split import cross_validation_split
 from trustthepixels.data.sources.scan import Sample
-from trustthepixels.evaluation.compare import delong, holm, load_predictions, mcnemar, paired_bootstrap, verdict
-from trustthepixels.evaluation.intervals import (
+from trustthepixels.evaluation.compare import load_predictions, verdict
+from trustthepixels.metrics.comparison import delong, holm, mcnemar, paired_bootstrap
+from trustthepixels.metrics.core import core_metrics
+from trustthepixels.metrics.intervals import (
     BOOTSTRAPPED,
     clopper_pearson,
     metric_intervals,
     resample_metrics,
     too_small_to_rank,
 )
-from trustthepixels.evaluation.metrics import core_metrics
 
 from .conftest import compose_cfg
 

@@ -123,7 +123,7 @@ def test_ddp_counts_every_image_once_and_matches_single_process_eval(tmp_path):
     """7 test images on 2 ranks: a padded sampler would score one twice. The rank command keeps --config-dir
     and hydra.* overrides (an experiment only that folder has; a hydra.job override)."""
     from trustthepixels.evaluation.evaluate import evaluate
-    from trustthepixels.evaluation.metrics import core_metrics
+    from trustthepixels.metrics.core import core_metrics
 
     from .conftest import compose_cfg, write_image_folder
 

@@ -30,19 +30,19 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trustthepixels.config import to_plain
-from trustthepixels.data.loading.datamodule import default_num_workers
 from trustthepixels.data.loading.split import read_split_csv
+from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.data.sources.fileutils import atomic_write_text
 from trustthepixels.data.sources.roots import Roots, parse_roots
+from trustthepixels.detector.checkpoint import load_detector, resolve_device
+from trustthepixels.detector.predictions import write_predictions
 from trustthepixels.errors import ConfigError
 from trustthepixels.evaluation.evaluate import EvalSet, Evaluator, calibrate
-from trustthepixels.evaluation.intervals import binary_metric_intervals
-from trustthepixels.evaluation.metrics import binary_metrics
-from trustthepixels.model.checkpoint import load_detector, resolve_device
-from trustthepixels.predictions import write_predictions
+from trustthepixels.metrics.core import binary_metrics
+from trustthepixels.metrics.intervals import binary_metric_intervals
 from trustthepixels.training import train
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,11 @@ def rows_override(sources: Any, test_only: Any, leave_one_out: Any) -> str:
     return ",".join(rows(sources or {}, test_only or [], bool(leave_one_out))) or "none"
 
 
+# configs/hydra/benchmark.yaml sweeps `train_on=${benchmark_rows:...}`: registered here, where the rows are known
+# (every process that composes the benchmark's config imports this module first).
+OmegaConf.register_new_resolver("benchmark_rows", rows_override, replace=True)
+
+
 def trained_sources(train_on: str, roots: Roots, test_only: list[str]) -> list[str]:
     trainable = [name for name in roots if name not in test_only]
     if train_on in trainable:
@@ -112,8 +117,9 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
     if checkpoint is None:
         raise ConfigError("the training kept no checkpoint (fast_dev_run?): the benchmark scores a checkpoint")
 
+    log.info("Scoring %s on every source", Path(checkpoint).name)
     detector = load_detector(checkpoint)
-    workers = default_num_workers() if cfg.data.num_workers is None else cfg.data.num_workers
+    workers = resolve_num_workers(cfg.data.num_workers)
     evaluator = Evaluator(
         detector, cfg.data.batch_size, workers, resolve_device(cfg.get("device", "auto")), detector.min_image_side
     )
@@ -156,9 +162,7 @@ def _test_set(cfg, name, folder, trained, test_only, split_csv: Path, detector) 
     if name in trained:  # its part of this row's own test split
         return EvalSet.from_split(name, detector, read_split_csv(split_csv, source=name)["test"])
     if name in test_only:
-        subset = EvalSet.from_folder(folder, detector.min_image_side, cfg.data.cache_dir)
-        subset.name = name
-        return subset
+        return EvalSet.from_folder(folder, detector.min_image_side, cfg.data.cache_dir, name=name)
     # The source's own test split, exactly as a row trained on it cuts it (same seed and data settings).
     datamodule = instantiate(cfg.data, root={name: str(folder)}, data_config=detector.data_config, cache=False)
     return EvalSet.from_samples(name, datamodule.split()["test"], folder)

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -187,6 +186,8 @@ def _remove_if_empty(run_dir: Path, user_named: bool) -> None:
 
 
 def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    import torch
+
     # One float32 matmul precision for every command (train.yaml's `matmul_precision`, "high" for the others):
     # on a GPU, TF32 in training's validation but full float32 in eval.py would move logits in the 4th digit.
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))

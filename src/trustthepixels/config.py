@@ -7,13 +7,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import Container, OmegaConf
 
 
 def auto_precision() -> str:
     """bf16 autocast on GPUs that support it, fp16 on older GPUs, fp32 on CPU (bench/bench_train.py, Lite0 on the
     2-core Xeon with AMX: bf16 0.73x fp32's speed at 112 px, about even at 224 px)."""
+    import torch  # here, not at the top: the entry points check the command line before anything heavy loads
+
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
@@ -59,13 +60,6 @@ def metric_slug(metric: str) -> str:
     return "_".join(metric.split("/")[1:]) or metric
 
 
-def benchmark_rows(sources: Any, test_only: Any, leave_one_out: Any) -> str:
-    """The benchmark's `train_on` sweep (see benchmark.py), for `hydra.sweeper.params`."""
-    from trustthepixels.benchmark import rows_override
-
-    return rows_override(sources, test_only, leave_one_out)
-
-
 def register_resolvers() -> None:
     # use_cache: the id is drawn once per config; Hydra copies the cache into every job of a sweep.
     OmegaConf.register_new_resolver("run_id", run_id, use_cache=True, replace=True)
@@ -74,7 +68,6 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("metric_mode", metric_mode, replace=True)
     OmegaConf.register_new_resolver("metric_direction", metric_direction, replace=True)
     OmegaConf.register_new_resolver("metric_slug", metric_slug, replace=True)
-    OmegaConf.register_new_resolver("benchmark_rows", benchmark_rows, replace=True)
 
 
 def to_plain(value: Any) -> Any:

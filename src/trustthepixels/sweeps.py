@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from trustthepixels.config import metric_mode
 from trustthepixels.data.sources.fileutils import atomic_write_text
-from trustthepixels.predictions import Prediction, labelled, read_predictions, write_predictions
+from trustthepixels.detector.predictions import Prediction, labelled, read_predictions, write_predictions
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "job_error.txt"
@@ -143,8 +143,8 @@ def _override(overrides: str, key: str) -> str | None:
 def _pool_out_of_fold(jobs: list[dict[str, Any]], path: Path) -> dict[str, float] | None:
     """Every fold's test predictions in one file (the one predictions format, a `fold` column in front, each
     row decided at its fold's own threshold), and the metrics of the pooled logits with their intervals."""
-    from trustthepixels.evaluation.intervals import metric_intervals
-    from trustthepixels.evaluation.metrics import core_metrics
+    from trustthepixels.metrics.core import core_metrics
+    from trustthepixels.metrics.intervals import metric_intervals
 
     pooled: list[Prediction] = []
     for job in jobs:

@@ -19,11 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from trustthepixels.callbacks import StepSeed
 from trustthepixels.data.loading.datamodule import check_data_config
 from trustthepixels.ddp import ddp_session
+from trustthepixels.detector.predictions import Prediction, decision_threshold, write_predictions
 from trustthepixels.errors import ConfigError
-from trustthepixels.evaluation.intervals import metric_intervals
-from trustthepixels.model.checkpoint import validation_threshold
+from trustthepixels.metrics.core import validation_threshold
+from trustthepixels.metrics.intervals import metric_intervals
 from trustthepixels.model.module import source_masks
-from trustthepixels.predictions import Prediction, decision_threshold, write_predictions
 
 log = logging.getLogger(__name__)
 

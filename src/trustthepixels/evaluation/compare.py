@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -22,17 +21,15 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 from omegaconf import DictConfig
-from scipy import stats
 from sklearn.metrics import roc_curve
 from torch.utils.tensorboard import SummaryWriter
 
+from trustthepixels.detector.predictions import Prediction, labelled, read_predictions
 from trustthepixels.errors import UserError
-from trustthepixels.evaluation.intervals import mann_whitney_auroc
-from trustthepixels.evaluation.metrics import core_metrics, sigmoid
-from trustthepixels.predictions import Prediction, labelled, read_predictions
+from trustthepixels.metrics.comparison import ALPHA, delong, holm, mcnemar, paired_bootstrap
+from trustthepixels.metrics.core import core_metrics, sigmoid
 
 log = logging.getLogger(__name__)
-ALPHA = 0.05
 
 
 Key = tuple[str, str]  # (source, path inside it): how every predictions file names an image
@@ -57,69 +54,6 @@ class Scored:
             {p.key: int(p.label) for p in rows},
             {p.key: p.threshold for p in rows},
         )
-
-
-# ----------------------------------------------------------------------------------------------- statistics
-
-
-def delong(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> dict[str, float]:
-    """DeLong's test of AUROC(a) - AUROC(b) on the same images: the difference, its standard error, a 95%
-    interval, z and the two-sided p-value. Ties count one half, as in the AUROC itself."""
-    labels = np.asarray(labels)
-    scores = np.vstack([scores_a, scores_b]).astype(np.float64)
-    pos, neg = scores[:, labels == 1], scores[:, labels == 0]
-    m, n = pos.shape[1], neg.shape[1]
-    if m < 2 or n < 2:
-        raise UserError(f"{m} AI and {n} real images: DeLong's test needs at least two of each")
-    ranks_pos = stats.rankdata(pos, axis=1)
-    ranks_neg = stats.rankdata(neg, axis=1)
-    ranks_all = stats.rankdata(np.hstack([pos, neg]), axis=1)
-    aucs = (ranks_all[:, :m].sum(axis=1) / m - (m + 1) / 2) / n
-    v_pos = (ranks_all[:, :m] - ranks_pos) / n  # structural components of the AI images
-    v_neg = 1.0 - (ranks_all[:, m:] - ranks_neg) / m  # and of the real ones
-    covariance = np.cov(v_pos) / m + np.cov(v_neg) / n
-    variance = covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1]
-    difference = aucs[0] - aucs[1]
-    se = math.sqrt(max(variance, 0.0))
-    z = difference / se if se > 0 else (0.0 if difference == 0 else math.copysign(math.inf, difference))
-    half = stats.norm.ppf(1 - ALPHA / 2) * se
-    return {
-        "auroc_a": float(aucs[0]),
-        "auroc_b": float(aucs[1]),
-        "difference": float(difference),
-        "se": se,
-        "low": float(difference - half),
-        "high": float(difference + half),
-        "z": float(z),
-        "p": float(2 * stats.norm.sf(abs(z))),
-    }
-
-
-def paired_bootstrap(
-    labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, n_resamples: int = 2000, seed: int = 0
-) -> dict[str, float]:
-    """The AUROC difference over a stratified bootstrap of the images, both models on the same resample:
-    a percentile 95% interval and the two-sided p-value of "no difference": twice the smaller tail, counted as
-    (k + 1) / (n + 1) so that it is never 0 (with 2000 resamples it is at least 0.001)."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    differences = np.empty(n_resamples)
-    for i in range(n_resamples):
-        p, q = rng.choice(pos, len(pos)), rng.choice(neg, len(neg))
-        differences[i] = mann_whitney_auroc(scores_a[p], scores_a[q]) - mann_whitney_auroc(scores_b[p], scores_b[q])
-    low, high = np.percentile(differences, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
-    tail = min((differences <= 0).sum(), (differences >= 0).sum())
-    return {"low": float(low), "high": float(high), "p": float(min(1.0, 2 * (tail + 1) / (n_resamples + 1)))}
-
-
-def mcnemar(labels: np.ndarray, predicted_a: np.ndarray, predicted_b: np.ndarray) -> dict[str, float]:
-    """McNemar's exact test: among images exactly one model gets right, is either model right more often?
-    (A binomial test of the discordant pairs, as statsmodels' `mcnemar(exact=True)`.)"""
-    right_a, right_b = predicted_a == labels, predicted_b == labels
-    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
-    p = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
-    return {"only_a_right": only_a, "only_b_right": only_b, "p": float(p)}
 
 
 def verdict(name_a: str, name_b: str, test: dict[str, float], images: int, corrected: int = 1) -> str:
@@ -159,13 +93,13 @@ def load_predictions(path: Path, name: str | None = None) -> Scored:
 
 def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> Scored:
     """Score a checkpoint on `cfg.data.root` (or its run's test split), at its own decision threshold."""
-    from trustthepixels.data.loading.datamodule import default_num_workers
+    from trustthepixels.data.loading.workers import resolve_num_workers
+    from trustthepixels.detector.checkpoint import load_detector, resolve_device
     from trustthepixels.evaluation.evaluate import Evaluator, _min_side, _sets, calibrate
-    from trustthepixels.model.checkpoint import load_detector, resolve_device
 
     detector = load_detector(path)
     device = resolve_device(cfg.device)
-    workers = default_num_workers() if cfg.data.num_workers is None else cfg.data.num_workers
+    workers = resolve_num_workers(cfg.data.num_workers)
     evaluator = Evaluator(detector, cfg.data.batch_size, workers, device, _min_side(cfg, detector))
     val, main = _sets(cfg, detector)
     threshold, _ = calibrate(detector, val, evaluator.logits(val) if val is not None else None)
@@ -187,18 +121,6 @@ def aligned(models: list[Scored]) -> tuple[list[str], np.ndarray, list[np.ndarra
         if any(m.labels[k] != models[0].labels[k] for k in common):
             raise UserError(f"{m.name} and {models[0].name} disagree on some labels: not the same images")
     return common, labels, [np.array([m.logits[k] for k in common]) for m in models]
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjustment: judging several pairs at once, the chance of any false "better" stays at
-    most ALPHA (Holm 1979). The k-th smallest p is multiplied by (m - k + 1), kept monotone, capped at 1."""
-    order = np.argsort(pvalues, kind="stable")
-    adjusted = np.empty(len(pvalues))
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[index]))
-        adjusted[index] = running
-    return adjusted.tolist()
 
 
 # --------------------------------------------------------------------------------------------------- report

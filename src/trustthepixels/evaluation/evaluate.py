@@ -14,15 +14,17 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
-from trustthepixels.data.loading.datamodule import default_num_workers
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.transforms import image_size
+from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.data.sources.roots import parse_roots, roots_state, source_of
 from trustthepixels.data.sources.scan import Sample, scan_sources
+from trustthepixels.detector.checkpoint import Detector, load_detector, resolve_device
+from trustthepixels.detector.predictions import Prediction, Threshold, decision_threshold, write_predictions
 from trustthepixels.evaluation import figures
-from trustthepixels.evaluation.inference import InferenceDataset, predict_logits
-from trustthepixels.evaluation.intervals import binary_metric_intervals
-from trustthepixels.evaluation.metrics import (
+from trustthepixels.evaluation.report import render_report
+from trustthepixels.evaluation.robustness import Perturbation, perturbations
+from trustthepixels.metrics.core import (
     CalibrationError,
     Temperature,
     binary_metrics,
@@ -30,10 +32,7 @@ from trustthepixels.evaluation.metrics import (
     fit_temperature,
     sigmoid,
 )
-from trustthepixels.evaluation.report import render_report
-from trustthepixels.evaluation.robustness import Perturbation, perturbations
-from trustthepixels.model.checkpoint import Detector, load_detector, resolve_device
-from trustthepixels.predictions import Prediction, Threshold, decision_threshold, write_predictions
+from trustthepixels.metrics.intervals import binary_metric_intervals
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +106,20 @@ def unique_names(sets: list[EvalSet]) -> None:
 
 
 class Evaluator:
+    """Scores whole sets of verified images (a file that fails now changed since it was scanned: an error)."""
+
     def __init__(self, detector: Detector, batch_size: int, num_workers: int, device: str, min_side: int):
         self.detector = detector
-        self.model = detector.model.to(device)
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.device = device
         self.min_side = min_side
 
     def logits(self, subset: EvalSet, perturb: Perturbation | None = None) -> np.ndarray:
-        dataset = InferenceDataset(subset.paths, self.detector.data_config, self.min_side, perturb)
         what = f"{subset.name}" + (f" ({perturb.name})" if perturb else "")
-        logits, errors = predict_logits(self.model, dataset, self.batch_size, self.num_workers, f"Scoring {what}")
+        logits, errors = self.detector.score_files(
+            subset.paths, self.batch_size, self.num_workers, self.device, perturb, self.min_side, f"Scoring {what}"
+        )
         if errors:  # files verified at setup cannot fail unless they changed since
             raise RuntimeError(f"{len(errors)} file(s) of {what} could not be read: {list(errors.values())[:3]}")
         return logits
@@ -172,7 +174,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     detector = load_detector(cfg.ckpt_path)
     device = resolve_device(cfg.device)
-    num_workers = default_num_workers() if cfg.data.num_workers is None else cfg.data.num_workers
+    num_workers = resolve_num_workers(cfg.data.num_workers)
     min_side = _min_side(cfg, detector)
     evaluator = Evaluator(detector, cfg.data.batch_size, num_workers, device, min_side)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trustthepixels.evaluation.intervals import too_small_to_rank
+from trustthepixels.metrics.intervals import too_small_to_rank
 
 ROWS = (
     ("images", "images", "{:.0f}"),

@@ -17,7 +17,7 @@ from torchmetrics.classification import BinaryAccuracy
 
 from trustthepixels.config import to_plain
 from trustthepixels.errors import ConfigError
-from trustthepixels.evaluation.metrics import core_metrics
+from trustthepixels.metrics.core import core_metrics, validation_threshold
 from trustthepixels.model.backbone import backbone_data_config, create_backbone, resolve_architecture
 
 
@@ -312,3 +312,5 @@ class DetectorModule(LightningModule):
                 "logits": logits.tolist(),
                 "labels": labels.tolist(),
             }
+            # The decision threshold every command uses (eval.py's rule), chosen once, here: loading computes nothing.
+            checkpoint["val_threshold"] = validation_threshold(checkpoint["val_predictions"], "this checkpoint")

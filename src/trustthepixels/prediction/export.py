@@ -18,10 +18,10 @@ from omegaconf import DictConfig
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.transforms import image_size
 from trustthepixels.data.sources.scan import scan_dataset
+from trustthepixels.detector.checkpoint import Detector, load_detector
+from trustthepixels.detector.predictions import Threshold, decision_threshold
+from trustthepixels.detector.scoring import InferenceDataset
 from trustthepixels.errors import ConfigError, UserError
-from trustthepixels.evaluation.inference import InferenceDataset
-from trustthepixels.model.checkpoint import Detector, load_detector
-from trustthepixels.predictions import Threshold, decision_threshold
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,10 @@ from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 from rich.table import Table
 
-from trustthepixels.data.loading.datamodule import default_num_workers
+from trustthepixels.data.loading.workers import resolve_num_workers
+from trustthepixels.detector.checkpoint import load_detector, resolve_device
+from trustthepixels.detector.predictions import Prediction, Threshold, write_predictions
 from trustthepixels.errors import UserError
-from trustthepixels.evaluation.inference import InferenceDataset, predict_logits
-from trustthepixels.model.checkpoint import load_detector, resolve_device
-from trustthepixels.predictions import Prediction, Threshold, decision_threshold, write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[tuple[str, str, P
 def predict(cfg: DictConfig) -> int:
     """Score the inputs, print a table, write the CSV (and Grad-CAM overlays). Returns how many were scored."""
     detector = load_detector(cfg.ckpt_path)
-    threshold = decision_threshold(cfg.threshold, detector.val_threshold)
+    threshold = detector.decision(cfg.threshold)
     inputs = list(cfg.input) if isinstance(cfg.input, ListConfig | list | tuple) else [cfg.input]
     files, missing = collect_inputs(inputs)
     if not files:
@@ -47,12 +46,11 @@ def predict(cfg: DictConfig) -> int:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    model = detector.model.to(device)
     # The training run's preprocessing and its rule for a usable image (data.min_image_side), nothing else.
-    dataset = InferenceDataset([f for *_, f in files], detector.data_config, detector.min_image_side)
-    workers = default_num_workers() if cfg.num_workers is None else cfg.num_workers
     progress = f"Scoring {len(files)} images" if len(files) > cfg.batch_size else None
-    logits, errors = predict_logits(model, dataset, cfg.batch_size, workers, progress)
+    logits, errors = detector.score_files(
+        [f for *_, f in files], cfg.batch_size, resolve_num_workers(cfg.num_workers), device, description=progress
+    )
     rows = [
         Prediction(source, relpath, float(logits[i]), threshold.value, error=errors.get(i, ""))
         for i, (source, relpath, _) in enumerate(files)
@@ -76,11 +74,11 @@ def predict(cfg: DictConfig) -> int:
     if cfg.explain and scored:
         from trustthepixels.prediction.explain import GradCamExplainer
 
-        explainer = GradCamExplainer(model)
+        explainer = GradCamExplainer(detector.model)
         (out_dir / "gradcam").mkdir(exist_ok=True)
         for i, (_, _, path) in enumerate(files):
             if i not in errors:
-                explainer.overlay(dataset[i][0], out_dir / "gradcam" / f"{i:05d}_{path.stem}.png")
+                explainer.overlay(detector.preprocess(path)[0], out_dir / "gradcam" / f"{i:05d}_{path.stem}.png")
         log.info("Grad-CAM overlays in %s", out_dir / "gradcam")
     return len(scored)
 

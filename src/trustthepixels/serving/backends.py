@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from trustthepixels.data.loading.transforms import image_size
+from trustthepixels.detector.checkpoint import load_detector, resolve_device
+from trustthepixels.detector.predictions import Threshold, decision_threshold
+from trustthepixels.detector.scoring import InferenceDataset
 from trustthepixels.errors import ConfigError
-from trustthepixels.evaluation.inference import InferenceDataset
-from trustthepixels.evaluation.metrics import sigmoid
-from trustthepixels.model.checkpoint import load_detector, resolve_device
-from trustthepixels.predictions import Threshold, decision_threshold
+from trustthepixels.metrics.core import sigmoid
 
 log = logging.getLogger(__name__)
 

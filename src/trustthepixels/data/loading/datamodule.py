@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import inspect
 import logging
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,8 +30,9 @@ from trustthepixels.data.loading.split import (
     write_split_csv,
 )
 from trustthepixels.data.loading.transforms import INTERPOLATIONS, Preprocessing, build_transform
+from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.data.sources.prepare import RELEASE_URL, prepare_from_release
-from trustthepixels.data.sources.roots import Roots, is_union, parse_roots, roots_state
+from trustthepixels.data.sources.roots import Roots, check_data_roots, is_union, parse_roots, roots_state
 from trustthepixels.data.sources.scan import (
     GET_DATA_HINT,
     LABELS,
@@ -44,11 +44,6 @@ from trustthepixels.data.sources.scan import (
 from trustthepixels.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def default_num_workers() -> int:
-    """One core stays with the training process; more than 8 workers rarely helps a single GPU."""
-    return min(8, max(0, (os.cpu_count() or 1) - 1))
 
 
 def check_data_settings(
@@ -143,23 +138,6 @@ def check_data_config(data: Mapping[str, Any]) -> None:
     check_data_roots(to_plain(data["root"]), bool(data.get("download", defaults["download"])))
 
 
-def check_data_roots(root: Any, download: bool) -> None:
-    """Every folder `data.root` names exists, or (one folder, download allowed) will be downloaded: checked before
-    weights load, so that a wrong path is one line at once, not a hub timeout first."""
-    roots = parse_roots(root)
-    missing = {name: folder for name, folder in roots.items() if not folder.exists()}
-    if not missing:
-        return
-    if is_union(roots):
-        named = ", ".join(f"{name}={folder}" for name, folder in missing.items())
-        raise DatasetLayoutError(f"data.root: {named}: no such folder (each source is a folder with AI/ and Real/)")
-    if not download:
-        raise DatasetLayoutError(
-            f"data.root={next(iter(missing.values()))} does not exist (and data.download=false). Set data.root to a "
-            "folder with AI/ and Real/ subfolders, or data.download=true to fetch the published dataset."
-        )
-
-
 CHECKED_SETTINGS = tuple(inspect.signature(check_data_settings).parameters)
 
 
@@ -227,7 +205,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.data_config["resize"] = resize
         self.preprocessing = Preprocessing.from_data_config(self.data_config)
         self.batch_size = batch_size
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.num_workers = resolve_num_workers(num_workers)
         self.split_fractions = tuple(float(f) for f in split)
         self.seed = seed
         self.crop_scale = tuple(crop_scale)

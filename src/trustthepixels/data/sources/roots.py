@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trustthepixels.config import to_plain
 from trustthepixels.errors import ConfigError
 
 Roots = dict[str, Path]
@@ -75,3 +76,21 @@ def roots_from_state(state: Any) -> Roots | None:
     if not state:
         return None
     return parse_roots(state if isinstance(state, str) else dict(state))
+
+
+def check_data_roots(root: Any, download: bool) -> None:
+    """Every folder `data.root` names exists, or (one folder, download allowed) will be downloaded: checked before
+    anything heavy loads (train.py checks it before Lightning is even imported), so that a wrong path is one line
+    at once, not a hub timeout first."""
+    roots = parse_roots(to_plain(root))
+    missing = {name: folder for name, folder in roots.items() if not folder.exists()}
+    if not missing:
+        return
+    if is_union(roots):
+        named = ", ".join(f"{name}={folder}" for name, folder in missing.items())
+        raise ConfigError(f"data.root: {named}: no such folder (each source is a folder with AI/ and Real/)")
+    if not download:
+        raise ConfigError(
+            f"data.root={next(iter(missing.values()))} does not exist (and data.download=false). Set data.root to a "
+            "folder with AI/ and Real/ subfolders, or data.download=true to fetch the published dataset."
+        )

@@ -7,8 +7,10 @@ Both are computed here, from (labels, logits), with torchmetrics and scikit-lear
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +31,9 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 class CalibrationError(ValueError):
     """Threshold or temperature cannot be fitted on these validation images (the message says why)."""
+
+
+log = logging.getLogger(__name__)
 
 
 def _t(values: np.ndarray, dtype=torch.float64) -> torch.Tensor:
@@ -141,3 +146,19 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> Temperature:
     at_bound = min(abs(result.x - low), abs(result.x - high)) < 1e-3
     note = f"at the bound of {TEMPERATURE_BOUNDS}: the validation set is too small or too easy" if at_bound else ""
     return Temperature(value, True, note)
+
+
+def validation_threshold(val_predictions: dict[str, Any] | None, what: str = "the run") -> float | None:
+    """The decision threshold every command uses: `choose_threshold` on a checkpoint's validation predictions
+    ({"logits": [...], "labels": [...]}), or None when there are none, they are not finite, or one class is missing."""
+    if not val_predictions:
+        return None
+    logits = np.asarray(val_predictions["logits"], dtype=np.float64)
+    if not np.isfinite(logits).all():
+        log.warning("No validation threshold for %s: its validation scores are not finite (the run diverged)", what)
+        return None
+    try:
+        return choose_threshold(np.asarray(val_predictions["labels"]), sigmoid(logits))
+    except CalibrationError as err:
+        log.warning("No validation threshold for %s: %s", what, err)
+        return None

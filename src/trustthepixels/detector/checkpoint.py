@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,10 @@ import numpy as np
 import torch
 
 from trustthepixels.data.sources.roots import Roots, locate, roots_from_state
+from trustthepixels.detector.predictions import Threshold, decision_threshold
+from trustthepixels.detector.scoring import InferenceDataset, predict_logits
 from trustthepixels.errors import UserError
-from trustthepixels.evaluation.metrics import CalibrationError, choose_threshold, sigmoid
+from trustthepixels.metrics.core import validation_threshold
 from trustthepixels.model.module import DetectorModule
 
 log = logging.getLogger(__name__)
@@ -44,20 +47,33 @@ class Detector:
         """`<run>` for `<run>/checkpoints/x.ckpt`: where `split.csv` lives."""
         return self.checkpoint.parent.parent if self.checkpoint.parent.name == "checkpoints" else None
 
+    def decision(self, configured: float | None = None) -> Threshold:
+        """The threshold it decides at: `threshold=` when set, else its validation threshold (0.5 without one)."""
+        return decision_threshold(configured, self.val_threshold)
 
-def validation_threshold(val_predictions: dict[str, Any] | None, what: str = "the run") -> float | None:
-    """The threshold eval.py's rule chooses on the validation predictions saved with the weights, or None."""
-    if not val_predictions:
-        return None
-    logits = np.asarray(val_predictions["logits"], dtype=np.float64)
-    if not np.isfinite(logits).all():
-        log.warning("No validation threshold for %s: its validation scores are not finite (the run diverged)", what)
-        return None
-    try:
-        return choose_threshold(np.asarray(val_predictions["labels"]), sigmoid(logits))
-    except CalibrationError as err:
-        log.warning("No validation threshold for %s: %s", what, err)
-        return None
+    def preprocess(self, path: Path, min_side: int | None = None) -> tuple[torch.Tensor | None, str]:
+        """The model input for one file (uint8 CHW, as training's evaluation sees it), or None and the reason the
+        file cannot be used (the training run's usable-image rule unless `min_side` says otherwise)."""
+        tensor, _, error = InferenceDataset([path], self.data_config, self._min_side(min_side))[0]
+        return tensor, error
+
+    def score_files(
+        self,
+        paths: Sequence[Path],
+        batch_size: int = 64,
+        num_workers: int = 0,
+        device: str = "cpu",
+        perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        min_side: int | None = None,
+        description: str | None = None,
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """One logit per file in batches (NaN for a file that cannot be used), and each failure's reason by index:
+        every command scores through this."""
+        dataset = InferenceDataset(paths, self.data_config, self._min_side(min_side), perturb)
+        return predict_logits(self.model.to(device), dataset, batch_size, num_workers, description)
+
+    def _min_side(self, min_side: int | None) -> int:
+        return self.min_image_side if min_side is None else int(min_side)
 
 
 def resolve_device(name: str) -> str:
@@ -107,7 +123,9 @@ def load_detector(ckpt_path: str | Path) -> Detector:
     model.set_normalisation(data_config["mean"], data_config["std"])  # the training run's, whatever the source
     labels = {int(k): v for k, v in state.get("labels", {"0": "Real", "1": "AI"}).items()}
     roots = roots_from_state(state.get("root"))
-    threshold = validation_threshold(checkpoint.get("val_predictions"), ckpt_path.name)
+    threshold = checkpoint.get("val_threshold")  # chosen when the checkpoint was saved
+    if threshold is None:  # a checkpoint from before that: the same rule, on the predictions saved with it
+        threshold = validation_threshold(checkpoint.get("val_predictions"), ckpt_path.name)
     return Detector(
         model,
         data_config,

@@ -1,0 +1,104 @@
+"""The package reads as the pipeline: layers that only import downwards, and no circles. Every import counts, at
+the top of a module or inside a function (docs/architecture.md draws the layers)."""
+
+from __future__ import annotations
+
+import ast
+
+from .conftest import REPO
+
+SRC = REPO / "src"
+
+# Lowest first; a module may import its own layer (without a circle) and the layers below it, never above.
+LAYERS = (
+    ("config", "errors"),  # leaves: OmegaConf glue and the user-facing errors
+    ("data",),  # finding, fingerprinting, splitting and loading images
+    ("metrics",),  # numbers from predictions: metrics, intervals, paired tests
+    ("model",),  # the LightningModule and its backbones
+    ("detector",),  # a checkpoint turned into answers: loading, scoring files, the predictions format
+    ("training", "callbacks", "ddp", "sweeps", "evaluation", "prediction", "serving", "benchmark", "cli"),  # commands
+)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (anywhere in its text)."""
+    files = {}
+    for path in (SRC / "trustthepixels").rglob("*.py"):
+        name = ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        files[name] = path
+    graph = {name: set() for name in files}
+    for name, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            graph[name] |= {t for t in targets if t in files and t != name}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_import_graph_has_no_circles():
+    graph = import_graph()
+    assert len(graph) > 40  # the package was found
+    assert circles(graph) == []
+
+
+def layer_of(module: str) -> int:
+    if module == "trustthepixels":
+        return 0
+    part = module.split(".")[1]
+    return next(i for i, names in enumerate(LAYERS) if part in names)
+
+
+def test_every_module_has_a_layer_and_imports_only_downwards():
+    graph = import_graph()
+    upward = [f"{a} -> {b}" for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a)]
+    assert upward == []
+
+
+def test_the_circle_finder_finds_a_circle():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
