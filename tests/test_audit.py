@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from trustthepixels.data.audit.audit import audit_dataset, jpeg_quality
+from trustthepixels.data.audit.audit import audit_dataset
+from trustthepixels.data.audit.jpeg_quality import jpeg_quality
 from trustthepixels.data.loading.datamodule import ImageFolderDataModule
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.sources import fingerprint
@@ -110,7 +111,7 @@ def test_near_duplicates_never_straddle_splits(tmp_path):
         cache_dir=tmp_path / "cache",
     )
     dm.setup("fit")
-    assert sorted(dm.duplicate_groups) == sorted(sorted(g) for g in planted)
+    assert sorted(dm.plan.duplicate_groups) == sorted(sorted(g) for g in planted)
     parts = read_split_csv(tmp_path / "run" / "split.csv")
     split_of = {path: name for name, rows in parts.items() for path, _ in rows}
     for group in planted:

@@ -99,3 +99,16 @@ def test_partial_fine_tuning_trains_the_last_blocks_only(make_cfg, image_folder)
         )
     )
     assert "test/auroc" in metrics
+
+
+def test_a_linear_probe_is_one_setting(make_cfg):
+    """model.trainable_blocks=0 and model.freeze_backbone=true are the same probe: the classifier alone learns."""
+    from hydra.utils import instantiate
+
+    probes = [
+        instantiate(make_cfg("model=resnet18", "model.pretrained=false", setting).model)
+        for setting in ("model.trainable_blocks=0", "model.freeze_backbone=true")
+    ]
+    for model in probes:
+        learning = {name for name, p in model.backbone.named_parameters() if p.requires_grad}
+        assert learning == {"fc.weight", "fc.bias"} and model.hparams.freeze_backbone

@@ -118,8 +118,8 @@ def test_a_near_duplicate_across_sources_never_moves_a_sources_images(tmp_path):
     dedup = {"phash": 4, "dhash": 6}  # configs/data/default.yaml's
     union = ImageFolderDataModule({"a": str(a), "b": str(b)}, CONFIG, num_workers=0, cache=False, near_duplicates=dedup)
     parts = union.split()
-    assert len(union.cross_source_duplicates) == 6
-    assert all({r.split("/")[0] for r in group} == {"a", "b"} for group in union.cross_source_duplicates)
+    assert len(union.plan.cross_source_duplicates) == 6
+    assert all({r.split("/")[0] for r in group} == {"a", "b"} for group in union.plan.cross_source_duplicates)
     for name, folder in (("a", a), ("b", b)):
         alone = ImageFolderDataModule({name: str(folder)}, CONFIG, num_workers=0, cache=False, near_duplicates=dedup)
         alone = alone.split()

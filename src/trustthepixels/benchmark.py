@@ -28,11 +28,11 @@ from filelock import FileLock
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trustthepixels.config import to_plain
+from trustthepixels.data.loading.planner import plan_split
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.data.sources.fileutils import atomic_write_text
@@ -164,8 +164,12 @@ def _test_set(cfg, name, folder, trained, test_only, split_csv: Path, detector) 
     if name in test_only:
         return EvalSet.from_folder(folder, detector.min_image_side, cfg.data.cache_dir, name=name)
     # The source's own test split, exactly as a row trained on it cuts it (same seed and data settings).
-    datamodule = instantiate(cfg.data, root={name: str(folder)}, data_config=detector.data_config, cache=False)
-    return EvalSet.from_samples(name, datamodule.split()["test"], folder)
+    data = to_plain(cfg.data)
+    plan = plan_split(
+        {name: Path(folder)}, data["split"], data["seed"], data["min_image_side"], data["cache_dir"],
+        data["near_duplicates"], data["folds"], data["fold"], data["max_train_per_class"],
+    )  # fmt: skip
+    return EvalSet.from_samples(name, plan.parts["test"], folder)
 
 
 # ------------------------------------------------------------------------------------------------ the matrix

@@ -23,7 +23,7 @@ from trustthepixels.detector.predictions import Prediction, decision_threshold, 
 from trustthepixels.errors import ConfigError
 from trustthepixels.metrics.core import validation_threshold
 from trustthepixels.metrics.intervals import metric_intervals
-from trustthepixels.model.module import source_masks
+from trustthepixels.model.split_predictions import source_masks
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trustthepixels.data.sources.decode import ImageDecodeError
 from trustthepixels.data.sources.roots import Roots, locate, roots_from_state
 from trustthepixels.detector.predictions import Threshold, decision_threshold
 from trustthepixels.detector.scoring import InferenceDataset, predict_logits
@@ -51,9 +52,11 @@ class Detector:
         """The threshold it decides at: `threshold=` when set, else its validation threshold (0.5 without one)."""
         return decision_threshold(configured, self.val_threshold)
 
-    def preprocess(self, path: Path, min_side: int | None = None) -> tuple[torch.Tensor | None, str]:
-        """The model input for one file (uint8 CHW, as training's evaluation sees it), or None and the reason the
-        file cannot be used (the training run's usable-image rule unless `min_side` says otherwise)."""
+    def preprocess(
+        self, path: Path, min_side: int | None = None
+    ) -> tuple[torch.Tensor | None, ImageDecodeError | None]:
+        """The model input for one file (uint8 CHW, as training's evaluation sees it), or None and why the file
+        cannot be used (the training run's usable-image rule unless `min_side` says otherwise)."""
         tensor, _, error = InferenceDataset([path], self.data_config, self._min_side(min_side))[0]
         return tensor, error
 
@@ -66,8 +69,8 @@ class Detector:
         perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
         min_side: int | None = None,
         description: str | None = None,
-    ) -> tuple[np.ndarray, dict[int, str]]:
-        """One logit per file in batches (NaN for a file that cannot be used), and each failure's reason by index:
+    ) -> tuple[np.ndarray, dict[int, ImageDecodeError]]:
+        """One logit per file in batches (NaN for a file that cannot be used), and each failure by index:
         every command scores through this."""
         dataset = InferenceDataset(paths, self.data_config, self._min_side(min_side), perturb)
         return predict_logits(self.model.to(device), dataset, batch_size, num_workers, description)

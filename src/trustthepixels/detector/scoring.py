@@ -37,17 +37,19 @@ class InferenceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, ImageDecodeError | None]:
         try:
             pixels = load_pixels(self.paths[index], self.pre, self.min_side)
-        except (ImageDecodeError, OSError) as err:
-            return None, index, getattr(err, "reason", str(err))
+        except ImageDecodeError as err:
+            return None, index, err
+        except OSError as err:
+            return None, index, ImageDecodeError(self.paths[index], str(err))
         if self.perturb is not None:
             pixels = self.perturb(pixels)
-        return self.transform(pixels), index, ""
+        return self.transform(pixels), index, None
 
 
-def _collate(items: list) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]:
+def _collate(items: list) -> tuple[torch.Tensor | None, list[int], list[tuple[int, ImageDecodeError]]]:
     good = [(tensor, index) for tensor, index, error in items if tensor is not None]
     failed = [(index, error) for tensor, index, error in items if tensor is None]
     images = torch.stack([t for t, _ in good]) if good else None
@@ -61,12 +63,12 @@ def predict_logits(
     batch_size: int = 64,
     num_workers: int = 0,
     description: str | None = None,
-) -> tuple[np.ndarray, dict[int, str]]:
-    """Logits for every decodable file (NaN for the others) and the errors by index."""
+) -> tuple[np.ndarray, dict[int, ImageDecodeError]]:
+    """Logits for every decodable file (NaN for the others) and why each other file could not be used, by index."""
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
     device = next(model.parameters()).device
     logits = np.full(len(dataset), np.nan)
-    errors: dict[int, str] = {}
+    errors: dict[int, ImageDecodeError] = {}
     batches = track(loader, description=description, transient=True) if description else loader
     for images, indices, failed in batches:
         errors.update(failed)

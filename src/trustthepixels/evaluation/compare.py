@@ -36,7 +36,7 @@ Key = tuple[str, str]  # (source, path inside it): how every predictions file na
 
 
 @dataclass
-class Scored:
+class ModelScores:
     """One model's scores, keyed by image, and its decision rule (each image's threshold: a cross-validation
     file holds each fold's own)."""
 
@@ -46,7 +46,7 @@ class Scored:
     thresholds: dict[Key, float]
 
     @classmethod
-    def of(cls, name: str, predictions: list[Prediction]) -> Scored:
+    def of(cls, name: str, predictions: list[Prediction]) -> ModelScores:
         rows = labelled(predictions)
         return cls(
             name,
@@ -69,7 +69,7 @@ def verdict(name_a: str, name_b: str, test: dict[str, float], images: int, corre
 # ------------------------------------------------------------------------------------------------- inputs
 
 
-def load_predictions(path: Path, name: str | None = None) -> Scored:
+def load_predictions(path: Path, name: str | None = None) -> ModelScores:
     """A predictions file, or the run / sweep folder that holds one (oof_predictions.csv first)."""
     path = Path(path).expanduser()
     if path.is_dir():
@@ -88,10 +88,10 @@ def load_predictions(path: Path, name: str | None = None) -> Scored:
     if not labelled(predictions):
         raise UserError(f"{path}: no scored image with a label (predict.py's files have no labels to compare on)")
     label = name or (path.parent.name if path.parent.name not in ("", ".") else path.stem)
-    return Scored.of(label, predictions)
+    return ModelScores.of(label, predictions)
 
 
-def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> Scored:
+def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> ModelScores:
     """Score a checkpoint on `cfg.data.root` (or its run's test split), at its own decision threshold."""
     from trustthepixels.data.loading.workers import resolve_num_workers
     from trustthepixels.detector.checkpoint import load_detector, resolve_device
@@ -104,10 +104,10 @@ def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> Sc
     val, main = _sets(cfg, detector)
     threshold, _ = calibrate(detector, val, evaluator.logits(val) if val is not None else None)
     name = name or f"{detector.model.hparams.backbone} ({path.parent.parent.name})"
-    return Scored.of(name, main.predictions(evaluator.logits(main), threshold.value))
+    return ModelScores.of(name, main.predictions(evaluator.logits(main), threshold.value))
 
 
-def aligned(models: list[Scored]) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
+def aligned(models: list[ModelScores]) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
     """The images every model scored, with their labels, in one order."""
     common = sorted(set.intersection(*(set(m.logits) for m in models)))
     if not common:

@@ -121,7 +121,9 @@ class Evaluator:
             subset.paths, self.batch_size, self.num_workers, self.device, perturb, self.min_side, f"Scoring {what}"
         )
         if errors:  # files verified at setup cannot fail unless they changed since
-            raise RuntimeError(f"{len(errors)} file(s) of {what} could not be read: {list(errors.values())[:3]}")
+            raise RuntimeError(
+                f"{len(errors)} file(s) of {what} could not be read: {[str(e) for e in list(errors.values())[:3]]}"
+            )
         return logits
 
 

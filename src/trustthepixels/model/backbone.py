@@ -14,7 +14,8 @@ from typing import Any
 import timm
 import torch
 from timm.data import resolve_model_data_config
-from timm.models import split_model_name_tag
+from timm.models import group_parameters, split_model_name_tag
+from torch import nn
 
 from trustthepixels.errors import ConfigError, UserError
 from trustthepixels.model import npr, spectral  # noqa: F401  (registers npr_resnet and spectrum_logistic)
@@ -143,3 +144,21 @@ def backbone_data_config(model: torch.nn.Module) -> dict[str, Any]:
     if built is not None:
         config["input_size"] = (3, *tuple(built))
     return config
+
+
+def freeze_all_but_last(backbone: nn.Module, blocks: int) -> list[nn.Module]:
+    """Freeze every parameter but those of the last `blocks` blocks and the classifier, the blocks as timm's
+    coarse `group_matcher` counts them (stages of a ResNet or EfficientNet, blocks of a ViT). Returns the
+    modules left with no trainable parameter, which the caller keeps in eval mode."""
+    if not hasattr(backbone, "group_matcher"):
+        raise ConfigError(f"model.trainable_blocks: {type(backbone).__name__} does not say what its blocks are")
+    groups = list(group_parameters(backbone, backbone.group_matcher(coarse=True)).values())
+    trainable = {name for group in groups[-(blocks + 1) :] for name in group}  # the last group: the classifier
+    for name, parameter in backbone.named_parameters():
+        parameter.requires_grad_(name in trainable)
+    return [
+        module
+        for module in backbone.modules()
+        if any(True for _ in module.parameters(recurse=False))
+        and not any(p.requires_grad for p in module.parameters(recurse=False))
+    ]

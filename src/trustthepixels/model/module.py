@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch import LightningModule
-from timm.models import group_parameters
 from timm.optim import param_groups_weight_decay
 from torch import nn
 from torchmetrics.classification import BinaryAccuracy
@@ -18,66 +17,13 @@ from torchmetrics.classification import BinaryAccuracy
 from trustthepixels.config import to_plain
 from trustthepixels.errors import ConfigError
 from trustthepixels.metrics.core import core_metrics, validation_threshold
-from trustthepixels.model.backbone import backbone_data_config, create_backbone, resolve_architecture
-
-
-def source_masks(sources: list[str] | None, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """For predictions of dataset `indices`: source name -> which of them come from it ({} for one source)."""
-    if not sources:
-        return {}
-    of = np.asarray(sources)[np.asarray(indices, dtype=np.int64)]
-    return {name: of == name for name in sorted(set(sources))}
-
-
-def freeze_all_but_last(backbone: nn.Module, blocks: int) -> list[nn.Module]:
-    """Freeze every parameter but those of the last `blocks` blocks and the classifier, the blocks as timm's
-    coarse `group_matcher` counts them (stages of a ResNet or EfficientNet, blocks of a ViT). Returns the
-    modules left with no trainable parameter, which the caller keeps in eval mode."""
-    if not hasattr(backbone, "group_matcher"):
-        raise ConfigError(f"model.trainable_blocks: {type(backbone).__name__} does not say what its blocks are")
-    groups = list(group_parameters(backbone, backbone.group_matcher(coarse=True)).values())
-    trainable = {name for group in groups[-(blocks + 1) :] for name in group}  # the last group: the classifier
-    for name, parameter in backbone.named_parameters():
-        parameter.requires_grad_(name in trainable)
-    return [
-        module
-        for module in backbone.modules()
-        if any(True for _ in module.parameters(recurse=False))
-        and not any(p.requires_grad for p in module.parameters(recurse=False))
-    ]
-
-
-class Predictions:
-    """Every (index, logit, label) of one evaluation pass over a split, from this process."""
-
-    def __init__(self) -> None:
-        self.indices: list[torch.Tensor] = []
-        self.logits: list[torch.Tensor] = []
-        self.labels: list[torch.Tensor] = []
-
-    def add(self, indices: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.indices.append(indices.detach().long())
-        self.logits.append(logits.detach().double())
-        self.labels.append(labels.detach().long())
-
-    def gathered(self, module: LightningModule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(indices, logits, labels) of the whole split, sorted by index, each image once: gathered from every
-        process (whose shares may differ in size), with any repeated image dropped."""
-        device = module.device
-        local = torch.stack(
-            [torch.cat(x).to(device).double() if x else torch.zeros(0, device=device, dtype=torch.float64)
-             for x in (self.indices, self.logits, self.labels)]
-        )  # fmt: skip
-        if module.trainer is not None and module.trainer.world_size > 1:
-            sizes = module.all_gather(torch.tensor(local.shape[1], device=device))
-            padded = torch.zeros(3, int(sizes.max()), dtype=local.dtype, device=device)
-            padded[:, : local.shape[1]] = local
-            everything = module.all_gather(padded)  # (world, 3, max)
-            local = torch.cat([everything[r, :, : int(n)] for r, n in enumerate(sizes)], dim=1)
-        indices, logits, labels = local.cpu().numpy()
-        indices, first = np.unique(indices.astype(np.int64), return_index=True)
-        return indices, logits[first], labels[first].astype(np.int64)
-
+from trustthepixels.model.backbone import (
+    backbone_data_config,
+    create_backbone,
+    freeze_all_but_last,
+    resolve_architecture,
+)
+from trustthepixels.model.split_predictions import Predictions, source_masks
 
 FLIPS = ("none", "horizontal", "dihedral")
 
@@ -126,6 +72,8 @@ class DetectorModule(LightningModule):
                 f"model.trainable_blocks={trainable_blocks!r}: use the number of last blocks to fine-tune (0: the "
                 "head only), or null to fine-tune everything"
             )
+        # One linear probe, however it is asked for: the classifier alone learns (as the feature cache needs).
+        freeze_backbone = bool(freeze_backbone or trainable_blocks == 0)
         self.save_hyperparameters(
             {
                 "backbone": backbone,

@@ -52,7 +52,7 @@ def predict(cfg: DictConfig) -> int:
         [f for *_, f in files], cfg.batch_size, resolve_num_workers(cfg.num_workers), device, description=progress
     )
     rows = [
-        Prediction(source, relpath, float(logits[i]), threshold.value, error=errors.get(i, ""))
+        Prediction(source, relpath, float(logits[i]), threshold.value, error=errors[i].reason if i in errors else "")
         for i, (source, relpath, _) in enumerate(files)
     ]
     rows += [Prediction("", given, math.nan, threshold.value, error=reason) for given, reason in missing]

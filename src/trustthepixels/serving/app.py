@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
-import os
 import secrets
 import tempfile
 import time
@@ -44,53 +42,17 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from trustthepixels.data.sources.decode import ImageDecodeError
 from trustthepixels.detector.predictions import Threshold
 from trustthepixels.serving.backends import Backend
 from trustthepixels.serving.batching import MicroBatcher, ModelFailure, Overloaded
+from trustthepixels.serving.refusal import CloseOnRefusal
 
 log = logging.getLogger(__name__)
 STATIC = Path(str(resources.files("trustthepixels.serving") / "static"))
-API_KEY_ENV = "TTP_API_KEY"  # the bearer token, when serve.api_key is not set
 BUSY_FOR_S = 5.0  # /v1/health says "busy" this long after the queue refused a request
 BEARER = HTTPBearer(auto_error=False)  # module level: FastAPI resolves the annotations that name it here
-
-
-def failure_kind(reason: str) -> str:
-    """A stable machine-readable name for the reasons `decode.py` and the server give in words."""
-    text = reason.lower()
-    for kind, words in (
-        ("too_many_pixels", ("too many pixels",)),
-        ("too_large", ("too large",)),
-        ("decompression_bomb", ("decompression bomb",)),
-        ("too_small", ("too small",)),
-        ("empty", ("empty file",)),
-        ("not_an_image", ("not an image",)),
-        ("truncated", ("truncated", "cannot be decoded")),
-    ):
-        if any(word in text for word in words):
-            return kind
-    return "unreadable"
-
-
-class CloseOnRefusal:
-    """A request refused for its size (413) ends its connection: uvicorn would otherwise read the rest of an
-    oversized body, and throw it away, to keep the connection alive for the next request."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_closing(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 413:
-                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
-            await send(message)
-
-        await self.app(scope, receive, send_closing)
 
 
 def create_app(
@@ -212,7 +174,8 @@ def create_app(
 
     def _too_large(upload: UploadFile) -> dict[str, Any]:
         size = f"{upload.size / 2**20:.1f} MB; " if upload.size is not None else ""
-        return _failure(upload.filename or "upload", f"too large ({size}serve.max_upload_mb={max_upload_mb:g})")
+        reason = f"too large ({size}serve.max_upload_mb={max_upload_mb:g})"
+        return _failure(upload.filename or "upload", reason, "too_large")
 
     async def _one(upload: UploadFile, explain: bool, admission) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -222,7 +185,7 @@ def create_app(
         async with decoding:  # a bounded number of decodes at once: a stated bound on their memory
             tensor, error = await run_in_threadpool(_decode, upload)
         if tensor is None:
-            return _failure(name, error)
+            return _failure(name, error.reason, error.code)
         decode_ms = (time.perf_counter() - t0) * 1000
         scored = await batcher.submit(tensor, admission)
         verdict = Threshold(info.threshold, info.threshold_source).verdict(scored.p_ai)  # as predict.py decides
@@ -259,7 +222,9 @@ def create_app(
             while chunk := upload.file.read(1 << 20):
                 written += len(chunk)
                 if written > max_bytes:
-                    return None, f"too large (over serve.max_upload_mb={max_upload_mb:g})"
+                    return None, ImageDecodeError(
+                        "upload", f"too large (over serve.max_upload_mb={max_upload_mb:g})", "too_large"
+                    )
                 spooled.write(chunk)
             spooled.flush()
             try:
@@ -268,56 +233,13 @@ def create_app(
             except Exception:
                 width = height = 0
             if width * height > max_pixels:
-                return None, f"too many pixels ({width}x{height}; serve.max_megapixels={max_megapixels:g})"
+                reason = f"too many pixels ({width}x{height}; serve.max_megapixels={max_megapixels:g})"
+                return None, ImageDecodeError("upload", reason, "too_many_pixels")
             return backend.preprocess(Path(spooled.name))
 
     return app
 
 
-def _failure(name: str, reason: str) -> dict[str, Any]:
-    return {"filename": name, "error": reason, "reason": failure_kind(reason)}
-
-
-def serve(cfg) -> None:
-    """Load the backend and run uvicorn until SIGINT/SIGTERM (in-flight requests finish, queued images too), then
-    exit with status 0: a graceful stop is a success."""
-    import uvicorn
-
-    from trustthepixels.serving.backends import load_backend
-
-    class GracefulServer(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self):
-            with super().capture_signals():
-                yield
-                # uvicorn re-raises the signal it stopped on once the server is down (exit status 128 + N); the
-                # stop it asked for went well, so forget it.
-                getattr(self, "_captured_signals", []).clear()
-
-    backend = load_backend(cfg)
-    api_key = cfg.get("api_key") or os.environ.get(API_KEY_ENV) or None
-    app = create_app(
-        backend,
-        max_upload_mb=cfg.max_upload_mb,
-        max_files=cfg.max_files,
-        max_batch=cfg.batch_size,
-        max_wait_ms=cfg.max_wait_ms,
-        max_queue=cfg.max_queue,
-        root_path=cfg.root_path or "",
-        max_request_mb=cfg.max_request_mb,
-        max_megapixels=cfg.max_megapixels,
-        decode_workers=cfg.decode_workers,
-        api_key=api_key,
-    )
-    log.info("Open http://%s:%d/ (schema at /openapi.json)%s", cfg.host, cfg.port,
-             "; the API needs its key (Authorization: Bearer ...)" if api_key else "")  # fmt: skip
-    config = uvicorn.Config(
-        app,
-        host=cfg.host,
-        port=cfg.port,
-        proxy_headers=True,
-        forwarded_allow_ips=cfg.forwarded_allow_ips,
-        timeout_graceful_shutdown=cfg.graceful_shutdown_s,
-        log_level="info",
-    )
-    GracefulServer(config).run()
+def _failure(name: str, reason: str, code: str) -> dict[str, Any]:
+    """A file the server cannot score: the reason in words, and its code (`ImageDecodeError.code`, or too_large)."""
+    return {"filename": name, "error": reason, "reason": code}

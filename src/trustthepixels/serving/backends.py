@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from trustthepixels.data.loading.transforms import image_size
+from trustthepixels.data.sources.decode import ImageDecodeError
 from trustthepixels.detector.checkpoint import load_detector, resolve_device
 from trustthepixels.detector.predictions import Threshold, decision_threshold
 from trustthepixels.detector.scoring import InferenceDataset
@@ -65,8 +66,8 @@ class ModelInfo:
 class Backend:
     info: ModelInfo
 
-    def preprocess(self, path: Path) -> tuple[torch.Tensor | None, str]:
-        """The model input for one uploaded file (uint8 CHW), or None and the reason it cannot be used."""
+    def preprocess(self, path: Path) -> tuple[torch.Tensor | None, ImageDecodeError | None]:
+        """The model input for one uploaded file (uint8 CHW), or None and why it cannot be used."""
         tensor, _, error = InferenceDataset([path], self.info.data_config, self.info.min_image_side)[0]
         return tensor, error
 

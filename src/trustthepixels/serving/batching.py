@@ -55,7 +55,7 @@ class Admission:
 
 
 @dataclass
-class Scored:
+class ScoredImage:
     p_ai: float
     batch_size: int  # how many images shared the forward pass
     queue_ms: float  # waiting for the batch to form and the previous one to finish
@@ -101,7 +101,7 @@ class MicroBatcher:
         self.reserved += places
         return Admission(self, places)
 
-    async def submit(self, image: torch.Tensor, admission: Admission) -> Scored:
+    async def submit(self, image: torch.Tensor, admission: Admission) -> ScoredImage:
         """Score one image of an admitted request (its place is already held, so the queue has room)."""
         admission.take()
         future = asyncio.get_running_loop().create_future()
@@ -162,7 +162,7 @@ class MicroBatcher:
         self.failure = None
         for (_, future, queued), p in zip(batch, probabilities, strict=True):
             if not future.done():  # the client may have gone
-                future.set_result(Scored(float(p), len(batch), (started - queued) * 1000, model_ms))
+                future.set_result(ScoredImage(float(p), len(batch), (started - queued) * 1000, model_ms))
 
     async def close(self) -> None:
         """Refuse new images, score the queued ones, stop the worker and its thread."""

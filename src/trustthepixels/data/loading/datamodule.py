@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import inspect
 import logging
 from collections import Counter
@@ -16,20 +15,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from trustthepixels.config import to_plain
-from trustthepixels.data.audit.dedup import duplicate_groups
 from trustthepixels.data.loading.dataset import EpochSampler, FeatureDataset, ImageFileDataset
 from trustthepixels.data.loading.feature_cache import cached_features, feature_key
 from trustthepixels.data.loading.pixel_cache import PixelCache, build_pixel_cache
-from trustthepixels.data.loading.split import (
-    SPLITS,
-    cap_per_stratum,
-    check_fractions,
-    cross_source_groups,
-    cross_validation_split,
-    stratified_split,
-    write_split_csv,
-)
-from trustthepixels.data.loading.transforms import INTERPOLATIONS, Preprocessing, build_transform
+from trustthepixels.data.loading.planner import SplitPlan, plan_split, write_manifests
+from trustthepixels.data.loading.settings import check_data_settings
+from trustthepixels.data.loading.split import SPLITS
+from trustthepixels.data.loading.transforms import Preprocessing, build_transform
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.data.sources.prepare import RELEASE_URL, prepare_from_release
 from trustthepixels.data.sources.roots import Roots, check_data_roots, is_union, parse_roots, roots_state
@@ -39,91 +31,9 @@ from trustthepixels.data.sources.scan import (
     DatasetLayoutError,
     Sample,
     ScanResult,
-    scan_sources,
 )
-from trustthepixels.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def check_data_settings(
-    batch_size: Any,
-    num_workers: Any,
-    split: Any,
-    image_size: Any,
-    crop_scale: Any,
-    augment: Any,
-    resize: Any,
-    blur_prob: Any,
-    jpeg_prob: Any,
-    min_image_side: Any,
-    near_duplicates: Any,
-    folds: Any = None,
-    fold: Any = 0,
-    max_train_per_class: Any = None,
-    interpolation: Any = None,
-    crop_pct: Any = None,
-) -> None:
-    """Refuse settings that cannot work before any image is read, naming the setting and what it takes."""
-
-    def is_int(value: Any, low: int) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-    if not is_int(batch_size, 1):
-        raise ConfigError(f"data.batch_size={batch_size!r}: use a whole number of images per batch, 1 or more")
-    if num_workers is not None and not is_int(num_workers, 0):
-        raise ConfigError(f"data.num_workers={num_workers!r}: use 0 (no worker processes), a positive number or null")
-    check_fractions(split)
-    if image_size is not None and not is_int(image_size, 8):
-        raise ConfigError(f"data.image_size={image_size!r}: use a side in pixels (8 or more), or null")
-    if interpolation is not None and interpolation not in INTERPOLATIONS:
-        raise ConfigError(
-            f"data.interpolation={interpolation!r}: use one of {', '.join(INTERPOLATIONS)}, or null for the backbone's"
-        )
-    if crop_pct is not None and (
-        isinstance(crop_pct, bool) or not isinstance(crop_pct, int | float) or not 0 < crop_pct <= 1
-    ):
-        raise ConfigError(
-            f"data.crop_pct={crop_pct!r}: use the evaluation crop's share of the resized side (0 < crop_pct <= 1), "
-            "or null for the backbone's"
-        )
-    if (
-        not isinstance(crop_scale, Sequence)
-        or len(crop_scale) != 2
-        or not all(isinstance(v, int | float) for v in crop_scale)
-        or not 0 < crop_scale[0] <= crop_scale[1] <= 1
-    ):
-        raise ConfigError(f"data.crop_scale={list(crop_scale)!r}: use [low, high] with 0 < low <= high <= 1")
-    if resize not in ("shorter", "none"):
-        raise ConfigError(
-            f"data.resize={resize!r}: use shorter (resize, then crop) or none (crops of the native pixels)"
-        )
-    if augment not in ("none", "robust"):
-        raise ConfigError(f"data.augment={augment!r}: use none or robust")
-    for name, p in (("data.blur_prob", blur_prob), ("data.jpeg_prob", jpeg_prob)):
-        if not isinstance(p, int | float) or not 0 <= p <= 1:
-            raise ConfigError(f"{name}={p!r}: use a probability between 0 and 1")
-    if folds is not None and not (is_int(folds, 2) and is_int(fold, 0) and fold < folds):
-        raise ConfigError(
-            f"data.folds={folds!r}, data.fold={fold!r}: use data.folds=K (2 or more) and data.fold from 0 to K-1, "
-            "e.g. python train.py -m data.folds=5 'data.fold=range(5)'"
-        )
-    if max_train_per_class is not None and not is_int(max_train_per_class, 1):
-        raise ConfigError(
-            f"data.max_train_per_class={max_train_per_class!r}: use a number of training images per source and "
-            "class (1 or more), or null for all of them"
-        )
-    if not is_int(min_image_side, 1):
-        raise ConfigError(f"data.min_image_side={min_image_side!r}: use a side in pixels, 1 or more")
-    if near_duplicates is not None and (
-        not isinstance(near_duplicates, Mapping)
-        or set(near_duplicates) != {"phash", "dhash"}
-        or not all(is_int(v, 0) and v <= 64 for v in near_duplicates.values())
-    ):
-        raise ConfigError(
-            f"data.near_duplicates={near_duplicates!r}: use "
-            "{phash: 0-64, dhash: 0-64} (Hamming distances), or null to switch the search off"
-        )
 
 
 def check_data_config(data: Mapping[str, Any]) -> None:
@@ -220,8 +130,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.output_dir = Path(output_dir) if output_dir else None
         self.scan: ScanResult | None = None
-        self.duplicate_groups: list[list[str]] = []
-        self.cross_source_duplicates: list[list[str]] = []
+        self.plan: SplitPlan | None = None
         self.datasets: dict[str, ImageFileDataset | FeatureDataset] = {}
         # The epoch a resumed run starts at. Lightning creates (and starts prefetching from) the first training
         # iterator before it restores the trainer's epoch, but after this module's `load_state_dict`.
@@ -265,37 +174,20 @@ class ImageFolderDataModule(LightningDataModule):
 
     def split(self) -> dict[str, list[Sample]]:
         """Scan the sources and split them (or cut this job's fold): the samples of each split, no pixels read
-        beyond the scan. The benchmark calls it to find a source's test split without training on it."""
-        self.scan = scan_sources(self.roots, min_side=self.min_image_side, cache_dir=self.cache_dir)
-        groups = []
-        if self.near_duplicates:
-            usable = [self.scan.records[s.relpath] for s in self.scan.samples]
-            groups = duplicate_groups(usable, self.near_duplicates["phash"], self.near_duplicates["dhash"])
-            if groups:
-                log.info(
-                    "%d near-duplicate groups (%d images) kept within one split each",
-                    len(groups),
-                    sum(map(len, groups)),
-                )
-        self.duplicate_groups = groups
-        self.cross_source_duplicates = cross_source_groups(self.scan.samples, groups)
-        if self.cross_source_duplicates:
-            log.warning(
-                "%d near-duplicate groups span two or more sources (e.g. %s): each source keeps its own split, so "
-                "these pictures may be in one source's training part and another's test part (listed in the run's "
-                "cross_source_duplicates.csv)",
-                len(self.cross_source_duplicates),
-                ", ".join(self.cross_source_duplicates[0]),
-            )
-        if self.folds:  # k-fold cross-validation: this job's fold is the test split
-            parts = cross_validation_split(
-                self.scan.samples, self.folds, self.fold, self.split_fractions, self.seed, groups
-            )
-        else:
-            parts = stratified_split(self.scan.samples, self.split_fractions, self.seed, groups)
-        if self.max_train_per_class:
-            parts["train"] = cap_per_stratum(parts["train"], self.max_train_per_class, self.seed)
-        return parts
+        beyond the scan (`planner.plan_split`, which the benchmark uses alone)."""
+        plan = plan_split(
+            self.roots,
+            fractions=self.split_fractions,
+            seed=self.seed,
+            min_image_side=self.min_image_side,
+            cache_dir=self.cache_dir,
+            near_duplicates=self.near_duplicates,
+            folds=self.folds,
+            fold=self.fold,
+            max_train_per_class=self.max_train_per_class,
+        )
+        self.scan, self.plan = plan.scan, plan
+        return plan.parts
 
     def use_cached_features(self, model: torch.nn.Module) -> None:
         """Replace every split's images by the frozen backbone's features, from the feature cache."""
@@ -333,22 +225,8 @@ class ImageFolderDataModule(LightningDataModule):
 
     @rank_zero_only
     def _write_manifests(self, parts: dict) -> None:
-        if self.output_dir is None:
-            return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        write_split_csv(parts, self.output_dir / "split.csv")
-        with open(self.output_dir / "skipped.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "label", "class", "reason"])
-            for relpath, label, reason in self.scan.skipped:
-                writer.writerow([relpath, label, LABELS[label], reason])
-        if self.cross_source_duplicates:
-            split_of = {s.relpath: name for name, samples in parts.items() for s in samples}
-            with open(self.output_dir / "cross_source_duplicates.csv", "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["group", "path", "split"])
-                for i, group in enumerate(self.cross_source_duplicates):
-                    writer.writerows([i, relpath, split_of.get(relpath, "")] for relpath in group)
+        if self.output_dir is not None:
+            write_manifests(self.plan, self.output_dir)
 
     def _loader(self, name: str) -> DataLoader:
         dataset = self.datasets[name]
@@ -393,8 +271,8 @@ class ImageFolderDataModule(LightningDataModule):
                 name: dict(Counter(s.source for s in ds.samples)) for name, ds in self.datasets.items()
             },
             "skipped_files": len(self.scan.skipped),
-            "near_duplicate_groups": len(self.duplicate_groups),
-            "near_duplicate_groups_across_sources": len(self.cross_source_duplicates),
+            "near_duplicate_groups": len(self.plan.duplicate_groups),
+            "near_duplicate_groups_across_sources": len(self.plan.cross_source_duplicates),
             "folds": self.folds,
             "fold": self.fold if self.folds else None,
         }

@@ -19,12 +19,18 @@ _WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
 class ImageDecodeError(ValueError):
-    """A file that cannot be used as an image; the message names the file and the reason."""
+    """A file that cannot be used as an image: the message names the file and the reason in words, `code` in a
+    stable machine-readable form (the API's `reason`): too_many_pixels, too_small, empty, not_an_image, not_a_file,
+    permission_denied, missing, truncated, undecodable, unreadable."""
 
-    def __init__(self, path: Path | str, reason: str):
+    def __init__(self, path: Path | str, reason: str, code: str = "unreadable"):
         self.path = Path(path)
         self.reason = reason
+        self.code = code
         super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self):  # it travels back from DataLoader worker processes
+        return type(self), (self.path, self.reason, self.code)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -49,6 +55,14 @@ def open_rgb(path: Path | str, min_side: int = 1, draft_size: tuple[int, int] | 
     return decode_image(path, min_side, draft_size)[0]
 
 
+def unusable(width: int, height: int, min_side: int) -> tuple[str, str] | None:
+    """`unusable_reason`, with its code: (code, reason), or None for a usable size."""
+    reason = unusable_reason(width, height, min_side)
+    if reason is None:
+        return None
+    return ("too_many_pixels" if reason.startswith("too many pixels") else "too_small"), reason
+
+
 def unusable_reason(width: int, height: int, min_side: int) -> str | None:
     """The project's one rule for a usable image, applied by the scan, the audit, eval, predict and serve alike:
     at most `Image.MAX_IMAGE_PIXELS` pixels (Pillow's bomb limit, compared here explicitly so that the answer
@@ -70,9 +84,9 @@ def decode_image(
     try:
         with Image.open(path) as img:
             meta = {"format": img.format or "unknown", "mode": img.mode, "width": img.width, "height": img.height}
-            reason = unusable_reason(img.width, img.height, min_side)
-            if reason is not None:
-                raise ImageDecodeError(path, reason)
+            refusal = unusable(img.width, img.height, min_side)
+            if refusal is not None:
+                raise ImageDecodeError(path, refusal[1], refusal[0])
             size = draft_size(img.size) if callable(draft_size) else draft_size
             if size is not None and img.format == "JPEG":
                 img.draft("RGB", size)
@@ -81,17 +95,21 @@ def decode_image(
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as err:  # more than twice the limit: Pillow refuses to open it at all
-        raise ImageDecodeError(path, f"too many pixels, refused as a decompression bomb ({err})") from None
+        raise ImageDecodeError(
+            path, f"too many pixels, refused as a decompression bomb ({err})", "too_many_pixels"
+        ) from None
     except Image.UnidentifiedImageError:
-        kind = "empty file" if path.stat().st_size == 0 else "not an image Pillow can identify"
-        raise ImageDecodeError(path, kind) from None
+        empty = path.stat().st_size == 0
+        kind = "empty file" if empty else "not an image Pillow can identify"
+        raise ImageDecodeError(path, kind, "empty" if empty else "not_an_image") from None
     except IsADirectoryError:
-        raise ImageDecodeError(path, "a folder, not a file") from None
+        raise ImageDecodeError(path, "a folder, not a file", "not_a_file") from None
     except PermissionError:
-        raise ImageDecodeError(path, "permission denied: cannot read the file") from None
+        raise ImageDecodeError(path, "permission denied: cannot read the file", "permission_denied") from None
     except FileNotFoundError:
         kind = "broken symbolic link" if path.is_symlink() else "file disappeared"
-        raise ImageDecodeError(path, kind) from None
+        raise ImageDecodeError(path, kind, "missing") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise ImageDecodeError(path, f"cannot be decoded ({err})") from None
+        code = "truncated" if "truncated" in str(err) else "undecodable"  # Pillow says so in its message only
+        raise ImageDecodeError(path, f"cannot be decoded ({err})", code) from None
     return rgb, meta

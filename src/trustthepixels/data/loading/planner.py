@@ -1,0 +1,90 @@
+"""The split of a dataset, planned without Lightning: scan the sources, find near-duplicate groups, split (or cut
+one cross-validation fold), cap the training part; then the run's manifests. The DataModule plans this way, and
+so does the benchmark, to find a source's test split without training on it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from trustthepixels.data.audit.dedup import duplicate_groups
+from trustthepixels.data.loading.split import (
+    cap_per_stratum,
+    cross_source_groups,
+    cross_validation_split,
+    stratified_split,
+    write_split_csv,
+)
+from trustthepixels.data.sources.roots import Roots
+from trustthepixels.data.sources.scan import LABELS, Sample, ScanResult, scan_sources
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitPlan:
+    scan: ScanResult
+    parts: dict[str, list[Sample]]  # train, val, test
+    duplicate_groups: list[list[str]]  # near-duplicates, each kept within one split (per source)
+    cross_source_duplicates: list[list[str]]  # groups spanning sources: possible leakage between them
+
+
+def plan_split(
+    roots: Roots,
+    fractions: Sequence[float],
+    seed: int,
+    min_image_side: int = 8,
+    cache_dir: str | Path | None = None,
+    near_duplicates: Mapping[str, int] | None = None,
+    folds: int | None = None,
+    fold: int = 0,
+    max_train_per_class: int | None = None,
+) -> SplitPlan:
+    """The samples of each split; no pixels are read beyond the scan (whose fingerprints are cached)."""
+    scan = scan_sources(roots, min_side=min_image_side, cache_dir=cache_dir)
+    groups = []
+    if near_duplicates:
+        usable = [scan.records[s.relpath] for s in scan.samples]
+        groups = duplicate_groups(usable, near_duplicates["phash"], near_duplicates["dhash"])
+        if groups:
+            log.info("%d near-duplicate groups (%d images) kept within one split each", len(groups),
+                     sum(map(len, groups)))  # fmt: skip
+    across = cross_source_groups(scan.samples, groups)
+    if across:
+        log.warning(
+            "%d near-duplicate groups span two or more sources (e.g. %s): each source keeps its own split, so these "
+            "pictures may be in one source's training part and another's test part (listed in the run's "
+            "cross_source_duplicates.csv)",
+            len(across),
+            ", ".join(across[0]),
+        )
+    if folds:  # k-fold cross-validation: this job's fold is the test split
+        parts = cross_validation_split(scan.samples, folds, fold, fractions, seed, groups)
+    else:
+        parts = stratified_split(scan.samples, fractions, seed, groups)
+    if max_train_per_class:
+        parts["train"] = cap_per_stratum(parts["train"], max_train_per_class, seed)
+    return SplitPlan(scan, parts, groups, across)
+
+
+def write_manifests(plan: SplitPlan, output_dir: Path) -> None:
+    """split.csv (every image's split), skipped.csv (every unusable file and why) and, when near-duplicates span
+    sources, cross_source_duplicates.csv."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_split_csv(plan.parts, output_dir / "split.csv")
+    with open(output_dir / "skipped.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "class", "reason"])
+        for relpath, label, reason in plan.scan.skipped:
+            writer.writerow([relpath, label, LABELS[label], reason])
+    if plan.cross_source_duplicates:
+        split_of = {s.relpath: name for name, samples in plan.parts.items() for s in samples}
+        with open(output_dir / "cross_source_duplicates.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["group", "path", "split"])
+            for i, group in enumerate(plan.cross_source_duplicates):
+                writer.writerows([i, relpath, split_of.get(relpath, "")] for relpath in group)
