@@ -105,7 +105,31 @@ class Server:
         raise KeyError(key)
 
     def peak_rss_mb(self) -> float:
-        return self.proc("status", "VmHWM") / 1024
+        """Peak resident memory of the server and every process it started (LitServe scores in a worker process),
+        summed: an upper bound on what the machine needed at once."""
+        total = 0
+        for pid in self.tree():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+        return total / 1024
+
+    def tree(self) -> list[int]:
+        parents = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(stat.parent.name)] = int(fields[1])
+        found, frontier = [self.process.pid], [self.process.pid]
+        while frontier:
+            children = [pid for pid, parent in parents.items() if parent in frontier]
+            found += children
+            frontier = children
+        return found
 
 
 async def load(url: str, images: list[bytes], requests: int, clients: int) -> tuple[float, list[float], float]:
