@@ -73,8 +73,8 @@ def main() -> None:
 
     import datasets
 
-    from trustthepixels.data.sources.prepare import prepare_from_hf
-    from trustthepixels.data.sources.reference import original_reduction
+    from trustthepixels.data.ingest.prepare import prepare_from_hf
+    from trustthepixels.data.ingest.reference import original_reduction
 
     source = work / "source"
     if not (source / "data").is_dir():

@@ -11,11 +11,11 @@ from PIL import Image
 
 from trustthepixels.data.audit.audit import audit_dataset
 from trustthepixels.data.audit.jpeg_quality import jpeg_quality
+from trustthepixels.data.ingest import fingerprint
+from trustthepixels.data.ingest.fingerprint import cache_path, fingerprint_files
+from trustthepixels.data.ingest.scan import scan_dataset
 from trustthepixels.data.loading.datamodule import ImageFolderDataModule
 from trustthepixels.data.loading.split import read_split_csv
-from trustthepixels.data.sources import fingerprint
-from trustthepixels.data.sources.fingerprint import cache_path, fingerprint_files
-from trustthepixels.data.sources.scan import scan_dataset
 
 from .conftest import make_image, write_image_folder
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from trustthepixels.data.ingest.fingerprint import fingerprint_files
+from trustthepixels.data.ingest.scan import scan_dataset
 from trustthepixels.data.loading import pixel_cache
 from trustthepixels.data.loading.dataset import ImageFileDataset
 from trustthepixels.data.loading.pixel_cache import build_pixel_cache
 from trustthepixels.data.loading.transforms import Preprocessing, build_transform
-from trustthepixels.data.sources.fingerprint import fingerprint_files
-from trustthepixels.data.sources.scan import scan_dataset
 
 CONFIG = {"input_size": (3, 224, 224), "interpolation": "bicubic", "crop_pct": 0.875}  # eval resize: 256
 PRE = Preprocessing(224, 224, 0.875, "bicubic", jpeg_draft=False)  # base side 256

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from trustthepixels.data.ingest.decode import ImageDecodeError, open_rgb
+from trustthepixels.data.ingest.scan import DatasetLayoutError, Sample, scan_dataset
 from trustthepixels.data.loading.datamodule import ImageFolderDataModule
 from trustthepixels.data.loading.split import SPLITS, split_counts, stratified_split
 from trustthepixels.data.loading.transforms import build_transform
-from trustthepixels.data.sources.decode import ImageDecodeError, open_rgb
-from trustthepixels.data.sources.scan import DatasetLayoutError, Sample, scan_dataset
 
 from .conftest import write_image_folder
 

@@ -15,8 +15,8 @@ from PIL import Image
 
 from trustthepixels.cli import quote_non_ascii, run
 from trustthepixels.data.audit.audit import audit_dataset
-from trustthepixels.data.sources.decode import ImageDecodeError, open_rgb
-from trustthepixels.data.sources.scan import scan_dataset
+from trustthepixels.data.ingest.decode import ImageDecodeError, open_rgb
+from trustthepixels.data.ingest.scan import scan_dataset
 from trustthepixels.training import train
 
 from .conftest import REPO, TINY, write_image_folder

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from trustthepixels.data.ingest.archive import UnsafeArchiveError
+from trustthepixels.data.ingest.download import DownloadError
+from trustthepixels.data.ingest.prepare import atomic_output_dir, prepare_from_hf, prepare_from_release, select_rows
+from trustthepixels.data.ingest.reference import original_reduction
+from trustthepixels.data.ingest.scan import DatasetLayoutError
 from trustthepixels.data.loading.datamodule import ImageFolderDataModule
-from trustthepixels.data.sources.archive import UnsafeArchiveError
-from trustthepixels.data.sources.download import DownloadError
-from trustthepixels.data.sources.prepare import atomic_output_dir, prepare_from_hf, prepare_from_release, select_rows
-from trustthepixels.data.sources.reference import original_reduction
-from trustthepixels.data.sources.scan import DatasetLayoutError
 
 from .conftest import make_image, write_image_folder
 

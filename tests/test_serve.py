@@ -105,7 +105,7 @@ def test_concurrent_requests_share_forward_passes(trained_checkpoint, shared_dir
     forward = gated.p_ai
     gated.p_ai = lambda images: (gate.wait(60), forward(images))[1]
     images = sorted((shared_dir / "data" / "real-vs-ai" / "Real").iterdir())[:9]
-    with running(create_app(gated, max_batch=16, max_wait_ms=0)) as url, ThreadPoolExecutor(9) as pool:
+    with running(create_app(gated, batch_size=16, max_wait_ms=0)) as url, ThreadPoolExecutor(9) as pool:
 
         def one(path: Path) -> dict:
             return httpx.post(f"{url}/v1/predict", files=upload(path), timeout=60).json()["results"][0]
@@ -132,7 +132,7 @@ def test_full_queue_answers_503_with_retry_after(trained_checkpoint, shared_dir)
     forward = gated.p_ai
     gated.p_ai = lambda images: (gate.wait(60), forward(images))[1]  # the real model, held at the door
     image = sorted((shared_dir / "data" / "real-vs-ai" / "Real").iterdir())[0]
-    with running(create_app(gated, max_batch=1, max_wait_ms=0, max_queue=1)) as url, ThreadPoolExecutor(2) as pool:
+    with running(create_app(gated, batch_size=1, max_wait_ms=0, max_queue=1)) as url, ThreadPoolExecutor(2) as pool:
         post = partial(httpx.post, f"{url}/v1/predict", files=upload(image), timeout=60)
         # One image in the model (held), one in the queue: the queue is full...
         first = pool.submit(post)

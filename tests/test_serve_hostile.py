@@ -144,7 +144,7 @@ def test_a_request_is_admitted_whole_or_refused_whole_before_any_decoding(traine
     decoded = []
     gated.preprocess = lambda path: (decoded.append(path), preprocess(path))[1]
     photos = sorted((shared_dir / "data" / "real-vs-ai" / "Real").iterdir())[:4]
-    app = create_app(gated, max_batch=1, max_wait_ms=0, max_queue=3)
+    app = create_app(gated, batch_size=1, max_wait_ms=0, max_queue=3)
     with running(app) as url, ThreadPoolExecutor(2) as pool:
         first = pool.submit(httpx.post, f"{url}/v1/predict", files=upload(photos[0]), timeout=60)
         wait_for(lambda: httpx.get(f"{url}/v1/health").json()["batches_running"] == 1)

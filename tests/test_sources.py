@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from trustthepixels.data.ingest.roots import parse_roots
+from trustthepixels.data.ingest.scan import scan_dataset, scan_sources
 from trustthepixels.data.loading.datamodule import ImageFolderDataModule
 from trustthepixels.data.loading.split import stratified_split
-from trustthepixels.data.sources.roots import parse_roots
-from trustthepixels.data.sources.scan import scan_dataset, scan_sources
 from trustthepixels.errors import ConfigError
 from trustthepixels.evaluation.evaluate import evaluate
 from trustthepixels.training import train

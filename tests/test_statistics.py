@@ -12,8 +12,8 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from trustthepixels.data.ingest.scan import Sample
 from trustthepixels.data.loading.split import cross_validation_split
-from trustthepixels.data.sources.scan import Sample
 from trustthepixels.evaluation.compare import load_predictions, verdict
 from trustthepixels.metrics.comparison import delong, holm, mcnemar, paired_bootstrap
 from trustthepixels.metrics.core import core_metrics

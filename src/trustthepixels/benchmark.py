@@ -32,11 +32,11 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trustthepixels.config import to_plain
+from trustthepixels.data.ingest.fileutils import atomic_write_text
+from trustthepixels.data.ingest.roots import Roots, parse_roots
 from trustthepixels.data.loading.planner import plan_split
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.workers import resolve_num_workers
-from trustthepixels.data.sources.fileutils import atomic_write_text
-from trustthepixels.data.sources.roots import Roots, parse_roots
 from trustthepixels.detector.checkpoint import load_detector, resolve_device
 from trustthepixels.detector.predictions import write_predictions
 from trustthepixels.errors import ConfigError

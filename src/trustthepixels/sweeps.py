@@ -25,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from trustthepixels.config import metric_mode
-from trustthepixels.data.sources.fileutils import atomic_write_text
+from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.detector.predictions import Prediction, labelled, read_predictions, write_predictions
 
 log = logging.getLogger(__name__)

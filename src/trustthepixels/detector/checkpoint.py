@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from trustthepixels.data.sources.decode import ImageDecodeError
-from trustthepixels.data.sources.roots import Roots, locate, roots_from_state
+from trustthepixels.data.ingest.decode import ImageDecodeError
+from trustthepixels.data.ingest.roots import Roots, locate, roots_from_state
 from trustthepixels.detector.predictions import Threshold, decision_threshold
 from trustthepixels.detector.scoring import InferenceDataset, predict_logits
 from trustthepixels.errors import UserError
@@ -35,8 +35,8 @@ class Detector:
     val_threshold: float | None = None  # the P(AI) threshold its validation split chose (eval.py's rule)
 
     @property
-    def data_root(self) -> Path | None:
-        """The training folder (the first source of a union)."""
+    def first_source_folder(self) -> Path | None:
+        """The folder of its first (often only) training source."""
         return next(iter(self.data_roots.values())) if self.data_roots else None
 
     def locate(self, relpath: str) -> Path:

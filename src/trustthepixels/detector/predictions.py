@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trustthepixels.data.sources.fileutils import atomic_write_text
+from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.errors import UserError
 
 COLUMNS = ("source", "path", "label", "logit", "p_ai", "verdict", "threshold", "error")

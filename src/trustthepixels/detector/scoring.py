@@ -10,8 +10,8 @@ import torch
 from rich.progress import track
 from torch.utils.data import DataLoader, Dataset
 
+from trustthepixels.data.ingest.decode import ImageDecodeError
 from trustthepixels.data.loading.transforms import Preprocessing, build_transform, load_pixels
-from trustthepixels.data.sources.decode import ImageDecodeError
 
 
 class InferenceDataset(Dataset):

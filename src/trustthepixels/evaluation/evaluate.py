@@ -14,11 +14,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
+from trustthepixels.data.ingest.roots import parse_roots, roots_state, source_of
+from trustthepixels.data.ingest.scan import Sample, scan_sources
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.transforms import image_size
 from trustthepixels.data.loading.workers import resolve_num_workers
-from trustthepixels.data.sources.roots import parse_roots, roots_state, source_of
-from trustthepixels.data.sources.scan import Sample, scan_sources
 from trustthepixels.detector.checkpoint import Detector, load_detector, resolve_device
 from trustthepixels.detector.predictions import Prediction, Threshold, decision_threshold, write_predictions
 from trustthepixels.evaluation import figures
@@ -60,7 +60,7 @@ class EvalSet:
             [relpath for _, relpath in keys],
             np.array([label for _, label in rows]),
             [detector.locate(p) for p, _ in rows],
-            detector.data_root,
+            detector.first_source_folder,
         )
 
     @classmethod
@@ -131,7 +131,7 @@ def _sets(cfg: DictConfig, detector: Detector) -> tuple[EvalSet | None, EvalSet]
     """The validation split (for threshold and temperature) and the main set to evaluate."""
     split_csv = detector.run_dir / "split.csv" if detector.run_dir else None
     val = test = None
-    if split_csv is not None and split_csv.is_file() and detector.data_root is not None:
+    if split_csv is not None and split_csv.is_file() and detector.data_roots:
         parts = read_split_csv(split_csv)
         val = EvalSet.from_split("val", detector, parts["val"])
         test = EvalSet.from_split("test", detector, parts["test"])

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from trustthepixels.data.ingest.scan import scan_dataset
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.transforms import image_size
-from trustthepixels.data.sources.scan import scan_dataset
 from trustthepixels.detector.checkpoint import Detector, load_detector
 from trustthepixels.detector.predictions import Threshold, decision_threshold
 from trustthepixels.detector.scoring import InferenceDataset

@@ -43,7 +43,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
-from trustthepixels.data.sources.decode import ImageDecodeError
+from trustthepixels.data.ingest.decode import ImageDecodeError
 from trustthepixels.detector.predictions import Threshold
 from trustthepixels.serving.backends import Backend
 from trustthepixels.serving.batching import MicroBatcher, ModelFailure, Overloaded
@@ -59,7 +59,7 @@ def create_app(
     backend: Backend,
     max_upload_mb: float = 20.0,
     max_files: int = 32,
-    max_batch: int = 32,
+    batch_size: int = 32,
     max_wait_ms: float = 5.0,
     max_queue: int = 256,
     root_path: str = "",
@@ -71,7 +71,7 @@ def create_app(
     info = backend.info
     max_bytes = int(max_upload_mb * 1024 * 1024)
     max_pixels = int(max_megapixels * 1e6)
-    batcher = MicroBatcher(backend.p_ai, max_batch, max_wait_ms, max_queue)
+    batcher = MicroBatcher(backend.p_ai, batch_size, max_wait_ms, max_queue)
     decoding = asyncio.Semaphore(max(1, int(decode_workers)))
     started = time.time()
 

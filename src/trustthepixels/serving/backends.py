@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trustthepixels.data.ingest.decode import ImageDecodeError
 from trustthepixels.data.loading.transforms import image_size
-from trustthepixels.data.sources.decode import ImageDecodeError
 from trustthepixels.detector.checkpoint import load_detector, resolve_device
 from trustthepixels.detector.predictions import Threshold, decision_threshold
 from trustthepixels.detector.scoring import InferenceDataset

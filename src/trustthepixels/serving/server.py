@@ -34,7 +34,7 @@ def serve(cfg) -> None:
         backend,
         max_upload_mb=cfg.max_upload_mb,
         max_files=cfg.max_files,
-        max_batch=cfg.batch_size,
+        batch_size=cfg.batch_size,
         max_wait_ms=cfg.max_wait_ms,
         max_queue=cfg.max_queue,
         root_path=cfg.root_path or "",

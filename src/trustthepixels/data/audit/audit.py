@@ -17,8 +17,8 @@ from trustthepixels.data.audit.audit_report import markdown, plot
 from trustthepixels.data.audit.baselines import metadata_baseline, metadata_features, spectral_baseline
 from trustthepixels.data.audit.dedup import DEFAULT_DHASH_DISTANCE, DEFAULT_PHASH_DISTANCE, duplicate_groups
 from trustthepixels.data.audit.jpeg_quality import jpeg_quality
-from trustthepixels.data.sources.fingerprint import FileRecord
-from trustthepixels.data.sources.scan import LABELS, scan_dataset
+from trustthepixels.data.ingest.fingerprint import FileRecord
+from trustthepixels.data.ingest.scan import LABELS, scan_dataset
 
 log = logging.getLogger(__name__)
 QUANTILES = (0, 10, 25, 50, 75, 90, 100)

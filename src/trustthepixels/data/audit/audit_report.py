@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from trustthepixels.data.sources.fingerprint import FileRecord
+from trustthepixels.data.ingest.fingerprint import FileRecord
 
 
 def plot(by_class: dict[str, list[FileRecord]], qualities: dict[str, list[int]], out_dir: Path) -> list[str]:

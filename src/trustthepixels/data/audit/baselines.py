@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from trustthepixels.data.audit.spectrum import azimuthal_spectrum
-from trustthepixels.data.sources.fingerprint import FileRecord
+from trustthepixels.data.ingest.fingerprint import FileRecord
 
 METADATA_FEATURES = ("width", "height", "aspect", "megapixels", "bytes_per_pixel", "is_jpeg", "is_png", "is_square")
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.cluster.hierarchy import DisjointSet
 
-from trustthepixels.data.sources.fingerprint import FileRecord
+from trustthepixels.data.ingest.fingerprint import FileRecord
 
 DEFAULT_PHASH_DISTANCE = 4
 DEFAULT_DHASH_DISTANCE = 6

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trustthepixels.data.sources.decode import open_rgb
+from trustthepixels.data.ingest.decode import open_rgb
 
 BINS = 64
 # ITU-R 601-2 luma, as Pillow's convert("L")

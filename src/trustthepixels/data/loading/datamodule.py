@@ -15,6 +15,15 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from trustthepixels.config import to_plain
+from trustthepixels.data.ingest.prepare import RELEASE_URL, prepare_from_release
+from trustthepixels.data.ingest.roots import Roots, check_data_roots, is_union, parse_roots, roots_state
+from trustthepixels.data.ingest.scan import (
+    GET_DATA_HINT,
+    LABELS,
+    DatasetLayoutError,
+    Sample,
+    ScanResult,
+)
 from trustthepixels.data.loading.dataset import EpochSampler, FeatureDataset, ImageFileDataset
 from trustthepixels.data.loading.feature_cache import cached_features, feature_key
 from trustthepixels.data.loading.pixel_cache import PixelCache, build_pixel_cache
@@ -23,15 +32,6 @@ from trustthepixels.data.loading.settings import check_data_settings
 from trustthepixels.data.loading.split import SPLITS
 from trustthepixels.data.loading.transforms import Preprocessing, build_transform
 from trustthepixels.data.loading.workers import resolve_num_workers
-from trustthepixels.data.sources.prepare import RELEASE_URL, prepare_from_release
-from trustthepixels.data.sources.roots import Roots, check_data_roots, is_union, parse_roots, roots_state
-from trustthepixels.data.sources.scan import (
-    GET_DATA_HINT,
-    LABELS,
-    DatasetLayoutError,
-    Sample,
-    ScanResult,
-)
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from trustthepixels.data.ingest.decode import ImageDecodeError
+from trustthepixels.data.ingest.scan import Sample
 from trustthepixels.data.loading.pixel_cache import PixelCache
 from trustthepixels.data.loading.transforms import Preprocessing, load_pixels
-from trustthepixels.data.sources.decode import ImageDecodeError
-from trustthepixels.data.sources.scan import Sample
 
 Item = tuple[torch.Tensor, int, int]  # (image or features, label, index in the dataset)
 

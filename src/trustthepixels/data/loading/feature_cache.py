@@ -22,8 +22,8 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader
 
+from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.data.loading.dataset import ImageFileDataset
-from trustthepixels.data.sources.fileutils import atomic_write_text
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1

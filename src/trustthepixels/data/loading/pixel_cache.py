@@ -26,8 +26,8 @@ import numpy as np
 from filelock import FileLock
 from rich.progress import track
 
+from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.data.loading.transforms import Preprocessing, load_pixels
-from trustthepixels.data.sources.fileutils import atomic_write_text
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2

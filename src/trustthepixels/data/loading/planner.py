@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trustthepixels.data.audit.dedup import duplicate_groups
+from trustthepixels.data.ingest.roots import Roots
+from trustthepixels.data.ingest.scan import LABELS, Sample, ScanResult, scan_sources
 from trustthepixels.data.loading.split import (
     cap_per_stratum,
     cross_source_groups,
@@ -19,8 +21,6 @@ from trustthepixels.data.loading.split import (
     stratified_split,
     write_split_csv,
 )
-from trustthepixels.data.sources.roots import Roots
-from trustthepixels.data.sources.scan import LABELS, Sample, ScanResult, scan_sources
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from trustthepixels.data.sources.scan import LABELS, Sample
+from trustthepixels.data.ingest.scan import LABELS, Sample
 from trustthepixels.errors import ConfigError
 
 SPLITS = ("train", "val", "test")

@@ -29,8 +29,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
+from trustthepixels.data.ingest.decode import decode_image
 from trustthepixels.data.loading.degrade import robust_augmentation
-from trustthepixels.data.sources.decode import decode_image
 
 # The resampling filters a run may choose (data.interpolation); timm's backbones default to bicubic or bilinear.
 # nearest at a whole-number scale copies each pixel into a block and invents no new values: small images (CIFAKE's

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-from trustthepixels.data.sources.decode import unusable_reason
-from trustthepixels.data.sources.fingerprint import FileRecord, fingerprint_files
-from trustthepixels.data.sources.roots import Roots, locate, union_relpath
+from trustthepixels.data.ingest.decode import unusable_reason
+from trustthepixels.data.ingest.fingerprint import FileRecord, fingerprint_files
+from trustthepixels.data.ingest.roots import Roots, locate, union_relpath
 from trustthepixels.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,11 @@ class Sample:
     relpath: str  # relative to the root, with '/' separators (`<source>/...` in a union): splits' and caches' key
     label: int
     source: str = ""  # the name of the folder it came from (see `roots`)
-    in_source: str = ""  # its relative path within that folder, when `relpath` is a union's `<source>/...`
+    path_in_source: str = ""  # its path within that folder, when `relpath` is a union's `<source>/...`
 
     @property
     def source_relpath(self) -> str:
-        return self.in_source or self.relpath
+        return self.path_in_source or self.relpath
 
 
 @dataclass

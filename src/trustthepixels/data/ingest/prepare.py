@@ -22,9 +22,9 @@ from typing import Any
 from filelock import FileLock
 from rich.progress import track
 
-from trustthepixels.data.sources.archive import UnsafeArchiveError, extract_archive
-from trustthepixels.data.sources.download import DownloadError, download
-from trustthepixels.data.sources.scan import CLASS_FOLDERS, DatasetLayoutError, find_class_dirs
+from trustthepixels.data.ingest.archive import UnsafeArchiveError, extract_archive
+from trustthepixels.data.ingest.download import DownloadError, download
+from trustthepixels.data.ingest.scan import CLASS_FOLDERS, DatasetLayoutError, find_class_dirs
 from trustthepixels.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from pathlib import Path
 import imagehash
 from rich.progress import track
 
-from trustthepixels.data.sources.decode import ImageDecodeError, decode_image
-from trustthepixels.data.sources.fileutils import atomic_write_text
+from trustthepixels.data.ingest.decode import ImageDecodeError, decode_image
+from trustthepixels.data.ingest.fileutils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
