@@ -9,14 +9,15 @@ from trustthepixels.data.ingest.roots import check_data_roots
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from trustthepixels.training import train  # Lightning and timm load only once the command line is checked
+    from trustthepixels.training import train
 
     metrics = run(train, cfg)
     return metrics.get(cfg.get("optimized_metric"))  # what Optuna and other sweepers optimise
 
 
 if __name__ == "__main__":
-    check_command_line(
-        entry_point_config_dir(__file__), "train", lambda c: check_data_roots(c.data.root, c.data.download)
-    )
+    paths_exist = lambda cfg: check_data_roots(cfg.data.root, cfg.data.download)  # noqa: E731
+    check_command_line(entry_point_config_dir(__file__), "train", paths_exist)  # a wrong path: one line, at once
+    import trustthepixels.training  # noqa: F401 (Lightning loads before Hydra's logging: each line once)
+
     main()

@@ -204,8 +204,9 @@ def test_predict_and_serve_give_every_image_the_same_verdict(trained_checkpoint,
     import httpx
 
     from trustthepixels.serving.app import create_app
-    from trustthepixels.serving.backends import TorchBackend
+    from trustthepixels.serving.backends import load_backend
 
+    from .conftest import compose_cfg
     from .test_serve import running, upload
 
     folder = tmp_path / "photos"
@@ -215,7 +216,7 @@ def test_predict_and_serve_give_every_image_the_same_verdict(trained_checkpoint,
     ok(command("predict.py", f"ckpt_path={trained_checkpoint}", f"input={folder}", f"output={tmp_path / 'p.csv'}",
                "num_workers=0", cwd=tmp_path))  # fmt: skip
     predicted = {p.path: p for p in read_predictions(tmp_path / "p.csv")}
-    backend = TorchBackend(trained_checkpoint, device="cpu")
+    backend = load_backend(compose_cfg([f"ckpt_path={trained_checkpoint}", "device=cpu"], tmp_path, "serve"))
     with running(create_app(backend)) as url:
         served = httpx.post(f"{url}/v1/predict", files=upload(*sorted(folder.iterdir())), timeout=60).json()
     assert served["threshold"] == next(iter(predicted.values())).threshold
@@ -223,10 +224,12 @@ def test_predict_and_serve_give_every_image_the_same_verdict(trained_checkpoint,
         mine = predicted[result["filename"]]
         assert result["p_ai"] == pytest.approx(mine.p_ai, abs=1e-6)
         assert result["verdict"] == mine.verdict
-    # threshold= overrides the rule, in predict.py as in serve.py
+    # threshold= overrides the threshold, in predict.py as in serve.py; abstain.enabled=false gives plain verdicts
     ok(command("predict.py", f"ckpt_path={trained_checkpoint}", f"input={folder}", f"output={tmp_path / 'q.csv'}",
-               "threshold=0.0", "num_workers=0", cwd=tmp_path))  # fmt: skip
+               "threshold=0.0", "abstain.enabled=false", "num_workers=0", cwd=tmp_path))  # fmt: skip
     assert {(p.threshold, p.verdict) for p in read_predictions(tmp_path / "q.csv")} == {(0.0, "AI")}
+    # This checkpoint has 3 validation images per class: too few for sets at alpha 0.05, so it cannot tell.
+    assert {p.verdict for p in predicted.values()} == {"uncertain"}
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from trustthepixels.evaluation.robustness import DEFAULT_PERTURBATIONS, perturba
 from trustthepixels.metrics.core import binary_metrics, choose_threshold, fit_temperature
 from trustthepixels.prediction.export import export_onnx
 
-from .conftest import REPO, compose_cfg, write_image_folder
+from .conftest import REPO, TINY, compose_cfg, write_image_folder
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -165,12 +165,13 @@ def test_predict_names_bad_files_and_scores_the_rest(trained_checkpoint, bad_ima
         "one_pixel_1x1.jpg",  # the training run's rule (data.min_image_side=8) applies to new images too
     }
     assert "data.min_image_side=8" in rows["one_pixel_1x1.jpg"]["error"]
-    threshold = load_detector(trained_checkpoint).val_threshold  # the one verdict rule: the checkpoint's
+    # The one verdict rule, predict.py's default: the checkpoint's validation threshold and prediction sets.
+    rule = load_detector(trained_checkpoint).decision(None, {"enabled": True, "alpha": 0.05})
     for name, row in rows.items():
-        assert float(row["threshold"]) == threshold and row["source"] == bad_image_folder.name
+        assert float(row["threshold"]) == rule.value and row["source"] == bad_image_folder.name
         if name not in unreadable:
             assert 0.0 <= float(row["p_ai"]) <= 1.0 and row["label"] == ""  # no true label for new images
-            assert row["verdict"] == ("AI" if float(row["p_ai"]) > threshold else "Real")
+            assert row["verdict"] == rule.verdict(float(row["p_ai"]))
     assert "truncated_half.jpg" in result.stdout and "decompression bomb" in result.stdout
 
 
@@ -244,3 +245,32 @@ def test_robust_augmentation_trains(make_cfg, image_folder):
         )
     )
     assert "test/auroc" in metrics
+
+
+def test_checkpoints_carry_prediction_sets_and_eval_reports_what_abstention_costs(tmp_path):
+    """Trained with enough validation images for alpha 0.05, the checkpoint holds its prediction sets; eval.py
+    reports coverage, accuracy on answered images and confident errors with intervals, from the same verdicts
+    as its predictions.csv."""
+    import torch
+
+    from trustthepixels.training import train
+
+    folder = write_image_folder(tmp_path / "data", per_class=100, size=32)
+    overrides = [f"data.root={folder}", *TINY, "trainer.max_epochs=1", "data.split=[0.5,0.3,0.2]", "logger=none"]
+    train(compose_cfg(overrides, tmp_path))
+    (best,) = (tmp_path / "run" / "checkpoints").glob("epoch*.ckpt")
+    stored = torch.load(best, map_location="cpu", weights_only=True)["conformal"]
+    assert stored["alpha"] == 0.05 and stored["n_ai"] == stored["n_real"] == 30
+    result = evaluate(compose_cfg([f"ckpt_path={best}", "robustness=false", "data.num_workers=0"], tmp_path / "e",
+                                  config_name="eval"))  # fmt: skip
+    test = result["sets"]["test"]
+    with open(tmp_path / "e" / "run" / "predictions.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["set"] == "test"]
+    answered = [r for r in rows if r["verdict"] != "uncertain"]
+    right = [r for r in answered if r["verdict"] == ("AI" if r["label"] == "1" else "Real")]
+    assert test["abstain/coverage"] == pytest.approx(len(answered) / len(rows))
+    assert test["abstain/confident_errors"] == pytest.approx((len(answered) - len(right)) / len(rows))
+    if answered:
+        assert test["abstain/accuracy_answered"] == pytest.approx(len(right) / len(answered))
+    assert test["abstain/coverage_lo"] <= test["abstain/coverage"] <= test["abstain/coverage_hi"]
+    assert result["calibration"]["abstain"]["ai_min_p"] == pytest.approx(stored["ai_min_p"])

@@ -205,7 +205,7 @@ def chromium_path() -> str:
 
 
 @pytest.mark.slow
-def test_page_in_a_real_browser(backend, shared_dir, tmp_path):
+def test_page_in_a_real_browser(backend, trained_checkpoint, shared_dir, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     image = sorted((shared_dir / "data" / "real-vs-ai" / "AI").iterdir())[0]
@@ -237,6 +237,15 @@ def test_page_in_a_real_browser(backend, shared_dir, tmp_path):
         small = browser.new_page(viewport={"width": 390, "height": 800})  # a phone
         small.goto(f"{url}/")
         assert small.evaluate("document.documentElement.scrollWidth") <= 390
+        # A detector that cannot tell (3 validation images per class: no basis at alpha 0.05) says so, and why.
+        abstaining = TorchBackend(trained_checkpoint, device="cpu", abstain={"enabled": True, "alpha": 0.05})
+        with running(create_app(abstaining)) as unsure:
+            page.goto(f"{unsure}/")
+            expect(page.locator("#model-line")).to_contain_text("resnet18")
+            page.set_input_files("#picker", str(image))
+            card = page.locator(".card").first
+            expect(card.locator(".verdict")).to_have_text("Can't tell")
+            expect(card.locator(".detail")).to_contain_text("no basis for a verdict")
         with running(create_app(backend, api_key="s3cret")) as keyed:  # a server that needs its API key
             page.goto(f"{keyed}/")
             expect(page.locator("#status")).to_have_text("This server needs its API key.")

@@ -264,3 +264,44 @@ def test_delong_reproduces_the_published_asah_example():
     assert test["z"] == pytest.approx(2.209, abs=5e-4)
     assert test["p"] == pytest.approx(0.02718, abs=5e-6)
     assert (test["low"], test["high"]) == pytest.approx((0.01040618, 0.17421442), abs=5e-8)
+
+
+def test_conformal_sets_keep_their_promise_per_class_by_simulation():
+    """Class-conditional split conformal at alpha = 0.1: over many exchangeable draws of a validation split and new
+    images, each class's true label is in its set between 1 - alpha and 1 - alpha + 1 / (n + 1) of the time."""
+    from trustthepixels.metrics.conformal import fit_conformal
+
+    rng = np.random.default_rng(11)
+    alpha, n, trials = 0.1, 60, 400
+    covered = {1: [], 0: []}
+    for _ in range(trials):
+        labels, logits = _binormal(n, n, 1.0, rng)
+        sets = fit_conformal(labels, 1 / (1 + np.exp(-logits)), alpha)
+        new_labels, new_logits = _binormal(200, 200, 1.0, rng)
+        ai, real = sets.contains(1 / (1 + np.exp(-new_logits)))
+        covered[1].append(ai[new_labels == 1].mean())
+        covered[0].append(real[new_labels == 0].mean())
+    for label in (0, 1):
+        mean, se = np.mean(covered[label]), np.std(covered[label]) / np.sqrt(trials)
+        assert 1 - alpha - 3 * se <= mean <= 1 - alpha + 1 / (n + 1) + 3 * se, (label, mean)
+
+
+def test_conformal_sets_are_not_trivially_uncertain_and_abstain_where_the_classes_overlap():
+    from trustthepixels.metrics.conformal import UNCERTAIN, abstention_metrics, fit_conformal
+
+    rng = np.random.default_rng(12)
+    for separation, most_uncertain in ((4.0, 0.1), (0.5, 1.0)):
+        labels, logits = _binormal(200, 200, separation, rng)
+        sets = fit_conformal(labels, 1 / (1 + np.exp(-logits)), 0.05)
+        new_labels, new_logits = _binormal(500, 500, separation, rng)
+        verdicts = sets.verdicts(1 / (1 + np.exp(-new_logits)))
+        shares = abstention_metrics(new_labels, verdicts)
+        assert (verdicts == UNCERTAIN).mean() <= most_uncertain
+        if separation > 1:  # well separated: nearly every image answered, and answered right
+            assert shares["coverage"] >= 0.9 and shares["accuracy_answered"] >= 0.95
+        else:  # barely separated: the sets mostly hold both labels, so few confident errors
+            assert shares["coverage"] <= 0.5 and shares["confident_errors"] <= 0.1
+    # Too few validation images of a class for the level: that class is always in the set.
+    few = fit_conformal(np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+                        np.linspace(0.1, 0.9, 22), 0.05)  # fmt: skip
+    assert few.ai_min_p == -np.inf and set(few.verdicts(np.array([0.01, 0.99]))) <= {"AI", UNCERTAIN}

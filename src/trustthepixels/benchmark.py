@@ -124,13 +124,13 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
         detector, cfg.data.batch_size, workers, resolve_device(cfg.get("device", "auto")), detector.min_image_side
     )
     val = EvalSet.from_split("val", detector, read_split_csv(out / "split.csv")["val"])
-    decision, _ = calibrate(detector, val, evaluator.logits(val))
+    decision, _ = calibrate(detector, val, evaluator.logits(val), abstain=cfg.get("abstain"))
     threshold = decision.value
     cells, predictions = {}, []
     for name, folder in roots.items():
         subset = _test_set(cfg, name, folder, trained, test_only, out / "split.csv", detector)
         logits = evaluator.logits(subset)
-        predictions += subset.predictions(logits, threshold, tested_on=name)
+        predictions += subset.predictions(logits, decision, tested_on=name)
         metrics = binary_metrics(subset.labels, logits, threshold)
         bands = binary_metric_intervals(subset.labels, logits, threshold, seed=cfg.seed)
         cells[name] = {

@@ -19,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from trustthepixels.callbacks import StepSeed
 from trustthepixels.data.loading.datamodule import check_data_config
 from trustthepixels.ddp import ddp_session
-from trustthepixels.detector.predictions import Prediction, decision_threshold, write_predictions
+from trustthepixels.detector.predictions import Prediction, decision_threshold, p_ai_of, write_predictions
 from trustthepixels.errors import ConfigError
+from trustthepixels.metrics.conformal import DEFAULT_ALPHA, ConformalSets, validation_conformal
 from trustthepixels.metrics.core import validation_threshold
 from trustthepixels.metrics.intervals import metric_intervals
 from trustthepixels.model.split_predictions import source_masks
@@ -135,7 +136,9 @@ def _fit_and_test(
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
         if test_predictions is not None:
-            write_test_predictions(output_dir / "predictions.csv", datamodule, *test_predictions, val_predictions)
+            write_test_predictions(
+                output_dir / "predictions.csv", datamodule, *test_predictions, val_predictions, cfg.get("abstain")
+            )
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # fills TensorBoard's hparams tab
                 logger.log_hyperparams(choices, metrics={f"hparams/{k}": v for k, v in metrics.items()})
@@ -157,19 +160,27 @@ def _intervals(stage: str, datamodule, indices, logits, labels, cfg: DictConfig)
 
 
 def write_test_predictions(
-    path: Path, datamodule: LightningDataModule, indices, logits, labels, val_predictions
+    path: Path, datamodule: LightningDataModule, indices, logits, labels, val_predictions, abstain=None
 ) -> None:
-    """The test split's predictions, in the one format (see `predictions.py`), decided at the validation
-    threshold the checkpoint carries: every test number in metrics.json can be recomputed from this file."""
-    threshold = decision_threshold(None, validation_threshold(val_predictions))
+    """The test split's predictions, in the one format (detector/predictions.py), decided by the rule the checkpoint
+    carries (its validation threshold; with `abstain`, its validation prediction sets): every test number in
+    metrics.json can be recomputed from this file."""
+    sets = None
+    if abstain and abstain.get("enabled", True):
+        state = validation_conformal(val_predictions, float(abstain.get("alpha", DEFAULT_ALPHA)))
+        sets = ConformalSets.from_state(state) if state else None
+    rule = decision_threshold(None, validation_threshold(val_predictions), sets)
     samples = datamodule.datasets["test"].samples
     write_predictions(
         path,
         [
-            Prediction(samples[i].source, samples[i].source_relpath, float(logit), threshold.value, int(label))
-            for i, logit, label in zip(indices, logits, labels, strict=True)
+            Prediction(
+                samples[i].source, samples[i].source_relpath, float(z), rule.value, int(y),
+                decided=rule.verdict(p_ai_of(float(z))),
+            )
+            for i, z, y in zip(indices, logits, labels, strict=True)
         ],
-    )
+    )  # fmt: skip
 
 
 def _fmt(metrics: dict[str, float]) -> str:

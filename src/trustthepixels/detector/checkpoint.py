@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from trustthepixels.data.ingest.roots import Roots, locate, roots_from_state
 from trustthepixels.detector.predictions import Threshold, decision_threshold
 from trustthepixels.detector.scoring import InferenceDataset, predict_logits
 from trustthepixels.errors import UserError
+from trustthepixels.metrics.conformal import DEFAULT_ALPHA, ConformalSets, validation_conformal
 from trustthepixels.metrics.core import validation_threshold
 from trustthepixels.model.module import DetectorModule
 
@@ -33,6 +34,8 @@ class Detector:
     min_image_side: int = 8  # the training run's rule for a usable image, applied to every new image too
     val_metrics: dict[str, float] = field(default_factory=dict)  # of the epoch the checkpoint was saved at
     val_threshold: float | None = None  # the P(AI) threshold its validation split chose (eval.py's rule)
+    conformal: ConformalSets | None = None  # its validation split's prediction sets, at the default level
+    val_predictions: dict[str, Any] | None = None  # {"logits", "labels"}: to fit the sets at another level
 
     @property
     def first_source_folder(self) -> Path | None:
@@ -48,9 +51,20 @@ class Detector:
         """`<run>` for `<run>/checkpoints/x.ckpt`: where `split.csv` lives."""
         return self.checkpoint.parent.parent if self.checkpoint.parent.name == "checkpoints" else None
 
-    def decision(self, configured: float | None = None) -> Threshold:
-        """The threshold it decides at: `threshold=` when set, else its validation threshold (0.5 without one)."""
-        return decision_threshold(configured, self.val_threshold)
+    def decision(self, configured: float | None = None, abstain: Mapping[str, Any] | None = None) -> Threshold:
+        """The rule it decides by: `threshold=` when set, else its validation threshold (0.5 without one); with
+        `abstain.enabled`, the validation split's prediction sets at `abstain.alpha` say when it cannot tell."""
+        sets = None
+        if abstain and abstain.get("enabled", True):
+            alpha = float(abstain.get("alpha", DEFAULT_ALPHA))
+            if self.conformal is not None and self.conformal.alpha == alpha:
+                sets = self.conformal
+            elif (state := validation_conformal(self.val_predictions, alpha)) is not None:
+                sets = ConformalSets.from_state(state)
+            else:
+                log.warning("No prediction sets for %s (no usable validation predictions): no abstention",
+                            self.checkpoint.name)  # fmt: skip
+        return decision_threshold(configured, self.val_threshold, sets)
 
     def preprocess(
         self, path: Path, min_side: int | None = None
@@ -129,6 +143,9 @@ def load_detector(ckpt_path: str | Path) -> Detector:
     threshold = checkpoint.get("val_threshold")  # chosen when the checkpoint was saved
     if threshold is None:  # a checkpoint from before that: the same rule, on the predictions saved with it
         threshold = validation_threshold(checkpoint.get("val_predictions"), ckpt_path.name)
+    conformal = checkpoint.get("conformal")
+    if conformal is None:  # likewise
+        conformal = validation_conformal(checkpoint.get("val_predictions"))
     return Detector(
         model,
         data_config,
@@ -138,4 +155,6 @@ def load_detector(ckpt_path: str | Path) -> Detector:
         int(state.get("min_image_side", 8)),
         dict(checkpoint.get("val_metrics") or {}),
         threshold,
+        ConformalSets.from_state(conformal) if conformal else None,
+        checkpoint.get("val_predictions"),
     )

@@ -6,7 +6,8 @@ read them with `read_predictions`. Columns, after any context columns a command 
 
     source, path, label, logit, p_ai, verdict, threshold, error
 
-An image is named by its source (the data folder's name, or the name a union gives it) and its path inside that
+The verdict is `AI`, `Real`, or, with abstention (the default), `uncertain` when the detector has no basis for
+one. An image is named by its source (the data folder's name, or the name a union gives it) and its path inside that
 folder, so files written by different commands on different machines line up. `logit` and `p_ai` are written at
 full precision (`repr`): a confident model's scores must not tie at 1.000000. `label` is empty where it is not
 known (predict.py), `verdict` and the scores are empty for a file that could not be read (its `error` says why).
@@ -25,8 +26,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.errors import UserError
+from trustthepixels.metrics.conformal import UNCERTAIN, ConformalSets
 
 COLUMNS = ("source", "path", "label", "logit", "p_ai", "verdict", "threshold", "error")
 VERDICTS = {0: "Real", 1: "AI"}
@@ -35,23 +39,38 @@ DEFAULT_THRESHOLD = 0.5
 
 @dataclass(frozen=True)
 class Threshold:
+    """The verdict rule: AI when P(AI) > value, else Real; with abstention (`sets`), that verdict stands only when
+    the image's calibrated prediction set holds that one label, and is `uncertain` otherwise (both labels or none
+    in the set, or a set that disagrees with the threshold; see metrics/conformal.py)."""
+
     value: float
     origin: str  # in words, for logs, reports and the API
+    sets: ConformalSets | None = None
+
+    def verdicts(self, p_ai: np.ndarray) -> np.ndarray:
+        p_ai = np.asarray(p_ai, dtype=np.float64)
+        by_threshold = np.where(p_ai > self.value, VERDICTS[1], VERDICTS[0])
+        if self.sets is None:
+            return by_threshold
+        return np.where(self.sets.verdicts(p_ai) == by_threshold, by_threshold, UNCERTAIN)
 
     def verdict(self, p_ai: float) -> str:
-        return VERDICTS[int(p_ai > self.value)]
+        return str(self.verdicts(np.array([p_ai]))[0])
 
 
-def decision_threshold(configured: float | None, validation: float | None) -> Threshold:
-    """The threshold every command decides at: `threshold=` when set, else the checkpoint's validation one."""
+def decision_threshold(
+    configured: float | None, validation: float | None, sets: ConformalSets | None = None
+) -> Threshold:
+    """The rule every command decides by: `threshold=` when set, else the checkpoint's validation threshold; with
+    `sets`, the calibrated prediction sets say when there is no basis for a verdict."""
     if configured is not None:
         value = float(configured)
         if not 0.0 <= value <= 1.0:
             raise UserError(f"threshold={configured}: use a P(AI) between 0 and 1, or null for the checkpoint's")
-        return Threshold(value, "threshold= (set by the user)")
+        return Threshold(value, "threshold= (set by the user)", sets)
     if validation is not None:
-        return Threshold(float(validation), "chosen on the checkpoint's validation split (balanced accuracy)")
-    return Threshold(DEFAULT_THRESHOLD, "0.5 (the checkpoint has no validation predictions)")
+        return Threshold(float(validation), "chosen on the checkpoint's validation split (balanced accuracy)", sets)
+    return Threshold(DEFAULT_THRESHOLD, "0.5 (the checkpoint has no validation predictions)", sets)
 
 
 def p_ai_of(logit: float) -> float:
@@ -71,6 +90,7 @@ class Prediction:
     label: int | None = None  # 1 AI, 0 Real; None where unknown
     error: str = ""
     context: Mapping[str, str] = field(default_factory=dict)  # set=..., fold=...: columns in front
+    decided: str = ""  # the verdict the rule in force gave (AI, Real, uncertain); empty: AI above the threshold
 
     @property
     def key(self) -> tuple[str, str]:
@@ -86,7 +106,9 @@ class Prediction:
 
     @property
     def verdict(self) -> str:
-        return VERDICTS[int(self.p_ai > self.threshold)] if self.scored else ""
+        if not self.scored:
+            return ""
+        return self.decided or VERDICTS[int(self.p_ai > self.threshold)]
 
 
 def write_predictions(path: Path, predictions: Iterable[Prediction]) -> None:
@@ -123,6 +145,7 @@ def read_predictions(path: Path) -> list[Prediction]:
             label=int(row["label"]) if row["label"] not in ("", None) else None,
             error=row.get("error") or "",
             context={k: row[k] for k in context},
+            decided=row.get("verdict") or "",
         )
         for row in rows
     ]

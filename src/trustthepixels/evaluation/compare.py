@@ -104,7 +104,7 @@ def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> Mo
     val, main = _sets(cfg, detector)
     threshold, _ = calibrate(detector, val, evaluator.logits(val) if val is not None else None)
     name = name or f"{detector.model.hparams.backbone} ({path.parent.parent.name})"
-    return ModelScores.of(name, main.predictions(evaluator.logits(main), threshold.value))
+    return ModelScores.of(name, main.predictions(evaluator.logits(main), threshold))
 
 
 def aligned(models: list[ModelScores]) -> tuple[list[str], np.ndarray, list[np.ndarray]]:

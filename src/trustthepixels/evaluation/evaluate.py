@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.transforms import image_size
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.detector.checkpoint import Detector, load_detector, resolve_device
-from trustthepixels.detector.predictions import Prediction, Threshold, decision_threshold, write_predictions
+from trustthepixels.detector.predictions import Prediction, Threshold, decision_threshold, p_ai_of, write_predictions
 from trustthepixels.evaluation import figures
 from trustthepixels.evaluation.report import render_report
 from trustthepixels.evaluation.robustness import Perturbation, perturbations
+from trustthepixels.metrics.conformal import abstention_metrics
 from trustthepixels.metrics.core import (
     CalibrationError,
     Temperature,
@@ -32,7 +34,7 @@ from trustthepixels.metrics.core import (
     fit_temperature,
     sigmoid,
 )
-from trustthepixels.metrics.intervals import binary_metric_intervals
+from trustthepixels.metrics.intervals import binary_metric_intervals, clopper_pearson
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +85,10 @@ class EvalSet:
         subset.skipped = [(relpath, reason) for relpath, _, reason in scan.skipped]
         return subset
 
-    def predictions(self, logits: np.ndarray, threshold: float, **context: str) -> list[Prediction]:
+    def predictions(self, logits: np.ndarray, rule: Threshold, **context: str) -> list[Prediction]:
         return [
-            Prediction(source, relpath, float(logit), threshold, int(label), context=context)
-            for source, relpath, logit, label in zip(self.sources, self.relpaths, logits, self.labels, strict=True)
+            Prediction(source, relpath, float(z), rule.value, int(y), context=context, decided=rule.verdict(p_ai_of(z)))
+            for source, relpath, z, y in zip(self.sources, self.relpaths, logits, self.labels, strict=True)
         ]
 
 
@@ -151,7 +153,11 @@ def _min_side(cfg: DictConfig, detector: Detector) -> int:
 
 
 def calibrate(
-    detector: Detector, val: EvalSet | None, val_logits: np.ndarray | None, configured: float | None = None
+    detector: Detector,
+    val: EvalSet | None,
+    val_logits: np.ndarray | None,
+    configured: float | None = None,
+    abstain: Mapping[str, Any] | None = None,
 ) -> tuple[Threshold, Temperature]:
     """The decision threshold (`decision_threshold`: `threshold=`, else the checkpoint's validation one; for a
     checkpoint saved without validation predictions, chosen here on its validation split by the same rule) and
@@ -162,13 +168,28 @@ def calibrate(
             validation = choose_threshold(val.labels, sigmoid(val_logits))
         except CalibrationError as err:
             log.warning("Cannot choose a threshold on the validation split: %s", err)
-    threshold = decision_threshold(configured, validation)
+    threshold = decision_threshold(configured, validation, detector.decision(None, abstain).sets)
     if val is None:
         return threshold, Temperature(1.0, False, "no validation split (the checkpoint's run has no split.csv)")
     temperature = fit_temperature(val.labels, val_logits)
     if not temperature.fitted:
         log.warning("No temperature fitted: %s", temperature.note)
     return threshold, temperature
+
+
+def abstention_with_intervals(labels: np.ndarray, logits: np.ndarray, rule: Threshold) -> dict[str, float]:
+    """Coverage, accuracy on answered images and the confident-error rate of the verdict rule, each with its exact
+    95% interval."""
+    counts = abstention_metrics(labels, rule.verdicts(sigmoid(logits)))
+    out = {}
+    for name, hits, trials in (
+        ("coverage", counts["answered"], counts["images"]),
+        ("accuracy_answered", counts["answered_right"], counts["answered"]),
+        ("confident_errors", counts["answered"] - counts["answered_right"], counts["images"]),
+    ):
+        out[f"abstain/{name}"] = counts[name]
+        out[f"abstain/{name}_lo"], out[f"abstain/{name}_hi"] = clopper_pearson(hits, trials)
+    return out
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -183,7 +204,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     val, main = _sets(cfg, detector)
     extra = [EvalSet.from_folder(p, min_side, cfg.data.cache_dir) for p in cfg.extra_sets or []]
     unique_names([main, *extra])
-    decision, fitted = calibrate(detector, val, evaluator.logits(val) if val is not None else None, cfg.threshold)
+    val_logits = evaluator.logits(val) if val is not None else None
+    decision, fitted = calibrate(detector, val, val_logits, cfg.threshold, cfg.get("abstain"))
     threshold, temperature = decision.value, fitted.value
     log.info("Threshold %.4f (%s), temperature %.3f", threshold, decision.origin, temperature)
 
@@ -196,15 +218,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         ) | binary_metric_intervals(
             subset.labels, logits_of[subset.name], threshold, temperature, cfg.calibration_bins, cfg.bootstrap, cfg.seed
         )
+        if decision.sets is not None:
+            sets[subset.name] |= abstention_with_intervals(subset.labels, logits_of[subset.name], decision)
         for key, value in sets[subset.name].items():
             writer.add_scalar(f"eval/{subset.name}/{key}", value)
     write_predictions(
         out / "predictions.csv",
-        [
-            p
-            for subset in [main, *extra]
-            for p in subset.predictions(logits_of[subset.name], threshold, set=subset.name)
-        ],
+        [p for subset in [main, *extra] for p in subset.predictions(logits_of[subset.name], decision, set=subset.name)],
     )
 
     labels, logits = main.labels, logits_of[main.name]
@@ -250,6 +270,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "calibration": {
             "threshold": threshold,
             "threshold_source": decision.origin,
+            "abstain": decision.sets.state() if decision.sets is not None else None,
             "temperature": temperature,
             "temperature_fitted": fitted.fitted,
             "temperature_note": fitted.note,

@@ -16,6 +16,7 @@ from torchmetrics.classification import BinaryAccuracy
 
 from trustthepixels.config import to_plain
 from trustthepixels.errors import ConfigError
+from trustthepixels.metrics.conformal import validation_conformal
 from trustthepixels.metrics.core import core_metrics, validation_threshold
 from trustthepixels.model.backbone import (
     backbone_data_config,
@@ -262,3 +263,5 @@ class DetectorModule(LightningModule):
             }
             # The decision threshold every command uses (eval.py's rule), chosen once, here: loading computes nothing.
             checkpoint["val_threshold"] = validation_threshold(checkpoint["val_predictions"], "this checkpoint")
+            # And the calibrated prediction sets that say when there is no basis for a verdict (at the default level).
+            checkpoint["conformal"] = validation_conformal(checkpoint["val_predictions"])

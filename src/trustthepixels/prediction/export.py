@@ -19,7 +19,7 @@ from trustthepixels.data.ingest.scan import scan_dataset
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.transforms import image_size
 from trustthepixels.detector.checkpoint import Detector, load_detector
-from trustthepixels.detector.predictions import Threshold, decision_threshold
+from trustthepixels.detector.predictions import Threshold
 from trustthepixels.detector.scoring import InferenceDataset
 from trustthepixels.errors import ConfigError, UserError
 
@@ -51,6 +51,8 @@ def _metadata(detector: Detector, threshold: Threshold) -> dict[str, str]:
         "std": json.dumps(list(config["std"])),
         "threshold": str(threshold.value),
         "threshold_source": threshold.origin,
+        # The prediction sets that say when it cannot tell (null: no abstention): serve.py's ONNX backend uses them.
+        "conformal": json.dumps(threshold.sets.state() if threshold.sets is not None else None),
         "labels": json.dumps({str(k): v for k, v in detector.labels.items()}),
         "backbone": str(detector.model.hparams.backbone),
         "checkpoint": detector.checkpoint.name,
@@ -103,7 +105,7 @@ def export_onnx(cfg: DictConfig) -> dict[str, Any]:
         opset_version=cfg.opset,
     )
     model = onnx.load(str(out))
-    threshold = decision_threshold(cfg.threshold, detector.val_threshold)
+    threshold = detector.decision(cfg.threshold, cfg.get("abstain"))
     for key, value in _metadata(detector, threshold).items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(out))

@@ -13,8 +13,9 @@ from rich.table import Table
 
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.detector.checkpoint import load_detector, resolve_device
-from trustthepixels.detector.predictions import Prediction, Threshold, write_predictions
+from trustthepixels.detector.predictions import Prediction, Threshold, p_ai_of, write_predictions
 from trustthepixels.errors import UserError
+from trustthepixels.metrics.conformal import UNCERTAIN
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[tuple[str, str, P
 def predict(cfg: DictConfig) -> int:
     """Score the inputs, print a table, write the CSV (and Grad-CAM overlays). Returns how many were scored."""
     detector = load_detector(cfg.ckpt_path)
-    threshold = detector.decision(cfg.threshold)
+    threshold = detector.decision(cfg.threshold, cfg.get("abstain"))
     inputs = list(cfg.input) if isinstance(cfg.input, ListConfig | list | tuple) else [cfg.input]
     files, missing = collect_inputs(inputs)
     if not files:
@@ -52,9 +53,12 @@ def predict(cfg: DictConfig) -> int:
         [f for *_, f in files], cfg.batch_size, resolve_num_workers(cfg.num_workers), device, description=progress
     )
     rows = [
-        Prediction(source, relpath, float(logits[i]), threshold.value, error=errors[i].reason if i in errors else "")
+        Prediction(
+            source, relpath, float(logits[i]), threshold.value, error=errors[i].reason if i in errors else "",
+            decided="" if i in errors else threshold.verdict(p_ai_of(float(logits[i]))),
+        )
         for i, (source, relpath, _) in enumerate(files)
-    ]
+    ]  # fmt: skip
     rows += [Prediction("", given, math.nan, threshold.value, error=reason) for given, reason in missing]
     csv_path = Path(cfg.output) if cfg.output else out_dir / "predictions.csv"
     write_predictions(csv_path, rows)
@@ -63,9 +67,10 @@ def predict(cfg: DictConfig) -> int:
     failed = [r for r in rows if not r.scored]
     _print_table(scored, failed, threshold, cfg.show)
     log.info(
-        "%d scored (%d AI) at threshold %.4f (%s), %d unreadable; predictions in %s",
+        "%d scored (%d AI, %d uncertain) at threshold %.4f (%s), %d unreadable; predictions in %s",
         len(scored),
         sum(r.verdict == "AI" for r in scored),
+        sum(r.verdict == UNCERTAIN for r in scored),
         threshold.value,
         threshold.origin,
         len(failed),
@@ -85,7 +90,13 @@ def predict(cfg: DictConfig) -> int:
 
 def _print_table(scored: list[Prediction], failed: list[Prediction], threshold: Threshold, show: int) -> None:
     console = Console()
-    table = Table(title=f"P(AI): AI when above {threshold.value:.3f}, {threshold.origin}")
+    title = f"P(AI): AI when above {threshold.value:.3f}, {threshold.origin}"
+    if threshold.sets is not None:
+        title = (
+            f"P(AI): a verdict where the validation split's prediction sets (alpha {threshold.sets.alpha:g}) hold one "
+            "label, 'uncertain' where the detector cannot tell"
+        )
+    table = Table(title=title)
     table.add_column("path", overflow="fold")  # wrapped, never cut: the file name is the point
     table.add_column("P(AI)", justify="right")
     table.add_column("verdict")

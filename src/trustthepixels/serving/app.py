@@ -188,7 +188,8 @@ def create_app(
             return _failure(name, error.reason, error.code)
         decode_ms = (time.perf_counter() - t0) * 1000
         scored = await batcher.submit(tensor, admission)
-        verdict = Threshold(info.threshold, info.threshold_source).verdict(scored.p_ai)  # as predict.py decides
+        rule = info.rule or Threshold(info.threshold, info.threshold_source)
+        verdict = rule.verdict(scored.p_ai)  # as predict.py decides: AI, Real or uncertain
         result: dict[str, Any] = {
             "filename": name,
             "p_ai": scored.p_ai,

@@ -24,6 +24,7 @@ from trustthepixels.detector.checkpoint import load_detector, resolve_device
 from trustthepixels.detector.predictions import Threshold, decision_threshold
 from trustthepixels.detector.scoring import InferenceDataset
 from trustthepixels.errors import ConfigError
+from trustthepixels.metrics.conformal import ConformalSets
 from trustthepixels.metrics.core import sigmoid
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class ModelInfo:
     val_metrics: dict[str, float] = field(default_factory=dict)
     source: str = ""
     explain: bool = False
+    rule: Threshold | None = None  # the verdict rule (threshold, and prediction sets when abstaining)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -53,6 +55,7 @@ class ModelInfo:
             "input_size": self.input_size,
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
+            "abstain": self.rule.sets.state() if self.rule is not None and self.rule.sets is not None else None,
             "labels": {str(k): v for k, v in self.labels.items()},
             "preprocessing": self.data_config,
             "min_image_side": self.min_image_side,
@@ -79,12 +82,14 @@ class Backend:
 
 
 class TorchBackend(Backend):
-    def __init__(self, ckpt_path: str | Path, device: str = "auto", threshold: float | None = None):
+    def __init__(
+        self, ckpt_path: str | Path, device: str = "auto", threshold: float | None = None, abstain: Any = None
+    ):
         detector = load_detector(ckpt_path)
         self.device = resolve_device(device)
         self.model = detector.model.to(self.device).eval()
         self._explainer = None
-        decision = decision_threshold(threshold, detector.val_threshold)
+        decision = detector.decision(threshold, abstain)
         self.info = ModelInfo(
             backend="torch",
             backbone=str(detector.model.hparams.backbone),
@@ -98,6 +103,7 @@ class TorchBackend(Backend):
             val_metrics=detector.val_metrics,
             source=str(detector.checkpoint),
             explain=bool(getattr(detector.model.backbone, "feature_info", None)),
+            rule=decision,
         )
 
     @torch.inference_mode()
@@ -119,7 +125,9 @@ class TorchBackend(Backend):
 class OnnxBackend(Backend):
     """The exported graph (normalisation and sigmoid inside) in onnxruntime; its metadata carries the rest."""
 
-    def __init__(self, onnx_path: str | Path, threshold: float | None = None, threads: int | None = None):
+    def __init__(
+        self, onnx_path: str | Path, threshold: float | None = None, threads: int | None = None, abstain: Any = None
+    ):
         import onnxruntime
 
         path = Path(onnx_path).expanduser()
@@ -133,10 +141,12 @@ class OnnxBackend(Backend):
         if "data_config" not in meta:
             raise ConfigError(f"{path} has no preprocessing metadata: re-export it with this version's export.py")
         data_config = json.loads(meta["data_config"])
+        stored = json.loads(meta.get("conformal", "null"))
+        sets = ConformalSets.from_state(stored) if stored and (abstain or {}).get("enabled", True) else None
         if threshold is None and "threshold_source" in meta:  # what export.py decided, by the same rule
-            decision = Threshold(float(meta["threshold"]), meta["threshold_source"])
+            decision = Threshold(float(meta["threshold"]), meta["threshold_source"], sets)
         else:
-            decision = decision_threshold(threshold, json.loads(meta.get("val_threshold", "null")))
+            decision = decision_threshold(threshold, json.loads(meta.get("val_threshold", "null")), sets)
         self.info = ModelInfo(
             backend="onnx",
             backbone=meta.get("backbone", "unknown"),
@@ -150,6 +160,7 @@ class OnnxBackend(Backend):
             val_metrics=json.loads(meta.get("val_metrics", "{}")),
             source=str(path),
             explain=False,
+            rule=decision,
         )
 
     def p_ai(self, images: torch.Tensor) -> np.ndarray:
@@ -164,9 +175,9 @@ def load_backend(cfg) -> Backend:
     if cfg.backend == "torch":
         if not cfg.ckpt_path:
             raise ConfigError("backend=torch needs ckpt_path=<run dir>/checkpoints/<best>.ckpt")
-        return TorchBackend(cfg.ckpt_path, cfg.device, threshold)
+        return TorchBackend(cfg.ckpt_path, cfg.device, threshold, cfg.get("abstain"))
     if cfg.backend == "onnx":
         if not cfg.onnx_path:
             raise ConfigError("backend=onnx needs onnx_path=FILE.onnx (from python export.py ckpt_path=...)")
-        return OnnxBackend(cfg.onnx_path, threshold, cfg.get("threads"))
+        return OnnxBackend(cfg.onnx_path, threshold, cfg.get("threads"), cfg.get("abstain"))
     raise ConfigError(f"backend={cfg.backend!r}: use torch (a checkpoint) or onnx (an exported model)")

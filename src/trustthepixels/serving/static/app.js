@@ -66,15 +66,20 @@ function showResult(card, result) {
     bar.hidden = true;
     return;
   }
-  const isAI = result.label === model.labels["1"];
-  card.dataset.state = isAI ? "ai" : "real";
-  verdict.className = `verdict ${isAI ? "ai" : "real"}`;
-  verdict.textContent = isAI ? "Likely AI-generated" : "Likely real";
+  // The server's verdict: AI, Real, or uncertain when the detector has no basis for one.
+  const kind = { AI: "ai", Real: "real", uncertain: "uncertain" }[result.verdict] || "uncertain";
+  card.dataset.state = kind;
+  verdict.className = `verdict ${kind}`;
+  verdict.textContent = { ai: "Likely AI-generated", real: "Likely real", uncertain: "Can't tell" }[kind];
   card.querySelector(".fill").style.width = percent(result.p_ai);
   card.querySelector(".threshold").style.left = `calc(${percent(result.threshold)} - 1px)`;
   bar.setAttribute("aria-label", `P(AI) ${percent(result.p_ai)}; threshold ${percent(result.threshold)}`);
   detail.textContent = `P(AI) = ${result.p_ai.toFixed(3)} (AI above ${result.threshold.toFixed(3)}) · ` +
     `${result.timing_ms.total.toFixed(0)} ms`;
+  if (kind === "uncertain") {
+    detail.textContent = `P(AI) = ${result.p_ai.toFixed(3)}. The detector has no basis for a verdict here: ` +
+      "on the images it was checked on, scores like this one came from real and AI-generated images alike.";
+  }
   if (result.heatmap) {
     const img = card.querySelector(".preview");
     card.dataset.original = img.src;
