@@ -217,10 +217,15 @@ def test_page_in_a_real_browser(backend, trained_checkpoint, shared_dir, tmp_pat
         page = browser.new_page(viewport={"width": 900, "height": 900})
         asked = []
         page.on("request", lambda request: asked.append(request.url) if "v1/predict" in request.url else None)
-        page.goto(f"{url}/")
-        expect(page.locator("#model-line")).to_contain_text("resnet18")
-        page.set_input_files("#picker", str(image))
-        card = page.locator(".card").first
+
+        def check_on_page(server: str):
+            """Open the page, wait for the model, pick the image: its result card."""
+            page.goto(f"{server}/")
+            expect(page.locator("#model-line")).to_contain_text("resnet18")
+            page.set_input_files("#picker", str(image))
+            return page.locator(".card").first
+
+        card = check_on_page(url)
         expect(card.locator(".verdict")).to_contain_text("Likely")
         expect(card.locator(".detail")).to_contain_text("P(AI) =")
         assert asked[-1].endswith("explain=false")  # Grad-CAM only when the box is ticked
@@ -240,10 +245,7 @@ def test_page_in_a_real_browser(backend, trained_checkpoint, shared_dir, tmp_pat
         # A detector that cannot tell (3 validation images per class: no basis at alpha 0.05) says so, and why.
         abstaining = TorchBackend(trained_checkpoint, device="cpu", abstain={"enabled": True, "alpha": 0.05})
         with running(create_app(abstaining)) as unsure:
-            page.goto(f"{unsure}/")
-            expect(page.locator("#model-line")).to_contain_text("resnet18")
-            page.set_input_files("#picker", str(image))
-            card = page.locator(".card").first
+            card = check_on_page(unsure)
             expect(card.locator(".verdict")).to_have_text("Can't tell")
             expect(card.locator(".detail")).to_contain_text("no basis for a verdict")
         with running(create_app(backend, api_key="s3cret")) as keyed:  # a server that needs its API key
