@@ -130,6 +130,11 @@ def test_shared_benchmark_with_an_added_source(tmp_path):
         cells = {(c["trained_on"], c["tested_on"]): c for c in csv.DictReader(f)}
     assert set(cells) == {("real_vs_ai", s) for s in ("real_vs_ai", "cifake", "ml72", "poidh", "mine")}
     assert cells[("real_vs_ai", "mine")]["images"] == "24" and cells[("real_vs_ai", "ml72")]["images"] == "100"
+    # Abstention per cell (abstain.enabled by default), and the summary line.
+    for cell in cells.values():
+        assert 0 <= float(cell["coverage"]) <= 1 and 0 <= float(cell["confident_errors"]) <= float(cell["coverage"])
+        assert float(cell["coverage_lo"]) <= float(cell["coverage"]) <= float(cell["coverage_hi"])
+    assert "out-of-source confident-error rate" in (sweep / "matrix.md").read_text()
     (row,) = [d for d in sweep.iterdir() if (d / "benchmark_row.json").is_file()]
     predictions = read_predictions(row / "benchmark_predictions.csv")
     assert columns_of(row / "benchmark_predictions.csv") == ["tested_on", *COLUMNS]

@@ -67,6 +67,7 @@ def test_api_scores_as_predict_does_and_names_every_bad_file(backend, shared_dir
         info = httpx.get(f"{url}/v1/model").json()
         assert info["backbone"] == "resnet18" and info["input_size"] == 32
         assert info["threshold_source"].startswith("chosen on the checkpoint's validation split")
+        assert info["warning"].startswith("This detector is weak: its validation AUROC is")
         assert "val/auroc" in info["val_metrics"]
 
         files = [*real, *(bad / n for n in ("text_file_named_as.jpg", "decompression_bomb_20000x20000.png",
@@ -227,6 +228,8 @@ def test_page_in_a_real_browser(backend, trained_checkpoint, shared_dir, tmp_pat
 
         card = check_on_page(url)
         expect(card.locator(".verdict")).to_contain_text("Likely")
+        # 3 + 3 validation images: the AUROC interval reaches far below 0.6, and the page says so.
+        expect(page.locator("#model-warning")).to_contain_text("This detector is weak")
         expect(card.locator(".detail")).to_contain_text("P(AI) =")
         assert asked[-1].endswith("explain=false")  # Grad-CAM only when the box is ticked
         page.check("#heatmap-toggle")

@@ -40,13 +40,14 @@ from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.detector.checkpoint import load_detector, resolve_device
 from trustthepixels.detector.predictions import write_predictions
 from trustthepixels.errors import ConfigError
-from trustthepixels.evaluation.evaluate import EvalSet, Evaluator, calibrate
+from trustthepixels.evaluation.evaluate import EvalSet, Evaluator, abstention_with_intervals, calibrate
 from trustthepixels.metrics.core import binary_metrics
 from trustthepixels.metrics.intervals import binary_metric_intervals
 from trustthepixels.training import train
 
 log = logging.getLogger(__name__)
 ROW_FILE = "benchmark_row.json"
+ABSTENTION = ("coverage", "accuracy_answered", "confident_errors")  # per cell, with abstain.enabled
 PREDICTIONS_FILE = "benchmark_predictions.csv"  # every cell's images, a `tested_on` column in front
 LEAVE_OUT = "all_but_"
 
@@ -144,6 +145,9 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
             "in_source": name in trained,
             "test_set": "all images (test only)" if name in test_only else "test split",
         }
+        if decision.sets is not None:  # what abstaining costs and gains here (NaN-free: counts from this cell)
+            abstain = abstention_with_intervals(subset.labels, logits, decision)
+            cells[name] |= {k.removeprefix("abstain/"): v for k, v in abstain.items()}
     row = {
         "train_on": str(cfg.train_on),
         "trained_sources": trained,
@@ -190,14 +194,22 @@ def read_rows(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def summary_line(found: list[dict[str, Any]]) -> str:
-    """Mean in-source vs mean out-of-source AUROC over the matrix's cells."""
-    inside = [c["auroc"] for r in found for c in r["cells"].values() if c["in_source"]]
-    outside = [c["auroc"] for r in found for c in r["cells"].values() if not c["in_source"]]
-    mean = lambda v: float(np.nanmean(v)) if v else float("nan")  # noqa: E731
-    return (
-        f"Mean in-source AUROC {mean(inside):.3f} ({len(inside)} cells), "
-        f"mean out-of-source AUROC {mean(outside):.3f} ({len(outside)} cells)"
+    """Mean in-source vs mean out-of-source AUROC over the matrix's cells; with abstention, mean in-source coverage
+    and accuracy on answered images vs mean out-of-source confident-error rate."""
+    cells = [c for r in found for c in r["cells"].values()]
+    mean = lambda key, inside: float(np.nanmean([c[key] for c in cells if c["in_source"] == inside]))  # noqa: E731
+    counts = sum(c["in_source"] for c in cells), sum(not c["in_source"] for c in cells)
+    line = (
+        f"Mean in-source AUROC {mean('auroc', True):.3f} ({counts[0]} cells), "
+        f"mean out-of-source AUROC {mean('auroc', False):.3f} ({counts[1]} cells)"
     )
+    if cells and all("coverage" in c for c in cells):
+        line += (
+            f"; mean in-source coverage {mean('coverage', True):.2f} and accuracy on answered images "
+            f"{mean('accuracy_answered', True):.2f}, mean out-of-source confident-error rate "
+            f"{mean('confident_errors', False):.2f}"
+        )
+    return line
 
 
 def write_matrix(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -215,6 +227,7 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]]) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     fields = ["auroc", "auroc_lo", "auroc_hi", "acc", "acc_lo", "acc_hi", "images", "in_source"]
+    fields += [f"{k}{end}" for k in ABSTENTION for end in ("", "_lo", "_hi") if k in found[0]["cells"][columns[0]]]
     writer.writerow(["trained_on", "tested_on", *fields])
     for row in found:
         for column in columns:
@@ -226,6 +239,7 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]]) -> None:
         "",
         "Rows: trained on; columns: tested on. AUROC [95% interval] and accuracy at the row's validation threshold;",
         "**bold**: in-source (the row trained on that source). Test-only sources are scored on all their images.",
+        "With abstention: answered = share of images given a definite verdict, wrong = share given a wrong one.",
         "",
         "| trained on | " + " | ".join(f"{c} ({found[0]['cells'][c]['images']})" for c in columns) + " |",
         "|---|" + "---|" * len(columns),
@@ -235,6 +249,8 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]]) -> None:
         for column in columns:
             c = row["cells"][column]
             text = f"{c['auroc']:.3f} [{c['auroc_lo']:.3f}, {c['auroc_hi']:.3f}]<br>acc {c['acc']:.3f}"
+            if "coverage" in c:
+                text += f"<br>answered {c['coverage']:.2f}, wrong {c['confident_errors']:.2f}"
             cells.append(f"**{text}**" if c["in_source"] else text)
         lines.append(f"| {row['train_on']} | " + " | ".join(cells) + " |")
     lines += ["", line, ""]

@@ -17,11 +17,13 @@ from trustthepixels.detector.predictions import Threshold, decision_threshold
 from trustthepixels.detector.scoring import InferenceDataset, predict_logits
 from trustthepixels.errors import UserError
 from trustthepixels.metrics.conformal import DEFAULT_ALPHA, ConformalSets, validation_conformal
-from trustthepixels.metrics.core import validation_threshold
+from trustthepixels.metrics.core import core_metrics, validation_threshold
+from trustthepixels.metrics.intervals import metric_intervals
 from trustthepixels.model.module import DetectorModule
 
 log = logging.getLogger(__name__)
 DATAMODULE_KEY = "ImageFolderDataModule"
+WEAK_AUROC = 0.6  # a validation AUROC interval reaching this or lower: the page and /v1/model warn
 
 
 @dataclass
@@ -65,6 +67,25 @@ class Detector:
                 log.warning("No prediction sets for %s (no usable validation predictions): no abstention",
                             self.checkpoint.name)  # fmt: skip
         return decision_threshold(configured, self.val_threshold, sets)
+
+    def weakness(self, at_most: float = WEAK_AUROC) -> str:
+        """A plain warning when the detector itself is weak (its validation AUROC's 95% interval reaches `at_most`
+        or lower), else "": computed from the validation predictions saved with the weights."""
+        if not self.val_predictions:
+            return ""
+        labels = np.asarray(self.val_predictions["labels"]).astype(int)
+        logits = np.asarray(self.val_predictions["logits"], dtype=np.float64)
+        if len(set(labels.tolist())) < 2 or not np.isfinite(logits).all():
+            return ""
+        auroc = core_metrics(labels, logits)["auroc"]
+        low, high = (metric_intervals(labels, logits, n_resamples=1000, seed=0)[k] for k in ("auroc_lo", "auroc_hi"))
+        if low > at_most:
+            return ""
+        return (
+            f"This detector is weak: its validation AUROC is {auroc:.2f} (95% interval {low:.2f} to {high:.2f}, "
+            f"reaching {at_most:g} or lower, with {len(labels)} validation images). Treat its verdicts as weak "
+            "evidence."
+        )
 
     def preprocess(
         self, path: Path, min_side: int | None = None

@@ -53,6 +53,7 @@ def _metadata(detector: Detector, threshold: Threshold) -> dict[str, str]:
         "threshold_source": threshold.origin,
         # The prediction sets that say when it cannot tell (null: no abstention): serve.py's ONNX backend uses them.
         "conformal": json.dumps(threshold.sets.state() if threshold.sets is not None else None),
+        "warning": detector.weakness(),  # empty unless the detector itself is weak
         "labels": json.dumps({str(k): v for k, v in detector.labels.items()}),
         "backbone": str(detector.model.hparams.backbone),
         "checkpoint": detector.checkpoint.name,

@@ -47,6 +47,7 @@ class ModelInfo:
     source: str = ""
     explain: bool = False
     rule: Threshold | None = None  # the verdict rule (threshold, and prediction sets when abstaining)
+    warning: str = ""  # when the model itself is weak (Detector.weakness)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class ModelInfo:
             "val_metrics": self.val_metrics,
             "model_file": Path(self.source).name,  # no server path in any response
             "explain": self.explain,
+            "warning": self.warning or None,
         }
 
 
@@ -104,6 +106,7 @@ class TorchBackend(Backend):
             source=str(detector.checkpoint),
             explain=bool(getattr(detector.model.backbone, "feature_info", None)),
             rule=decision,
+            warning=detector.weakness(),
         )
 
     @torch.inference_mode()
@@ -161,6 +164,7 @@ class OnnxBackend(Backend):
             source=str(path),
             explain=False,
             rule=decision,
+            warning=meta.get("warning", ""),
         )
 
     def p_ai(self, images: torch.Tensor) -> np.ndarray:

@@ -30,6 +30,9 @@ async function loadModel() {
     `${model.backbone} (${model.backend}), threshold ${model.threshold.toFixed(3)}` +
     (auroc === undefined ? "" : `, validation AUROC ${auroc.toFixed(3)}`);
   document.getElementById("max-mb").textContent = model.max_upload_mb;
+  const warning = document.getElementById("model-warning");
+  warning.textContent = model.warning || "";
+  warning.hidden = !model.warning;
   if (!model.explain) {
     toggle.disabled = true;
     toggle.parentElement.title = "This model has no Grad-CAM (ONNX backend, or no spatial features)";
