@@ -16,7 +16,18 @@ LAYERS = (
     ("metrics",),  # numbers from predictions: metrics, intervals, paired tests
     ("model",),  # the LightningModule and its backbones
     ("detector",),  # a checkpoint turned into answers: loading, scoring files, the predictions format
-    ("training", "callbacks", "ddp", "sweeps", "evaluation", "prediction", "serving", "benchmark", "cli"),  # commands
+    (
+        "training",
+        "callbacks",
+        "ddp",
+        "sweeps",
+        "evaluation",
+        "prediction",
+        "serving",
+        "benchmark",
+        "benchmark_matrix",
+        "cli",
+    ),  # commands
 )
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from trustthepixels.benchmark import rows, summary_line
+from trustthepixels.benchmark import rows
+from trustthepixels.benchmark_matrix import summary_line
 
 from .conftest import REPO, TINY, write_image_folder
 

@@ -4,8 +4,8 @@ score every checkpoint on every source's test split.
 Each row of the matrix is one Hydra job (`train_on=<source>` or `train_on=all_but_<source>`, swept by the
 config itself), so any launcher runs the rows, in parallel on SLURM. A job trains exactly as `train.py` does,
 with `data.root` set to the sources it trains on, then scores its best checkpoint on each source at the
-threshold its validation split chose, and writes `benchmark_row.json`. `MatrixWriter`, a Hydra callback,
-rebuilds `matrix.md`, `matrix.csv`, `matrix.png` and a TensorBoard run at the sweep's root after every job.
+threshold its validation split chose, and writes `benchmark_row.json`. `benchmark_matrix.MatrixWriter`, a Hydra
+callback, rebuilds `matrix.md`, `matrix.csv`, `matrix.png` and a TensorBoard run at the sweep's root after every job.
 
 Every column is the same images for every row: a source the row trained on is scored on its part of the
 row's test split, which is the source's own test split (the split cuts each source alone, see `split.py`); a
@@ -15,19 +15,11 @@ source it never saw on that same split, computed without training; a test-only s
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from filelock import FileLock
-from hydra.core.utils import JobReturn
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -174,133 +166,3 @@ def _test_set(cfg, name, folder, trained, test_only, split_csv: Path, detector) 
         data["near_duplicates"], data["folds"], data["fold"], data["max_train_per_class"],
     )  # fmt: skip
     return EvalSet.from_samples(name, plan.parts["test"], folder)
-
-
-# ------------------------------------------------------------------------------------------------ the matrix
-
-
-def read_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every finished row, single sources first (in the sources' order), then the leave-one-out rows."""
-    found = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{ROW_FILE}"))]
-    columns = list(found[0]["cells"]) if found else []
-
-    def order(row: dict[str, Any]) -> tuple[bool, int]:
-        name = row["train_on"]
-        left_out = name.startswith(LEAVE_OUT)
-        source = name.removeprefix(LEAVE_OUT) if left_out else name
-        return left_out, columns.index(source) if source in columns else len(columns)
-
-    return sorted(found, key=order)
-
-
-def summary_line(found: list[dict[str, Any]]) -> str:
-    """Mean in-source vs mean out-of-source AUROC over the matrix's cells; with abstention, mean in-source coverage
-    and accuracy on answered images vs mean out-of-source confident-error rate."""
-    cells = [c for r in found for c in r["cells"].values()]
-    mean = lambda key, inside: float(np.nanmean([c[key] for c in cells if c["in_source"] == inside]))  # noqa: E731
-    counts = sum(c["in_source"] for c in cells), sum(not c["in_source"] for c in cells)
-    line = (
-        f"Mean in-source AUROC {mean('auroc', True):.3f} ({counts[0]} cells), "
-        f"mean out-of-source AUROC {mean('auroc', False):.3f} ({counts[1]} cells)"
-    )
-    if cells and all("coverage" in c for c in cells):
-        line += (
-            f"; mean in-source coverage {mean('coverage', True):.2f} and accuracy on answered images "
-            f"{mean('accuracy_answered', True):.2f}, mean out-of-source confident-error rate "
-            f"{mean('confident_errors', False):.2f}"
-        )
-    return line
-
-
-def write_matrix(sweep_dir: Path) -> list[dict[str, Any]]:
-    """matrix.csv (one line per cell), matrix.md, matrix.png and a TensorBoard run at the sweep's root, rebuilt
-    under a lock (rows finishing at once on several machines) and each file replaced atomically."""
-    with FileLock(sweep_dir / ".matrix.lock"):
-        found = read_rows(sweep_dir)
-        if found:
-            _write_matrix_files(sweep_dir, found)
-    return found
-
-
-def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]]) -> None:
-    columns = list(found[0]["cells"])
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    fields = ["auroc", "auroc_lo", "auroc_hi", "acc", "acc_lo", "acc_hi", "images", "in_source"]
-    fields += [f"{k}{end}" for k in ABSTENTION for end in ("", "_lo", "_hi") if k in found[0]["cells"][columns[0]]]
-    writer.writerow(["trained_on", "tested_on", *fields])
-    for row in found:
-        for column in columns:
-            writer.writerow([row["train_on"], column, *(row["cells"][column][k] for k in fields)])
-    atomic_write_text(sweep_dir / "matrix.csv", text.getvalue())
-    line = summary_line(found)
-    lines = [
-        f"# Generalization matrix: {found[0]['model']}",
-        "",
-        "Rows: trained on; columns: tested on. AUROC [95% interval] and accuracy at the row's validation threshold;",
-        "**bold**: in-source (the row trained on that source). Test-only sources are scored on all their images.",
-        "With abstention: answered = share of images given a definite verdict, wrong = share given a wrong one.",
-        "",
-        "| trained on | " + " | ".join(f"{c} ({found[0]['cells'][c]['images']})" for c in columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for row in found:
-        cells = []
-        for column in columns:
-            c = row["cells"][column]
-            text = f"{c['auroc']:.3f} [{c['auroc_lo']:.3f}, {c['auroc_hi']:.3f}]<br>acc {c['acc']:.3f}"
-            if "coverage" in c:
-                text += f"<br>answered {c['coverage']:.2f}, wrong {c['confident_errors']:.2f}"
-            cells.append(f"**{text}**" if c["in_source"] else text)
-        lines.append(f"| {row['train_on']} | " + " | ".join(cells) + " |")
-    lines += ["", line, ""]
-    atomic_write_text(sweep_dir / "matrix.md", "\n".join(lines))
-    import matplotlib.pyplot as plt
-    from torch.utils.tensorboard import SummaryWriter
-
-    figure = _heatmap(found, columns)
-    partial = sweep_dir / ".matrix.png.tmp"
-    figure.savefig(partial, dpi=120, bbox_inches="tight", format="png")
-    os.replace(partial, sweep_dir / "matrix.png")
-    with SummaryWriter(str(sweep_dir / "tensorboard")) as tensorboard:
-        tensorboard.add_figure("benchmark/matrix", figure)
-        tensorboard.add_text("benchmark/matrix", "\n".join(lines))
-    plt.close(figure)
-
-
-def _heatmap(found: list[dict[str, Any]], columns: list[str]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    values = np.array([[r["cells"][c]["auroc"] for c in columns] for r in found])
-    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(columns), 1.0 + 0.6 * len(found)))
-    image = ax.imshow(values, cmap="RdYlGn", vmin=0.3, vmax=1.0)
-    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
-    ax.set_yticks(range(len(found)), [r["train_on"] for r in found])
-    ax.set_xlabel("tested on")
-    ax.set_ylabel("trained on")
-    for i, row in enumerate(found):
-        for j, column in enumerate(columns):
-            c = row["cells"][column]
-            weight = "bold" if c["in_source"] else "normal"
-            ax.text(j, i, f"{c['auroc']:.2f}\n[{c['auroc_lo']:.2f}, {c['auroc_hi']:.2f}]", ha="center",
-                    va="center", fontsize=7, fontweight=weight)  # fmt: skip
-    fig.colorbar(image, ax=ax, label="AUROC")
-    ax.set_title(f"{found[0]['model']}: {summary_line(found)}", fontsize=8)
-    return fig
-
-
-class MatrixWriter(Callback):
-    """Rebuilds the matrix after every job (whatever launcher ran it, wherever) and once at the end."""
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode == RunMode.MULTIRUN:
-            write_matrix(Path(config.hydra.sweep.dir))
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        found = write_matrix(sweep_dir)
-        if found:
-            log.info("Generalization matrix: %s\n%s", sweep_dir / "matrix.md", summary_line(found))
