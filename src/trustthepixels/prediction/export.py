@@ -106,8 +106,8 @@ def export_onnx(cfg: DictConfig) -> dict[str, Any]:
         opset_version=cfg.opset,
     )
     model = onnx.load(str(out))
-    threshold = detector.decision(cfg.threshold, cfg.get("abstain"))
-    for key, value in _metadata(detector, threshold).items():
+    metadata = _metadata(detector, detector.decision(cfg.threshold, cfg.get("abstain")))
+    for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(out))
 
@@ -135,7 +135,7 @@ def export_onnx(cfg: DictConfig) -> dict[str, Any]:
         "unreadable_check_images": len(unreadable),
         "max_abs_diff_p_ai": max_diff,
     }
-    (out.with_suffix(".json")).write_text(json.dumps({**report, "metadata": _metadata(detector, threshold)}, indent=2))
+    (out.with_suffix(".json")).write_text(json.dumps({**report, "metadata": metadata}, indent=2))
     if max_diff > cfg.tolerance:
         raise RuntimeError(
             f"ONNX and PyTorch disagree: max |dP(AI)| = {max_diff:.2e} > {cfg.tolerance} on {len(images)} images"
