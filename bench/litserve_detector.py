@@ -41,7 +41,7 @@ class DetectorAPI(ls.LitAPI):
         return torch.stack(inputs)
 
     def predict(self, images: torch.Tensor):
-        return self.backend.p_ai(images)
+        return self.backend.score(images)[0]
 
     def unbatch(self, output) -> list[float]:
         return [float(p) for p in output]

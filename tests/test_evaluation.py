@@ -171,7 +171,7 @@ def test_predict_names_bad_files_and_scores_the_rest(trained_checkpoint, bad_ima
         assert float(row["threshold"]) == rule.value and row["source"] == bad_image_folder.name
         if name not in unreadable:
             assert 0.0 <= float(row["p_ai"]) <= 1.0 and row["label"] == ""  # no true label for new images
-            assert row["verdict"] == rule.verdict(float(row["p_ai"]))
+            assert row["verdict"] == rule.verdict(float(row["p_ai"]), float(row["familiarity"]))
     assert "truncated_half.jpg" in result.stdout and "decompression bomb" in result.stdout
 
 

@@ -15,7 +15,8 @@ from sklearn import metrics as skm
 
 from trustthepixels.callbacks import EpochSummary
 from trustthepixels.detector.checkpoint import load_detector
-from trustthepixels.evaluation.evaluate import EvalSet, evaluate, unique_names
+from trustthepixels.evaluation.evaluate import evaluate
+from trustthepixels.evaluation.sets import EvalSet, unique_names
 from trustthepixels.metrics.core import (
     TEMPERATURE_BOUNDS,
     CalibrationError,

@@ -78,7 +78,7 @@ def test_api_scores_as_predict_does_and_names_every_bad_file(backend, shared_dir
         assert [r["filename"] for r in response.json()["results"]] == [p.name for p in files]
         # The same number predict.py computes for the same file: one preprocessing, one model.
         dataset = InferenceDataset(real, backend.info.data_config, backend.info.min_image_side)
-        expected = backend.p_ai(torch.stack([dataset[i][0] for i in range(2)]))
+        expected = backend.score(torch.stack([dataset[i][0] for i in range(2)]))[0]
         for path, p in zip(real, expected, strict=True):
             assert results[path.name]["p_ai"] == pytest.approx(p, abs=1e-6)
             assert results[path.name]["label"] == ("AI" if p > info["threshold"] else "Real")
@@ -103,8 +103,8 @@ def test_api_scores_as_predict_does_and_names_every_bad_file(backend, shared_dir
 def test_concurrent_requests_share_forward_passes(trained_checkpoint, shared_dir):
     gate = threading.Event()
     gated = TorchBackend(trained_checkpoint, device="cpu")
-    forward = gated.p_ai
-    gated.p_ai = lambda images: (gate.wait(60), forward(images))[1]
+    forward = gated.score
+    gated.score = lambda images: (gate.wait(60), forward(images))[1]
     images = sorted((shared_dir / "data" / "real-vs-ai" / "Real").iterdir())[:9]
     with running(create_app(gated, batch_size=16, max_wait_ms=0)) as url, ThreadPoolExecutor(9) as pool:
 
@@ -123,15 +123,15 @@ def test_concurrent_requests_share_forward_passes(trained_checkpoint, shared_dir
     assert health["images"] == 9 and health["batches"] == 2
     # Batched or not, each image gets its own score: the batch of eight equals eight forward passes of one.
     dataset = InferenceDataset(images[1:], gated.info.data_config, gated.info.min_image_side)
-    alone = [forward(dataset[i][0][None])[0] for i in range(8)]
+    alone = [forward(dataset[i][0][None])[0][0] for i in range(8)]
     assert np.allclose([r["p_ai"] for r in results[1:]], alone, atol=1e-5)
 
 
 def test_full_queue_answers_503_with_retry_after(trained_checkpoint, shared_dir):
     gate = threading.Event()
     gated = TorchBackend(trained_checkpoint, device="cpu")
-    forward = gated.p_ai
-    gated.p_ai = lambda images: (gate.wait(60), forward(images))[1]  # the real model, held at the door
+    forward = gated.score
+    gated.score = lambda images: (gate.wait(60), forward(images))[1]  # the real model, held at the door
     image = sorted((shared_dir / "data" / "real-vs-ai" / "Real").iterdir())[0]
     with running(create_app(gated, batch_size=1, max_wait_ms=0, max_queue=1)) as url, ThreadPoolExecutor(2) as pool:
         post = partial(httpx.post, f"{url}/v1/predict", files=upload(image), timeout=60)
@@ -156,7 +156,9 @@ def wait_for(condition, seconds: float = 60) -> None:
 
 def test_closing_scores_what_is_queued_and_refuses_new_images():
     async def scenario():
-        batcher = MicroBatcher(lambda x: x.float().mean(dim=(1, 2, 3)).numpy(), max_batch=2, max_wait_ms=1)
+        batcher = MicroBatcher(
+            lambda x: (x.float().mean(dim=(1, 2, 3)).numpy(), np.full(len(x), np.nan)), max_batch=2, max_wait_ms=1
+        )
         batcher.start()
         images = [torch.full((3, 4, 4), v, dtype=torch.uint8) for v in range(5)]
         pending = [asyncio.ensure_future(batcher.submit(i, batcher.admit(1))) for i in images]

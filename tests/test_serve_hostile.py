@@ -139,8 +139,8 @@ def test_images_with_too_many_pixels_are_refused_before_decoding(backend, photo,
 def test_a_request_is_admitted_whole_or_refused_whole_before_any_decoding(trained_checkpoint, shared_dir):
     gate = threading.Event()
     gated = TorchBackend(trained_checkpoint, device="cpu")
-    forward, preprocess = gated.p_ai, gated.preprocess
-    gated.p_ai = lambda images: (gate.wait(60), forward(images))[1]
+    forward, preprocess = gated.score, gated.preprocess
+    gated.score = lambda images: (gate.wait(60), forward(images))[1]
     decoded = []
     gated.preprocess = lambda path: (decoded.append(path), preprocess(path))[1]
     photos = sorted((shared_dir / "data" / "real-vs-ai" / "Real").iterdir())[:4]
@@ -161,16 +161,17 @@ def test_a_request_is_admitted_whole_or_refused_whole_before_any_decoding(traine
 
 def test_a_failing_model_answers_500_marks_health_and_recovers(trained_checkpoint, photo):
     flaky = TorchBackend(trained_checkpoint, device="cpu")
-    forward = flaky.p_ai
+    forward = flaky.score
     failures = iter([RuntimeError("CUDA out of memory"), "short"])
 
-    def p_ai(images):
+    def score(images):
         failure = next(failures, None)
         if isinstance(failure, Exception):
             raise failure
-        return forward(images)[:0] if failure == "short" else forward(images)
+        p_ai, familiarity = forward(images)
+        return (p_ai[:0], familiarity[:0]) if failure == "short" else (p_ai, familiarity)
 
-    flaky.p_ai = p_ai
+    flaky.score = score
     with running(create_app(flaky)) as url:
         for expected in ("CUDA out of memory", "returned 0 scores for 1 images"):
             failed = httpx.post(f"{url}/v1/predict", files=upload(photo), timeout=60)

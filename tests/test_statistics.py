@@ -287,7 +287,8 @@ def test_conformal_sets_keep_their_promise_per_class_by_simulation():
 
 
 def test_conformal_sets_are_not_trivially_uncertain_and_abstain_where_the_classes_overlap():
-    from trustthepixels.metrics.conformal import UNCERTAIN, abstention_metrics, fit_conformal
+    from trustthepixels.metrics.conformal import UNCERTAIN, fit_conformal
+    from trustthepixels.metrics.selective import abstention_metrics
 
     rng = np.random.default_rng(12)
     for separation, most_uncertain in ((4.0, 0.1), (0.5, 1.0)):

@@ -20,6 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -32,14 +33,15 @@ from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.detector.checkpoint import load_detector, resolve_device
 from trustthepixels.detector.predictions import write_predictions
 from trustthepixels.errors import ConfigError
-from trustthepixels.evaluation.evaluate import EvalSet, Evaluator, abstention_with_intervals, calibrate
-from trustthepixels.metrics.core import binary_metrics
-from trustthepixels.metrics.intervals import binary_metric_intervals
+from trustthepixels.evaluation.evaluate import abstention_with_intervals, calibrate
+from trustthepixels.evaluation.sets import EvalSet, Evaluator
+from trustthepixels.metrics.core import binary_metrics, core_metrics
+from trustthepixels.metrics.intervals import binary_metric_intervals, metric_intervals
 from trustthepixels.training import train
 
 log = logging.getLogger(__name__)
 ROW_FILE = "benchmark_row.json"
-ABSTENTION = ("coverage", "accuracy_answered", "confident_errors")  # per cell, with abstain.enabled
+ABSTENTION = ("coverage", "accuracy_answered", "confident_errors", "familiarity_auroc")  # per cell, with abstain
 PREDICTIONS_FILE = "benchmark_predictions.csv"  # every cell's images, a `tested_on` column in front
 LEAVE_OUT = "all_but_"
 
@@ -117,13 +119,14 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
         detector, cfg.data.batch_size, workers, resolve_device(cfg.get("device", "auto")), detector.min_image_side
     )
     val = EvalSet.from_split("val", detector, read_split_csv(out / "split.csv")["val"])
-    decision, _ = calibrate(detector, val, evaluator.logits(val), abstain=cfg.get("abstain"))
+    decision, _ = calibrate(detector, val, evaluator.scores(val).logits, abstain=cfg.get("abstain"))
     threshold = decision.value
-    cells, predictions = {}, []
+    cells, predictions, familiarity = {}, [], {}
     for name, folder in roots.items():
         subset = _test_set(cfg, name, folder, trained, test_only, out / "split.csv", detector)
-        logits = evaluator.logits(subset)
-        predictions += subset.predictions(logits, decision, tested_on=name)
+        scores = evaluator.scores(subset)
+        logits, familiarity[name] = scores.logits, scores.familiarity
+        predictions += subset.predictions(scores, decision, tested_on=name)
         metrics = binary_metrics(subset.labels, logits, threshold)
         bands = binary_metric_intervals(subset.labels, logits, threshold, seed=cfg.seed)
         cells[name] = {
@@ -137,9 +140,10 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
             "in_source": name in trained,
             "test_set": "all images (test only)" if name in test_only else "test split",
         }
-        if decision.sets is not None:  # what abstaining costs and gains here (NaN-free: counts from this cell)
-            abstain = abstention_with_intervals(subset.labels, logits, decision)
+        if decision.abstains:  # what abstaining costs and gains here (NaN-free: counts from this cell)
+            abstain = abstention_with_intervals(subset.labels, scores, decision)
             cells[name] |= {k.removeprefix("abstain/"): v for k, v in abstain.items()}
+    _familiarity_auroc(cells, familiarity, trained, cfg.seed)
     row = {
         "train_on": str(cfg.train_on),
         "trained_sources": trained,
@@ -152,6 +156,23 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
     write_predictions(out / PREDICTIONS_FILE, predictions)
     atomic_write_text(out / ROW_FILE, json.dumps(row, indent=2) + "\n")
     return row
+
+
+def _familiarity_auroc(cells: dict[str, dict], familiarity: dict[str, np.ndarray], trained: list[str], seed: int):
+    """Per out-of-source cell: how well familiarity tells that source's images from the row's own test images
+    (AUROC with its 95% interval, unfamiliar as the positive class)."""
+    own = np.concatenate([familiarity[name] for name in trained])
+    if not np.isfinite(own).all():
+        return  # no familiarity score
+    for name, cell in cells.items():
+        if name in trained:
+            continue
+        other = familiarity[name]
+        labels = np.r_[np.zeros(len(own), int), np.ones(len(other), int)]
+        unfamiliar = -np.r_[own, other]  # lower familiarity: more likely from elsewhere
+        cell["familiarity_auroc"] = core_metrics(labels, unfamiliar)["auroc"]
+        bands = metric_intervals(labels, unfamiliar, seed=seed)
+        cell["familiarity_auroc_lo"], cell["familiarity_auroc_hi"] = bands["auroc_lo"], bands["auroc_hi"]
 
 
 def _test_set(cfg, name, folder, trained, test_only, split_csv: Path, detector) -> EvalSet:

@@ -50,11 +50,18 @@ def summary_line(found: list[dict[str, Any]]) -> str:
         f"mean out-of-source AUROC {mean('auroc', False):.3f} ({counts[1]} cells)"
     )
     if cells and all("coverage" in c for c in cells):
+        outside = [c for c in cells if not c["in_source"]]
+        # Pooled: every out-of-source image counts once, whatever its cell's size.
+        wrong = sum(c["confident_errors"] * c["images"] for c in outside)
         line += (
             f"; mean in-source coverage {mean('coverage', True):.2f} and accuracy on answered images "
-            f"{mean('accuracy_answered', True):.2f}, mean out-of-source confident-error rate "
-            f"{mean('confident_errors', False):.2f}"
+            f"{mean('accuracy_answered', True):.2f}, out-of-source confident-error rate "
+            f"{wrong / max(1, sum(c['images'] for c in outside)):.3f} (pooled; mean of cells "
+            f"{mean('confident_errors', False):.3f})"
         )
+        if any("familiarity_auroc" in c for c in outside):
+            familiar = float(np.nanmean([c.get("familiarity_auroc", np.nan) for c in outside]))
+            line += f", mean familiarity AUROC {familiar:.3f}"
     return line
 
 
@@ -73,11 +80,12 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]]) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     fields = ["auroc", "auroc_lo", "auroc_hi", "acc", "acc_lo", "acc_hi", "images", "in_source"]
-    fields += [f"{k}{end}" for k in ABSTENTION for end in ("", "_lo", "_hi") if k in found[0]["cells"][columns[0]]]
+    present = {k for row in found for cell in row["cells"].values() for k in cell}
+    fields += [f"{k}{end}" for k in ABSTENTION for end in ("", "_lo", "_hi") if k in present]
     writer.writerow(["trained_on", "tested_on", *fields])
     for row in found:
         for column in columns:
-            writer.writerow([row["train_on"], column, *(row["cells"][column][k] for k in fields)])
+            writer.writerow([row["train_on"], column, *(row["cells"][column].get(k, "") for k in fields)])
     atomic_write_text(sweep_dir / "matrix.csv", text.getvalue())
     line = summary_line(found)
     lines = [
@@ -85,7 +93,8 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]]) -> None:
         "",
         "Rows: trained on; columns: tested on. AUROC [95% interval] and accuracy at the row's validation threshold;",
         "**bold**: in-source (the row trained on that source). Test-only sources are scored on all their images.",
-        "With abstention: answered = share of images given a definite verdict, wrong = share given a wrong one.",
+        "With abstention: answered = share of images given a definite verdict, wrong = share given a wrong one;",
+        "familiarity AUROC: how well the familiarity score tells that source's images from the row's own test split.",
         "",
         "| trained on | " + " | ".join(f"{c} ({found[0]['cells'][c]['images']})" for c in columns) + " |",
         "|---|" + "---|" * len(columns),
@@ -97,6 +106,8 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]]) -> None:
             text = f"{c['auroc']:.3f} [{c['auroc_lo']:.3f}, {c['auroc_hi']:.3f}]<br>acc {c['acc']:.3f}"
             if "coverage" in c:
                 text += f"<br>answered {c['coverage']:.2f}, wrong {c['confident_errors']:.2f}"
+            if "familiarity_auroc" in c:
+                text += f"<br>familiarity AUROC {c['familiarity_auroc']:.2f}"
             cells.append(f"**{text}**" if c["in_source"] else text)
         lines.append(f"| {row['train_on']} | " + " | ".join(cells) + " |")
     lines += ["", line, ""]

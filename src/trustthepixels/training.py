@@ -18,12 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from trustthepixels.callbacks import StepSeed
 from trustthepixels.data.loading.datamodule import check_data_config
+from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.ddp import ddp_session
+from trustthepixels.detector.checkpoint import load_detector, resolve_device, store_in_checkpoint
 from trustthepixels.detector.predictions import Prediction, decision_threshold, p_ai_of, write_predictions
 from trustthepixels.errors import ConfigError
 from trustthepixels.metrics.conformal import DEFAULT_ALPHA, ConformalSets, validation_conformal
 from trustthepixels.metrics.core import validation_threshold
 from trustthepixels.metrics.intervals import metric_intervals
+from trustthepixels.model.familiarity import DEFAULT_QUANTILE
 from trustthepixels.model.split_predictions import source_masks
 
 log = logging.getLogger(__name__)
@@ -134,17 +137,53 @@ def _fit_and_test(
     }
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
+        familiarity = _fit_familiarity(best, datamodule, cfg, test_predictions)
+        if familiarity is not None:
+            report["familiarity"] = familiarity["summary"]
         (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
         if test_predictions is not None:
             write_test_predictions(
-                output_dir / "predictions.csv", datamodule, *test_predictions, val_predictions, cfg.get("abstain")
-            )
+                output_dir / "predictions.csv", datamodule, *test_predictions, val_predictions, cfg.get("abstain"),
+                familiarity["test"] if familiarity is not None else None,
+            )  # fmt: skip
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # fills TensorBoard's hparams tab
                 logger.log_hyperparams(choices, metrics={f"hparams/{k}": v for k, v in metrics.items()})
                 logger.finalize("success")
         log.info("Best checkpoint: %s\nval:  %s\ntest: %s", best, _fmt(val), _fmt(test))
     return metrics
+
+
+def _fit_familiarity(best: str | None, datamodule, cfg: DictConfig, test_predictions) -> dict[str, Any] | None:
+    """Fit the best checkpoint's familiarity score (model/familiarity.py) on the training split's features, cut on
+    the validation split's, and store it in the checkpoint; return the test images' familiarity (by test index) and
+    a summary for metrics.json. Read from the files, as every later command reads an image."""
+    abstain = cfg.get("abstain") or {}
+    if not best or not abstain.get("enabled", True):
+        return None
+    detector = load_detector(best)
+    samples = {name: datamodule.datasets[name].samples for name in ("train", "val", "test")}
+    device = resolve_device("auto")
+    workers = resolve_num_workers(cfg.data.num_workers)
+    log.info("Fitting the familiarity score on %d training images", len(samples["train"]))
+    state = detector.fit_familiarity(
+        [(s.path, s.label) for s in samples["train"]], [s.path for s in samples["val"]], abstain,
+        cfg.data.batch_size, workers, device,
+    )  # fmt: skip
+    store_in_checkpoint(best, familiarity=state)
+    test = np.full(len(samples["test"]), np.nan)
+    if test_predictions is not None:
+        indices = np.asarray(test_predictions[0], dtype=int)
+        test[indices] = detector.score_files(
+            [samples["test"][i].path for i in indices], cfg.data.batch_size, workers, device
+        ).familiarity
+    cutoff = 1.0 - state["quantile"]
+    summary = {
+        "layers": state["layers"], "blocks": len(state["blocks"]), "familiar_quantile": state["quantile"],
+        "train_images": state["n_train"], "val_images": state["n_val"],
+        "test_unfamiliar": float(np.mean(test[np.isfinite(test)] < cutoff)) if np.isfinite(test).any() else None,
+    }  # fmt: skip
+    return {"test": test, "summary": summary}
 
 
 def _intervals(stage: str, datamodule, indices, logits, labels, cfg: DictConfig) -> dict[str, float]:
@@ -160,7 +199,14 @@ def _intervals(stage: str, datamodule, indices, logits, labels, cfg: DictConfig)
 
 
 def write_test_predictions(
-    path: Path, datamodule: LightningDataModule, indices, logits, labels, val_predictions, abstain=None
+    path: Path,
+    datamodule: LightningDataModule,
+    indices,
+    logits,
+    labels,
+    val_predictions,
+    abstain=None,
+    familiarity: np.ndarray | None = None,
 ) -> None:
     """The test split's predictions, in the one format (detector/predictions.py), decided by the rule the checkpoint
     carries (its validation threshold; with `abstain`, its validation prediction sets): every test number in
@@ -169,14 +215,18 @@ def write_test_predictions(
     if abstain and abstain.get("enabled", True):
         state = validation_conformal(val_predictions, float(abstain.get("alpha", DEFAULT_ALPHA)))
         sets = ConformalSets.from_state(state) if state else None
-    rule = decision_threshold(None, validation_threshold(val_predictions), sets)
+    familiar_min = None
+    if familiarity is not None and abstain and abstain.get("enabled", True):
+        familiar_min = 1.0 - float(abstain.get("familiar_quantile", DEFAULT_QUANTILE))
+    rule = decision_threshold(None, validation_threshold(val_predictions), sets, familiar_min)
     samples = datamodule.datasets["test"].samples
+    familiarity = np.full(len(samples), np.nan) if familiarity is None else familiarity
     write_predictions(
         path,
         [
             Prediction(
                 samples[i].source, samples[i].source_relpath, float(z), rule.value, int(y),
-                decided=rule.verdict(p_ai_of(float(z))),
+                decided=rule.verdict(p_ai_of(float(z)), float(familiarity[i])), familiarity=float(familiarity[i]),
             )
             for i, z, y in zip(indices, logits, labels, strict=True)
         ],

@@ -14,11 +14,12 @@ import torch
 from trustthepixels.data.ingest.decode import ImageDecodeError
 from trustthepixels.data.ingest.roots import Roots, locate, roots_from_state
 from trustthepixels.detector.predictions import Threshold, decision_threshold
-from trustthepixels.detector.scoring import InferenceDataset, predict_logits
+from trustthepixels.detector.scoring import InferenceDataset, Scores, predict_logits
 from trustthepixels.errors import UserError
 from trustthepixels.metrics.conformal import DEFAULT_ALPHA, ConformalSets, validation_conformal
 from trustthepixels.metrics.core import core_metrics, validation_threshold
 from trustthepixels.metrics.intervals import metric_intervals
+from trustthepixels.model.familiarity import DEFAULT_QUANTILE, Familiarity, fit_familiarity
 from trustthepixels.model.module import DetectorModule
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Detector:
     val_threshold: float | None = None  # the P(AI) threshold its validation split chose (eval.py's rule)
     conformal: ConformalSets | None = None  # its validation split's prediction sets, at the default level
     val_predictions: dict[str, Any] | None = None  # {"logits", "labels"}: to fit the sets at another level
+    familiarity: Familiarity | None = None  # how unlike its training images an image is (model/familiarity.py)
 
     @property
     def first_source_folder(self) -> Path | None:
@@ -55,9 +57,12 @@ class Detector:
 
     def decision(self, configured: float | None = None, abstain: Mapping[str, Any] | None = None) -> Threshold:
         """The rule it decides by: `threshold=` when set, else its validation threshold (0.5 without one); with
-        `abstain.enabled`, the validation split's prediction sets at `abstain.alpha` say when it cannot tell."""
-        sets = None
+        `abstain.enabled`, the validation split's prediction sets at `abstain.alpha` say when it cannot tell, and its
+        familiarity score (cut at `abstain.familiar_quantile` of the validation split) when an image is unlike
+        anything it learned from."""
+        sets, familiar_min = None, None
         if abstain and abstain.get("enabled", True):
+            familiar_min = self.familiar_min(abstain)
             alpha = float(abstain.get("alpha", DEFAULT_ALPHA))
             if self.conformal is not None and self.conformal.alpha == alpha:
                 sets = self.conformal
@@ -66,7 +71,15 @@ class Detector:
             else:
                 log.warning("No prediction sets for %s (no usable validation predictions): no abstention",
                             self.checkpoint.name)  # fmt: skip
-        return decision_threshold(configured, self.val_threshold, sets)
+        return decision_threshold(configured, self.val_threshold, sets, familiar_min)
+
+    def familiar_min(self, abstain: Mapping[str, Any]) -> float | None:
+        """The familiarity below which an image is `unfamiliar`; None without a familiarity score."""
+        if self.familiarity is None:
+            log.warning("%s has no familiarity score (saved before it existed): no `unfamiliar` verdicts; "
+                        "retrain, or fit one with eval.py", self.checkpoint.name)  # fmt: skip
+            return None
+        return 1.0 - float(abstain.get("familiar_quantile", self.familiarity.quantile))
 
     def weakness(self, at_most: float = WEAK_AUROC) -> str:
         """A plain warning when the detector itself is weak (its validation AUROC's 95% interval reaches `at_most`
@@ -104,11 +117,42 @@ class Detector:
         perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
         min_side: int | None = None,
         description: str | None = None,
-    ) -> tuple[np.ndarray, dict[int, ImageDecodeError]]:
-        """One logit per file in batches (NaN for a file that cannot be used), and each failure by index:
-        every command scores through this."""
+        keep_features: bool = False,
+    ) -> Scores:
+        """One logit and one familiarity per file in batches (NaN for a file that cannot be used), and each
+        failure by index: every command scores through this."""
         dataset = InferenceDataset(paths, self.data_config, self._min_side(min_side), perturb)
-        return predict_logits(self.model.to(device), dataset, batch_size, num_workers, description)
+        model = self.model.to(device)
+        return predict_logits(model, dataset, batch_size, num_workers, description, self.familiarity, keep_features)
+
+    def fit_familiarity(
+        self,
+        train: Sequence[tuple[Path, int]],
+        val: Sequence[Path],
+        abstain: Mapping[str, Any] | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        device: str = "cpu",
+    ) -> dict[str, Any]:
+        """Fit its familiarity score on training files (path, label) and validation files, attach it, and return
+        its state (for the checkpoint)."""
+        abstain = abstain or {}
+        fitted = []
+        for part, paths in (("training", [p for p, _ in train]), ("validation", list(val))):
+            scores = self.score_files(paths, batch_size, num_workers, device, description=None, keep_features=True)
+            if not scores.features:
+                raise ValueError(f"no usable {part} image to fit the familiarity score on")
+            fitted.append((scores.features, [i for i in range(len(paths)) if i not in scores.errors]))
+        (train_blocks, kept), (val_blocks, _) = fitted
+        state = fit_familiarity(
+            train_blocks,
+            np.array([train[i][1] for i in kept]),
+            val_blocks,
+            float(abstain.get("familiar_quantile", DEFAULT_QUANTILE)),
+            str(abstain.get("familiarity_layers", "all")),
+        )
+        self.familiarity = Familiarity(state)
+        return state
 
     def _min_side(self, min_side: int | None) -> int:
         return self.min_image_side if min_side is None else int(min_side)
@@ -167,6 +211,7 @@ def load_detector(ckpt_path: str | Path) -> Detector:
     conformal = checkpoint.get("conformal")
     if conformal is None:  # likewise
         conformal = validation_conformal(checkpoint.get("val_predictions"))
+    familiarity = checkpoint.get("familiarity")  # fitted at the end of train.py
     return Detector(
         model,
         data_config,
@@ -178,4 +223,15 @@ def load_detector(ckpt_path: str | Path) -> Detector:
         threshold,
         ConformalSets.from_state(conformal) if conformal else None,
         checkpoint.get("val_predictions"),
+        Familiarity(familiarity) if familiarity else None,
     )
+
+
+def store_in_checkpoint(ckpt_path: str | Path, **entries: Any) -> None:
+    """Add entries to a saved checkpoint, atomically (a reader never sees half a file)."""
+    path = Path(ckpt_path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint.update(entries)
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save(checkpoint, partial)
+    partial.replace(path)

@@ -4,10 +4,13 @@ Every command that scores images (train.py's test split, eval.py, a cross-valida
 benchmark.py, predict.py) writes its predictions with `write_predictions`, and compare.py and the sweep summary
 read them with `read_predictions`. Columns, after any context columns a command adds in front (`set`, `fold`):
 
-    source, path, label, logit, p_ai, verdict, threshold, error
+    source, path, label, logit, p_ai, familiarity, verdict, threshold, error
 
-The verdict is `AI`, `Real`, or, with abstention (the default), `uncertain` when the detector has no basis for
-one. An image is named by its source (the data folder's name, or the name a union gives it) and its path inside that
+The verdict is `AI`, `Real`, or, with abstention (the default), `uncertain` when the detector cannot tell and
+`unfamiliar` when the image is unlike the images it learned from (`familiarity`: the share of validation images at
+least as far from the training images; empty for a checkpoint without a familiarity score).
+
+An image is named by its source (the data folder's name, or the name a union gives it) and its path inside that
 folder, so files written by different commands on different machines line up. `logit` and `p_ai` are written at
 full precision (`repr`): a confident model's scores must not tie at 1.000000. `label` is empty where it is not
 known (predict.py), `verdict` and the scores are empty for a file that could not be read (its `error` says why).
@@ -30,9 +33,9 @@ import numpy as np
 
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.errors import UserError
-from trustthepixels.metrics.conformal import UNCERTAIN, ConformalSets
+from trustthepixels.metrics.conformal import UNCERTAIN, UNFAMILIAR, ConformalSets
 
-COLUMNS = ("source", "path", "label", "logit", "p_ai", "verdict", "threshold", "error")
+COLUMNS = ("source", "path", "label", "logit", "p_ai", "familiarity", "verdict", "threshold", "error")
 VERDICTS = {0: "Real", 1: "AI"}
 DEFAULT_THRESHOLD = 0.5
 
@@ -41,36 +44,51 @@ DEFAULT_THRESHOLD = 0.5
 class Threshold:
     """The verdict rule: AI when P(AI) > value, else Real; with abstention (`sets`), that verdict stands only when
     the image's calibrated prediction set holds that one label, and is `uncertain` otherwise (both labels or none
-    in the set, or a set that disagrees with the threshold; see metrics/conformal.py)."""
+    in the set, or a set that disagrees with the threshold; see metrics/conformal.py). With a familiarity cutoff,
+    an image whose familiarity is below it is `unfamiliar`, whatever its P(AI) (model/familiarity.py)."""
 
     value: float
     origin: str  # in words, for logs, reports and the API
     sets: ConformalSets | None = None
+    familiar_min: float | None = None  # familiarity below this: unfamiliar
 
-    def verdicts(self, p_ai: np.ndarray) -> np.ndarray:
+    @property
+    def abstains(self) -> bool:
+        """Whether it can withhold a verdict (`uncertain` or `unfamiliar`)."""
+        return self.sets is not None or self.familiar_min is not None
+
+    def verdicts(self, p_ai: np.ndarray, familiarity: np.ndarray | None = None) -> np.ndarray:
         p_ai = np.asarray(p_ai, dtype=np.float64)
-        by_threshold = np.where(p_ai > self.value, VERDICTS[1], VERDICTS[0])
-        if self.sets is None:
-            return by_threshold
-        return np.where(self.sets.verdicts(p_ai) == by_threshold, by_threshold, UNCERTAIN)
+        verdicts = np.where(p_ai > self.value, VERDICTS[1], VERDICTS[0]).astype(object)
+        if self.sets is not None:
+            verdicts = np.where(self.sets.verdicts(p_ai) == verdicts, verdicts, UNCERTAIN)
+        if self.familiar_min is not None and familiarity is not None:
+            familiarity = np.broadcast_to(np.asarray(familiarity, dtype=np.float64), p_ai.shape)
+            verdicts = np.where(familiarity < self.familiar_min, UNFAMILIAR, verdicts)  # NaN: no score, no flag
+        return verdicts.astype(str)
 
-    def verdict(self, p_ai: float) -> str:
-        return str(self.verdicts(np.array([p_ai]))[0])
+    def verdict(self, p_ai: float, familiarity: float | None = None) -> str:
+        return str(self.verdicts(np.array([p_ai]), None if familiarity is None else np.array([familiarity]))[0])
 
 
 def decision_threshold(
-    configured: float | None, validation: float | None, sets: ConformalSets | None = None
+    configured: float | None,
+    validation: float | None,
+    sets: ConformalSets | None = None,
+    familiar_min: float | None = None,
 ) -> Threshold:
     """The rule every command decides by: `threshold=` when set, else the checkpoint's validation threshold; with
-    `sets`, the calibrated prediction sets say when there is no basis for a verdict."""
+    `sets`, the calibrated prediction sets say when it cannot tell; with `familiar_min`, when an image is too unlike
+    its training images for any verdict."""
     if configured is not None:
         value = float(configured)
         if not 0.0 <= value <= 1.0:
             raise UserError(f"threshold={configured}: use a P(AI) between 0 and 1, or null for the checkpoint's")
-        return Threshold(value, "threshold= (set by the user)", sets)
+        return Threshold(value, "threshold= (set by the user)", sets, familiar_min)
     if validation is not None:
-        return Threshold(float(validation), "chosen on the checkpoint's validation split (balanced accuracy)", sets)
-    return Threshold(DEFAULT_THRESHOLD, "0.5 (the checkpoint has no validation predictions)", sets)
+        origin = "chosen on the checkpoint's validation split (balanced accuracy)"
+        return Threshold(float(validation), origin, sets, familiar_min)
+    return Threshold(DEFAULT_THRESHOLD, "0.5 (the checkpoint has no validation predictions)", sets, familiar_min)
 
 
 def p_ai_of(logit: float) -> float:
@@ -90,7 +108,8 @@ class Prediction:
     label: int | None = None  # 1 AI, 0 Real; None where unknown
     error: str = ""
     context: Mapping[str, str] = field(default_factory=dict)  # set=..., fold=...: columns in front
-    decided: str = ""  # the verdict the rule in force gave (AI, Real, uncertain); empty: AI above the threshold
+    decided: str = ""  # the verdict the rule in force gave (AI, Real, uncertain, unfamiliar); empty: by threshold
+    familiarity: float = math.nan  # NaN: no familiarity score
 
     @property
     def key(self) -> tuple[str, str]:
@@ -119,7 +138,8 @@ def write_predictions(path: Path, predictions: Iterable[Prediction]) -> None:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow([*context, *COLUMNS])
     for p in predictions:
-        scores = [repr(p.logit), repr(p.p_ai), p.verdict] if p.scored else ["", "", ""]
+        familiarity = "" if math.isnan(p.familiarity) else repr(p.familiarity)
+        scores = [repr(p.logit), repr(p.p_ai), familiarity, p.verdict] if p.scored else ["", "", "", ""]
         label = "" if p.label is None else int(p.label)
         writer.writerow(
             [*(p.context.get(k, "") for k in context), p.source, p.path, label, *scores, repr(p.threshold), p.error]
@@ -146,6 +166,7 @@ def read_predictions(path: Path) -> list[Prediction]:
             error=row.get("error") or "",
             context={k: row[k] for k in context},
             decided=row.get("verdict") or "",
+            familiarity=float(row["familiarity"]) if row.get("familiarity") else math.nan,
         )
         for row in rows
     ]

@@ -1,8 +1,9 @@
-"""Batched inference over image files: one logit per image, in file order."""
+"""Batched inference over image files: one logit (and familiarity) per image, in file order."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,17 @@ def _collate(items: list) -> tuple[torch.Tensor | None, list[int], list[tuple[in
     return images, [i for _, i in good], failed
 
 
+@dataclass
+class Scores:
+    """Per file, in file order: its logit and familiarity (NaN where it could not be used, or, for familiarity,
+    where the detector has no familiarity score), and why each unusable file could not be used, by index."""
+
+    logits: np.ndarray
+    familiarity: np.ndarray
+    errors: dict[int, ImageDecodeError]
+    features: list[np.ndarray] | None = None  # the pooled feature blocks, when asked for (to fit familiarity)
+
+
 @torch.inference_mode()
 def predict_logits(
     model: torch.nn.Module,
@@ -63,15 +75,32 @@ def predict_logits(
     batch_size: int = 64,
     num_workers: int = 0,
     description: str | None = None,
-) -> tuple[np.ndarray, dict[int, ImageDecodeError]]:
-    """Logits for every decodable file (NaN for the others) and why each other file could not be used, by index."""
+    familiarity: torch.nn.Module | None = None,
+    keep_features: bool = False,
+) -> Scores:
+    """Logits for every decodable file, and with `familiarity` (or `keep_features`) the familiarity score (or the
+    feature blocks) from the same forward pass."""
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
     device = next(model.parameters()).device
-    logits = np.full(len(dataset), np.nan)
-    errors: dict[int, ImageDecodeError] = {}
+    if familiarity is not None:
+        familiarity.to(device)
+    scores = Scores(np.full(len(dataset), np.nan), np.full(len(dataset), np.nan), {})
+    blocks: list[list[np.ndarray]] = []
     batches = track(loader, description=description, transient=True) if description else loader
     for images, indices, failed in batches:
-        errors.update(failed)
-        if images is not None:
-            logits[indices] = model(images.to(device)).float().cpu().numpy()
-    return logits, errors
+        scores.errors.update(failed)
+        if images is None:
+            continue
+        images = images.to(device)
+        if familiarity is None and not keep_features:
+            scores.logits[indices] = model(images).float().cpu().numpy()
+            continue
+        logits, features = model.forward_with_features(images)
+        scores.logits[indices] = logits.float().cpu().numpy()
+        if familiarity is not None:
+            scores.familiarity[indices] = familiarity(features).cpu().numpy()
+        if keep_features:
+            blocks.append([f.cpu().numpy() for f in features])
+    if keep_features:
+        scores.features = [np.concatenate(parts) for parts in zip(*blocks, strict=True)] if blocks else []
+    return scores

@@ -95,16 +95,17 @@ def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> Mo
     """Score a checkpoint on `cfg.data.root` (or its run's test split), at its own decision threshold."""
     from trustthepixels.data.loading.workers import resolve_num_workers
     from trustthepixels.detector.checkpoint import load_detector, resolve_device
-    from trustthepixels.evaluation.evaluate import Evaluator, _min_side, _sets, calibrate
+    from trustthepixels.evaluation.evaluate import calibrate
+    from trustthepixels.evaluation.sets import Evaluator, eval_sets, min_side
 
     detector = load_detector(path)
     device = resolve_device(cfg.device)
     workers = resolve_num_workers(cfg.data.num_workers)
-    evaluator = Evaluator(detector, cfg.data.batch_size, workers, device, _min_side(cfg, detector))
-    val, main = _sets(cfg, detector)
-    threshold, _ = calibrate(detector, val, evaluator.logits(val) if val is not None else None)
+    evaluator = Evaluator(detector, cfg.data.batch_size, workers, device, min_side(cfg, detector))
+    val, main = eval_sets(cfg, detector)
+    threshold, _ = calibrate(detector, val, evaluator.scores(val).logits if val is not None else None)
     name = name or f"{detector.model.hparams.backbone} ({path.parent.parent.name})"
-    return ModelScores.of(name, main.predictions(evaluator.logits(main), threshold))
+    return ModelScores.of(name, main.predictions(evaluator.scores(main), threshold))
 
 
 def aligned(models: list[ModelScores]) -> tuple[list[str], np.ndarray, list[np.ndarray]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +14,18 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
-from trustthepixels.data.ingest.roots import parse_roots, roots_state, source_of
-from trustthepixels.data.ingest.scan import Sample, scan_sources
+from trustthepixels.data.ingest.roots import roots_state
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.transforms import image_size
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.detector.checkpoint import Detector, load_detector, resolve_device
-from trustthepixels.detector.predictions import Prediction, Threshold, decision_threshold, p_ai_of, write_predictions
+from trustthepixels.detector.predictions import Threshold, decision_threshold, write_predictions
+from trustthepixels.detector.scoring import Scores
 from trustthepixels.evaluation import figures
 from trustthepixels.evaluation.report import render_report
-from trustthepixels.evaluation.robustness import Perturbation, perturbations
-from trustthepixels.metrics.conformal import abstention_metrics
+from trustthepixels.evaluation.robustness import perturbations
+from trustthepixels.evaluation.sets import EvalSet, Evaluator, eval_sets, min_side, unique_names
+from trustthepixels.metrics.conformal import UNFAMILIAR
 from trustthepixels.metrics.core import (
     CalibrationError,
     Temperature,
@@ -35,121 +35,30 @@ from trustthepixels.metrics.core import (
     sigmoid,
 )
 from trustthepixels.metrics.intervals import binary_metric_intervals, clopper_pearson
+from trustthepixels.metrics.selective import abstention_metrics, risk_coverage
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class EvalSet:
-    """Images to score: each named by its source and its path inside that source's folder (as every
-    predictions file names them), with its label and the file to read."""
-
-    name: str
-    sources: list[str]
-    relpaths: list[str]  # inside each image's source folder
-    labels: np.ndarray
-    paths: list[Path]
-    root: Path  # the folder of its (first) source
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason): unusable files of the scan
-
-    @classmethod
-    def from_split(cls, name: str, detector: Detector, rows: list[tuple[str, int]]) -> EvalSet:
-        """Part of the training run's own split (its `split.csv`), found in the folders it was trained on."""
-        keys = [source_of(detector.data_roots, p) for p, _ in rows]
-        return cls(
-            name,
-            [source for source, _ in keys],
-            [relpath for _, relpath in keys],
-            np.array([label for _, label in rows]),
-            [detector.locate(p) for p, _ in rows],
-            detector.first_source_folder,
-        )
-
-    @classmethod
-    def from_samples(cls, name: str, samples: list[Sample], root: Path) -> EvalSet:
-        return cls(
-            name,
-            [s.source for s in samples],
-            [s.source_relpath for s in samples],
-            np.array([s.label for s in samples]),
-            [s.path for s in samples],
-            root,
-        )
-
-    @classmethod
-    def from_folder(cls, root: str | Path, min_side: int, cache_dir: str | None, name: str | None = None) -> EvalSet:
-        """All of a folder's usable images; the source is named after the folder (or `name`)."""
-        (source, folder), *_ = parse_roots(str(root)).items()
-        scan = scan_sources({name or source: folder}, min_side=min_side, cache_dir=cache_dir)
-        subset = cls.from_samples(name or source, scan.samples, scan.root)
-        subset.skipped = [(relpath, reason) for relpath, _, reason in scan.skipped]
-        return subset
-
-    def predictions(self, logits: np.ndarray, rule: Threshold, **context: str) -> list[Prediction]:
-        return [
-            Prediction(source, relpath, float(z), rule.value, int(y), context=context, decided=rule.verdict(p_ai_of(z)))
-            for source, relpath, z, y in zip(self.sources, self.relpaths, logits, self.labels, strict=True)
-        ]
-
-
-def unique_names(sets: list[EvalSet]) -> None:
-    """Name every set uniquely: a folder called `test` given in extra_sets must not overwrite the test split's
-    results. A clash takes the parent folder's name (`other/test`), then a number."""
-    taken: set[str] = set()
-    for subset in sets:
-        name = subset.name
-        if name in taken:
-            name = f"{subset.root.parent.name}/{subset.name}"
-        base, n = name, 2
-        while name in taken:
-            name, n = f"{base}-{n}", n + 1
-        subset.name = name
-        taken.add(name)
-
-
-class Evaluator:
-    """Scores whole sets of verified images (a file that fails now changed since it was scanned: an error)."""
-
-    def __init__(self, detector: Detector, batch_size: int, num_workers: int, device: str, min_side: int):
-        self.detector = detector
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.device = device
-        self.min_side = min_side
-
-    def logits(self, subset: EvalSet, perturb: Perturbation | None = None) -> np.ndarray:
-        what = f"{subset.name}" + (f" ({perturb.name})" if perturb else "")
-        logits, errors = self.detector.score_files(
-            subset.paths, self.batch_size, self.num_workers, self.device, perturb, self.min_side, f"Scoring {what}"
-        )
-        if errors:  # files verified at setup cannot fail unless they changed since
-            raise RuntimeError(
-                f"{len(errors)} file(s) of {what} could not be read: {[str(e) for e in list(errors.values())[:3]]}"
-            )
-        return logits
-
-
-def _sets(cfg: DictConfig, detector: Detector) -> tuple[EvalSet | None, EvalSet]:
-    """The validation split (for threshold and temperature) and the main set to evaluate."""
+def _fit_missing_familiarity(cfg: DictConfig, detector: Detector, evaluator: Evaluator) -> None:
+    """A checkpoint saved before familiarity scores existed gets one here, fitted as train.py fits it, on its run's
+    own training and validation split (kept in memory: eval.py never rewrites a checkpoint)."""
+    abstain = cfg.get("abstain") or {}
     split_csv = detector.run_dir / "split.csv" if detector.run_dir else None
-    val = test = None
-    if split_csv is not None and split_csv.is_file() and detector.data_roots:
-        parts = read_split_csv(split_csv)
-        val = EvalSet.from_split("val", detector, parts["val"])
-        test = EvalSet.from_split("test", detector, parts["test"])
-    if cfg.data.root:
-        test = EvalSet.from_folder(cfg.data.root, _min_side(cfg, detector), cfg.data.cache_dir)
-    if test is None:
-        raise FileNotFoundError(
-            f"No split.csv beside {detector.checkpoint} (expected in <run dir>/split.csv): pass data.root=FOLDER "
-            "to evaluate on a folder of AI/ and Real/ images"
-        )
-    return val, test
-
-
-def _min_side(cfg: DictConfig, detector: Detector) -> int:
-    """The training run's rule for a usable image, unless data.min_image_side says otherwise."""
-    return detector.min_image_side if cfg.data.min_image_side is None else int(cfg.data.min_image_side)
+    if detector.familiarity is not None or not abstain.get("enabled", True) or split_csv is None:
+        return
+    if not split_csv.is_file() or not detector.data_roots:
+        return
+    parts = read_split_csv(split_csv)
+    log.info("Fitting a familiarity score on the run's training split (the checkpoint has none)")
+    detector.fit_familiarity(
+        [(detector.locate(p), y) for p, y in parts["train"]],
+        [detector.locate(p) for p, _ in parts["val"]],
+        abstain,
+        evaluator.batch_size,
+        evaluator.num_workers,
+        evaluator.device,
+    )
 
 
 def calibrate(
@@ -168,7 +77,8 @@ def calibrate(
             validation = choose_threshold(val.labels, sigmoid(val_logits))
         except CalibrationError as err:
             log.warning("Cannot choose a threshold on the validation split: %s", err)
-    threshold = decision_threshold(configured, validation, detector.decision(None, abstain).sets)
+    rule = detector.decision(None, abstain)
+    threshold = decision_threshold(configured, validation, rule.sets, rule.familiar_min)
     if val is None:
         return threshold, Temperature(1.0, False, "no validation split (the checkpoint's run has no split.csv)")
     temperature = fit_temperature(val.labels, val_logits)
@@ -177,10 +87,11 @@ def calibrate(
     return threshold, temperature
 
 
-def abstention_with_intervals(labels: np.ndarray, logits: np.ndarray, rule: Threshold) -> dict[str, float]:
+def abstention_with_intervals(labels: np.ndarray, scores: Scores, rule: Threshold) -> dict[str, float]:
     """Coverage, accuracy on answered images and the confident-error rate of the verdict rule, each with its exact
-    95% interval."""
-    counts = abstention_metrics(labels, rule.verdicts(sigmoid(logits)))
+    95% interval, and the share of images it calls unfamiliar; the area under its risk-coverage curve (AURC)."""
+    verdicts = rule.verdicts(sigmoid(scores.logits), scores.familiarity)
+    counts = abstention_metrics(labels, verdicts)
     out = {}
     for name, hits, trials in (
         ("coverage", counts["answered"], counts["images"]),
@@ -189,6 +100,8 @@ def abstention_with_intervals(labels: np.ndarray, logits: np.ndarray, rule: Thre
     ):
         out[f"abstain/{name}"] = counts[name]
         out[f"abstain/{name}_lo"], out[f"abstain/{name}_hi"] = clopper_pearson(hits, trials)
+    out["abstain/unfamiliar"] = float(np.mean(verdicts == UNFAMILIAR)) if len(verdicts) else float("nan")
+    out["abstain/aurc"] = risk_coverage(labels, scores.logits, rule.value, scores.familiarity, rule.familiar_min).aurc
     return out
 
 
@@ -198,33 +111,35 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     detector = load_detector(cfg.ckpt_path)
     device = resolve_device(cfg.device)
     num_workers = resolve_num_workers(cfg.data.num_workers)
-    min_side = _min_side(cfg, detector)
-    evaluator = Evaluator(detector, cfg.data.batch_size, num_workers, device, min_side)
+    usable_side = min_side(cfg, detector)
+    evaluator = Evaluator(detector, cfg.data.batch_size, num_workers, device, usable_side)
 
-    val, main = _sets(cfg, detector)
-    extra = [EvalSet.from_folder(p, min_side, cfg.data.cache_dir) for p in cfg.extra_sets or []]
+    val, main = eval_sets(cfg, detector)
+    extra = [EvalSet.from_folder(p, usable_side, cfg.data.cache_dir) for p in cfg.extra_sets or []]
     unique_names([main, *extra])
-    val_logits = evaluator.logits(val) if val is not None else None
+    _fit_missing_familiarity(cfg, detector, evaluator)
+    val_logits = evaluator.scores(val).logits if val is not None else None
     decision, fitted = calibrate(detector, val, val_logits, cfg.threshold, cfg.get("abstain"))
     threshold, temperature = decision.value, fitted.value
     log.info("Threshold %.4f (%s), temperature %.3f", threshold, decision.origin, temperature)
 
     writer = SummaryWriter(str(out))
-    sets, logits_of = {}, {}
+    sets, scores_of, logits_of = {}, {}, {}
     for subset in [main, *extra]:
-        logits_of[subset.name] = evaluator.logits(subset)
+        scores_of[subset.name] = evaluator.scores(subset)
+        logits_of[subset.name] = scores_of[subset.name].logits
         sets[subset.name] = binary_metrics(
             subset.labels, logits_of[subset.name], threshold, temperature, cfg.calibration_bins
         ) | binary_metric_intervals(
             subset.labels, logits_of[subset.name], threshold, temperature, cfg.calibration_bins, cfg.bootstrap, cfg.seed
         )
-        if decision.sets is not None:
-            sets[subset.name] |= abstention_with_intervals(subset.labels, logits_of[subset.name], decision)
+        if decision.abstains:
+            sets[subset.name] |= abstention_with_intervals(subset.labels, scores_of[subset.name], decision)
         for key, value in sets[subset.name].items():
             writer.add_scalar(f"eval/{subset.name}/{key}", value)
     write_predictions(
         out / "predictions.csv",
-        [p for subset in [main, *extra] for p in subset.predictions(logits_of[subset.name], decision, set=subset.name)],
+        [p for subset in [main, *extra] for p in subset.predictions(scores_of[subset.name], decision, set=subset.name)],
     )
 
     labels, logits = main.labels, logits_of[main.name]
@@ -244,11 +159,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "p_ai_histogram.png": figures.histogram_figure(labels, probs, threshold),
     }
 
+    if decision.abstains:
+        curve = risk_coverage(labels, logits, threshold, scores_of[main.name].familiarity, decision.familiar_min)
+        answered = sets[main.name]
+        operating = (answered["abstain/coverage"], 1.0 - answered["abstain/accuracy_answered"])
+        drawn["risk_coverage.png"] = figures.risk_coverage_figure(curve.coverage, curve.risk, curve.aurc, operating)
+
     robustness = []
     if cfg.robustness:
         robustness.append({"perturbation": "none", "strength": "-", **sets[main.name]})
         for perturb in perturbations(OmegaConf.to_container(cfg.perturbations)):
-            perturbed = evaluator.logits(main, perturb)
+            perturbed = evaluator.scores(main, perturb).logits
             metrics = binary_metrics(main.labels, perturbed, threshold, temperature, cfg.calibration_bins)
             metrics |= binary_metric_intervals(
                 main.labels, perturbed, threshold, temperature, cfg.calibration_bins, cfg.bootstrap, cfg.seed
@@ -271,12 +192,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "threshold": threshold,
             "threshold_source": decision.origin,
             "abstain": decision.sets.state() if decision.sets is not None else None,
+            "familiar_min": decision.familiar_min,
             "temperature": temperature,
             "temperature_fitted": fitted.fitted,
             "temperature_note": fitted.note,
             "val_images": len(val.relpaths) if val else 0,
         },
-        "min_image_side": min_side,
+        "min_image_side": usable_side,
         "sets": sets,
         "skipped": {s.name: s.skipped for s in [main, *extra]},
         "robustness_set": main.name,

@@ -128,3 +128,19 @@ def robustness_figure(rows: list[dict]) -> Figure:
         ax.legend(loc="lower left")
     fig.tight_layout()
     return fig
+
+
+def risk_coverage_figure(coverage: np.ndarray, risk: np.ndarray, aurc: float, operating: tuple[float, float]) -> Figure:
+    """Error rate among the most confident images at each coverage, and where the verdict rule answers."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(coverage, risk, label=f"AURC {aurc:.3f}")
+    if np.isfinite(operating).all():
+        ax.scatter(*operating, color="C3", zorder=3, label=f"verdicts: coverage {operating[0]:.2f}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("coverage (share of images answered, most confident first)")
+    ax.set_ylabel("error rate among answered")
+    ax.set_title("Risk-coverage")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig

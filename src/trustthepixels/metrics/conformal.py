@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 UNCERTAIN = "uncertain"
+UNFAMILIAR = "unfamiliar"  # the image is unlike the training images (model/familiarity.py)
 DEFAULT_ALPHA = 0.05
 
 
@@ -76,23 +77,6 @@ def fit_conformal(labels: np.ndarray, p_ai: np.ndarray, alpha: float = DEFAULT_A
     q_ai = class_quantile(1.0 - p_ai[labels == 1], alpha)  # an AI image's score: 1 - P(AI)
     q_real = class_quantile(p_ai[labels == 0], alpha)  # a real image's score: 1 - P(Real) = P(AI)
     return ConformalSets(alpha, 1.0 - q_ai, q_real, int((labels == 1).sum()), int((labels == 0).sum()))
-
-
-def abstention_metrics(labels: np.ndarray, verdicts: np.ndarray) -> dict[str, float]:
-    """Coverage (share of images given a definite verdict), accuracy on those, and the confident-error rate (share
-    of all images given a wrong definite verdict), with their counts for exact intervals."""
-    labels = np.asarray(labels).astype(int)
-    answered = verdicts != UNCERTAIN
-    right = answered & (verdicts == np.where(labels == 1, "AI", "Real"))
-    n, n_answered = len(labels), int(answered.sum())
-    return {
-        "coverage": n_answered / n if n else math.nan,
-        "accuracy_answered": int(right.sum()) / n_answered if n_answered else math.nan,
-        "confident_errors": int((answered & ~right).sum()) / n if n else math.nan,
-        "answered": n_answered,
-        "answered_right": int(right.sum()),
-        "images": n,
-    }
 
 
 def validation_conformal(val_predictions: dict[str, Any] | None, alpha: float = DEFAULT_ALPHA) -> dict[str, Any] | None:

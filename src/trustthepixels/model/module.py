@@ -24,6 +24,7 @@ from trustthepixels.model.backbone import (
     freeze_all_but_last,
     resolve_architecture,
 )
+from trustthepixels.model.familiarity import pool
 from trustthepixels.model.split_predictions import Predictions, source_masks
 
 FLIPS = ("none", "horizontal", "dihedral")
@@ -133,6 +134,17 @@ class DetectorModule(LightningModule):
         if images.dim() == 2:
             return self.head(images).squeeze(-1)
         return self.backbone(self._normalise(images)).squeeze(-1)
+
+    def forward_with_features(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and, from the same pass, the pooled feature blocks the familiarity score reads: each stage's
+        output (timm's `forward_intermediates`, where the backbone has it) and the classifier's own features last."""
+        x = self._normalise(images)
+        if hasattr(self.backbone, "forward_intermediates"):
+            final, stages = self.backbone.forward_intermediates(x)
+        else:
+            final, stages = self.backbone.forward_features(x), []
+        pre_logits = self.backbone.forward_head(final, pre_logits=True)
+        return self.head(pre_logits).squeeze(-1), [*(pool(s) for s in stages), pool(pre_logits)]
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (or [0, 1]) images to the backbone's input, in its dtype (bf16-true and 16-true included)."""

@@ -1,4 +1,4 @@
-"""`export.py`: the detector as an ONNX model that takes uint8 images and returns P(AI).
+"""`export.py`: the detector as an ONNX model that takes uint8 images and returns P(AI) (and familiarity).
 
 Normalisation and the sigmoid are inside the graph; the resize and crop that come before it, the threshold
 and the label names are in the model's metadata. The export is checked against PyTorch with onnxruntime.
@@ -27,21 +27,29 @@ log = logging.getLogger(__name__)
 
 
 class ProbabilityOfAI(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module):
+    """uint8 images to P(AI), and, when the detector has one, the familiarity score from the same pass."""
+
+    def __init__(self, model: torch.nn.Module, familiarity: torch.nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.familiarity = familiarity
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model(images))
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.familiarity is None:
+            return torch.sigmoid(self.model(images))
+        logits, features = self.model.forward_with_features(images)
+        return torch.sigmoid(logits), self.familiarity(features)
 
 
 def _metadata(detector: Detector, threshold: Threshold) -> dict[str, str]:
     config = detector.data_config
+    familiar = detector.familiarity
     size = image_size(config)
     return {
         "input": f"uint8 RGB, NCHW, {size}x{size}: resize the shorter side to {int(size / config.get('crop_pct', 1))} "
         f"({config.get('interpolation', 'bicubic')}), then center-crop to {size}. Normalisation is in the graph.",
-        "output": "p_ai: probability that each image is AI-generated",
+        "output": "p_ai: probability that each image is AI-generated"
+        + ("; familiarity: share of validation images at least as far from the training images" if familiar else ""),
         "input_size": str(size),
         "crop_pct": str(config.get("crop_pct", 1.0)),
         "interpolation": str(config.get("interpolation", "bicubic")),
@@ -53,6 +61,8 @@ def _metadata(detector: Detector, threshold: Threshold) -> dict[str, str]:
         "threshold_source": threshold.origin,
         # The prediction sets that say when it cannot tell (null: no abstention): serve.py's ONNX backend uses them.
         "conformal": json.dumps(threshold.sets.state() if threshold.sets is not None else None),
+        # The familiarity output's cutoff: unfamiliar below 1 - quantile (null: the graph has no such output).
+        "familiarity": json.dumps({"quantile": familiar.quantile, "layers": familiar.layers} if familiar else None),
         "warning": detector.weakness(),  # empty unless the detector itself is weak
         "labels": json.dumps({str(k): v for k, v in detector.labels.items()}),
         "backbone": str(detector.model.hparams.backbone),
@@ -90,7 +100,8 @@ def export_onnx(cfg: DictConfig) -> dict[str, Any]:
 
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per folded constant otherwise
     detector = load_detector(cfg.ckpt_path)
-    wrapper = ProbabilityOfAI(detector.model).eval()
+    wrapper = ProbabilityOfAI(detector.model, detector.familiarity).eval()
+    outputs = ["p_ai", "familiarity"] if detector.familiarity is not None else ["p_ai"]
     size = image_size(detector.data_config)
     out = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / "detector.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +112,7 @@ def export_onnx(cfg: DictConfig) -> dict[str, Any]:
         str(out),
         dynamo=True,
         input_names=["images"],
-        output_names=["p_ai"],
+        output_names=outputs,
         dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
         opset_version=cfg.opset,
     )
@@ -124,10 +135,11 @@ def export_onnx(cfg: DictConfig) -> dict[str, Any]:
         )
     images = torch.stack([tensor for tensor, _, error in items if not error])
     with torch.inference_mode():
-        expected = wrapper(images).numpy()
+        expected = wrapper(images)
+    expected = [t.numpy() for t in expected] if isinstance(expected, tuple) else [expected.numpy()]
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    got = session.run(["p_ai"], {"images": images.numpy()})[0]
-    max_diff = float(np.abs(got - expected).max())
+    got = session.run(outputs, {"images": images.numpy()})
+    max_diff = float(np.abs(got[0] - expected[0]).max())
     report = {
         "onnx": str(out),
         "bytes": out.stat().st_size,
@@ -135,6 +147,11 @@ def export_onnx(cfg: DictConfig) -> dict[str, Any]:
         "unreadable_check_images": len(unreadable),
         "max_abs_diff_p_ai": max_diff,
     }
+    if detector.familiarity is not None:
+        # A rank among the validation images: rounding may move an image past one of them, no further.
+        report["max_abs_diff_familiarity"] = float(np.abs(got[1] - expected[1]).max())
+        if report["max_abs_diff_familiarity"] > 1.5 / detector.familiarity.n_val:
+            raise RuntimeError(f"ONNX and PyTorch disagree on familiarity: {report['max_abs_diff_familiarity']:.3f}")
     (out.with_suffix(".json")).write_text(json.dumps({**report, "metadata": metadata}, indent=2))
     if max_diff > cfg.tolerance:
         raise RuntimeError(

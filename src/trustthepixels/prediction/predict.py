@@ -15,7 +15,7 @@ from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.detector.checkpoint import load_detector, resolve_device
 from trustthepixels.detector.predictions import Prediction, Threshold, p_ai_of, write_predictions
 from trustthepixels.errors import UserError
-from trustthepixels.metrics.conformal import UNCERTAIN
+from trustthepixels.metrics.conformal import UNCERTAIN, UNFAMILIAR
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,15 @@ def predict(cfg: DictConfig) -> int:
     device = resolve_device(cfg.device)
     # The training run's preprocessing and its rule for a usable image (data.min_image_side), nothing else.
     progress = f"Scoring {len(files)} images" if len(files) > cfg.batch_size else None
-    logits, errors = detector.score_files(
+    scores = detector.score_files(
         [f for *_, f in files], cfg.batch_size, resolve_num_workers(cfg.num_workers), device, description=progress
     )
+    logits, errors, familiarity = scores.logits, scores.errors, scores.familiarity
     rows = [
         Prediction(
             source, relpath, float(logits[i]), threshold.value, error=errors[i].reason if i in errors else "",
-            decided="" if i in errors else threshold.verdict(p_ai_of(float(logits[i]))),
+            decided="" if i in errors else threshold.verdict(p_ai_of(float(logits[i])), float(familiarity[i])),
+            familiarity=float(familiarity[i]),
         )
         for i, (source, relpath, _) in enumerate(files)
     ]  # fmt: skip
@@ -67,10 +69,11 @@ def predict(cfg: DictConfig) -> int:
     failed = [r for r in rows if not r.scored]
     _print_table(scored, failed, threshold, cfg.show)
     log.info(
-        "%d scored (%d AI, %d uncertain) at threshold %.4f (%s), %d unreadable; predictions in %s",
+        "%d scored (%d AI, %d uncertain, %d unfamiliar) at threshold %.4f (%s), %d unreadable; predictions in %s",
         len(scored),
         sum(r.verdict == "AI" for r in scored),
         sum(r.verdict == UNCERTAIN for r in scored),
+        sum(r.verdict == UNFAMILIAR for r in scored),
         threshold.value,
         threshold.origin,
         len(failed),
@@ -96,12 +99,16 @@ def _print_table(scored: list[Prediction], failed: list[Prediction], threshold: 
             f"P(AI): a verdict where the validation split's prediction sets (alpha {threshold.sets.alpha:g}) hold one "
             "label, 'uncertain' where the detector cannot tell"
         )
+    if threshold.familiar_min is not None:
+        title += "; 'unfamiliar' where the image is unlike the images it learned from"
     table = Table(title=title)
     table.add_column("path", overflow="fold")  # wrapped, never cut: the file name is the point
     table.add_column("P(AI)", justify="right")
+    table.add_column("familiarity", justify="right")
     table.add_column("verdict")
     for row in scored[:show]:
-        table.add_row(f"{row.source}/{row.path}" if row.source else row.path, f"{row.p_ai:.4f}", row.verdict)
+        familiar = "" if math.isnan(row.familiarity) else f"{row.familiarity:.2f}"
+        table.add_row(f"{row.source}/{row.path}" if row.source else row.path, f"{row.p_ai:.4f}", familiar, row.verdict)
     if len(scored) > show:
         table.caption = f"{len(scored) - show} more rows in the CSV"
     console.print(table)

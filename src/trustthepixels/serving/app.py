@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import secrets
 import tempfile
 import time
@@ -71,7 +72,7 @@ def create_app(
     info = backend.info
     max_bytes = int(max_upload_mb * 1024 * 1024)
     max_pixels = int(max_megapixels * 1e6)
-    batcher = MicroBatcher(backend.p_ai, batch_size, max_wait_ms, max_queue)
+    batcher = MicroBatcher(backend.score, batch_size, max_wait_ms, max_queue)
     decoding = asyncio.Semaphore(max(1, int(decode_workers)))
     started = time.time()
 
@@ -189,10 +190,11 @@ def create_app(
         decode_ms = (time.perf_counter() - t0) * 1000
         scored = await batcher.submit(tensor, admission)
         rule = info.rule or Threshold(info.threshold, info.threshold_source)
-        verdict = rule.verdict(scored.p_ai)  # as predict.py decides: AI, Real or uncertain
+        verdict = rule.verdict(scored.p_ai, scored.familiarity)  # as predict.py decides
         result: dict[str, Any] = {
             "filename": name,
             "p_ai": scored.p_ai,
+            "familiarity": None if math.isnan(scored.familiarity) else scored.familiarity,
             "verdict": verdict,
             "label": verdict,
             "threshold": info.threshold,

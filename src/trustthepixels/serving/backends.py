@@ -57,6 +57,7 @@ class ModelInfo:
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
             "abstain": self.rule.sets.state() if self.rule is not None and self.rule.sets is not None else None,
+            "familiar_min": self.rule.familiar_min if self.rule is not None else None,
             "labels": {str(k): v for k, v in self.labels.items()},
             "preprocessing": self.data_config,
             "min_image_side": self.min_image_side,
@@ -76,7 +77,8 @@ class Backend:
         tensor, _, error = InferenceDataset([path], self.info.data_config, self.info.min_image_side)[0]
         return tensor, error
 
-    def p_ai(self, images: torch.Tensor) -> np.ndarray:  # (N, 3, H, W) uint8 -> (N,) float64
+    def score(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, H, W) uint8 -> P(AI) and familiarity, (N,) float64 each (familiarity NaN without a score)."""
         raise NotImplementedError
 
     def heatmap_png(self, image: torch.Tensor) -> bytes:
@@ -90,6 +92,7 @@ class TorchBackend(Backend):
         detector = load_detector(ckpt_path)
         self.device = resolve_device(device)
         self.model = detector.model.to(self.device).eval()
+        self.familiarity = detector.familiarity.to(self.device) if detector.familiarity is not None else None
         self._explainer = None
         decision = detector.decision(threshold, abstain)
         self.info = ModelInfo(
@@ -110,8 +113,13 @@ class TorchBackend(Backend):
         )
 
     @torch.inference_mode()
-    def p_ai(self, images: torch.Tensor) -> np.ndarray:
-        return sigmoid(self.model(images.to(self.device)).float().cpu().numpy())
+    def score(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        images = images.to(self.device)
+        if self.familiarity is None:
+            return sigmoid(self.model(images).float().cpu().numpy()), np.full(len(images), np.nan)
+        logits, features = self.model.forward_with_features(images)
+        familiarity = self.familiarity(features).cpu().numpy().astype(np.float64)
+        return sigmoid(logits.float().cpu().numpy()), familiarity
 
     def heatmap_png(self, image: torch.Tensor) -> bytes:
         """Grad-CAM overlay on the model's view of the image. A copy of the model carries Grad-CAM's hooks, so
@@ -140,16 +148,23 @@ class OnnxBackend(Backend):
         if threads:
             options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs() if o.name in ("p_ai", "familiarity")]
         meta = self.session.get_modelmeta().custom_metadata_map
         if "data_config" not in meta:
             raise ConfigError(f"{path} has no preprocessing metadata: re-export it with this version's export.py")
         data_config = json.loads(meta["data_config"])
         stored = json.loads(meta.get("conformal", "null"))
-        sets = ConformalSets.from_state(stored) if stored and (abstain or {}).get("enabled", True) else None
+        abstaining = (abstain or {}).get("enabled", True)
+        sets = ConformalSets.from_state(stored) if stored and abstaining else None
+        familiar = json.loads(meta.get("familiarity", "null"))  # the graph's second output, cut as export.py says
+        familiar_min = None
+        if familiar and abstaining and "familiarity" in self.outputs:
+            familiar_min = 1.0 - float((abstain or {}).get("familiar_quantile", familiar["quantile"]))
         if threshold is None and "threshold_source" in meta:  # what export.py decided, by the same rule
-            decision = Threshold(float(meta["threshold"]), meta["threshold_source"], sets)
+            decision = Threshold(float(meta["threshold"]), meta["threshold_source"], sets, familiar_min)
         else:
-            decision = decision_threshold(threshold, json.loads(meta.get("val_threshold", "null")), sets)
+            val_threshold = json.loads(meta.get("val_threshold", "null"))
+            decision = decision_threshold(threshold, val_threshold, sets, familiar_min)
         self.info = ModelInfo(
             backend="onnx",
             backbone=meta.get("backbone", "unknown"),
@@ -167,8 +182,11 @@ class OnnxBackend(Backend):
             warning=meta.get("warning", ""),
         )
 
-    def p_ai(self, images: torch.Tensor) -> np.ndarray:
-        return self.session.run(["p_ai"], {"images": images.numpy()})[0].astype(np.float64).reshape(-1)
+    def score(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        outputs = self.session.run(self.outputs, {"images": images.numpy()})
+        p_ai = outputs[0].astype(np.float64).reshape(-1)
+        familiarity = outputs[1].astype(np.float64).reshape(-1) if len(outputs) > 1 else np.full(len(p_ai), np.nan)
+        return p_ai, familiarity
 
 
 def load_backend(cfg) -> Backend:

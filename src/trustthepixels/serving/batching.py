@@ -57,6 +57,7 @@ class Admission:
 @dataclass
 class ScoredImage:
     p_ai: float
+    familiarity: float  # NaN: the model has no familiarity score
     batch_size: int  # how many images shared the forward pass
     queue_ms: float  # waiting for the batch to form and the previous one to finish
     model_ms: float  # the forward pass of the whole batch
@@ -65,7 +66,7 @@ class ScoredImage:
 class MicroBatcher:
     def __init__(
         self,
-        run_batch: Callable[[torch.Tensor], np.ndarray],
+        run_batch: Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]],  # images -> (P(AI), familiarity)
         max_batch: int = 32,
         max_wait_ms: float = 5.0,
         max_queue: int = 256,
@@ -144,8 +145,9 @@ class MicroBatcher:
         self.running += 1
         try:
             images = torch.stack([image for image, _, _ in batch])
-            probabilities = await asyncio.get_running_loop().run_in_executor(self.executor, self.run_batch, images)
-            if len(probabilities) != len(batch):
+            scores = await asyncio.get_running_loop().run_in_executor(self.executor, self.run_batch, images)
+            probabilities, familiarity = scores
+            if len(probabilities) != len(batch) or len(familiarity) != len(batch):
                 raise ValueError(f"the model returned {len(probabilities)} scores for {len(batch)} images")
         except Exception as error:  # every waiting request learns what happened; the worker goes on
             self.failed_batches += 1
@@ -160,9 +162,9 @@ class MicroBatcher:
         self.batches += 1
         self.images += len(batch)
         self.failure = None
-        for (_, future, queued), p in zip(batch, probabilities, strict=True):
+        for (_, future, queued), p, f in zip(batch, probabilities, familiarity, strict=True):
             if not future.done():  # the client may have gone
-                future.set_result(ScoredImage(float(p), len(batch), (started - queued) * 1000, model_ms))
+                future.set_result(ScoredImage(float(p), float(f), len(batch), (started - queued) * 1000, model_ms))
 
     async def close(self) -> None:
         """Refuse new images, score the queued ones, stop the worker and its thread."""

@@ -1,0 +1,73 @@
+"""Which features should the familiarity score read? Measured on a trained checkpoint, on real sources.
+
+For a checkpoint of a run (its `split.csv` names the training, validation and test images), the pooled feature
+blocks of every image are computed once (the detector's own forward pass); then the familiarity score is fitted
+for each choice of blocks (each block alone, the classifier's features alone, the early half, all of them) and
+scored by how well it tells the run's own test images from each other source's images (AUROC, 1 is perfect,
+0.5 is chance). Also the share of the run's own test images it flags (the cutoff keeps 99% of validation).
+
+    python bench/bench_familiarity.py CKPT OTHER_FOLDER [OTHER_FOLDER ...] [--limit 400] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trustthepixels.data.ingest.scan import scan_dataset
+from trustthepixels.data.loading.split import read_split_csv
+from trustthepixels.detector.checkpoint import load_detector
+from trustthepixels.metrics.core import core_metrics
+from trustthepixels.model.familiarity import Familiarity, fit_familiarity
+
+
+def features(detector, paths: list[Path]) -> list[np.ndarray]:
+    scores = detector.score_files(paths, batch_size=32, keep_features=True)
+    assert not scores.errors, list(scores.errors.values())[:3]
+    return scores.features
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("others", type=Path, nargs="+", help="folders with AI/ and Real/ (or any images)")
+    parser.add_argument("--limit", type=int, default=400, help="at most this many images of each other source")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    detector = load_detector(args.checkpoint)
+    parts = read_split_csv(detector.run_dir / "split.csv")
+    train = features(detector, [detector.locate(p) for p, _ in parts["train"]])
+    labels = np.array([y for _, y in parts["train"]])
+    val = features(detector, [detector.locate(p) for p, _ in parts["val"]])
+    test = features(detector, [detector.locate(p) for p, _ in parts["test"]])
+    others = {}
+    for folder in args.others:
+        paths = [s.path for s in scan_dataset(folder).samples]
+        others[folder.name] = features(detector, random.Random(0).sample(paths, min(args.limit, len(paths))))
+    n = len(train)
+    choices = {f"block {b}": [b] for b in range(n)}
+    choices |= {"last (classifier's)": [n - 1], "early half": list(range(n // 2)), "all": list(range(n))}
+    print(f"{detector.model.hparams.backbone}, {len(labels)} train / {len(val[0])} val / {len(test[0])} test images; "
+          f"blocks of {[f.shape[1] for f in train]} features")  # fmt: skip
+    header = ["features", *others, "mean", "own test flagged"]
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for name, blocks in choices.items():
+        familiarity = Familiarity(fit_familiarity(train, labels, val, blocks=blocks))
+        with torch.no_grad():
+            own = familiarity([torch.from_numpy(f) for f in test]).numpy()
+            aurocs = []
+            for other in others.values():
+                theirs = familiarity([torch.from_numpy(f) for f in other]).numpy()
+                y = np.r_[np.zeros(len(own), int), np.ones(len(theirs), int)]
+                aurocs.append(core_metrics(y, -np.r_[own, theirs])["auroc"])
+        flagged = float(np.mean(own < familiarity.cutoff))
+        print(f"| {name} | " + " | ".join(f"{a:.3f}" for a in aurocs) + f" | {np.mean(aurocs):.3f} | {flagged:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

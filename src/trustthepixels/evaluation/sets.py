@@ -1,0 +1,139 @@
+"""What eval.py, compare.py and benchmark.py score: sets of images named as every predictions file names them
+(their run's split, or a folder), and the `Evaluator` that scores a whole set through the Detector."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from trustthepixels.data.ingest.roots import parse_roots, source_of
+from trustthepixels.data.ingest.scan import Sample, scan_sources
+from trustthepixels.data.loading.split import read_split_csv
+from trustthepixels.detector.checkpoint import Detector
+from trustthepixels.detector.predictions import Prediction, Threshold
+from trustthepixels.detector.scoring import Scores
+from trustthepixels.evaluation.robustness import Perturbation
+from trustthepixels.metrics.core import sigmoid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSet:
+    """Images to score: each named by its source and its path inside that source's folder (as every
+    predictions file names them), with its label and the file to read."""
+
+    name: str
+    sources: list[str]
+    relpaths: list[str]  # inside each image's source folder
+    labels: np.ndarray
+    paths: list[Path]
+    root: Path  # the folder of its (first) source
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason): unusable files of the scan
+
+    @classmethod
+    def from_split(cls, name: str, detector: Detector, rows: list[tuple[str, int]]) -> EvalSet:
+        """Part of the training run's own split (its `split.csv`), found in the folders it was trained on."""
+        keys = [source_of(detector.data_roots, p) for p, _ in rows]
+        return cls(
+            name,
+            [source for source, _ in keys],
+            [relpath for _, relpath in keys],
+            np.array([label for _, label in rows]),
+            [detector.locate(p) for p, _ in rows],
+            detector.first_source_folder,
+        )
+
+    @classmethod
+    def from_samples(cls, name: str, samples: list[Sample], root: Path) -> EvalSet:
+        return cls(
+            name,
+            [s.source for s in samples],
+            [s.source_relpath for s in samples],
+            np.array([s.label for s in samples]),
+            [s.path for s in samples],
+            root,
+        )
+
+    @classmethod
+    def from_folder(cls, root: str | Path, min_side: int, cache_dir: str | None, name: str | None = None) -> EvalSet:
+        """All of a folder's usable images; the source is named after the folder (or `name`)."""
+        (source, folder), *_ = parse_roots(str(root)).items()
+        scan = scan_sources({name or source: folder}, min_side=min_side, cache_dir=cache_dir)
+        subset = cls.from_samples(name or source, scan.samples, scan.root)
+        subset.skipped = [(relpath, reason) for relpath, _, reason in scan.skipped]
+        return subset
+
+    def predictions(self, scores: Scores, rule: Threshold, **context: str) -> list[Prediction]:
+        verdicts = rule.verdicts(sigmoid(scores.logits), scores.familiarity)
+        return [
+            Prediction(
+                source, relpath, float(z), rule.value, int(y), context=context, decided=str(v), familiarity=float(f)
+            )
+            for source, relpath, z, y, f, v in zip(
+                self.sources, self.relpaths, scores.logits, self.labels, scores.familiarity, verdicts, strict=True
+            )
+        ]
+
+
+def unique_names(sets: list[EvalSet]) -> None:
+    """Name every set uniquely: a folder called `test` given in extra_sets must not overwrite the test split's
+    results. A clash takes the parent folder's name (`other/test`), then a number."""
+    taken: set[str] = set()
+    for subset in sets:
+        name = subset.name
+        if name in taken:
+            name = f"{subset.root.parent.name}/{subset.name}"
+        base, n = name, 2
+        while name in taken:
+            name, n = f"{base}-{n}", n + 1
+        subset.name = name
+        taken.add(name)
+
+
+class Evaluator:
+    """Scores whole sets of verified images (a file that fails now changed since it was scanned: an error)."""
+
+    def __init__(self, detector: Detector, batch_size: int, num_workers: int, device: str, min_side: int):
+        self.detector = detector
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.device = device
+        self.min_side = min_side
+
+    def scores(self, subset: EvalSet, perturb: Perturbation | None = None) -> Scores:
+        what = f"{subset.name}" + (f" ({perturb.name})" if perturb else "")
+        scores = self.detector.score_files(
+            subset.paths, self.batch_size, self.num_workers, self.device, perturb, self.min_side, f"Scoring {what}"
+        )
+        if scores.errors:  # files verified at setup cannot fail unless they changed since
+            failed = [str(e) for e in list(scores.errors.values())[:3]]
+            raise RuntimeError(f"{len(scores.errors)} file(s) of {what} could not be read: {failed}")
+        return scores
+
+
+def eval_sets(cfg: DictConfig, detector: Detector) -> tuple[EvalSet | None, EvalSet]:
+    """The validation split (for threshold and temperature) and the main set to evaluate."""
+    split_csv = detector.run_dir / "split.csv" if detector.run_dir else None
+    val = test = None
+    if split_csv is not None and split_csv.is_file() and detector.data_roots:
+        parts = read_split_csv(split_csv)
+        val = EvalSet.from_split("val", detector, parts["val"])
+        test = EvalSet.from_split("test", detector, parts["test"])
+    if cfg.data.root:
+        test = EvalSet.from_folder(cfg.data.root, min_side(cfg, detector), cfg.data.cache_dir)
+    if test is None:
+        raise FileNotFoundError(
+            f"No split.csv beside {detector.checkpoint} (expected in <run dir>/split.csv): pass data.root=FOLDER "
+            "to evaluate on a folder of AI/ and Real/ images"
+        )
+    return val, test
+
+
+def min_side(cfg: DictConfig, detector: Detector) -> int:
+    """The training run's rule for a usable image, unless data.min_image_side says otherwise."""
+    return detector.min_image_side if cfg.data.min_image_side is None else int(cfg.data.min_image_side)
