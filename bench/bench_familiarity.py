@@ -25,8 +25,33 @@ from trustthepixels.metrics.core import core_metrics
 from trustthepixels.model.familiarity import Familiarity, fit_familiarity
 
 
-def features(detector, paths: list[Path]) -> list[np.ndarray]:
-    scores = detector.score_files(paths, batch_size=32, keep_features=True)
+class WithStd(torch.nn.Module):
+    """The detector's forward pass, pooling each stage by its channels' means and standard deviations (texture and
+    noise level), to measure against the means alone."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward_with_features(self, images):
+        backbone = self.model.backbone
+        final, stages = backbone.forward_intermediates(self.model._normalise(images))
+        pre_logits = backbone.forward_head(final, pre_logits=True)
+        pooled = [torch.cat([s.float().mean(dim=(2, 3)), s.float().std(dim=(2, 3))], dim=1) for s in stages]
+        return self.model.head(pre_logits).squeeze(-1), [*pooled, pre_logits.float()]
+
+    def parameters(self, recurse: bool = True):
+        return self.model.parameters(recurse)
+
+
+def features(detector, paths: list[Path], pooling: str) -> list[np.ndarray]:
+    model = detector.model
+    if pooling == "mean+std":
+        detector.model = WithStd(model)
+    try:
+        scores = detector.score_files(paths, batch_size=32, keep_features=True)
+    finally:
+        detector.model = model
     assert not scores.errors, list(scores.errors.values())[:3]
     return scores.features
 
@@ -37,23 +62,36 @@ def main() -> None:
     parser.add_argument("others", type=Path, nargs="+", help="folders with AI/ and Real/ (or any images)")
     parser.add_argument("--limit", type=int, default=400, help="at most this many images of each other source")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pooling", choices=("mean", "mean+std"), default="mean", help="how each stage is pooled")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     detector = load_detector(args.checkpoint)
+    detector.familiarity = None  # the features alone: each choice is fitted here
     parts = read_split_csv(detector.run_dir / "split.csv")
-    train = features(detector, [detector.locate(p) for p, _ in parts["train"]])
+    train = features(detector, [detector.locate(p) for p, _ in parts["train"]], args.pooling)
     labels = np.array([y for _, y in parts["train"]])
-    val = features(detector, [detector.locate(p) for p, _ in parts["val"]])
-    test = features(detector, [detector.locate(p) for p, _ in parts["test"]])
+    val = features(detector, [detector.locate(p) for p, _ in parts["val"]], args.pooling)
+    test = features(detector, [detector.locate(p) for p, _ in parts["test"]], args.pooling)
     others = {}
     for folder in args.others:
         paths = [s.path for s in scan_dataset(folder).samples]
-        others[folder.name] = features(detector, random.Random(0).sample(paths, min(args.limit, len(paths))))
+        others[folder.name] = features(
+            detector, random.Random(0).sample(paths, min(args.limit, len(paths))), args.pooling
+        )
     n = len(train)
     choices = {f"block {b}": [b] for b in range(n)}
-    choices |= {"last (classifier's)": [n - 1], "early half": list(range(n // 2)), "all": list(range(n))}
-    print(f"{detector.model.hparams.backbone}, {len(labels)} train / {len(val[0])} val / {len(test[0])} test images; "
-          f"blocks of {[f.shape[1] for f in train]} features")  # fmt: skip
+    choices |= {
+        "last (classifier's)": [n - 1],
+        "last stage (before the head)": [n - 2],
+        "last two stages": [n - 3, n - 2],
+        "early half": list(range(n // 2)),
+        "all stages (not the classifier's)": list(range(n - 1)),
+        "all": list(range(n)),
+    }
+    sizes = f"{len(labels)} train / {len(val[0])} val / {len(test[0])} test images"
+    print(
+        f"{detector.model.hparams.backbone} ({args.pooling} pooling), {sizes}; blocks of {[f.shape[1] for f in train]}"
+    )
     header = ["features", *others, "mean", "own test flagged"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name, blocks in choices.items():

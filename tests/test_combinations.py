@@ -143,6 +143,13 @@ def test_shared_benchmark_with_an_added_source(tmp_path):
     assert counts == {"mine": 24, "ml72": 100}
     threshold = json.loads((row / "benchmark_row.json").read_text())["val_threshold"]
     assert {p.threshold for p in predictions} == {threshold}
+    # Familiarity per out-of-source cell, and a model card of the row's checkpoint that shows the row.
+    assert all(0 <= float(cells[("real_vs_ai", s)]["familiarity_auroc"]) <= 1 for s in ("cifake", "ml72", "mine"))
+    assert cells[("real_vs_ai", "real_vs_ai")]["familiarity_auroc"] == ""
+    checkpoint = json.loads((row / "benchmark_row.json").read_text())["checkpoint"]
+    ok(command("export.py", f"ckpt_path={checkpoint}", "format=hf", f"output={tmp_path / 'card'}", cwd=tmp_path))
+    card = (tmp_path / "card" / "README.md").read_text()
+    assert "## Across sources" in card and "| mine | 24 |" in card and "The whole matrix" in card
 
 
 def test_an_offline_users_wrong_data_root_is_one_line_before_any_weights(tmp_path):

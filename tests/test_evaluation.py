@@ -266,7 +266,7 @@ def test_checkpoints_carry_prediction_sets_and_eval_reports_what_abstention_cost
     test = result["sets"]["test"]
     with open(tmp_path / "e" / "run" / "predictions.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["set"] == "test"]
-    answered = [r for r in rows if r["verdict"] != "uncertain"]
+    answered = [r for r in rows if r["verdict"] not in ("uncertain", "unfamiliar")]
     right = [r for r in answered if r["verdict"] == ("AI" if r["label"] == "1" else "Real")]
     assert test["abstain/coverage"] == pytest.approx(len(answered) / len(rows))
     assert test["abstain/confident_errors"] == pytest.approx((len(answered) - len(right)) / len(rows))
@@ -274,3 +274,22 @@ def test_checkpoints_carry_prediction_sets_and_eval_reports_what_abstention_cost
         assert test["abstain/accuracy_answered"] == pytest.approx(len(right) / len(answered))
     assert test["abstain/coverage_lo"] <= test["abstain/coverage"] <= test["abstain/coverage_hi"]
     assert result["calibration"]["abstain"]["ai_min_p"] == pytest.approx(stored["ai_min_p"])
+    # And its familiarity score, fitted at the end of train.py: the test images' familiarity and the risk-coverage
+    # curve of the verdicts.
+    familiarity = torch.load(best, map_location="cpu", weights_only=True)["familiarity"]
+    assert familiarity["n_val"] == 60 and familiarity["quantile"] == 0.99 and familiarity["layers"] == "all"
+    assert all(0 <= float(r["familiarity"]) <= 1 for r in rows)
+    unfamiliar = sum(float(r["familiarity"]) < 0.01 for r in rows)
+    assert test["abstain/unfamiliar"] == pytest.approx(unfamiliar / len(rows))
+    assert unfamiliar == sum(r["verdict"] == "unfamiliar" for r in rows)
+    assert 0 <= test["abstain/aurc"] <= 1 and (tmp_path / "e" / "run" / "risk_coverage.png").is_file()
+    assert result["calibration"]["familiar_min"] == pytest.approx(0.01)
+    # A checkpoint saved before familiarity existed: eval.py fits the same score on the run's own split.
+    older = best.with_name("older.ckpt")
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    del checkpoint["familiarity"]
+    torch.save(checkpoint, older)
+    again = evaluate(compose_cfg([f"ckpt_path={older}", "robustness=false", "data.num_workers=0"], tmp_path / "o",
+                                 config_name="eval"))  # fmt: skip
+    assert again["sets"]["test"]["abstain/unfamiliar"] == pytest.approx(test["abstain/unfamiliar"])
+    assert again["sets"]["test"]["abstain/coverage"] == pytest.approx(test["abstain/coverage"])

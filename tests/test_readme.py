@@ -68,6 +68,10 @@ COMMAND_TESTS = {
         "test_combinations.py::test_documented_commands_run_as_typed",
         "test_evaluation.py::test_onnx_export_matches_pytorch_on_real_images",
     ],
+    "python export.py ckpt_path=... format=hf": [
+        "test_familiarity.py::test_hf_export_loads_in_timm_and_its_onnx_returns_the_familiarity",
+        "test_combinations.py::test_shared_benchmark_with_an_added_source",
+    ],
     "python prepare_data.py": ["test_prepare.py::test_prepare_data_py_as_a_user_runs_it"],
     "python prepare_data.py source=hf": ["test_prepare.py::test_hf_reduction_equals_the_original_script"],
     "python train.py 'data.root={a: PATH1, b: PATH2}'": ["test_sources.py::test_training_on_two_sources_reports_each"],

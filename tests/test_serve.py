@@ -247,9 +247,16 @@ def test_page_in_a_real_browser(backend, trained_checkpoint, shared_dir, tmp_pat
         small = browser.new_page(viewport={"width": 390, "height": 800})  # a phone
         small.goto(f"{url}/")
         assert small.evaluate("document.documentElement.scrollWidth") <= 390
-        # A detector that cannot tell (3 validation images per class: no basis at alpha 0.05) says so, and why.
+        # A photo is unlike the generated patterns this detector learnt from: the page says so first, and why.
         abstaining = TorchBackend(trained_checkpoint, device="cpu", abstain={"enabled": True, "alpha": 0.05})
         with running(create_app(abstaining)) as unsure:
+            card = check_on_page(unsure)
+            expect(card.locator(".verdict")).to_have_text("Unlike the images this detector learned from")
+            expect(card.locator(".detail")).to_contain_text("further from everything the detector was trained on")
+        # Without the familiarity cutoff, a detector that cannot tell (3 validation images per class: no basis at
+        # alpha 0.05) says that, and why.
+        sets_only = {"enabled": True, "alpha": 0.05, "familiar_quantile": None}
+        with running(create_app(TorchBackend(trained_checkpoint, device="cpu", abstain=sets_only))) as unsure:
             card = check_on_page(unsure)
             expect(card.locator(".verdict")).to_have_text("Can't tell")
             expect(card.locator(".detail")).to_contain_text("no basis for a verdict")

@@ -216,8 +216,9 @@ def write_test_predictions(
         state = validation_conformal(val_predictions, float(abstain.get("alpha", DEFAULT_ALPHA)))
         sets = ConformalSets.from_state(state) if state else None
     familiar_min = None
-    if familiarity is not None and abstain and abstain.get("enabled", True):
-        familiar_min = 1.0 - float(abstain.get("familiar_quantile", DEFAULT_QUANTILE))
+    quantile = (abstain or {}).get("familiar_quantile", DEFAULT_QUANTILE)
+    if familiarity is not None and abstain and abstain.get("enabled", True) and quantile is not None:
+        familiar_min = 1.0 - float(quantile)
     rule = decision_threshold(None, validation_threshold(val_predictions), sets, familiar_min)
     samples = datamodule.datasets["test"].samples
     familiarity = np.full(len(samples), np.nan) if familiarity is None else familiarity

@@ -74,7 +74,10 @@ class Detector:
         return decision_threshold(configured, self.val_threshold, sets, familiar_min)
 
     def familiar_min(self, abstain: Mapping[str, Any]) -> float | None:
-        """The familiarity below which an image is `unfamiliar`; None without a familiarity score."""
+        """The familiarity below which an image is `unfamiliar`; None without a familiarity score, or with
+        `abstain.familiar_quantile=null` (the prediction sets alone)."""
+        if "familiar_quantile" in abstain and abstain["familiar_quantile"] is None:
+            return None
         if self.familiarity is None:
             log.warning("%s has no familiarity score (saved before it existed): no `unfamiliar` verdicts; "
                         "retrain, or fit one with eval.py", self.checkpoint.name)  # fmt: skip
@@ -148,7 +151,7 @@ class Detector:
             train_blocks,
             np.array([train[i][1] for i in kept]),
             val_blocks,
-            float(abstain.get("familiar_quantile", DEFAULT_QUANTILE)),
+            float(abstain.get("familiar_quantile") or DEFAULT_QUANTILE),
             str(abstain.get("familiarity_layers", "all")),
         )
         self.familiarity = Familiarity(state)

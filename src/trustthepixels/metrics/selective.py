@@ -60,6 +60,6 @@ def risk_coverage(
     keys = [-margin]
     if familiarity is not None and familiar_min is not None:
         keys.append(np.nan_to_num(np.asarray(familiarity, dtype=np.float64), nan=1.0) < familiar_min)
-    order = np.lexsort(keys[::-1])  # the last key sorts first: unfamiliar last, then the least confident
+    order = np.lexsort(keys)  # the last key sorts first: familiar before unfamiliar, then by confidence
     risk = np.cumsum(wrong[order]) / np.arange(1, n + 1)
     return RiskCoverage(np.arange(1, n + 1) / n, risk, float(risk.mean()))

@@ -89,8 +89,12 @@ def _check_images(detector: Detector, check_dir: str | None, limit: int) -> list
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     """`export.py`: dispatch on `cfg.format`."""
+    if cfg.format == "hf":
+        from trustthepixels.prediction.model_card import export_hf
+
+        return export_hf(cfg, export_onnx)
     if cfg.format != "onnx":
-        raise ConfigError(f"format={cfg.format!r}: only format=onnx is supported")
+        raise ConfigError(f"format={cfg.format!r}: use onnx (one file) or hf (a Hugging Face folder with a model card)")
     return export_onnx(cfg)
 
 

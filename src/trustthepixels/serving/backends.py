@@ -158,8 +158,9 @@ class OnnxBackend(Backend):
         sets = ConformalSets.from_state(stored) if stored and abstaining else None
         familiar = json.loads(meta.get("familiarity", "null"))  # the graph's second output, cut as export.py says
         familiar_min = None
-        if familiar and abstaining and "familiarity" in self.outputs:
-            familiar_min = 1.0 - float((abstain or {}).get("familiar_quantile", familiar["quantile"]))
+        quantile = (abstain or {}).get("familiar_quantile", familiar["quantile"] if familiar else None)
+        if familiar and abstaining and quantile is not None and "familiarity" in self.outputs:
+            familiar_min = 1.0 - float(quantile)
         if threshold is None and "threshold_source" in meta:  # what export.py decided, by the same rule
             decision = Threshold(float(meta["threshold"]), meta["threshold_source"], sets, familiar_min)
         else:

@@ -69,11 +69,17 @@ function showResult(card, result) {
     bar.hidden = true;
     return;
   }
-  // The server's verdict: AI, Real, or uncertain when the detector has no basis for one.
-  const kind = { AI: "ai", Real: "real", uncertain: "uncertain" }[result.verdict] || "uncertain";
+  // The server's verdict: AI, Real, uncertain (it cannot tell) or unfamiliar (unlike its training images).
+  const kind = { AI: "ai", Real: "real", uncertain: "uncertain", unfamiliar: "unfamiliar" }[result.verdict] ||
+    "uncertain";
   card.dataset.state = kind;
   verdict.className = `verdict ${kind}`;
-  verdict.textContent = { ai: "Likely AI-generated", real: "Likely real", uncertain: "Can't tell" }[kind];
+  verdict.textContent = {
+    ai: "Likely AI-generated",
+    real: "Likely real",
+    uncertain: "Can't tell",
+    unfamiliar: "Unlike the images this detector learned from",
+  }[kind];
   card.querySelector(".fill").style.width = percent(result.p_ai);
   card.querySelector(".threshold").style.left = `calc(${percent(result.threshold)} - 1px)`;
   bar.setAttribute("aria-label", `P(AI) ${percent(result.p_ai)}; threshold ${percent(result.threshold)}`);
@@ -82,6 +88,10 @@ function showResult(card, result) {
   if (kind === "uncertain") {
     detail.textContent = `P(AI) = ${result.p_ai.toFixed(3)}. The detector has no basis for a verdict here: ` +
       "on the images it was checked on, scores like this one came from real and AI-generated images alike.";
+  }
+  if (kind === "unfamiliar") {
+    detail.textContent = `P(AI) = ${result.p_ai.toFixed(3)}, but this image is further from everything the ` +
+      "detector was trained on than almost every image it was checked on, so its score means little here.";
   }
   if (result.heatmap) {
     const img = card.querySelector(".preview");

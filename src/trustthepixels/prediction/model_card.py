@@ -1,0 +1,231 @@
+"""`export.py format=hf`: a folder the Hugging Face hub and timm understand, with a model card that says what the
+detector was trained on, how well it does with what uncertainty, when it declines to answer, and what it must not be
+used for.
+
+    FOLDER/config.json, model.safetensors   timm.create_model("local-dir:FOLDER", pretrained=True) loads them
+    FOLDER/detector.onnx (+ .json)          the same detector with its verdict rule (export.py's ONNX)
+    FOLDER/README.md                        the model card
+
+Uploading is one command (`hf upload USER/NAME FOLDER`), not run here: the card and files are what is tested.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, open_dict
+
+from trustthepixels.detector.checkpoint import Detector, load_detector
+from trustthepixels.detector.predictions import Threshold, labelled, read_predictions
+from trustthepixels.metrics.conformal import UNFAMILIAR
+from trustthepixels.metrics.intervals import clopper_pearson
+from trustthepixels.metrics.selective import abstention_metrics
+
+log = logging.getLogger(__name__)
+METRICS = ("auroc", "ap", "acc", "balanced_acc", "acc_real", "acc_ai", "loss", "ece")
+MUST_NOT = (
+    "as the only evidence that an image is or is not AI-generated, in any decision about a person (moderation, "
+    "hiring, journalism, courts): its errors are measured above, and they are not rare",
+    "on images unlike its training data without checking the `unfamiliar` verdicts: out of its training sources its "
+    "accuracy is near chance (see the cross-source table when there is one), and it says so only through them",
+    "to certify that an image is authentic: a `Real` verdict means it found no trace it learned, nothing more",
+    "against images altered on purpose to evade it: it was not trained or tested against adversaries",
+)
+
+
+def export_hf(cfg: DictConfig, export_onnx) -> dict[str, Any]:
+    """Write the folder: timm's config and weights, the ONNX model, the card. Returns what was written."""
+    from timm.models import save_for_hf
+
+    detector = load_detector(cfg.ckpt_path)
+    folder = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / "hf"
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone = copy.deepcopy(detector.model.backbone).to(memory_format=torch.contiguous_format)  # safetensors
+    labels = [detector.labels[i] for i in sorted(detector.labels)]
+    provenance = {"tag": "trustthepixels", "license": "other", "origin_url": "", "paper_ids": ""}  # not timm's weights
+    save_for_hf(
+        backbone,
+        folder,
+        model_config={"label_names": labels, "pretrained_cfg": provenance},
+        safe_serialization=True,
+        data_config=dict(detector.data_config),
+    )
+    onnx_cfg = copy.deepcopy(cfg)
+    with open_dict(onnx_cfg):
+        onnx_cfg.output = str(folder / "detector.onnx")
+    onnx_report = export_onnx(onnx_cfg)
+    rule = detector.decision(cfg.threshold, cfg.get("abstain"))
+    (folder / "README.md").write_text(model_card(detector, rule))
+    log.info("Hugging Face folder in %s: upload it with `hf upload USER/NAME %s`", folder, folder)
+    return {"folder": str(folder), "files": sorted(p.name for p in folder.iterdir()), "onnx": onnx_report}
+
+
+def _interval(value: float, low: float | None, high: float | None) -> str:
+    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+
+
+def _run_report(detector: Detector) -> dict[str, Any]:
+    path = detector.run_dir / "metrics.json" if detector.run_dir else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+
+def _metrics_table(detector: Detector, report: dict[str, Any]) -> list[str]:
+    val = report.get("val") or detector.val_metrics
+    test = report.get("test") or {}
+    lines = ["| metric | validation | test |", "|---|---|---|"]
+    for name in METRICS:
+        cells = []
+        for stage, numbers in (("val", val), ("test", test)):
+            key = f"{stage}/{name}"
+            value = numbers.get(key)
+            cells.append("-" if value is None else _interval(value, numbers.get(f"{key}_lo"), numbers.get(f"{key}_hi")))
+        if cells != ["-", "-"]:
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    images = report.get("data", {}).get("images", {})
+    if images:
+        lines += ["", f"Images: {images.get('val', '?')} validation, {images.get('test', '?')} test."]
+    return lines
+
+
+def _abstention(detector: Detector, rule: Threshold) -> list[str]:
+    lines = [f"- Threshold: AI when P(AI) > {rule.value:.4f} ({rule.origin})."]
+    if rule.sets is not None:
+        lines.append(
+            f"- `uncertain`: class-conditional split conformal prediction sets at alpha {rule.sets.alpha:g}, fitted "
+            f"on {rule.sets.n_ai} + {rule.sets.n_real} validation images (AI + real): on images like those, the true "
+            f"label is in the set at least {1 - rule.sets.alpha:.0%} of the time for each class; an image whose set "
+            "holds both labels or none gets no verdict."
+        )
+    if rule.familiar_min is not None and detector.familiarity is not None:
+        f = detector.familiarity
+        lines.append(
+            f"- `unfamiliar`: a Mahalanobis familiarity score on the detector's own features ({f.layers} feature "
+            f"blocks, fitted on {f.n_train} training images, cut at {f.quantile:.0%} of {f.n_val} validation images): "
+            "an image further from the training images than nearly every validation image gets no verdict. The ONNX "
+            "model returns it as its second output, `familiarity`."
+        )
+    path = detector.run_dir / "predictions.csv" if detector.run_dir else None
+    if path is not None and path.is_file():
+        rows = labelled(read_predictions(path))
+        if rows and all(r.decided for r in rows):
+            verdicts = [r.decided for r in rows]
+            counts = abstention_metrics(np.array([r.label for r in rows]), np.array(verdicts))
+            wrong = counts["answered"] - counts["answered_right"]
+            lines += [
+                "",
+                f"On its test split ({counts['images']} images), 95% intervals:",
+                "",
+                f"- coverage (share given a verdict): "
+                f"{_interval(counts['coverage'], *clopper_pearson(counts['answered'], counts['images']))}",
+                "- accuracy on answered images: "
+                + (
+                    _interval(
+                        counts["accuracy_answered"], *clopper_pearson(counts["answered_right"], counts["answered"])
+                    )
+                    if counts["answered"]
+                    else "none answered"
+                ),
+                f"- confident errors (share given a wrong verdict): "
+                f"{_interval(counts['confident_errors'], *clopper_pearson(wrong, counts['images']))}",
+                f"- unfamiliar: {sum(v == UNFAMILIAR for v in verdicts)} of {counts['images']}",
+            ]
+    return lines
+
+
+def _benchmark(detector: Detector) -> list[str]:
+    """The cross-source cells of the benchmark row the checkpoint came from, and the whole matrix."""
+    row_file = detector.run_dir / "benchmark_row.json" if detector.run_dir else None
+    if row_file is None or not row_file.is_file():
+        return []
+    row = json.loads(row_file.read_text())
+    lines = [
+        "## Across sources",
+        "",
+        f"Trained on `{row['train_on']}` by `benchmark.py`; every source's test split:",
+        "",
+    ]
+    lines += [
+        "| tested on | images | AUROC [95%] | coverage | confident errors | familiarity AUROC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, c in row["cells"].items():
+        where = " (in-source)" if c["in_source"] else ""
+        coverage = f"{c['coverage']:.2f}" if "coverage" in c else "-"
+        wrong = f"{c['confident_errors']:.2f}" if "confident_errors" in c else "-"
+        familiar = f"{c['familiarity_auroc']:.2f}" if "familiarity_auroc" in c else "-"
+        lines.append(f"| {name}{where} | {c['images']} | {_interval(c['auroc'], c['auroc_lo'], c['auroc_hi'])} | "
+                     f"{coverage} | {wrong} | {familiar} |")  # fmt: skip
+    matrix = detector.run_dir.parent / "matrix.md"
+    if matrix.is_file():
+        lines += ["", "The whole matrix of that benchmark:", "", *matrix.read_text().splitlines()[2:]]
+    return [*lines, ""]
+
+
+def model_card(detector: Detector, rule: Threshold) -> str:
+    report = _run_report(detector)
+    backbone = str(detector.model.hparams.backbone)
+    config = detector.data_config
+    size = config["input_size"][-1]
+    per_source = report.get("data", {}).get("images_per_source", {}).get("train", {})
+    sources = detector.data_roots or {}
+    trained = ", ".join(f"`{name}` ({per_source.get(name, '?')} training images)" for name in sources) or "unknown"
+    warning = detector.weakness()
+    lines = [
+        "---",
+        "library_name: timm",
+        "license: other",
+        "pipeline_tag: image-classification",
+        "tags: [image-classification, ai-generated-image-detection, trustthepixels]",
+        "---",
+        f"# AI-generated image detector: {backbone}",
+        "",
+        "A binary classifier trained with TrustThePixels (`train.py`, or `benchmark.py` for the cross-source "
+        "matrix): one logit per image, P(AI) = sigmoid(logit); label 1 is AI-generated, 0 is real.",
+        "",
+        *([f"> **Warning.** {warning}", ""] if warning else []),
+        "## Use",
+        "",
+        "```python",
+        "import timm, torch",
+        'model = timm.create_model("local-dir:FOLDER", pretrained=True).eval()  # or "hf-hub:USER/NAME"',
+        "config = timm.data.resolve_data_config({}, model=model)",
+        "transform = timm.data.create_transform(**config)",
+        "p_ai = torch.sigmoid(model(transform(image)[None])).item()",
+        "```",
+        "",
+        "`detector.onnx` takes uint8 RGB images (N, 3, H, W) after the resize and crop below, normalises them inside, "
+        "and returns `p_ai` and, where the detector has one, `familiarity`; its metadata holds the verdict rule.",
+        "",
+        "## Training data",
+        "",
+        f"Sources: {trained}. Each source is split per class into train, validation and test "
+        "(near-duplicate groups kept within one split).",
+        "",
+        "## Preprocessing",
+        "",
+        f"RGB, resize the shorter side to {int(size / config.get('crop_pct', 1.0))} "
+        f"({config.get('interpolation', 'bicubic')}), center-crop {size} x {size}, normalise with mean "
+        f"{list(config['mean'])} and std {list(config['std'])}. Images smaller than {detector.min_image_side} px on "
+        "a side are refused.",
+        "",
+        "## Metrics (95% intervals)",
+        "",
+        *_metrics_table(detector, report),
+        "",
+        "## Verdicts, and when it gives none",
+        "",
+        *_abstention(detector, rule),
+        "",
+        *_benchmark(detector),
+        "## Must not be used",
+        "",
+        *(f"- {item}." for item in MUST_NOT),
+        "",
+    ]
+    return "\n".join(lines)

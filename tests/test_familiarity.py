@@ -1,0 +1,145 @@
+"""The familiarity score and the `unfamiliar` verdict: its promise on exchangeable images, its power on shifted
+ones, one computation in numpy and torch, and its place in the verdict rule and the risk-coverage curve."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trustthepixels.detector.predictions import decision_threshold
+from trustthepixels.metrics.conformal import ConformalSets
+from trustthepixels.metrics.core import core_metrics
+from trustthepixels.metrics.selective import abstention_metrics, risk_coverage
+from trustthepixels.model.familiarity import Familiarity, _block_stats, _squared_distance, fit_familiarity
+
+
+def _blocks(rng: np.random.Generator, n: int, shift: float = 0.0, dims=(8, 32)) -> tuple[list[np.ndarray], np.ndarray]:
+    """Two feature blocks of n images, two classes apart in the last block; `shift` moves every image's early
+    block (a change of source the classifier's features need not see)."""
+    labels = rng.integers(0, 2, n)
+    early = rng.normal(size=(n, dims[0])) + shift
+    late = rng.normal(size=(n, dims[1])) + 2.0 * labels[:, None]
+    return [early.astype(np.float32), late.astype(np.float32)], labels
+
+
+def _familiarity(state, blocks) -> np.ndarray:
+    with torch.no_grad():
+        return Familiarity(state)([torch.from_numpy(b) for b in blocks]).numpy()
+
+
+def test_exchangeable_images_are_flagged_at_most_as_often_as_promised():
+    """On images like the validation split, the share called unfamiliar is at most 1 - familiar_quantile (up to
+    sampling noise), and the validation images themselves are exactly ranked."""
+    rng = np.random.default_rng(0)
+    flagged = []
+    for _ in range(40):
+        train, labels = _blocks(rng, 300)
+        val, _ = _blocks(rng, 200)
+        state = fit_familiarity(train, labels, val, quantile=0.95)
+        own = _familiarity(state, val)
+        # Each validation image's familiarity is its rank: the share of them at least as far.
+        distances = state["val_distances"].numpy()
+        assert np.allclose(own, (distances[None, :] >= distances[:, None]).mean(1))
+        assert (own < 0.05).mean() <= 0.05
+        flagged.append((_familiarity(state, _blocks(rng, 400)[0]) < 0.05).mean())
+    mean, se = np.mean(flagged), np.std(flagged) / np.sqrt(len(flagged))
+    assert mean <= 0.05 + 1 / 201 + 3 * se, mean
+
+
+def test_a_shift_in_an_early_block_is_seen_with_all_blocks_not_with_the_last_alone():
+    rng = np.random.default_rng(1)
+    train, labels = _blocks(rng, 400)
+    val, _ = _blocks(rng, 200)
+    test, _ = _blocks(rng, 300)
+    shifted, _ = _blocks(rng, 300, shift=2.0)
+    y = np.r_[np.zeros(300, int), np.ones(300, int)]
+    auroc = {}
+    for layers in ("all", "last"):
+        state = fit_familiarity(train, labels, val, layers=layers)
+        scores = np.r_[_familiarity(state, test), _familiarity(state, shifted)]
+        auroc[layers] = core_metrics(y, -scores)["auroc"]
+    assert auroc["all"] > 0.9 and 0.4 < auroc["last"] < 0.6, auroc
+
+
+def test_torch_scorer_computes_the_numpy_distance():
+    rng = np.random.default_rng(2)
+    train, labels = _blocks(rng, 200)
+    val, _ = _blocks(rng, 50)
+    state = fit_familiarity(train, labels, val, layers="last")
+    means, whiten = _block_stats(train[1], labels)
+    expected = (np.log(_squared_distance(val[1], means, whiten) + 1e-12) - state["stats"][0]["loc"]) / state["stats"][
+        0
+    ]["scale"]
+    assert np.allclose(state["val_distances"].numpy(), expected, atol=1e-4)
+    # The features' true shared covariance is the identity: so is the estimated precision, W W^T.
+    assert np.allclose(whiten @ whiten.T, np.eye(32), atol=0.25)
+
+
+def test_bad_settings_are_named():
+    rng = np.random.default_rng(3)
+    train, labels = _blocks(rng, 40)
+    with pytest.raises(ValueError, match=r"familiar_quantile=1\.5"):
+        fit_familiarity(train, labels, train, quantile=1.5)
+    with pytest.raises(ValueError, match="familiarity_layers='first'"):
+        fit_familiarity(train, labels, train, layers="first")
+    with pytest.raises(ValueError, match="both classes"):
+        fit_familiarity(train, np.zeros(40, int), train)
+
+
+def test_unfamiliar_comes_before_every_other_verdict_and_counts_as_unanswered():
+    sets = ConformalSets(0.05, ai_min_p=0.6, real_max_p=0.4, n_ai=100, n_real=100)
+    rule = decision_threshold(None, 0.5, sets, familiar_min=0.01)
+    p_ai = np.array([0.9, 0.1, 0.5, 0.9, 0.1])
+    familiarity = np.array([0.5, 0.5, 0.5, 0.0, np.nan])  # NaN: no familiarity score, no flag
+    verdicts = rule.verdicts(p_ai, familiarity)
+    assert verdicts.tolist() == ["AI", "Real", "uncertain", "unfamiliar", "Real"]
+    assert rule.verdict(0.9, 0.005) == "unfamiliar" and rule.verdict(0.9) == "AI"
+    shares = abstention_metrics(np.array([1, 0, 1, 1, 1]), verdicts)
+    assert shares["coverage"] == 3 / 5 and shares["accuracy_answered"] == 2 / 3 and shares["confident_errors"] == 1 / 5
+
+
+def test_risk_coverage_orders_by_confidence_and_puts_unfamiliar_images_last():
+    labels = np.array([1, 1, 0, 0])
+    logits = np.array([3.0, -0.5, -2.0, 1.0])  # at threshold 0.5: right, wrong, right, wrong
+    curve = risk_coverage(labels, logits, 0.5)
+    # Most confident first: 3.0 (right), -2.0 (right), 1.0 (wrong), -0.5 (wrong).
+    assert curve.risk.tolist() == [0, 0, 1 / 3, 2 / 4] and curve.aurc == pytest.approx((0 + 0 + 1 / 3 + 1 / 2) / 4)
+    flagged = risk_coverage(labels, logits, 0.5, np.array([0.5, 0.5, 0.0, 0.5]), familiar_min=0.01)
+    # The unfamiliar image (-2.0, right) goes last whatever its confidence.
+    assert flagged.risk.tolist() == [0, 0.5, 2 / 3, 2 / 4]
+    assert risk_coverage(labels, logits, 0.5).coverage.tolist() == [0.25, 0.5, 0.75, 1.0]
+
+
+@pytest.mark.slow
+def test_hf_export_loads_in_timm_and_its_onnx_returns_the_familiarity(trained_checkpoint, tmp_path):
+    """`python export.py ckpt_path=... format=hf`: timm loads the folder (same logits), the ONNX model in it returns
+    P(AI) and familiarity as PyTorch computes them, and the card says what the detector is and must not be used for."""
+    import onnxruntime
+    import timm
+
+    from trustthepixels.detector.checkpoint import load_detector
+
+    from .test_combinations import command, ok
+
+    ok(command("export.py", f"ckpt_path={trained_checkpoint}", "format=hf", f"output={tmp_path / 'hf'}", cwd=tmp_path))
+    folder = tmp_path / "hf"
+    assert {"config.json", "model.safetensors", "detector.onnx", "README.md"} <= {p.name for p in folder.iterdir()}
+    detector = load_detector(trained_checkpoint)
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    config = timm.data.resolve_data_config({}, model=model)
+    assert config["input_size"] == tuple(detector.data_config["input_size"])
+    images = torch.randint(0, 256, (3, *config["input_size"]), dtype=torch.uint8)
+    mean, std = (torch.tensor(config[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    with torch.no_grad():
+        assert torch.allclose(model((images / 255 - mean) / std).squeeze(-1), detector.model(images), atol=1e-5)
+        logits, features = detector.model.forward_with_features(images)
+        familiarity = detector.familiarity(features)
+    session = onnxruntime.InferenceSession(str(folder / "detector.onnx"), providers=["CPUExecutionProvider"])
+    p_ai, familiar = session.run(["p_ai", "familiarity"], {"images": images.numpy()})
+    assert np.allclose(p_ai, torch.sigmoid(logits).numpy(), atol=1e-5)
+    assert np.abs(familiar - familiarity.numpy()).max() <= 1.5 / detector.familiarity.n_val
+    card = (folder / "README.md").read_text()
+    for heading in ("## Training data", "## Preprocessing", "## Metrics (95% intervals)", "## Must not be used"):
+        assert heading in card
+    assert "| auroc |" in card and "`unfamiliar`" in card and "On its test split" in card
