@@ -277,7 +277,7 @@ def test_checkpoints_carry_prediction_sets_and_eval_reports_what_abstention_cost
     # And its familiarity score, fitted at the end of train.py: the test images' familiarity and the risk-coverage
     # curve of the verdicts.
     familiarity = torch.load(best, map_location="cpu", weights_only=True)["familiarity"]
-    assert familiarity["n_val"] == 60 and familiarity["quantile"] == 0.99 and familiarity["layers"] == "all"
+    assert familiarity["n_val"] == 60 and familiarity["quantile"] == 0.99 and familiarity["layers"] == "last_stage"
     assert all(0 <= float(r["familiarity"]) <= 1 for r in rows)
     unfamiliar = sum(float(r["familiarity"]) < 0.01 for r in rows)
     assert test["abstain/unfamiliar"] == pytest.approx(unfamiliar / len(rows))

@@ -55,18 +55,18 @@ def test_a_shift_in_an_early_block_is_seen_with_all_blocks_not_with_the_last_alo
     shifted, _ = _blocks(rng, 300, shift=2.0)
     y = np.r_[np.zeros(300, int), np.ones(300, int)]
     auroc = {}
-    for layers in ("all", "last"):
+    for layers in ("all", "classifier"):
         state = fit_familiarity(train, labels, val, layers=layers)
         scores = np.r_[_familiarity(state, test), _familiarity(state, shifted)]
         auroc[layers] = core_metrics(y, -scores)["auroc"]
-    assert auroc["all"] > 0.9 and 0.4 < auroc["last"] < 0.6, auroc
+    assert auroc["all"] > 0.9 and 0.4 < auroc["classifier"] < 0.6, auroc
 
 
 def test_torch_scorer_computes_the_numpy_distance():
     rng = np.random.default_rng(2)
     train, labels = _blocks(rng, 200)
     val, _ = _blocks(rng, 50)
-    state = fit_familiarity(train, labels, val, layers="last")
+    state = fit_familiarity(train, labels, val, layers="classifier")
     means, whiten = _block_stats(train[1], labels)
     expected = (np.log(_squared_distance(val[1], means, whiten) + 1e-12) - state["stats"][0]["loc"]) / state["stats"][
         0

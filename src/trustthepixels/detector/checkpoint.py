@@ -152,7 +152,7 @@ class Detector:
             np.array([train[i][1] for i in kept]),
             val_blocks,
             float(abstain.get("familiar_quantile") or DEFAULT_QUANTILE),
-            str(abstain.get("familiarity_layers", "all")),
+            str(abstain.get("familiarity_layers", "last_stage")),
         )
         self.familiarity = Familiarity(state)
         return state

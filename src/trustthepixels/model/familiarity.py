@@ -1,11 +1,12 @@
 """How unlike the training images an image is, from the detector's own features, in the same forward pass.
 
-Per feature block (each stage's output, mean-pooled, and the pooled features the classifier sees), the squared
+Per feature block read (each stage's output, mean-pooled, and the pooled features the classifier sees), the squared
 Mahalanobis distance to the nearer class mean under one shared covariance (Lee et al., NeurIPS 2018), estimated
 on the training split with Ledoit-Wolf shrinkage (a few hundred images for up to 2048 dimensions). Each block's
-log distance is standardised on the validation split and the blocks are averaged: early blocks see texture and
-statistics of the pixels (where a change of source shows, even when the fine-tuned last block has learnt to ignore
-it), the last sees what the classifier sees.
+log distance is standardised on the validation split and the blocks are averaged. By default it reads one block,
+the deepest stage's output: measured on real sources (bench/bench_familiarity.py), it tells other sources apart
+better than the classifier's own features (which fine-tuning has taught to ignore what differs between sources),
+than the early stages, and than all blocks averaged.
 
 An image's `familiarity` is the share of validation images at least as far from the training images as it is:
 1 for a typical image, 0 beyond every validation image. `unfamiliar` when it is below 1 - familiar_quantile, so
@@ -23,7 +24,9 @@ from sklearn.covariance import ledoit_wolf
 from torch import nn
 
 DEFAULT_QUANTILE = 0.99
-LAYERS = ("all", "last")  # every block, or the classifier's features alone
+# Which pooled blocks it reads: the deepest stage's output (before the classifier's head), the classifier's own
+# features, or every block. bench/bench_familiarity.py measures them; last_stage told other sources apart best.
+LAYERS = ("last_stage", "classifier", "all")
 
 
 def pool(feature: torch.Tensor) -> torch.Tensor:
@@ -102,7 +105,7 @@ def fit_familiarity(
     train_labels: np.ndarray,
     val_blocks: Sequence[np.ndarray],
     quantile: float = DEFAULT_QUANTILE,
-    layers: str = "all",
+    layers: str = "last_stage",
     blocks: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The familiarity's state: fitted on the training split's pooled features, standardised and cut on the
@@ -112,11 +115,15 @@ def fit_familiarity(
             f"abstain.familiar_quantile={quantile!r}: use the share of validation images to keep, e.g. 0.99"
         )
     if layers not in LAYERS:
-        raise ValueError(f"abstain.familiarity_layers={layers!r}: use all (every block) or last (the classifier's)")
+        raise ValueError(
+            f"abstain.familiarity_layers={layers!r}: use last_stage (the deepest stage), classifier (its features) "
+            "or all (every block)"
+        )
     labels = np.asarray(train_labels).astype(int)
     if len(set(labels.tolist())) < 2:
         raise ValueError("the training split needs images of both classes to fit the familiarity score")
-    chosen = list(range(len(train_blocks))) if layers == "all" else [len(train_blocks) - 1]
+    n = len(train_blocks)  # the stages, then the classifier's features (alone for a model without stages)
+    chosen = {"all": list(range(n)), "classifier": [n - 1], "last_stage": [max(0, n - 2)]}[layers]
     chosen = list(blocks) if blocks is not None else chosen  # any other choice (bench/bench_familiarity.py)
     stats, val_scores = [], []
     for b in chosen:
