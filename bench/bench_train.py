@@ -102,8 +102,7 @@ def lightning(cfg) -> tuple[float, float]:
 
     def capture(self, trainer, pl_module):
         original(self, trainer, pl_module)
-        rates["rate"] = self._epoch_images / (self._last_end - self._epoch_start)  # validation excluded
-        rates["wait"] = self._waited / self._stepped if self._stepped else 0.0
+        rates["rate"], rates["wait"] = self.last_rate, self.last_wait_share  # validation excluded
 
     EpochSummary.on_train_epoch_end = capture
     try:

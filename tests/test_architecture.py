@@ -25,6 +25,7 @@ LAYERS = (
         "prediction",
         "serving",
         "benchmark",
+        "benchmark_folds",
         "benchmark_matrix",
         "cli",
     ),  # commands

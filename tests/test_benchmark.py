@@ -92,3 +92,43 @@ def test_under_ddp_only_rank_0_scores_and_writes_the_row(tmp_path):
     assert len(logs) == 2 and len(scored) == 1 and "rank_1" not in scored[0], logs.keys()
     with open(sweep / "matrix.csv", newline="") as f:
         assert [(c["trained_on"], c["tested_on"]) for c in csv.DictReader(f)] == [("a", "a"), ("a", "h")]
+
+
+@pytest.mark.slow
+def test_benchmark_folds_pool_out_of_fold_in_source_and_average_the_rest(tmp_path):
+    """`folds=3`: each row trains 3 times; its in-source cell is every image of the source, pooled from the three
+    runs' own test predictions; its other cells are the mean of the three models' cells."""
+    from trustthepixels.detector.predictions import labelled, read_predictions
+    from trustthepixels.metrics.core import core_metrics
+
+    data = {name: write_image_folder(tmp_path / name, per_class=12, size=40) for name in ("a", "b", "h")}
+    sources = "{" + ", ".join(f"{k}: {v}" for k, v in data.items()) + "}"
+    result = run_benchmark(
+        f"sources={sources}", "test_only=[h]", "folds=3", "debug=limit", *TINY, "trainer.max_epochs=1",
+        f"paths.log_dir={tmp_path / 'outputs'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    (sweep,) = (tmp_path / "outputs" / "benchmark" / "multiruns").iterdir()
+    with open(sweep / "matrix.csv", newline="") as f:
+        by = {(c["trained_on"], c["tested_on"]): c for c in csv.DictReader(f)}
+    (row_dir,) = [d for d in sweep.iterdir() if (d / "benchmark_row.json").is_file() and
+                  json.loads((d / "benchmark_row.json").read_text())["train_on"] == "a"]  # fmt: skip
+    row = json.loads((row_dir / "benchmark_row.json").read_text())
+    assert row["folds"] == 3 and len(row["checkpoints"]) == 3
+    # In-source: the three runs' own test predictions (train.py's predictions.csv) cover the source once.
+    pooled = [p for k in range(3) for p in labelled(read_predictions(row_dir / f"fold{k}" / "predictions.csv"))]
+    assert len(pooled) == 24 == int(by[("a", "a")]["images"]) and len({p.path for p in pooled}) == 24
+    labels = [p.label for p in pooled]
+    assert float(by[("a", "a")]["auroc"]) == pytest.approx(core_metrics(labels, [p.logit for p in pooled])["auroc"])
+    assert by[("a", "a")]["in_source"] == "True" and 0 <= float(by[("a", "a")]["coverage"]) <= 1
+    # Out of source: the mean of the three models' AUROC on the same images.
+    scored = read_predictions(row_dir / "benchmark_predictions.csv")
+    per_fold = []
+    for k in range(3):
+        cell = [p for p in scored if p.context["fold"] == str(k) and p.context["tested_on"] == "h"]
+        assert len(cell) == 24
+        per_fold.append(core_metrics([p.label for p in cell], [p.logit for p in cell])["auroc"])
+    assert float(by[("a", "h")]["auroc"]) == pytest.approx(sum(per_fold) / 3)
+    assert float(by[("a", "h")]["auroc_lo"]) <= float(by[("a", "h")]["auroc"]) <= float(by[("a", "h")]["auroc_hi"])
+    bad = run_benchmark(f"sources={sources}", "test_only=[h]", "folds=1", cwd=tmp_path)
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: folds=1")

@@ -78,6 +78,7 @@ COMMAND_TESTS = {
     "python benchmark.py benchmark=shared [experiment=transfer_npr]": [
         "test_combinations.py::test_shared_benchmark_with_an_added_source",
         "test_benchmark.py::test_benchmark_matrix_with_leave_one_out",
+        "test_benchmark.py::test_benchmark_folds_pool_out_of_fold_in_source_and_average_the_rest",
     ],
     "python train.py model=npr data.resize=none": [
         "test_recipes.py::test_recipe_model_trains_evaluates_predicts_and_exports"

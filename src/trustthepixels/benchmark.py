@@ -24,6 +24,7 @@ import numpy as np
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from trustthepixels.benchmark_folds import pool_folds
 from trustthepixels.config import to_plain
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.data.ingest.roots import Roots, parse_roots
@@ -47,7 +48,8 @@ LEAVE_OUT = "all_but_"
 
 
 def benchmark_sources(cfg: DictConfig) -> tuple[Roots, list[str]]:
-    """The named sources and the ones only tested on, checked: a user's mistake is one line naming the key."""
+    """The named sources and the ones only tested on (and `folds`), checked: a user's mistake is one line naming the
+    key, before any row starts."""
     sources = to_plain(cfg.get("sources"))
     if not isinstance(sources, dict) or len(sources) < 2:
         raise ConfigError(
@@ -64,6 +66,9 @@ def benchmark_sources(cfg: DictConfig) -> tuple[Roots, list[str]]:
         raise ConfigError(f"test_only={test_only}: {unknown} not in sources ({', '.join(roots)})")
     if len(test_only) == len(roots):
         raise ConfigError("test_only lists every source: leave at least one to train on")
+    folds = cfg.get("folds")
+    if folds is not None and (not isinstance(folds, int) or isinstance(folds, bool) or folds < 2):
+        raise ConfigError(f"folds={folds!r}: use the number of cross-validation folds (2 or more), or null")
     return roots, test_only
 
 
@@ -96,7 +101,9 @@ def trained_sources(train_on: str, roots: Roots, test_only: list[str]) -> list[s
 
 
 def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
-    """One row: train on `cfg.train_on`'s sources, score the best checkpoint on every source."""
+    """One row: train on `cfg.train_on`'s sources, score the best checkpoint on every source. With `folds=k`, train
+    k times (k-fold cross-validation of the row's sources): the in-source cells pool the k out-of-fold test parts
+    (every image of the source, scored by the one model that never saw it), the other cells average the k models."""
     roots, test_only = benchmark_sources(cfg)
     trained = trained_sources(str(cfg.train_on), roots, test_only)
     out = Path(cfg.paths.output_dir)
@@ -104,29 +111,62 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
     with open_dict(train_cfg):
         train_cfg.data.root = {name: str(roots[name]) for name in trained}
         train_cfg.data.download = False
-    train(train_cfg)
-    if rank_zero_only.rank != 0:  # under DDP every rank trains; rank 0 alone reads the report, scores and writes
+    folds = cfg.get("folds")
+    scored = []
+    for fold in range(folds or 1):
+        job_cfg, run = train_cfg, out
+        if folds:
+            job_cfg, run = copy.deepcopy(train_cfg), out / f"fold{fold}"
+            with open_dict(job_cfg):
+                job_cfg.data.folds, job_cfg.data.fold, job_cfg.paths.output_dir = folds, fold, str(run)
+        train(job_cfg)
+        if rank_zero_only.rank == 0:  # under DDP every rank trains; rank 0 alone reads, scores and writes
+            scored.append(_score_run(cfg, run, roots, trained, test_only, fold if folds else None))
+    if rank_zero_only.rank != 0:
         return {}
-    report = json.loads((out / "metrics.json").read_text())
+    cells, predictions = scored[0][0], scored[0][1]
+    if folds:
+        cells = pool_folds([c for c, _, _ in scored], [p for _, p, _ in scored], trained, folds, cfg.seed)
+        predictions = [p for _, fold_predictions, _ in scored for p in fold_predictions]
+    decision = scored[0][2]
+    row = {
+        "train_on": str(cfg.train_on),
+        "trained_sources": trained,
+        "checkpoint": decision["checkpoint"],
+        "checkpoints": [d["checkpoint"] for _, _, d in scored],
+        "folds": folds,
+        "val_threshold": decision["threshold"],
+        "threshold_source": decision["origin"],
+        "model": cfg.model.backbone,
+        "cells": cells,
+    }
+    write_predictions(out / PREDICTIONS_FILE, predictions)
+    atomic_write_text(out / ROW_FILE, json.dumps(row, indent=2) + "\n")
+    return row
+
+
+def _score_run(cfg: DictConfig, run: Path, roots: Roots, trained: list[str], test_only: list[str], fold: int | None):
+    """Score one training run's best checkpoint on every source: (cells, predictions, its decision)."""
+    report = json.loads((run / "metrics.json").read_text())
     checkpoint = report["best_checkpoint"] or report["last_checkpoint"]
     if checkpoint is None:
         raise ConfigError("the training kept no checkpoint (fast_dev_run?): the benchmark scores a checkpoint")
-
     log.info("Scoring %s on every source", Path(checkpoint).name)
     detector = load_detector(checkpoint)
     workers = resolve_num_workers(cfg.data.num_workers)
     evaluator = Evaluator(
         detector, cfg.data.batch_size, workers, resolve_device(cfg.get("device", "auto")), detector.min_image_side
     )
-    val = EvalSet.from_split("val", detector, read_split_csv(out / "split.csv")["val"])
+    val = EvalSet.from_split("val", detector, read_split_csv(run / "split.csv")["val"])
     decision, _ = calibrate(detector, val, evaluator.scores(val).logits, abstain=cfg.get("abstain"))
     threshold = decision.value
+    context = {} if fold is None else {"fold": str(fold)}
     cells, predictions, familiarity = {}, [], {}
     for name, folder in roots.items():
-        subset = _test_set(cfg, name, folder, trained, test_only, out / "split.csv", detector)
+        subset = _test_set(cfg, name, folder, trained, test_only, run / "split.csv", detector)
         scores = evaluator.scores(subset)
         logits, familiarity[name] = scores.logits, scores.familiarity
-        predictions += subset.predictions(scores, decision, tested_on=name)
+        predictions += subset.predictions(scores, decision, **context, tested_on=name)
         metrics = binary_metrics(subset.labels, logits, threshold)
         bands = binary_metric_intervals(subset.labels, logits, threshold, seed=cfg.seed)
         cells[name] = {
@@ -144,18 +184,7 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
             abstain = abstention_with_intervals(subset.labels, scores, decision)
             cells[name] |= {k.removeprefix("abstain/"): v for k, v in abstain.items()}
     _familiarity_auroc(cells, familiarity, trained, cfg.seed)
-    row = {
-        "train_on": str(cfg.train_on),
-        "trained_sources": trained,
-        "checkpoint": checkpoint,
-        "val_threshold": threshold,
-        "threshold_source": decision.origin,
-        "model": cfg.model.backbone,
-        "cells": cells,
-    }
-    write_predictions(out / PREDICTIONS_FILE, predictions)
-    atomic_write_text(out / ROW_FILE, json.dumps(row, indent=2) + "\n")
-    return row
+    return cells, predictions, {"checkpoint": checkpoint, "threshold": threshold, "origin": decision.origin}
 
 
 def _familiarity_auroc(cells: dict[str, dict], familiarity: dict[str, np.ndarray], trained: list[str], seed: int):

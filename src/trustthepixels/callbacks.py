@@ -60,6 +60,8 @@ class EpochSummary(Callback):
         self._starts: list[Any] = []
         self._ends: list[Any] = []
         self._epoch_images = 0
+        self.last_rate = 0.0  # images/s and data-wait share of the latest epoch (bench/ reads them)
+        self.last_wait_share = 0.0
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._timeline = _Timeline(pl_module.device)
@@ -86,6 +88,7 @@ class EpochSummary(Callback):
         waited = sum(timeline.seconds(end, start) for end, start in zip(self._ends, self._starts[1:], strict=False))
         stepped = timeline.seconds(self._ends[0], self._ends[-1]) if len(self._ends) > 1 else 0.0
         wait_share = waited / stepped if stepped else 0.0
+        self.last_rate, self.last_wait_share = rate, wait_share
         pl_module.log("train/data_wait_share", wait_share, on_step=False, on_epoch=True, rank_zero_only=True)
         if trainer.is_global_zero:
             metrics = trainer.callback_metrics

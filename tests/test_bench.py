@@ -1,0 +1,46 @@
+"""The benchmark scripts in bench/ run (tiny settings): their code is tested even where their figures come from
+other machines."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO, write_image_folder
+
+
+def bench(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_bench_gpu_smoke_measures_every_path_side_by_side(tmp_path):
+    """Model alone, the pipeline from the pixel cache and from JPEG files, and timm's own benchmark.py, in one
+    table with the ratios (on this CPU: the same code a GPU run uses)."""
+    data = write_image_folder(tmp_path / "data", per_class=16, size=48)
+    result = bench(str(REPO / "bench" / "bench_gpu.py"), "--smoke", f"--data={data}", f"--cache-dir={tmp_path / 'c'}",
+                   "--threads=1", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| resnet18 |")]
+    assert len(table) == 1
+    cells = [c.strip() for c in table[0].strip("|").split("|")]
+    alone, cached, ratio, jpeg, jpeg_ratio, timm, timm_ratio = (float(c) for c in cells[5:12])
+    assert alone > 0 and cached > 0 and jpeg > 0 and timm > 0
+    assert ratio == pytest.approx(cached / alone, abs=0.01) and jpeg_ratio == pytest.approx(jpeg / alone, abs=0.01)
+    assert timm_ratio == pytest.approx(alone / timm, abs=0.01)
+
+
+@pytest.mark.slow
+def test_bench_familiarity_compares_feature_choices(trained_checkpoint, tmp_path):
+    other = write_image_folder(tmp_path / "other", per_class=6, size=40)
+    result = bench(str(REPO / "bench" / "bench_familiarity.py"), str(trained_checkpoint), str(other), "--limit=12",
+                   "--threads=1", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    assert {"last stage (before the head)", "all", "last (classifier's)"} <= set(rows)
+    for row in rows.values():
+        if row.split("|")[1].strip() != "features":
+            auroc = float(row.split("|")[2])
+            assert 0 <= auroc <= 1
