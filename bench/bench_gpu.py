@@ -194,13 +194,13 @@ def main() -> None:
         setting = (model_name, args.image_size, batch, precision, channels_last, compile_model)
         alone = model_alone(*setting, args.steps, args.warmup, device)
         cached = pipeline(args, model_name, batch, precision, channels_last, compile_model, True, device)
-        row = [model_name, precision, layout, batch, compiled, f"{alone:.1f}", f"{cached:.1f}", f"{cached / alone:.2f}"]
+        row = [model_name, precision, layout, batch, compiled, f"{alone:.4g}", f"{cached:.4g}", f"{cached / alone:.2f}"]
         if args.jpeg:
             jpeg = pipeline(args, model_name, batch, precision, channels_last, compile_model, False, device)
-            row += [f"{jpeg:.1f}", f"{jpeg / alone:.2f}"]
+            row += [f"{jpeg:.4g}", f"{jpeg / alone:.2f}"]
         if not args.no_timm:
             peer = timm_benchmark(*setting, args, device)
-            row += ["-", "-"] if peer is None else [f"{peer:.1f}", f"{alone / peer:.2f}"]
+            row += ["-", "-"] if peer is None else [f"{peer:.4g}", f"{alone / peer:.2f}"]
         rows.append(row)
         print(" | ".join(str(c) for c in row), flush=True)
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))

@@ -168,7 +168,7 @@ def test_feature_cache_trains_the_same_head_as_live_features(make_cfg, image_fol
 
     from trustthepixels.data.loading.datamodule import ImageFolderDataModule
 
-    cfg = make_cfg("model=resnet18", "model.pretrained=false", "model.freeze_backbone=true", "model.flip=false")
+    cfg = make_cfg("model=resnet18", "model.pretrained=false", "model.freeze_backbone=true", "model.flip=none")
 
     def fitted(use_cache: bool):
         seed_everything(0)

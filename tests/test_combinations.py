@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -150,6 +151,11 @@ def test_shared_benchmark_with_an_added_source(tmp_path):
     ok(command("export.py", f"ckpt_path={checkpoint}", "format=hf", f"output={tmp_path / 'card'}", cwd=tmp_path))
     card = (tmp_path / "card" / "README.md").read_text()
     assert "## Across sources" in card and "| mine | 24 |" in card and "The whole matrix" in card
+    # The abstention trade-off from the sweep's files alone: at the default quantile, the matrix's own figure.
+    trade = ok(command("bench/bench_abstention.py", str(sweep), "--quantiles", "0.99", "0.8",
+                       cwd=tmp_path)).stdout  # fmt: skip
+    pooled = re.search(r"confident-error rate (\d\.\d{3}) \(pooled", (sweep / "matrix.md").read_text()).group(1)
+    assert re.search(rf"^\| 0\.99 \| [^|]+ \| [^|]+ \| [^|]+ \| {pooled} \|", trade, flags=re.MULTILINE), trade
 
 
 def test_an_offline_users_wrong_data_root_is_one_line_before_any_weights(tmp_path):

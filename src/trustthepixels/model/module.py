@@ -31,11 +31,12 @@ FLIPS = ("none", "horizontal", "dihedral")
 
 
 def flip_mode(flip: bool | str) -> str:
-    """`model.flip`: true/horizontal, false/none, or dihedral (flips and quarter turns)."""
+    """`model.flip`: horizontal, none or dihedral (flips and quarter turns). true and false, which older configs and
+    checkpoints hold, mean horizontal and none."""
     mode = ("horizontal" if flip else "none") if isinstance(flip, bool) else flip
     if mode not in FLIPS:
         raise ConfigError(
-            f"model.flip={flip!r}: use horizontal (or true), dihedral (flips and quarter turns) or none (or false)"
+            f"model.flip={flip!r}: use horizontal, dihedral (flips and quarter turns) or none"
         )
     return mode
 
@@ -60,7 +61,7 @@ class DetectorModule(LightningModule):
         weights: str | Path | None = None,
         model_kwargs: dict[str, Any] | None = None,
         channels_last: bool = False,
-        flip: bool | str = True,
+        flip: str = "horizontal",
         compile: bool = False,
         freeze_backbone: bool = False,
         trainable_blocks: int | None = None,
