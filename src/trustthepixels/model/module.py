@@ -35,9 +35,7 @@ def flip_mode(flip: bool | str) -> str:
     checkpoints hold, mean horizontal and none."""
     mode = ("horizontal" if flip else "none") if isinstance(flip, bool) else flip
     if mode not in FLIPS:
-        raise ConfigError(
-            f"model.flip={flip!r}: use horizontal, dihedral (flips and quarter turns) or none"
-        )
+        raise ConfigError(f"model.flip={flip!r}: use horizontal, dihedral (flips and quarter turns) or none")
     return mode
 
 
