@@ -248,9 +248,11 @@ def test_predict_and_serve_give_every_image_the_same_verdict(trained_checkpoint,
     ok(command("predict.py", f"ckpt_path={trained_checkpoint}", f"input={folder}", f"output={tmp_path / 'q.csv'}",
                "threshold=0.0", "abstain.enabled=false", "num_workers=0", cwd=tmp_path))  # fmt: skip
     assert {(p.threshold, p.verdict) for p in read_predictions(tmp_path / "q.csv")} == {(0.0, "AI")}
-    # This checkpoint learnt from generated patterns: photos are unlike anything it saw, before any other rule.
-    assert {p.verdict for p in predicted.values()} == {"unfamiliar"}
-    assert {p.familiarity for p in predicted.values()} == {0.0}
+    # This checkpoint learnt from generated patterns: photos beyond all its validation images are unfamiliar before
+    # any other rule; the others, with 3 validation images per class (no basis for sets at alpha 0.05), uncertain.
+    for p in predicted.values():
+        assert p.verdict == ("unfamiliar" if p.familiarity < 0.01 else "uncertain"), p
+    assert any(p.verdict == "unfamiliar" for p in predicted.values())
 
 
 @pytest.mark.slow
