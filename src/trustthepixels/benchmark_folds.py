@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 
 from trustthepixels.detector.predictions import Prediction
-from trustthepixels.metrics.conformal import UNFAMILIAR
 from trustthepixels.metrics.core import core_metrics
 from trustthepixels.metrics.intervals import clopper_pearson, metric_intervals
-from trustthepixels.metrics.selective import abstention_metrics
+from trustthepixels.metrics.selective import abstention_rates
 
 
 def pool_folds(
@@ -58,17 +57,8 @@ def _pooled_cell(predictions: list[Prediction], folds: int, seed: int, with_abst
     }
     cell["acc_lo"], cell["acc_hi"] = clopper_pearson(right, len(labels))
     if with_abstention:
-        verdicts = np.array([p.verdict for p in predictions])
-        counts = abstention_metrics(labels, verdicts)
-        wrong = counts["answered"] - counts["answered_right"]
-        for key, hits, trials in (
-            ("coverage", counts["answered"], counts["images"]),
-            ("accuracy_answered", counts["answered_right"], counts["answered"]),
-            ("confident_errors", wrong, counts["images"]),
-        ):
-            cell[key] = counts[key]
-            cell[f"{key}_lo"], cell[f"{key}_hi"] = clopper_pearson(hits, trials)
-        cell["unfamiliar"] = float(np.mean(verdicts == UNFAMILIAR))
+        rates = abstention_rates(labels, np.array([p.verdict for p in predictions]))
+        cell |= {k: v for k, v in rates.items() if k not in ("answered", "images")}
     return cell
 
 

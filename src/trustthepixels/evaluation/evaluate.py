@@ -25,7 +25,6 @@ from trustthepixels.evaluation import figures
 from trustthepixels.evaluation.report import render_report
 from trustthepixels.evaluation.robustness import perturbations
 from trustthepixels.evaluation.sets import EvalSet, Evaluator, eval_sets, min_side, unique_names
-from trustthepixels.metrics.conformal import UNFAMILIAR
 from trustthepixels.metrics.core import (
     CalibrationError,
     Temperature,
@@ -34,8 +33,8 @@ from trustthepixels.metrics.core import (
     fit_temperature,
     sigmoid,
 )
-from trustthepixels.metrics.intervals import binary_metric_intervals, clopper_pearson
-from trustthepixels.metrics.selective import abstention_metrics, risk_coverage
+from trustthepixels.metrics.intervals import binary_metric_intervals
+from trustthepixels.metrics.selective import abstention_rates, risk_coverage
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +89,8 @@ def calibrate(
 def abstention_with_intervals(labels: np.ndarray, scores: Scores, rule: Threshold) -> dict[str, float]:
     """Coverage, accuracy on answered images and the confident-error rate of the verdict rule, each with its exact
     95% interval, and the share of images it calls unfamiliar; the area under its risk-coverage curve (AURC)."""
-    verdicts = rule.verdicts(sigmoid(scores.logits), scores.familiarity)
-    counts = abstention_metrics(labels, verdicts)
-    out = {}
-    for name, hits, trials in (
-        ("coverage", counts["answered"], counts["images"]),
-        ("accuracy_answered", counts["answered_right"], counts["answered"]),
-        ("confident_errors", counts["answered"] - counts["answered_right"], counts["images"]),
-    ):
-        out[f"abstain/{name}"] = counts[name]
-        out[f"abstain/{name}_lo"], out[f"abstain/{name}_hi"] = clopper_pearson(hits, trials)
-    out["abstain/unfamiliar"] = float(np.mean(verdicts == UNFAMILIAR)) if len(verdicts) else float("nan")
+    rates = abstention_rates(labels, rule.verdicts(sigmoid(scores.logits), scores.familiarity))
+    out = {f"abstain/{k}": v for k, v in rates.items() if k not in ("answered", "images")}
     out["abstain/aurc"] = risk_coverage(labels, scores.logits, rule.value, scores.familiarity, rule.familiar_min).aurc
     return out
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trustthepixels.metrics.conformal import UNCERTAIN, UNFAMILIAR
+from trustthepixels.metrics.intervals import clopper_pearson
 
 
 def abstention_metrics(labels: np.ndarray, verdicts: np.ndarray) -> dict[str, float]:
@@ -32,6 +33,24 @@ def abstention_metrics(labels: np.ndarray, verdicts: np.ndarray) -> dict[str, fl
         "answered_right": int(right.sum()),
         "images": n,
     }
+
+
+def abstention_rates(labels: np.ndarray, verdicts: np.ndarray) -> dict[str, float]:
+    """Coverage, accuracy on answered images and the confident-error rate, each with its exact (Clopper-Pearson)
+    95% interval (`coverage_lo`, ...), and the share of images called unfamiliar: what every command reports."""
+    verdicts = np.asarray(verdicts)
+    counts = abstention_metrics(labels, verdicts)
+    wrong = counts["answered"] - counts["answered_right"]
+    out = {"answered": counts["answered"], "images": counts["images"]}
+    for name, hits, trials in (
+        ("coverage", counts["answered"], counts["images"]),
+        ("accuracy_answered", counts["answered_right"], counts["answered"]),
+        ("confident_errors", wrong, counts["images"]),
+    ):
+        out[name] = counts[name]
+        out[f"{name}_lo"], out[f"{name}_hi"] = clopper_pearson(hits, trials)
+    out["unfamiliar"] = float(np.mean(verdicts == UNFAMILIAR)) if len(verdicts) else math.nan
+    return out
 
 
 @dataclass(frozen=True)

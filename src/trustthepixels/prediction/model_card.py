@@ -23,11 +23,10 @@ from omegaconf import DictConfig, open_dict
 
 from trustthepixels.detector.checkpoint import Detector, load_detector
 from trustthepixels.detector.predictions import Threshold, labelled, read_predictions
-from trustthepixels.metrics.conformal import UNFAMILIAR
-from trustthepixels.metrics.intervals import clopper_pearson
-from trustthepixels.metrics.selective import abstention_metrics
+from trustthepixels.metrics.selective import abstention_rates
 
 log = logging.getLogger(__name__)
+ABSTENTION_RATES = ("coverage", "accuracy_answered", "confident_errors")
 METRICS = ("auroc", "ap", "acc", "balanced_acc", "acc_real", "acc_ai", "loss", "ece")
 MUST_NOT = (
     "as the only evidence that an image is or is not AI-generated, in any decision about a person (moderation, "
@@ -114,26 +113,16 @@ def _abstention(detector: Detector, rule: Threshold) -> list[str]:
     if path is not None and path.is_file():
         rows = labelled(read_predictions(path))
         if rows and all(r.decided for r in rows):
-            verdicts = [r.decided for r in rows]
-            counts = abstention_metrics(np.array([r.label for r in rows]), np.array(verdicts))
-            wrong = counts["answered"] - counts["answered_right"]
+            rates = abstention_rates(np.array([r.label for r in rows]), np.array([r.decided for r in rows]))
+            shown = {k: _interval(rates[k], rates[f"{k}_lo"], rates[f"{k}_hi"]) for k in ABSTENTION_RATES}
             lines += [
                 "",
-                f"On its test split ({counts['images']} images), 95% intervals:",
+                f"On its test split ({rates['images']} images), 95% intervals:",
                 "",
-                f"- coverage (share given a verdict): "
-                f"{_interval(counts['coverage'], *clopper_pearson(counts['answered'], counts['images']))}",
-                "- accuracy on answered images: "
-                + (
-                    _interval(
-                        counts["accuracy_answered"], *clopper_pearson(counts["answered_right"], counts["answered"])
-                    )
-                    if counts["answered"]
-                    else "none answered"
-                ),
-                f"- confident errors (share given a wrong verdict): "
-                f"{_interval(counts['confident_errors'], *clopper_pearson(wrong, counts['images']))}",
-                f"- unfamiliar: {sum(v == UNFAMILIAR for v in verdicts)} of {counts['images']}",
+                f"- coverage (share given a verdict): {shown['coverage']}",
+                f"- accuracy on answered images: {shown['accuracy_answered'] if rates['answered'] else 'none'}",
+                f"- confident errors (share given a wrong verdict): {shown['confident_errors']}",
+                f"- unfamiliar: {rates['unfamiliar']:.3f} of them",
             ]
     return lines
 
