@@ -46,3 +46,15 @@ def test_bench_familiarity_compares_feature_choices(trained_checkpoint, tmp_path
         if row.split("|")[1].strip() != "features":
             auroc = float(row.split("|")[2])
             assert 0 <= auroc <= 1
+
+
+@pytest.mark.slow
+def test_bench_train_compares_the_plain_loop_and_the_pipeline(shared_dir, tmp_path):
+    """bench_train.py reads the pipeline's rate from EpochSummary (it once read attributes that no longer existed)."""
+    result = bench(str(REPO / "bench" / "bench_train.py"), "--batches=2", "--trials=1", "--image-size=64",
+                   "--threads=1", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rates = {name: float(line.split()[-2]) for name in ("plain PyTorch loop", "Lightning pipeline")
+             for line in result.stdout.splitlines() if line.startswith(name)}  # fmt: skip
+    assert all(rate > 0 for rate in rates.values()) and len(rates) == 2
+    assert "Lightning / plain, best of 1 each:" in result.stdout
