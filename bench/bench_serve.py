@@ -14,8 +14,9 @@ Without --ckpt a real EfficientNet-Lite0 checkpoint is made first (shared ImageN
 --hostile runs one server (serve.py's defaults) through: a chunked 900 MB upload; 81-megapixel PNGs and
 20-megapixel photos posted in parallel; file names with a NUL, a 251-character extension and a path; overload
 (`--clients` clients posting `--requests` requests of 32 images each). It prints the server's peak resident
-memory (VmHWM), how much of the upload the client got to send before refusal, the share of the images the model
-scored that reached a client, the count of 5xx answers other than 503, and the exit status after SIGTERM.
+memory (VmHWM), how much of the upload the client got to send and the server read (its log) before refusal, the
+share of the images the model scored that reached a client, the count of 5xx answers other than 503, and the exit
+status after SIGTERM.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import io
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -79,7 +81,9 @@ class Server:
             command = [sys.executable, str(REPO / "serve.py"), f"ckpt_path={ckpt}", f"port={self.port}", "device=cpu",
                        f"threads={threads}", f"batch_size={batch_size}", f"max_wait_ms={max_wait_ms}",
                        *(overrides or ["max_queue=4096"]), f"hydra.run.dir={tempfile.mkdtemp()}"]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = Path(tempfile.mkdtemp()) / "server.log"  # what the server read of a refused body
+        with self.log.open("w") as log:  # the child keeps its own handle
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
         health = "/health" if litserve else "/v1/health"
         deadline = time.monotonic() + 180
@@ -96,6 +100,11 @@ class Server:
     def stop(self) -> int:
         self.process.terminate()
         return self.process.wait(timeout=60)
+
+    def body_bytes_read(self) -> int | None:
+        """What serve.py logged it read of the last body it stopped reading past the limit (None: no such line)."""
+        found = re.findall(r"stopped reading it after (\d+) bytes", self.log.read_text())
+        return int(found[-1]) if found else None
 
     def proc(self, name: str, key: str) -> int:
         """A number from /proc/<server>/<name> (status: kB, io: bytes)."""
@@ -254,6 +263,10 @@ def hostile(ckpt: Path, threads: int, clients: int, requests: int, paths: list[P
 
         status, sent = chunked_upload(server, 900)
         rows["chunked 900 MB upload (limit 64 MB)"] = f"HTTP {status}; client got {sent / 2**20:.1f} MB sent"
+        if not litserve:
+            read = server.body_bytes_read()
+            over = "not logged" if read is None else f"limit + {(read - 64 * 2**20) / 1024:.1f} KiB"
+            rows["  body the server read (target at most limit + 64 KiB)"] = over
         rows["  peak RSS after it"] = f"{server.peak_rss_mb():.0f} MB"
 
         huge = png_bytes(9000, 9000)  # 81 megapixels

@@ -26,6 +26,7 @@ from trustthepixels.prediction.export import export_onnx
 from trustthepixels.serving.app import create_app
 from trustthepixels.serving.backends import OnnxBackend, TorchBackend
 from trustthepixels.serving.batching import MicroBatcher, Overloaded
+from trustthepixels.serving.server import uvicorn_config
 
 from .conftest import REPO, compose_cfg
 
@@ -33,9 +34,19 @@ ARTIFACTS = REPO / "outputs" / "test-artifacts"
 
 
 @contextmanager
-def running(app) -> Iterator[str]:
-    """The app under uvicorn on a free loopback port, in a thread; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+def running(app, max_request_mb: float = 64.0, protocol_log: list | None = None) -> Iterator[str]:
+    """The app under uvicorn on a free loopback port, in a thread, as serve.py runs it; yields its base URL.
+    `protocol_log` collects each connection's protocol when it ends (what it read)."""
+    config = uvicorn_config(app, "127.0.0.1", 0, max_request_mb, log_level="warning", lifespan="on")
+    if protocol_log is not None:
+
+        class Recorded(config.http):
+            def connection_lost(self, exc):
+                protocol_log.append(self)
+                super().connection_lost(exc)
+
+        config.http = Recorded
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -13,7 +13,8 @@ our usable-image rule and without a per-request admission; see the README.)
 
 What a hostile client meets, in order, before anything is decoded: an optional bearer token (`api_key`); the
 request body limit (`max_request_mb`), counted while the body streams, declared or chunked (Starlette's
-`RequestBodyLimitMiddleware`), and the connection closed with the 413, so the rest is never read; at most
+`RequestBodyLimitMiddleware`), and the connection closed with the 413; serve.py's HTTP protocol stops reading a body
+one 64 KiB read past the limit (`refusal.body_capped_protocol`), so the rest is never read; at most
 `max_files` files (checked by the multipart parser); each file's size (`max_upload_mb`); admission of the whole
 request to the queue (`MicroBatcher.admit`), or 503.
 Then at most `decode_workers` files are decoded at once, each refused if it has more than `max_megapixels`, then

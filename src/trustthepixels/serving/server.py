@@ -7,6 +7,7 @@ import logging
 import os
 
 from trustthepixels.serving.app import create_app
+from trustthepixels.serving.refusal import body_capped_protocol
 
 log = logging.getLogger(__name__)
 API_KEY_ENV = "TTP_API_KEY"  # the bearer token, when serve.api_key is not set
@@ -45,13 +46,23 @@ def serve(cfg) -> None:
     )
     log.info("Open http://%s:%d/ (schema at /openapi.json)%s", cfg.host, cfg.port,
              "; the API needs its key (Authorization: Bearer ...)" if api_key else "")  # fmt: skip
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
-        host=cfg.host,
-        port=cfg.port,
+        cfg.host,
+        cfg.port,
+        max_request_mb=cfg.max_request_mb,
         proxy_headers=True,
         forwarded_allow_ips=cfg.forwarded_allow_ips,
         timeout_graceful_shutdown=cfg.graceful_shutdown_s,
         log_level="info",
     )
     GracefulServer(config).run()
+
+
+def uvicorn_config(app, host: str, port: int, max_request_mb: float, **options):
+    """uvicorn's settings for the app: its HTTP protocol stops reading a body past `max_request_mb` (on asyncio's
+    loop, whose read size can be set; see `refusal.body_capped_protocol`)."""
+    import uvicorn
+
+    protocol = body_capped_protocol(int(max_request_mb * 1024 * 1024))
+    return uvicorn.Config(app, host=host, port=port, http=protocol, loop="asyncio", **options)
