@@ -207,6 +207,7 @@ def test_a_bad_ckpt_path_is_one_line_in_every_command(tmp_path):
     assert leftovers == []  # a failed command leaves no run folder behind
 
 
+@pytest.mark.slow  # subprocess runs end to end (the fast suite keeps under 5 minutes)
 def test_a_failed_command_never_removes_a_folder_the_user_named_that_held_anything(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trustthepixels.cli import quote_non_ascii, run
+from trustthepixels.cli import check_command_line, quote_non_ascii, run
 from trustthepixels.data.audit.audit import audit_dataset
 from trustthepixels.data.ingest.decode import ImageDecodeError, open_rgb
 from trustthepixels.data.ingest.scan import scan_dataset
+from trustthepixels.data.loading.datamodule import ImageFolderDataModule
+from trustthepixels.errors import ConfigError
+from trustthepixels.model.module import DetectorModule
 from trustthepixels.training import train
 
 from .conftest import REPO, TINY, write_image_folder
@@ -46,6 +49,11 @@ def test_a_typo_in_a_setting_or_an_option_gets_a_suggestion(tmp_path):
     result = cli("train.py", "+data.batchsize=8", "model.pretrained=false", f"paths.log_dir={tmp_path}", cwd=tmp_path)
     assert_one_message(result, "'batchsize' is not a setting", "did you mean batch_size?")
     assert not list(tmp_path.rglob("train.log"))  # no empty run folder left behind
+    # A wrong optimizer setting: one line before weights load (was a traceback at the first training step).
+    result = cli(
+        "train.py", "model.optimizer.lr=abc", "model.pretrained=false", f"paths.log_dir={tmp_path}", cwd=tmp_path
+    )
+    assert_one_message(result, "model.optimizer=", "'lr': 'abc'")
 
 
 @pytest.mark.parametrize(
@@ -75,6 +83,42 @@ def test_user_mistakes_are_one_line_before_any_image_is_read(overrides, phrase, 
     (message,) = [line for line in err.splitlines() if line.startswith("Error:")]
     assert phrase in message and "Traceback" not in err
     assert not (tmp_path / "data" / "cache").exists()  # refused before any image was read
+
+
+@pytest.mark.parametrize(
+    ("override", "phrase"),
+    [
+        ("data.batch_size=abc", "data.batch_size='abc': use a whole number of images per batch"),
+        ("data.crop_scale=[0.5,x]", "data.crop_scale[1]='x': use [low, high]"),
+        ("data.near_duplicates.phash=q", "data.near_duplicates.phash='q': use a Hamming distance"),
+        ("data.near_duplicates={phash: 4, zhash: 2}", "data.near_duplicates.zhash is not a setting"),
+        ("model.pretrained=maybe", "model.pretrained='maybe': use true"),
+        ("model.trainable_blocks=last", "model.trainable_blocks='last': use the number of last blocks"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_as_the_config_composes(override, phrase, monkeypatch, capsys):
+    """The data and model groups are structured configs: OmegaConf refuses the type while composing, before Hydra
+    runs the task, and the message ends with what the setting takes (the field's `use`)."""
+    monkeypatch.setattr(sys, "argv", ["train.py", override])
+    with pytest.raises(SystemExit):
+        check_command_line(REPO / "configs", "train")
+    (message,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error:")]
+    assert phrase in message
+
+
+def test_settings_are_checked_when_the_parts_are_built_from_python(tmp_path):
+    """The same schema and rules when the DataModule or the module is built without Hydra."""
+    backbone = {"input_size": (3, 32, 32), "interpolation": "bicubic", "crop_pct": 0.875}
+    with pytest.raises(ConfigError, match=r"data\.batch_size='x': use a whole number"):
+        ImageFolderDataModule(tmp_path, backbone, batch_size="x")
+    with pytest.raises(ConfigError, match=r"data\.near_duplicates=\{'phash': 65, 'dhash': 6\}"):
+        ImageFolderDataModule(tmp_path, backbone, near_duplicates={"phash": 65, "dhash": 6})
+    assert ImageFolderDataModule(tmp_path, backbone, batch_size="8", num_workers=0).batch_size == 8  # as Hydra's
+    optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": "abc"}
+    with pytest.raises(ConfigError, match=r"model\.optimizer=.*'lr': 'abc'"):
+        DetectorModule("resnet18", optimizer, pretrained=False)
+    with pytest.raises(ConfigError, match=r"model\.flip='vertical'"):
+        DetectorModule("resnet18", {**optimizer, "lr": 1e-3}, pretrained=False, flip="vertical")
 
 
 def test_full_error_shows_the_traceback(make_cfg, image_folder, monkeypatch):

@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from trustthepixels.config import auto_precision, run_dir_of, run_id
 from trustthepixels.errors import ConfigError
 from trustthepixels.model.backbone import UnknownModelError, create_backbone
-from trustthepixels.model.module import flip_mode
 from trustthepixels.model.schedule import warmup_cosine
+from trustthepixels.model.settings import flip_mode
 
 from .conftest import CONFIGS, TINY
 

@@ -135,6 +135,7 @@ def test_multirun_gives_one_directory_and_one_tensorboard_run_per_job(image_fold
     assert "model.optimizer.lr" in (sweep_dir / "summary.md").read_text()
 
 
+@pytest.mark.slow  # subprocess runs end to end (the fast suite keeps under 5 minutes)
 def test_resume_continues_the_run_at_the_next_epoch(image_folder, tmp_path):
     args = ["debug=limit", f"data.root={image_folder}", *TINY, f"paths.log_dir={tmp_path / 'outputs'}"]
     run_train_py(*args, "trainer.max_epochs=1", cwd=tmp_path)
@@ -168,11 +169,11 @@ def test_compiled_backbone_trains_and_keeps_checkpoint_keys(make_cfg, image_fold
 def test_every_experiment_composes_with_settings_that_can_work(experiment, tmp_path):
     """A recipe with a typo'd key or an impossible value fails here, not minutes into someone's run."""
     from trustthepixels.data.loading.datamodule import check_data_config
-    from trustthepixels.model.module import flip_mode
+    from trustthepixels.model.settings import check_model_config
 
     from .conftest import compose_cfg
 
     cfg = compose_cfg([f"experiment={experiment}"], tmp_path)
     check_data_config(cfg.data)
-    flip_mode(cfg.model.flip)
+    check_model_config(cfg.model)
     assert cfg.model.backbone and cfg.trainer.max_epochs >= 1

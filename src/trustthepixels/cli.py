@@ -27,6 +27,10 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+# Imported for what they do on import: register the settings schemas before any config composes.
+import trustthepixels.data.loading.settings
+import trustthepixels.model.settings  # noqa: F401
+from trustthepixels.config import settings_message
 from trustthepixels.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,9 @@ def explain_override_error(config_dir: Path, config_name: str, overrides: list[s
     """A one-line explanation of a composition error, with the closest setting or option, or None."""
     from hydra import compose, initialize_config_dir
 
+    typed = settings_message(error)  # a value of the wrong type for a structured config
+    if typed:
+        return typed
     text = str(error)
     missing = re.search(r"Could not override '([^']+)'", text)
     if missing:

@@ -1,13 +1,22 @@
-"""OmegaConf glue: the resolvers the configs use (registered on import) and conversion to plain data."""
+"""OmegaConf glue: the resolvers the configs use (registered on import), conversion to plain data, and the
+structured configs (settings schemas) with their one-line refusals."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import secrets
+import typing
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from omegaconf import Container, OmegaConf
+from omegaconf import MISSING, Container, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+S = TypeVar("S")
+_SCHEMAS: dict[str, type] = {}  # config group -> its structured config
 
 
 def auto_precision() -> str:
@@ -73,3 +82,74 @@ def register_resolvers() -> None:
 def to_plain(value: Any) -> Any:
     """OmegaConf containers (which Hydra makes of every argument) to plain Python: checkpoints hold data only."""
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, Container) else value
+
+
+# ------------------------------------------------------------------------------------------ structured configs
+
+
+def setting(use: str) -> Any:
+    """A structured config's field: its value comes from the group's YAML (which says what it does); `use` is what
+    the setting takes, the end of every message that refuses a value of it."""
+    return dataclasses.field(default=MISSING, metadata={"use": use})
+
+
+def register_schema(group: str, schema: type) -> None:
+    """Store `schema` in Hydra's ConfigStore as `<group>/schema` (a group's YAML lists it first in its defaults):
+    OmegaConf then checks every value's type as the config composes."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group=group, name="schema", node=schema)
+    _SCHEMAS[group] = schema
+
+
+def _field(schema: type, path: list[str]) -> dataclasses.Field | None:
+    """The deepest field of `schema` along `path` (dotted parts, list indices dropped)."""
+    found = None
+    for part in path:
+        fields = {f.name: f for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
+        if part not in fields:
+            break
+        found = fields[part]
+        hint = typing.get_type_hints(schema)[part]
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        schema = inner[0] if len(inner) == 1 else hint  # Optional[X] -> X, list[X] -> X
+    return found
+
+
+def settings_message(error: BaseException, schema: type | None = None, prefix: str = "") -> str | None:
+    """One line for OmegaConf's refusal of a value against a structured config (the first such error behind
+    `error`): the setting, the value and what the setting takes. `schema` and `prefix`: a config checked on its
+    own (`data`); otherwise the group is the first part of the key and its registered schema is used."""
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, ValidationError | ConfigKeyError):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None or not isinstance(seen, OmegaConfBaseException) or not seen.full_key:
+        return None
+    full_key = f"{prefix}{seen.full_key}"
+    parts = re.sub(r"\[[^]]*\]", "", full_key).split(".")
+    if schema is None:
+        schema, parts = _SCHEMAS.get(parts[0]), parts[1:]
+    elif prefix:
+        parts = parts[prefix.count(".") :]
+    if schema is None:
+        return None
+    found = _field(schema, parts)
+    use = found.metadata.get("use") if found is not None else None
+    if use is None:
+        return None
+    if isinstance(seen, ConfigKeyError):
+        return f"{full_key} is not a setting: {full_key[: -len(parts[-1]) - 1]} takes {use}"
+    return f"{full_key}={seen.value!r}: use {use}"
+
+
+def validated(schema: type[S], values: Mapping[str, Any], prefix: str) -> S:
+    """`values` (every field of `schema`) as an instance of it, each converted to its field's type; a value that
+    cannot be is a ConfigError naming `prefix` + the setting (as the composed config would have refused it)."""
+    from trustthepixels.errors import ConfigError
+
+    names = {f.name for f in dataclasses.fields(schema)}
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), {k: v for k, v in values.items() if k in names})
+        return OmegaConf.to_object(typed)
+    except OmegaConfBaseException as error:
+        raise ConfigError(settings_message(error, schema, prefix) or f"{prefix.rstrip('.')}: {error}") from None

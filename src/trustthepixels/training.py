@@ -27,6 +27,7 @@ from trustthepixels.metrics.conformal import DEFAULT_ALPHA, ConformalSets, valid
 from trustthepixels.metrics.core import validation_threshold
 from trustthepixels.metrics.intervals import metric_intervals
 from trustthepixels.model.familiarity import DEFAULT_QUANTILE
+from trustthepixels.model.settings import check_model_config
 from trustthepixels.model.split_predictions import source_masks
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,9 @@ def _stage_metrics(metrics: dict[str, Any], stage: str) -> dict[str, float]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train a detector as `cfg` says. Returns the final val and test metrics (`val/auroc`, `test/acc`, ...)."""
-    check_data_config(cfg.data)  # a setting or path that cannot work fails now, before weights load or images are read
+    # A setting or path that cannot work fails now, before weights load or images are read.
+    check_data_config(cfg.data)
+    check_model_config(cfg.model)
     seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     log.info("Run directory: %s", Path(cfg.paths.output_dir).resolve())

@@ -14,8 +14,7 @@ from timm.optim import param_groups_weight_decay
 from torch import nn
 from torchmetrics.classification import BinaryAccuracy
 
-from trustthepixels.config import to_plain
-from trustthepixels.errors import ConfigError
+from trustthepixels.config import validated
 from trustthepixels.metrics.conformal import validation_conformal
 from trustthepixels.metrics.core import core_metrics, validation_threshold
 from trustthepixels.model.backbone import (
@@ -25,18 +24,8 @@ from trustthepixels.model.backbone import (
     resolve_architecture,
 )
 from trustthepixels.model.familiarity import pool
+from trustthepixels.model.settings import ModelSettings, check_model_settings, flip_mode
 from trustthepixels.model.split_predictions import Predictions, source_masks
-
-FLIPS = ("none", "horizontal", "dihedral")
-
-
-def flip_mode(flip: bool | str) -> str:
-    """`model.flip`: horizontal, none or dihedral (flips and quarter turns). true and false, which older configs and
-    checkpoints hold, mean horizontal and none."""
-    mode = ("horizontal" if flip else "none") if isinstance(flip, bool) else flip
-    if mode not in FLIPS:
-        raise ConfigError(f"model.flip={flip!r}: use horizontal, dihedral (flips and quarter turns) or none")
-    return mode
 
 
 class DetectorModule(LightningModule):
@@ -65,38 +54,20 @@ class DetectorModule(LightningModule):
         trainable_blocks: int | None = None,
     ):
         super().__init__()
-        flip = flip_mode(flip)
-        if trainable_blocks is not None and (
-            not isinstance(trainable_blocks, int) or isinstance(trainable_blocks, bool) or trainable_blocks < 0
-        ):
-            raise ConfigError(
-                f"model.trainable_blocks={trainable_blocks!r}: use the number of last blocks to fine-tune (0: the "
-                "head only), or null to fine-tune everything"
-            )
+        values = {name: value for name, value in locals().items() if name in ModelSettings.__dataclass_fields__}
+        values |= {"weights": weights and str(weights), "model_kwargs": model_kwargs or {}, "flip": flip_mode(flip)}
+        s = validated(ModelSettings, values, "model.")  # the types, as the composed config has them (or one line)
+        check_model_settings(s)
         # One linear probe, however it is asked for: the classifier alone learns (as the feature cache needs).
-        freeze_backbone = bool(freeze_backbone or trainable_blocks == 0)
-        self.save_hyperparameters(
-            {
-                "backbone": backbone,
-                "optimizer": to_plain(optimizer),
-                "scheduler": to_plain(scheduler),
-                "pretrained": pretrained,
-                "weights": str(weights) if weights else None,
-                "model_kwargs": to_plain(model_kwargs) or {},
-                "channels_last": channels_last,
-                "flip": flip,
-                "compile": compile,
-                "freeze_backbone": freeze_backbone,
-                "trainable_blocks": trainable_blocks,
-            },
-            logger=False,
-        )
-        self.backbone = create_backbone(backbone, pretrained, weights, num_classes=1, **(model_kwargs or {}))
+        freeze_backbone = s.freeze_backbone or s.trainable_blocks == 0
+        hparams = {name: getattr(s, name) for name in values} | {"freeze_backbone": freeze_backbone}
+        self.save_hyperparameters(hparams, logger=False)  # plain data: checkpoints load with weights_only
+        self.backbone = create_backbone(s.backbone, s.pretrained, s.weights, num_classes=1, **s.model_kwargs)
         # What rebuilds this network from a checkpoint alone, even for hf-hub: and local-dir: names.
-        architecture, arch_kwargs = resolve_architecture(backbone, self.backbone, model_kwargs or {})
+        architecture, arch_kwargs = resolve_architecture(s.backbone, self.backbone, s.model_kwargs)
         self.hparams["architecture"], self.hparams["architecture_kwargs"] = architecture, arch_kwargs
         self.data_config = backbone_data_config(self.backbone)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = torch.channels_last if s.channels_last else torch.contiguous_format
         self.backbone.to(memory_format=self.memory_format)
         # (x / 255 - mean) / std as one scale and shift of the uint8 values; not persistent: they follow from
         # the backbone name.
@@ -110,8 +81,8 @@ class DetectorModule(LightningModule):
             self.backbone.eval()
         # Partial fine-tuning: the modules of the frozen blocks, kept in eval mode (their norms' statistics too).
         self.frozen: list[nn.Module] = (
-            freeze_all_but_last(self.backbone, trainable_blocks)
-            if trainable_blocks is not None and not freeze_backbone
+            freeze_all_but_last(self.backbone, s.trainable_blocks)
+            if s.trainable_blocks is not None and not freeze_backbone
             else []
         )
         self.loss_fn = nn.BCEWithLogitsLoss()

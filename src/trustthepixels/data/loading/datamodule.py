@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -14,7 +13,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from trustthepixels.config import to_plain
+from trustthepixels.config import to_plain, validated
 from trustthepixels.data.ingest.prepare import RELEASE_URL, prepare_from_release
 from trustthepixels.data.ingest.roots import Roots, check_data_roots, is_union, parse_roots, roots_state
 from trustthepixels.data.ingest.scan import (
@@ -28,7 +27,7 @@ from trustthepixels.data.loading.dataset import EpochSampler, FeatureDataset, Im
 from trustthepixels.data.loading.feature_cache import cached_features, feature_key
 from trustthepixels.data.loading.pixel_cache import PixelCache, build_pixel_cache
 from trustthepixels.data.loading.planner import SplitPlan, plan_split, write_manifests
-from trustthepixels.data.loading.settings import check_data_settings
+from trustthepixels.data.loading.settings import DataSettings, check_data_settings
 from trustthepixels.data.loading.split import SPLITS
 from trustthepixels.data.loading.transforms import Preprocessing, build_transform
 from trustthepixels.data.loading.workers import resolve_num_workers
@@ -37,18 +36,9 @@ log = logging.getLogger(__name__)
 
 
 def check_data_config(data: Mapping[str, Any]) -> None:
-    """`check_data_settings` on the composed `data` config (defaults for what it does not set)."""
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(ImageFolderDataModule.__init__).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    values = {name: to_plain(data[name]) if name in data else defaults[name] for name in CHECKED_SETTINGS}
-    check_data_settings(**values)
-    check_data_roots(to_plain(data["root"]), bool(data.get("download", defaults["download"])))
-
-
-CHECKED_SETTINGS = tuple(inspect.signature(check_data_settings).parameters)
+    """The composed `data` config's rules and paths, before weights load (OmegaConf checked the types)."""
+    check_data_settings(validated(DataSettings, to_plain(data), "data."))
+    check_data_roots(to_plain(data["root"]), bool(data["download"]))
 
 
 class ImageFolderDataModule(LightningDataModule):
@@ -94,41 +84,40 @@ class ImageFolderDataModule(LightningDataModule):
         output_dir: str | Path | None = None,
     ):
         super().__init__()
-        split, crop_scale, near_duplicates = to_plain(split), to_plain(crop_scale), to_plain(near_duplicates)
-        check_data_settings(
-            batch_size, num_workers, split, image_size, crop_scale, augment, resize, blur_prob, jpeg_prob,
-            min_image_side, near_duplicates, folds, fold, max_train_per_class, interpolation, crop_pct,
-        )  # fmt: skip
-        self.folds, self.fold = folds, fold
-        self.max_train_per_class = max_train_per_class
+        values = {name: value for name, value in locals().items() if name in DataSettings.__dataclass_fields__}
+        values |= {"cache_dir": cache_dir and str(cache_dir), "output_dir": output_dir and str(output_dir)}
+        s = validated(DataSettings, values, "data.")  # the types, as the composed config has them (or one line)
+        check_data_settings(s)
+        self.folds, self.fold = s.folds, s.fold
+        self.max_train_per_class = s.max_train_per_class
         self.roots: Roots = parse_roots(to_plain(root))
         self.root = next(iter(self.roots.values()))  # the one folder (or the first source)
         self.data_config = dict(to_plain(data_config))
-        if image_size:
-            self.data_config["input_size"] = (3, int(image_size), int(image_size))
-        if interpolation:
-            self.data_config["interpolation"] = interpolation
-        if crop_pct:
-            self.data_config["crop_pct"] = float(crop_pct)
+        if s.image_size:
+            self.data_config["input_size"] = (3, s.image_size, s.image_size)
+        if s.interpolation:
+            self.data_config["interpolation"] = s.interpolation
+        if s.crop_pct:
+            self.data_config["crop_pct"] = s.crop_pct
         # Part of what the model sees (see transforms.Preprocessing): saved in every checkpoint with the rest.
-        self.data_config["jpeg_draft"] = bool(jpeg_draft)
-        self.data_config["resize"] = resize
+        self.data_config["jpeg_draft"] = s.jpeg_draft
+        self.data_config["resize"] = s.resize
         self.preprocessing = Preprocessing.from_data_config(self.data_config)
-        self.batch_size = batch_size
-        self.num_workers = resolve_num_workers(num_workers)
-        self.split_fractions = tuple(float(f) for f in split)
-        self.seed = seed
-        self.crop_scale = tuple(crop_scale)
-        self.augment = {"augment": augment, "blur_prob": blur_prob, "jpeg_prob": jpeg_prob}
-        self.min_image_side = min_image_side
-        self.near_duplicates = dict(near_duplicates) if near_duplicates else None
-        self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.cache = cache and self.cache_dir is not None
-        self.feature_cache = feature_cache  # acted on by train(), which has the model: use_cached_features
-        self.download = download
-        self.url = url
+        self.batch_size = s.batch_size
+        self.num_workers = resolve_num_workers(s.num_workers)
+        self.split_fractions = tuple(s.split)
+        self.seed = s.seed
+        self.crop_scale = tuple(s.crop_scale)
+        self.augment = {"augment": s.augment, "blur_prob": s.blur_prob, "jpeg_prob": s.jpeg_prob}
+        self.min_image_side = s.min_image_side
+        self.near_duplicates = vars(s.near_duplicates) if s.near_duplicates else None
+        self.cache_dir = Path(s.cache_dir) if s.cache_dir else None
+        self.cache = s.cache and self.cache_dir is not None
+        self.feature_cache = s.feature_cache  # acted on by train(), which has the model: use_cached_features
+        self.download = s.download
+        self.url = s.url
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.output_dir = Path(output_dir) if output_dir else None
+        self.output_dir = Path(s.output_dir) if s.output_dir else None
         self.scan: ScanResult | None = None
         self.plan: SplitPlan | None = None
         self.datasets: dict[str, ImageFileDataset | FeatureDataset] = {}

@@ -1,90 +1,110 @@
-"""The `data` settings, checked before any image is read: one short message naming the setting and what it takes."""
+"""The `data` settings as a structured config: OmegaConf checks every type as the config composes (or as the
+DataModule is built from Python), and `check_data_settings` the rules only code can say. Each refusal is one short
+message naming the setting and what it takes: the `use` of its field."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
+from trustthepixels.config import register_schema, setting
 from trustthepixels.data.loading.split import check_fractions
-from trustthepixels.data.loading.transforms import INTERPOLATIONS
 from trustthepixels.errors import ConfigError
 
+DATAMODULE = "trustthepixels.data.loading.datamodule.ImageFolderDataModule"
+# The resampling filters a run may choose; timm's backbones default to bicubic or bilinear. nearest at a whole-number
+# scale copies each pixel into a block and invents no new values: small images (CIFAKE's 32 px) keep their exact
+# pixels, and the traces a generator left in them, at the backbone's larger input.
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+HAMMING = "a Hamming distance from 0 to 64"
+FOLDS = (
+    "data.folds=K (2 or more) and data.fold from 0 to K-1, e.g. python train.py -m data.folds=5 'data.fold=range(5)'"
+)
 
-def check_data_settings(
-    batch_size: Any,
-    num_workers: Any,
-    split: Any,
-    image_size: Any,
-    crop_scale: Any,
-    augment: Any,
-    resize: Any,
-    blur_prob: Any,
-    jpeg_prob: Any,
-    min_image_side: Any,
-    near_duplicates: Any,
-    folds: Any = None,
-    fold: Any = 0,
-    max_train_per_class: Any = None,
-    interpolation: Any = None,
-    crop_pct: Any = None,
-) -> None:
-    """Refuse settings that cannot work before any image is read, naming the setting and what it takes."""
 
-    def is_int(value: Any, low: int) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+@dataclass
+class NearDuplicates:
+    phash: int = setting(HAMMING)
+    dhash: int = setting(HAMMING)
 
-    if not is_int(batch_size, 1):
-        raise ConfigError(f"data.batch_size={batch_size!r}: use a whole number of images per batch, 1 or more")
-    if num_workers is not None and not is_int(num_workers, 0):
-        raise ConfigError(f"data.num_workers={num_workers!r}: use 0 (no worker processes), a positive number or null")
-    check_fractions(split)
-    if image_size is not None and not is_int(image_size, 8):
-        raise ConfigError(f"data.image_size={image_size!r}: use a side in pixels (8 or more), or null")
-    if interpolation is not None and interpolation not in INTERPOLATIONS:
-        raise ConfigError(
-            f"data.interpolation={interpolation!r}: use one of {', '.join(INTERPOLATIONS)}, or null for the backbone's"
-        )
-    if crop_pct is not None and (
-        isinstance(crop_pct, bool) or not isinstance(crop_pct, int | float) or not 0 < crop_pct <= 1
-    ):
-        raise ConfigError(
-            f"data.crop_pct={crop_pct!r}: use the evaluation crop's share of the resized side (0 < crop_pct <= 1), "
-            "or null for the backbone's"
-        )
-    if (
-        not isinstance(crop_scale, Sequence)
-        or len(crop_scale) != 2
-        or not all(isinstance(v, int | float) for v in crop_scale)
-        or not 0 < crop_scale[0] <= crop_scale[1] <= 1
-    ):
-        raise ConfigError(f"data.crop_scale={list(crop_scale)!r}: use [low, high] with 0 < low <= high <= 1")
-    if resize not in ("shorter", "none"):
-        raise ConfigError(
-            f"data.resize={resize!r}: use shorter (resize, then crop) or none (crops of the native pixels)"
-        )
-    if augment not in ("none", "robust"):
-        raise ConfigError(f"data.augment={augment!r}: use none or robust")
-    for name, p in (("data.blur_prob", blur_prob), ("data.jpeg_prob", jpeg_prob)):
-        if not isinstance(p, int | float) or not 0 <= p <= 1:
-            raise ConfigError(f"{name}={p!r}: use a probability between 0 and 1")
-    if folds is not None and not (is_int(folds, 2) and is_int(fold, 0) and fold < folds):
-        raise ConfigError(
-            f"data.folds={folds!r}, data.fold={fold!r}: use data.folds=K (2 or more) and data.fold from 0 to K-1, "
-            "e.g. python train.py -m data.folds=5 'data.fold=range(5)'"
-        )
-    if max_train_per_class is not None and not is_int(max_train_per_class, 1):
-        raise ConfigError(
-            f"data.max_train_per_class={max_train_per_class!r}: use a number of training images per source and "
-            "class (1 or more), or null for all of them"
-        )
-    if not is_int(min_image_side, 1):
-        raise ConfigError(f"data.min_image_side={min_image_side!r}: use a side in pixels, 1 or more")
-    if near_duplicates is not None and (
-        not isinstance(near_duplicates, Mapping)
-        or set(near_duplicates) != {"phash", "dhash"}
-        or not all(is_int(v, 0) and v <= 64 for v in near_duplicates.values())
-    ):
-        raise ConfigError(
-            f"data.near_duplicates={near_duplicates!r}: use "
-            "{phash: 0-64, dhash: 0-64} (Hamming distances), or null to switch the search off"
-        )
+
+@dataclass
+class DataSettings:
+    """configs/data/default.yaml says what each setting does; its values are the defaults."""
+
+    _target_: str = DATAMODULE
+    root: Any = setting("an AI/ + Real/ folder, a list of them, or a mapping name -> folder")
+    download: bool = setting("true (fetch the published dataset when root is missing) or false")
+    url: str = setting("the URL of a dataset zip")
+    batch_size: int = setting("a whole number of images per batch, 1 or more")
+    num_workers: Optional[int] = setting("0 (no worker processes), a positive number or null")  # noqa: UP045
+    split: list[float] = setting(
+        "three non-negative fractions for train, val and test that sum to 1, e.g. data.split=[0.8,0.1,0.1]"
+    )
+    folds: Optional[int] = setting(FOLDS)  # noqa: UP045 (OmegaConf reads Optional, not X | None)
+    fold: int = setting(FOLDS)
+    max_train_per_class: Optional[int] = setting(  # noqa: UP045
+        "a number of training images per source and class (1 or more), or null for all of them"
+    )
+    seed: int = setting("a whole number")
+    image_size: Optional[int] = setting("a side in pixels (8 or more), or null")  # noqa: UP045
+    interpolation: Optional[str] = setting(f"one of {', '.join(INTERPOLATIONS)}, or null for the backbone's")  # noqa: UP045
+    crop_pct: Optional[float] = setting(  # noqa: UP045
+        "the evaluation crop's share of the resized side (0 < crop_pct <= 1), or null for the backbone's"
+    )
+    resize: str = setting("shorter (resize, then crop) or none (crops of the native pixels)")
+    crop_scale: list[float] = setting("[low, high] with 0 < low <= high <= 1")
+    augment: str = setting("none or robust")
+    blur_prob: float = setting("a probability between 0 and 1")
+    jpeg_prob: float = setting("a probability between 0 and 1")
+    min_image_side: int = setting("a side in pixels, 1 or more")
+    near_duplicates: Optional[NearDuplicates] = setting(  # noqa: UP045
+        "{phash: 0-64, dhash: 0-64} (Hamming distances), or null to switch the search off"
+    )
+    cache_dir: Optional[str] = setting("a folder for the file fingerprints and pixel cache, or null")  # noqa: UP045
+    cache: bool = setting("true or false")
+    jpeg_draft: bool = setting("true or false")
+    feature_cache: bool = setting("true or false")
+    output_dir: Optional[str] = setting("the run's folder, or null")  # noqa: UP045
+
+
+register_schema("data", DataSettings)  # before any config composes: every entry point imports this (via cli)
+
+
+def refuse(name: str, value: Any) -> ConfigError:
+    """The one-line refusal of `data.<name>=value`, ending in what the setting takes."""
+    use = DataSettings.__dataclass_fields__[name].metadata["use"]
+    return ConfigError(f"data.{name}={value!r}: use {use}")
+
+
+def check_data_settings(s: DataSettings) -> None:
+    """The rules the types cannot say, before any image is read (types: OmegaConf, at composition)."""
+    if s.batch_size < 1:
+        raise refuse("batch_size", s.batch_size)
+    if s.num_workers is not None and s.num_workers < 0:
+        raise refuse("num_workers", s.num_workers)
+    check_fractions(s.split)
+    if s.image_size is not None and s.image_size < 8:
+        raise refuse("image_size", s.image_size)
+    if s.interpolation is not None and s.interpolation not in INTERPOLATIONS:
+        raise refuse("interpolation", s.interpolation)
+    if s.crop_pct is not None and not 0 < s.crop_pct <= 1:
+        raise refuse("crop_pct", s.crop_pct)
+    if len(s.crop_scale) != 2 or not 0 < s.crop_scale[0] <= s.crop_scale[1] <= 1:
+        raise refuse("crop_scale", s.crop_scale)
+    if s.resize not in ("shorter", "none"):
+        raise refuse("resize", s.resize)
+    if s.augment not in ("none", "robust"):
+        raise refuse("augment", s.augment)
+    for name in ("blur_prob", "jpeg_prob"):
+        if not 0 <= getattr(s, name) <= 1:
+            raise refuse(name, getattr(s, name))
+    if s.folds is not None and not (s.folds >= 2 and 0 <= s.fold < s.folds):
+        raise ConfigError(f"data.folds={s.folds!r}, data.fold={s.fold!r}: use {FOLDS}")
+    if s.max_train_per_class is not None and s.max_train_per_class < 1:
+        raise refuse("max_train_per_class", s.max_train_per_class)
+    if s.min_image_side < 1:
+        raise refuse("min_image_side", s.min_image_side)
+    limits = s.near_duplicates
+    if limits is not None and not all(0 <= v <= 64 for v in (limits.phash, limits.dhash)):
+        raise refuse("near_duplicates", {"phash": limits.phash, "dhash": limits.dhash})

@@ -32,11 +32,6 @@ from torchvision.transforms.v2 import functional as F
 from trustthepixels.data.ingest.decode import decode_image
 from trustthepixels.data.loading.degrade import robust_augmentation
 
-# The resampling filters a run may choose (data.interpolation); timm's backbones default to bicubic or bilinear.
-# nearest at a whole-number scale copies each pixel into a block and invents no new values: small images (CIFAKE's
-# 32 px) keep their exact pixels, and the traces a generator left in them, at the backbone's larger input.
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
-
 
 @dataclass(frozen=True)
 class Preprocessing:

@@ -1,0 +1,72 @@
+"""The `model` settings as a structured config: OmegaConf checks the types as the config composes (or as the
+module is built from Python), `check_model_settings` the rules; each refusal names the setting and what it takes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from trustthepixels.config import register_schema, setting, to_plain, validated
+from trustthepixels.errors import ConfigError
+
+FLIPS = ("none", "horizontal", "dihedral")
+
+
+@dataclass
+class ModelSettings:
+    """configs/model/base/detector.yaml says what each setting does; its values are the defaults."""
+
+    _target_: str = "trustthepixels.model.module.DetectorModule"
+    _recursive_: bool = False  # the optimizer and scheduler reach the module as configs
+    backbone: str = setting("a timm model name (timm.list_models()), e.g. model.backbone=resnet18")
+    pretrained: bool = setting("true (ImageNet weights from the hub) or false")
+    weights: Optional[str] = setting("the path of a weight file with timm's keys, or null")  # noqa: UP045
+    model_kwargs: dict[str, Any] = setting("a mapping of timm.create_model's keyword arguments")
+    channels_last: bool = setting("true or false")
+    flip: str = setting("horizontal, dihedral (flips and quarter turns) or none")
+    freeze_backbone: bool = setting("true (the classifier alone learns: a linear probe) or false")
+    trainable_blocks: Optional[int] = setting(  # noqa: UP045 (OmegaConf reads Optional, not X | None)
+        "the number of last blocks to fine-tune (0: the head only), or null to fine-tune everything"
+    )
+    compile: bool = setting("true or false")
+    optimizer: dict[str, Any] = setting("a _partial_ optimizer config, e.g. {_target_: torch.optim.AdamW, ...}")
+    scheduler: Optional[dict[str, Any]] = setting("a _partial_ scheduler config, or null")  # noqa: UP045
+
+
+register_schema("model", ModelSettings)
+
+
+def refuse(name: str, value: Any) -> ConfigError:
+    use = ModelSettings.__dataclass_fields__[name].metadata["use"]
+    return ConfigError(f"model.{name}={value!r}: use {use}")
+
+
+def flip_mode(flip: bool | str) -> str:
+    """`model.flip`: horizontal, none or dihedral. true and false, which older checkpoints hold, mean horizontal
+    and none (a config takes the names only)."""
+    mode = ("horizontal" if flip else "none") if isinstance(flip, bool) else flip
+    if mode not in FLIPS:
+        raise refuse("flip", flip)
+    return mode
+
+
+def check_model_settings(s: ModelSettings) -> None:
+    """The rules the types cannot say, and the optimizer built on one parameter: a wrong value of it (lr=abc, a
+    misspelt keyword) fails here as one line, not at the first training step after the data is set up."""
+    import torch
+    from hydra.utils import instantiate
+
+    flip_mode(s.flip)
+    if s.trainable_blocks is not None and s.trainable_blocks < 0:
+        raise refuse("trainable_blocks", s.trainable_blocks)
+    try:
+        instantiate(s.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
+    except Exception as error:
+        reason = error.__cause__ or error  # Hydra wraps what the target raised
+        raise ConfigError(f"model.optimizer={s.optimizer}: {reason}") from None
+
+
+def check_model_config(model: Mapping[str, Any]) -> None:
+    """The composed `model` config's rules, before weights load (OmegaConf checked the types)."""
+    check_model_settings(validated(ModelSettings, to_plain(model), "model."))
