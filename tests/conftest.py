@@ -13,8 +13,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-import trustthepixels.cli  # noqa: F401 (as every entry point: registers the settings schemas)
-
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 

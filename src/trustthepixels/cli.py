@@ -27,9 +27,6 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-# Imported for what they do on import: register the settings schemas before any config composes.
-import trustthepixels.data.loading.settings
-import trustthepixels.model.settings  # noqa: F401
 from trustthepixels.config import settings_message
 from trustthepixels.errors import ConfigError, UserError
 

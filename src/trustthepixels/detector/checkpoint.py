@@ -79,8 +79,9 @@ class Detector:
         if "familiar_quantile" in abstain and abstain["familiar_quantile"] is None:
             return None
         if self.familiarity is None:
-            log.warning("%s has no familiarity score (saved before it existed): no `unfamiliar` verdicts; "
-                        "retrain, or fit one with eval.py", self.checkpoint.name)  # fmt: skip
+            log.warning("%s has no familiarity score (train.py fits one on the best checkpoint only; older versions "
+                        "none): no `unfamiliar` verdicts; use the best checkpoint, or eval.py fits one",
+                        self.checkpoint.name)  # fmt: skip
             return None
         return 1.0 - float(abstain.get("familiar_quantile", self.familiarity.quantile))
 

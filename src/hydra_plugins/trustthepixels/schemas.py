@@ -1,0 +1,10 @@
+"""The project's settings schemas (structured configs), registered in Hydra's ConfigStore on import.
+
+Hydra imports every module of the `hydra_plugins` namespace when it first composes a config, so `train.py`, the
+compose API (tests, benchmarks, notebooks) and SLURM jobs all find `data/schema` and `model/schema` without
+importing anything of ours first."""
+
+from trustthepixels.data.loading.settings import DataSettings
+from trustthepixels.model.settings import ModelSettings
+
+__all__ = ["DataSettings", "ModelSettings"]  # registered as data/schema and model/schema by their modules
