@@ -108,6 +108,7 @@ def test_short_real_run(shared_dir, tmp_path):
     assert checkpoint["ImageFolderDataModule"]["data_config"]["input_size"] == [3, 64, 64]
 
 
+@pytest.mark.slow  # a two-job sweep in a subprocess (the fast suite keeps under 5 minutes)
 def test_multirun_gives_one_directory_and_one_tensorboard_run_per_job(image_folder, tmp_path):
     run_train_py(
         "-m",
