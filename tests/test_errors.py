@@ -63,6 +63,8 @@ def test_a_typo_in_a_setting_or_an_option_gets_a_suggestion(tmp_path):
         (["data.split=[0.5,0.5,0.5]"], "data.split=[0.5, 0.5, 0.5]: use three non-negative fractions"),
         (["data.crop_scale=[0.9,0.1]"], "data.crop_scale"),
         (["data.augment=strong"], "data.augment='strong': use none or robust"),
+        (["abstain.alpha=2"], "abstain.alpha=2.0: use a miss rate between 0 and 1"),  # was: a traceback after training
+        (["abstain.familiar_quantile=5"], "abstain.familiar_quantile=5.0: use the share of validation images"),
         (["data.download=false", "data.root=MISSING"], "does not exist (and data.download=false)"),
         (["data.root=AI_ONLY"], "has AI/ but no Real/ or RealArt/ folder"),
         (["data.root=EMPTY"], "has no AI/ or Real/ folder"),
@@ -94,6 +96,7 @@ def test_user_mistakes_are_one_line_before_any_image_is_read(overrides, phrase, 
         ("data.near_duplicates={phash: 4, zhash: 2}", "data.near_duplicates.zhash is not a setting"),
         ("model.pretrained=maybe", "model.pretrained='maybe': use true"),
         ("model.trainable_blocks=last", "model.trainable_blocks='last': use the number of last blocks"),
+        ("abstain.enabled=perhaps", "abstain.enabled='perhaps': use true"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_refused_as_the_config_composes(override, phrase, monkeypatch, capsys):

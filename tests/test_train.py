@@ -169,12 +169,10 @@ def test_compiled_backbone_trains_and_keeps_checkpoint_keys(make_cfg, image_fold
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml")))
 def test_every_experiment_composes_with_settings_that_can_work(experiment, tmp_path):
     """A recipe with a typo'd key or an impossible value fails here, not minutes into someone's run."""
-    from trustthepixels.data.loading.datamodule import check_data_config
-    from trustthepixels.model.settings import check_model_config
+    from trustthepixels.config import check_settings
 
     from .conftest import compose_cfg
 
     cfg = compose_cfg([f"experiment={experiment}"], tmp_path)
-    check_data_config(cfg.data)
-    check_model_config(cfg.model)
+    check_settings(cfg)
     assert cfg.model.backbone and cfg.trainer.max_epochs >= 1

@@ -27,7 +27,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from trustthepixels.config import settings_message
+from trustthepixels.config import check_settings, settings_message
 from trustthepixels.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,7 @@ def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     # on a GPU, TF32 in training's validation but full float32 in eval.py would move logits in the 4th digit.
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     try:
+        check_settings(cfg)  # the rules of the data, model and abstain settings, before anything slow
         return task(cfg)
     except Exception as error:
         user_error = _user_error(error)

@@ -7,7 +7,7 @@ import dataclasses
 import re
 import secrets
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +17,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 S = TypeVar("S")
 _SCHEMAS: dict[str, type] = {}  # config group -> its structured config
+_RULES: dict[str, Callable[[Any], None]] = {}  # config group -> the check of what its types cannot say
 
 
 def auto_precision() -> str:
@@ -93,13 +94,22 @@ def setting(use: str) -> Any:
     return dataclasses.field(default=MISSING, metadata={"use": use})
 
 
-def register_schema(group: str, schema: type) -> None:
+def register_schema(group: str, schema: type, rules: Callable[[Any], None]) -> None:
     """Store `schema` in Hydra's ConfigStore as `<group>/schema` (a group's YAML lists it first in its defaults):
-    OmegaConf then checks every value's type as the config composes."""
+    OmegaConf then checks every value's type as the config composes; `rules(settings)` checks the rest."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(group=group, name="schema", node=schema)
-    _SCHEMAS[group] = schema
+    _SCHEMAS[group], _RULES[group] = schema, rules
+
+
+def check_settings(cfg: Any) -> None:
+    """The rules of every group of `cfg` that composed from a registered schema (a command's own `data:` block,
+    say eval.yaml's, is another thing and is left alone): one ConfigError for the first value that cannot work."""
+    for group, schema in _SCHEMAS.items():
+        node = cfg.get(group) if isinstance(cfg, Container) else None
+        if isinstance(node, Container) and OmegaConf.get_type(node) is schema:
+            _RULES[group](validated(schema, to_plain(node), f"{group}."))
 
 
 def _field(schema: type, path: list[str]) -> dataclasses.Field | None:

@@ -17,17 +17,17 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from trustthepixels.callbacks import StepSeed
-from trustthepixels.data.loading.datamodule import check_data_config
+from trustthepixels.config import check_settings, to_plain
+from trustthepixels.data.ingest.roots import check_data_roots
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.ddp import ddp_session
 from trustthepixels.detector.checkpoint import load_detector, resolve_device, store_in_checkpoint
 from trustthepixels.detector.predictions import Prediction, decision_threshold, p_ai_of, write_predictions
 from trustthepixels.errors import ConfigError
-from trustthepixels.metrics.conformal import DEFAULT_ALPHA, ConformalSets, validation_conformal
+from trustthepixels.metrics.conformal import ConformalSets, validation_conformal
 from trustthepixels.metrics.core import validation_threshold
 from trustthepixels.metrics.intervals import metric_intervals
-from trustthepixels.model.familiarity import DEFAULT_QUANTILE
-from trustthepixels.model.settings import check_model_config
+from trustthepixels.metrics.settings import DEFAULT_ALPHA, DEFAULT_QUANTILE
 from trustthepixels.model.split_predictions import source_masks
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ def _stage_metrics(metrics: dict[str, Any], stage: str) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train a detector as `cfg` says. Returns the final val and test metrics (`val/auroc`, `test/acc`, ...)."""
     # A setting or path that cannot work fails now, before weights load or images are read.
-    check_data_config(cfg.data)
-    check_model_config(cfg.model)
+    check_settings(cfg)
+    check_data_roots(to_plain(cfg.data.root), cfg.data.download)
     seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     log.info("Run directory: %s", Path(cfg.paths.output_dir).resolve())

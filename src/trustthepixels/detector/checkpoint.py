@@ -16,10 +16,11 @@ from trustthepixels.data.ingest.roots import Roots, locate, roots_from_state
 from trustthepixels.detector.predictions import Threshold, decision_threshold
 from trustthepixels.detector.scoring import InferenceDataset, Scores, predict_logits
 from trustthepixels.errors import UserError
-from trustthepixels.metrics.conformal import DEFAULT_ALPHA, ConformalSets, validation_conformal
+from trustthepixels.metrics.conformal import ConformalSets, validation_conformal
 from trustthepixels.metrics.core import core_metrics, validation_threshold
 from trustthepixels.metrics.intervals import metric_intervals
-from trustthepixels.model.familiarity import DEFAULT_QUANTILE, Familiarity, fit_familiarity
+from trustthepixels.metrics.settings import DEFAULT_ALPHA, DEFAULT_QUANTILE
+from trustthepixels.model.familiarity import Familiarity, fit_familiarity
 from trustthepixels.model.module import DetectorModule
 
 log = logging.getLogger(__name__)

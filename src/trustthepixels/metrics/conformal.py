@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from trustthepixels.metrics.settings import DEFAULT_ALPHA, check_alpha
+
 UNCERTAIN = "uncertain"
 UNFAMILIAR = "unfamiliar"  # the image is unlike the training images (model/familiarity.py)
-DEFAULT_ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,7 @@ def class_quantile(scores: np.ndarray, alpha: float) -> float:
 
 def fit_conformal(labels: np.ndarray, p_ai: np.ndarray, alpha: float = DEFAULT_ALPHA) -> ConformalSets:
     """Class-conditional split conformal sets from validation labels (1 AI, 0 Real) and P(AI)."""
-    if not 0 < alpha < 1:
-        raise ValueError(f"abstain.alpha={alpha!r}: use a miss rate between 0 and 1, e.g. 0.05")
+    check_alpha(alpha)
     labels, p_ai = np.asarray(labels).astype(int), np.asarray(p_ai, dtype=np.float64)
     q_ai = class_quantile(1.0 - p_ai[labels == 1], alpha)  # an AI image's score: 1 - P(AI)
     q_real = class_quantile(p_ai[labels == 0], alpha)  # a real image's score: 1 - P(Real) = P(AI)

@@ -23,10 +23,7 @@ import torch
 from sklearn.covariance import ledoit_wolf
 from torch import nn
 
-DEFAULT_QUANTILE = 0.99
-# Which pooled blocks it reads: the deepest stage's output (before the classifier's head), the classifier's own
-# features, or every block. bench/bench_familiarity.py measures them; last_stage told other sources apart best.
-LAYERS = ("last_stage", "classifier", "all")
+from trustthepixels.metrics.settings import DEFAULT_QUANTILE, check_familiarity
 
 
 def pool(feature: torch.Tensor) -> torch.Tensor:
@@ -110,15 +107,7 @@ def fit_familiarity(
 ) -> dict[str, Any]:
     """The familiarity's state: fitted on the training split's pooled features, standardised and cut on the
     validation split's. Plain tensors and numbers, for a checkpoint (`torch.load(weights_only=True)`)."""
-    if not 0 < quantile < 1:
-        raise ValueError(
-            f"abstain.familiar_quantile={quantile!r}: use the share of validation images to keep, e.g. 0.99"
-        )
-    if layers not in LAYERS:
-        raise ValueError(
-            f"abstain.familiarity_layers={layers!r}: use last_stage (the deepest stage), classifier (its features) "
-            "or all (every block)"
-        )
+    check_familiarity(quantile, layers)
     labels = np.asarray(train_labels).astype(int)
     if len(set(labels.tolist())) < 2:
         raise ValueError("the training split needs images of both classes to fit the familiarity score")

@@ -3,11 +3,10 @@ module is built from Python), `check_model_settings` the rules; each refusal nam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from trustthepixels.config import register_schema, setting, to_plain, validated
+from trustthepixels.config import register_schema, setting
 from trustthepixels.errors import ConfigError
 
 FLIPS = ("none", "horizontal", "dihedral")
@@ -32,9 +31,6 @@ class ModelSettings:
     compile: bool = setting("true or false")
     optimizer: dict[str, Any] = setting("a _partial_ optimizer config, e.g. {_target_: torch.optim.AdamW, ...}")
     scheduler: Optional[dict[str, Any]] = setting("a _partial_ scheduler config, or null")  # noqa: UP045
-
-
-register_schema("model", ModelSettings)
 
 
 def refuse(name: str, value: Any) -> ConfigError:
@@ -67,6 +63,4 @@ def check_model_settings(s: ModelSettings) -> None:
         raise ConfigError(f"model.optimizer={s.optimizer}: {reason}") from None
 
 
-def check_model_config(model: Mapping[str, Any]) -> None:
-    """The composed `model` config's rules, before weights load (OmegaConf checked the types)."""
-    check_model_settings(validated(ModelSettings, to_plain(model), "model."))
+register_schema("model", ModelSettings, check_model_settings)

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from trustthepixels.config import to_plain, validated
 from trustthepixels.data.ingest.prepare import RELEASE_URL, prepare_from_release
-from trustthepixels.data.ingest.roots import Roots, check_data_roots, is_union, parse_roots, roots_state
+from trustthepixels.data.ingest.roots import Roots, is_union, parse_roots, roots_state
 from trustthepixels.data.ingest.scan import (
     GET_DATA_HINT,
     LABELS,
@@ -33,12 +33,6 @@ from trustthepixels.data.loading.transforms import Preprocessing, build_transfor
 from trustthepixels.data.loading.workers import resolve_num_workers
 
 log = logging.getLogger(__name__)
-
-
-def check_data_config(data: Mapping[str, Any]) -> None:
-    """The composed `data` config's rules and paths, before weights load (OmegaConf checked the types)."""
-    check_data_settings(validated(DataSettings, to_plain(data), "data."))
-    check_data_roots(to_plain(data["root"]), bool(data["download"]))
 
 
 class ImageFolderDataModule(LightningDataModule):

@@ -68,9 +68,6 @@ class DataSettings:
     output_dir: Optional[str] = setting("the run's folder, or null")  # noqa: UP045
 
 
-register_schema("data", DataSettings)  # before any config composes: every entry point imports this (via cli)
-
-
 def refuse(name: str, value: Any) -> ConfigError:
     """The one-line refusal of `data.<name>=value`, ending in what the setting takes."""
     use = DataSettings.__dataclass_fields__[name].metadata["use"]
@@ -108,3 +105,6 @@ def check_data_settings(s: DataSettings) -> None:
     limits = s.near_duplicates
     if limits is not None and not all(0 <= v <= 64 for v in (limits.phash, limits.dhash)):
         raise refuse("near_duplicates", {"phash": limits.phash, "dhash": limits.dhash})
+
+
+register_schema("data", DataSettings, check_data_settings)

@@ -1,0 +1,56 @@
+"""The `abstain` settings as a structured config: when the detector has no basis for a verdict (the prediction
+sets of metrics/conformal.py, the familiarity cutoff of model/familiarity.py). Types checked as the config
+composes, rules by `check_abstain_settings`; each refusal names the setting and what it takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from trustthepixels.config import register_schema, setting
+from trustthepixels.errors import ConfigError
+
+DEFAULT_ALPHA = 0.05
+DEFAULT_QUANTILE = 0.99
+# The pooled blocks the familiarity score reads (model/familiarity.py): the deepest stage's output (before the
+# classifier's head), the classifier's own features, or every block. bench/bench_familiarity.py measures them;
+# last_stage told other sources apart best.
+FAMILIARITY_LAYERS = ("last_stage", "classifier", "all")
+
+
+@dataclass
+class AbstainSettings:
+    """configs/abstain/default.yaml says what each setting does; its values are the defaults."""
+
+    enabled: bool = setting("true (uncertain and unfamiliar verdicts) or false (AI or Real for every image)")
+    alpha: float = setting("a miss rate between 0 and 1, e.g. 0.05")
+    familiar_quantile: Optional[float] = setting(  # noqa: UP045 (OmegaConf reads Optional, not X | None)
+        "the share of validation images to keep (between 0 and 1, e.g. 0.99), or null for the prediction sets alone"
+    )
+    familiarity_layers: str = setting("last_stage (the deepest stage), classifier (its features) or all (every block)")
+
+
+def refuse(name: str, value: Any) -> ConfigError:
+    use = AbstainSettings.__dataclass_fields__[name].metadata["use"]
+    return ConfigError(f"abstain.{name}={value!r}: use {use}")
+
+
+def check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 1:
+        raise refuse("alpha", alpha)
+
+
+def check_familiarity(quantile: float | None, layers: str) -> None:
+    if quantile is not None and not 0 < quantile < 1:
+        raise refuse("familiar_quantile", quantile)
+    if layers not in FAMILIARITY_LAYERS:
+        raise refuse("familiarity_layers", layers)
+
+
+def check_abstain_settings(s: AbstainSettings) -> None:
+    """The rules the types cannot say."""
+    check_alpha(s.alpha)
+    check_familiarity(s.familiar_quantile, s.familiarity_layers)
+
+
+register_schema("abstain", AbstainSettings, check_abstain_settings)
