@@ -88,23 +88,37 @@ def test_user_mistakes_are_one_line_before_any_image_is_read(overrides, phrase, 
 
 
 @pytest.mark.parametrize(
-    ("override", "phrase"),
+    ("command", "override", "phrase"),
     [
-        ("data.batch_size=abc", "data.batch_size='abc': use a whole number of images per batch"),
-        ("data.crop_scale=[0.5,x]", "data.crop_scale[1]='x': use [low, high]"),
-        ("data.near_duplicates.phash=q", "data.near_duplicates.phash='q': use a Hamming distance"),
-        ("data.near_duplicates={phash: 4, zhash: 2}", "data.near_duplicates.zhash is not a setting"),
-        ("model.pretrained=maybe", "model.pretrained='maybe': use true"),
-        ("model.trainable_blocks=last", "model.trainable_blocks='last': use the number of last blocks"),
-        ("abstain.enabled=perhaps", "abstain.enabled='perhaps': use true"),
+        ("train", "data.batch_size=abc", "data.batch_size='abc': use a whole number of images per batch"),
+        ("train", "data.crop_scale=[0.5,x]", "data.crop_scale[1]='x': use [low, high]"),
+        ("train", "data.near_duplicates.phash=q", "data.near_duplicates.phash='q': use a Hamming distance"),
+        ("train", "data.near_duplicates={phash: 4, zhash: 2}", "data.near_duplicates.zhash is not a setting"),
+        ("train", "model.pretrained=maybe", "model.pretrained='maybe': use true"),
+        ("train", "model.trainable_blocks=last", "model.trainable_blocks='last': use the number of last blocks"),
+        ("train", "abstain.enabled=perhaps", "abstain.enabled='perhaps': use true"),
+        ("serve", "port=http", "port='http': use a TCP port from 0 to 65535"),  # serve.yaml's own schema
+        ("serve", "max_upload_mb=abc", "max_upload_mb='abc': use a number above 0"),  # was: a traceback
     ],
 )
-def test_a_value_of_the_wrong_type_is_refused_as_the_config_composes(override, phrase, monkeypatch, capsys):
-    """The data and model groups are structured configs: OmegaConf refuses the type while composing, before Hydra
-    runs the task, and the message ends with what the setting takes (the field's `use`)."""
-    monkeypatch.setattr(sys, "argv", ["train.py", override])
+def test_a_value_of_the_wrong_type_is_refused_as_the_config_composes(command, override, phrase, monkeypatch, capsys):
+    """The data, model and abstain groups and serve.yaml are structured configs: OmegaConf refuses the type while
+    composing, before Hydra runs the task, and the message ends with what the setting takes (the field's `use`)."""
+    monkeypatch.setattr(sys, "argv", [f"{command}.py", override])
     with pytest.raises(SystemExit):
-        check_command_line(REPO / "configs", "train")
+        check_command_line(REPO / "configs", command)
+    (message,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error:")]
+    assert phrase in message
+
+
+@pytest.mark.parametrize(
+    ("override", "phrase"),
+    [("batch_size=0", "batch_size=0: use a whole number, 1 or more"), ("port=70000", "port=70000: use a TCP port")],
+)
+def test_serve_settings_that_cannot_work_are_one_line_before_the_model_loads(override, phrase, make_cfg, capsys):
+    cfg = make_cfg("ckpt_path=/no/such.ckpt", override, config_name="serve")
+    with pytest.raises(SystemExit):
+        run(lambda cfg: pytest.fail("the server started"), cfg)
     (message,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error:")]
     assert phrase in message
 

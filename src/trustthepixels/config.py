@@ -17,7 +17,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 S = TypeVar("S")
 _SCHEMAS: dict[str, type] = {}  # config group -> its structured config
-_RULES: dict[str, Callable[[Any], None]] = {}  # config group -> the check of what its types cannot say
+_PRIMARY: list[type] = []  # the structured configs of whole commands (serve.yaml's)
+_RULES: dict[type, Callable[[Any], None]] = {}  # schema -> the check of what its types cannot say
 
 
 def auto_precision() -> str:
@@ -94,22 +95,32 @@ def setting(use: str) -> Any:
     return dataclasses.field(default=MISSING, metadata={"use": use})
 
 
-def register_schema(group: str, schema: type, rules: Callable[[Any], None]) -> None:
-    """Store `schema` in Hydra's ConfigStore as `<group>/schema` (a group's YAML lists it first in its defaults):
-    OmegaConf then checks every value's type as the config composes; `rules(settings)` checks the rest."""
+def register_schema(group: str | None, schema: type, rules: Callable[[Any], None], name: str = "schema") -> None:
+    """Store `schema` in Hydra's ConfigStore as `<group>/schema` (a group's YAML lists it first in its defaults),
+    or as `name` for a command's whole config (group None): OmegaConf then checks every value's type as the config
+    composes; `rules(settings)` checks the rest (`check_settings`)."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(group=group, name="schema", node=schema)
-    _SCHEMAS[group], _RULES[group] = schema, rules
+    ConfigStore.instance().store(group=group, name=name, node=schema)
+    if group is None:
+        _PRIMARY.append(schema)
+    else:
+        _SCHEMAS[group] = schema
+    _RULES[schema] = rules
 
 
 def check_settings(cfg: Any) -> None:
     """The rules of every group of `cfg` that composed from a registered schema (a command's own `data:` block,
     say eval.yaml's, is another thing and is left alone): one ConfigError for the first value that cannot work."""
+    if not isinstance(cfg, Container):
+        return
+    if OmegaConf.get_type(cfg) in _PRIMARY:
+        schema = OmegaConf.get_type(cfg)
+        _RULES[schema](validated(schema, to_plain(cfg), ""))
     for group, schema in _SCHEMAS.items():
-        node = cfg.get(group) if isinstance(cfg, Container) else None
+        node = cfg.get(group)
         if isinstance(node, Container) and OmegaConf.get_type(node) is schema:
-            _RULES[group](validated(schema, to_plain(node), f"{group}."))
+            _RULES[schema](validated(schema, to_plain(node), f"{group}."))
 
 
 def _field(schema: type, path: list[str]) -> dataclasses.Field | None:
@@ -129,21 +140,24 @@ def _field(schema: type, path: list[str]) -> dataclasses.Field | None:
 def settings_message(error: BaseException, schema: type | None = None, prefix: str = "") -> str | None:
     """One line for OmegaConf's refusal of a value against a structured config (the first such error behind
     `error`): the setting, the value and what the setting takes. `schema` and `prefix`: a config checked on its
-    own (`data`); otherwise the group is the first part of the key and its registered schema is used."""
+    own (`data`); otherwise the field is the error's own, or found from the group named by the key."""
     seen: BaseException | None = error
     while seen is not None and not isinstance(seen, ValidationError | ConfigKeyError):
         seen = seen.__cause__ or seen.__context__
     if seen is None or not isinstance(seen, OmegaConfBaseException) or not seen.full_key:
         return None
     full_key = f"{prefix}{seen.full_key}"
+    owner = seen.object_type
+    found = (
+        {f.name: f for f in dataclasses.fields(owner)}.get(str(seen.key)) if dataclasses.is_dataclass(owner) else None
+    )
     parts = re.sub(r"\[[^]]*\]", "", full_key).split(".")
-    if schema is None:
-        schema, parts = _SCHEMAS.get(parts[0]), parts[1:]
-    elif prefix:
-        parts = parts[prefix.count(".") :]
-    if schema is None:
-        return None
-    found = _field(schema, parts)
+    if found is None:  # an element of a list setting, or a key the setting does not have: the setting's own field
+        if schema is None:
+            schema, parts = _SCHEMAS.get(parts[0]), parts[1:]
+        else:
+            parts = parts[prefix.count(".") :]
+        found = _field(schema, parts) if schema is not None else None
     use = found.metadata.get("use") if found is not None else None
     if use is None:
         return None
