@@ -99,6 +99,8 @@ def test_user_mistakes_are_one_line_before_any_image_is_read(overrides, phrase, 
         ("train", "abstain.enabled=perhaps", "abstain.enabled='perhaps': use true"),
         ("serve", "port=http", "port='http': use a TCP port from 0 to 65535"),  # serve.yaml's own schema
         ("serve", "max_upload_mb=abc", "max_upload_mb='abc': use a number above 0"),  # was: a traceback
+        ("eval", "calibration_bins=abc", "calibration_bins='abc': use a number of bins"),
+        ("predict", "explain=maybe", "explain='maybe': use true"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_refused_as_the_config_composes(command, override, phrase, monkeypatch, capsys):
@@ -112,11 +114,20 @@ def test_a_value_of_the_wrong_type_is_refused_as_the_config_composes(command, ov
 
 
 @pytest.mark.parametrize(
-    ("override", "phrase"),
-    [("batch_size=0", "batch_size=0: use a whole number, 1 or more"), ("port=70000", "port=70000: use a TCP port")],
+    ("command", "override", "phrase"),
+    [
+        ("serve", "batch_size=0", "batch_size=0: use a whole number, 1 or more"),  # was: a server that never answers
+        ("serve", "port=70000", "port=70000: use a TCP port"),
+        ("eval", "bootstrap=-5", "bootstrap=-5: use a number of bootstrap resamples"),  # was: a traceback
+        ("eval", "perturbations.jpeg=[0]", "perturbations.jpeg=[0]: use JPEG qualities from 1 to 100"),
+        ("predict", "input=x.jpg show=-1", "show=-1: use how many rows to print"),
+        ("eval", "ckpt_path=???", "ckpt_path is required: set ckpt_path= to <run dir>/checkpoints/<best>.ckpt"),
+    ],
 )
-def test_serve_settings_that_cannot_work_are_one_line_before_the_model_loads(override, phrase, make_cfg, capsys):
-    cfg = make_cfg("ckpt_path=/no/such.ckpt", override, config_name="serve")
+def test_command_settings_that_cannot_work_are_one_line_before_the_model_loads(
+    command, override, phrase, make_cfg, capsys
+):
+    cfg = make_cfg("ckpt_path=/no/such.ckpt", *override.split(), config_name=command)
     with pytest.raises(SystemExit):
         run(lambda cfg: pytest.fail("the server started"), cfg)
     (message,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error:")]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import MISSING, Container, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 S = TypeVar("S")
 _SCHEMAS: dict[str, type] = {}  # config group -> its structured config
@@ -142,7 +142,7 @@ def settings_message(error: BaseException, schema: type | None = None, prefix: s
     `error`): the setting, the value and what the setting takes. `schema` and `prefix`: a config checked on its
     own (`data`); otherwise the field is the error's own, or found from the group named by the key."""
     seen: BaseException | None = error
-    while seen is not None and not isinstance(seen, ValidationError | ConfigKeyError):
+    while seen is not None and not isinstance(seen, ValidationError | ConfigKeyError | MissingMandatoryValue):
         seen = seen.__cause__ or seen.__context__
     if seen is None or not isinstance(seen, OmegaConfBaseException) or not seen.full_key:
         return None
@@ -163,6 +163,8 @@ def settings_message(error: BaseException, schema: type | None = None, prefix: s
         return None
     if isinstance(seen, ConfigKeyError):
         return f"{full_key} is not a setting: {full_key[: -len(parts[-1]) - 1]} takes {use}"
+    if isinstance(seen, MissingMandatoryValue):
+        return f"{full_key} is required: set {full_key}= to {use}"
     return f"{full_key}={seen.value!r}: use {use}"
 
 

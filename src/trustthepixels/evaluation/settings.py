@@ -1,0 +1,76 @@
+"""`eval.py`'s settings as a structured config (configs/eval.yaml says what each does): types checked as the config
+composes, the rules below before the checkpoint loads; each refusal names the setting and what it takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from trustthepixels.config import register_schema, setting
+from trustthepixels.errors import ConfigError
+
+THRESHOLD = "a P(AI) between 0 and 1, or null for the checkpoint's"
+
+
+@dataclass
+class EvalData:
+    root: Any = setting("an AI/ + Real/ folder (or several), or null for the checkpoint's own test split")
+    batch_size: int = setting("a whole number of images per batch, 1 or more")
+    num_workers: Optional[int] = setting("0 (no worker processes), a positive number or null")  # noqa: UP045
+    min_image_side: Optional[int] = setting("a side in pixels, 1 or more, or null for the training run's")  # noqa: UP045
+    cache_dir: Optional[str] = setting("a folder for the file fingerprints, or null")  # noqa: UP045
+
+
+@dataclass
+class Perturbations:
+    jpeg: list[int] = setting("JPEG qualities from 1 to 100, e.g. [95,75,50,30]")
+    blur: list[float] = setting("Gaussian blur sigmas in pixels, above 0, e.g. [1,2,3]")
+    downscale: list[float] = setting("scale factors between 0 and 1, e.g. [0.5,0.25]")
+
+
+@dataclass
+class EvalSettings:
+    paths: Any = None  # the paths group (its own config)
+    abstain: Any = None  # the abstain group (its own schema)
+    task_name: str = setting("a name for the run folder")
+    ckpt_path: str = setting("<run dir>/checkpoints/<best>.ckpt")
+    device: str = setting("auto, cpu, cuda or cuda:N")
+    data: EvalData = setting("the images to evaluate on: {root, batch_size, num_workers, min_image_side, cache_dir}")
+    threshold: Optional[float] = setting(THRESHOLD)  # noqa: UP045 (OmegaConf reads Optional, not X | None)
+    extra_sets: Any = setting("a list of AI/ + Real/ folders, each reported like the test split")
+    robustness: bool = setting("true (re-score under JPEG, blur and downscaling) or false")
+    perturbations: Perturbations = setting("{jpeg: [...], blur: [...], downscale: [...]}")
+    calibration_bins: int = setting("a number of bins, 1 or more")
+    bootstrap: int = setting("a number of bootstrap resamples, 100 or more, e.g. 2000")
+    seed: int = setting("a whole number")
+
+
+def refuse(name: str, value: Any, schema: type = EvalSettings, prefix: str = "") -> ConfigError:
+    use = schema.__dataclass_fields__[name].metadata["use"]
+    return ConfigError(f"{prefix}{name}={value!r}: use {use}")
+
+
+def check_eval_settings(s: EvalSettings) -> None:
+    """The rules the types cannot say."""
+    if s.data.batch_size < 1:
+        raise refuse("batch_size", s.data.batch_size, EvalData, "data.")
+    if s.data.num_workers is not None and s.data.num_workers < 0:
+        raise refuse("num_workers", s.data.num_workers, EvalData, "data.")
+    if s.data.min_image_side is not None and s.data.min_image_side < 1:
+        raise refuse("min_image_side", s.data.min_image_side, EvalData, "data.")
+    if s.threshold is not None and not 0 <= s.threshold <= 1:
+        raise refuse("threshold", s.threshold)
+    if s.calibration_bins < 1:
+        raise refuse("calibration_bins", s.calibration_bins)
+    if s.bootstrap < 100:
+        raise refuse("bootstrap", s.bootstrap)
+    p = s.perturbations
+    if not all(1 <= q <= 100 for q in p.jpeg):
+        raise refuse("jpeg", p.jpeg, Perturbations, "perturbations.")
+    if not all(sigma > 0 for sigma in p.blur):
+        raise refuse("blur", p.blur, Perturbations, "perturbations.")
+    if not all(0 < f < 1 for f in p.downscale):
+        raise refuse("downscale", p.downscale, Perturbations, "perturbations.")
+
+
+register_schema(None, EvalSettings, check_eval_settings, name="eval_schema")
