@@ -109,6 +109,13 @@ def register_schema(group: str | None, schema: type, rules: Callable[[Any], None
     _RULES[schema] = rules
 
 
+def refusal(schema: type, name: str, value: Any, prefix: str = "") -> Exception:
+    """The one-line refusal of `<prefix><name>=value` for a rule of `schema`, ending in what the setting takes."""
+    from trustthepixels.errors import ConfigError
+
+    return ConfigError(f"{prefix}{name}={value!r}: use {schema.__dataclass_fields__[name].metadata['use']}")
+
+
 def check_settings(cfg: Any) -> None:
     """The rules of every group of `cfg` that composed from a registered schema (a command's own `data:` block,
     say eval.yaml's, is another thing and is left alone): one ConfigError for the first value that cannot work."""

@@ -4,10 +4,10 @@ composes, the rules below before the checkpoint loads; each refusal names the se
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
-from trustthepixels.config import register_schema, setting
-from trustthepixels.errors import ConfigError
+from trustthepixels.config import refusal, register_schema, setting
 
 THRESHOLD = "a P(AI) between 0 and 1, or null for the checkpoint's"
 
@@ -45,19 +45,17 @@ class EvalSettings:
     seed: int = setting("a whole number")
 
 
-def refuse(name: str, value: Any, schema: type = EvalSettings, prefix: str = "") -> ConfigError:
-    use = schema.__dataclass_fields__[name].metadata["use"]
-    return ConfigError(f"{prefix}{name}={value!r}: use {use}")
+refuse = partial(refusal, EvalSettings)  # refuse(name, value): one line, ending in what it takes
 
 
 def check_eval_settings(s: EvalSettings) -> None:
     """The rules the types cannot say."""
     if s.data.batch_size < 1:
-        raise refuse("batch_size", s.data.batch_size, EvalData, "data.")
+        raise refusal(EvalData, "batch_size", s.data.batch_size, "data.")
     if s.data.num_workers is not None and s.data.num_workers < 0:
-        raise refuse("num_workers", s.data.num_workers, EvalData, "data.")
+        raise refusal(EvalData, "num_workers", s.data.num_workers, "data.")
     if s.data.min_image_side is not None and s.data.min_image_side < 1:
-        raise refuse("min_image_side", s.data.min_image_side, EvalData, "data.")
+        raise refusal(EvalData, "min_image_side", s.data.min_image_side, "data.")
     if s.threshold is not None and not 0 <= s.threshold <= 1:
         raise refuse("threshold", s.threshold)
     if s.calibration_bins < 1:
@@ -66,11 +64,11 @@ def check_eval_settings(s: EvalSettings) -> None:
         raise refuse("bootstrap", s.bootstrap)
     p = s.perturbations
     if not all(1 <= q <= 100 for q in p.jpeg):
-        raise refuse("jpeg", p.jpeg, Perturbations, "perturbations.")
+        raise refusal(Perturbations, "jpeg", p.jpeg, "perturbations.")
     if not all(sigma > 0 for sigma in p.blur):
-        raise refuse("blur", p.blur, Perturbations, "perturbations.")
+        raise refusal(Perturbations, "blur", p.blur, "perturbations.")
     if not all(0 < f < 1 for f in p.downscale):
-        raise refuse("downscale", p.downscale, Perturbations, "perturbations.")
+        raise refusal(Perturbations, "downscale", p.downscale, "perturbations.")
 
 
 register_schema(None, EvalSettings, check_eval_settings, name="eval_schema")

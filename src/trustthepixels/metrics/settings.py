@@ -5,10 +5,10 @@ composes, rules by `check_abstain_settings`; each refusal names the setting and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from functools import partial
+from typing import Optional
 
-from trustthepixels.config import register_schema, setting
-from trustthepixels.errors import ConfigError
+from trustthepixels.config import refusal, register_schema, setting
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_QUANTILE = 0.99
@@ -30,9 +30,7 @@ class AbstainSettings:
     familiarity_layers: str = setting("last_stage (the deepest stage), classifier (its features) or all (every block)")
 
 
-def refuse(name: str, value: Any) -> ConfigError:
-    use = AbstainSettings.__dataclass_fields__[name].metadata["use"]
-    return ConfigError(f"abstain.{name}={value!r}: use {use}")
+refuse = partial(refusal, AbstainSettings, prefix="abstain.")  # refuse(name, value): one line, ending in what it takes
 
 
 def check_alpha(alpha: float) -> None:

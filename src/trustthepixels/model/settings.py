@@ -4,9 +4,10 @@ module is built from Python), `check_model_settings` the rules; each refusal nam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
-from trustthepixels.config import register_schema, setting
+from trustthepixels.config import refusal, register_schema, setting
 from trustthepixels.errors import ConfigError
 
 FLIPS = ("none", "horizontal", "dihedral")
@@ -33,9 +34,7 @@ class ModelSettings:
     scheduler: Optional[dict[str, Any]] = setting("a _partial_ scheduler config, or null")  # noqa: UP045
 
 
-def refuse(name: str, value: Any) -> ConfigError:
-    use = ModelSettings.__dataclass_fields__[name].metadata["use"]
-    return ConfigError(f"model.{name}={value!r}: use {use}")
+refuse = partial(refusal, ModelSettings, prefix="model.")  # refuse(name, value): one line, ending in what it takes
 
 
 def flip_mode(flip: bool | str) -> str:

@@ -4,10 +4,10 @@ config composes, the rules below before the checkpoint loads; each refusal names
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
-from trustthepixels.config import register_schema, setting
-from trustthepixels.errors import ConfigError
+from trustthepixels.config import refusal, register_schema, setting
 
 
 @dataclass
@@ -26,9 +26,7 @@ class PredictSettings:
     show: int = setting("how many rows to print, 0 or more")
 
 
-def refuse(name: str, value: Any) -> ConfigError:
-    use = PredictSettings.__dataclass_fields__[name].metadata["use"]
-    return ConfigError(f"{name}={value!r}: use {use}")
+refuse = partial(refusal, PredictSettings)  # refuse(name, value): one line, ending in what it takes
 
 
 def check_predict_settings(s: PredictSettings) -> None:

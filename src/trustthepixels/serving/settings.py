@@ -4,10 +4,10 @@ config composes, the rules below before the server starts; each refusal names th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
-from trustthepixels.config import register_schema, setting
-from trustthepixels.errors import ConfigError
+from trustthepixels.config import refusal, register_schema, setting
 
 POSITIVE = "a number above 0"
 COUNT = "a whole number, 1 or more"
@@ -40,9 +40,7 @@ class ServeSettings:
     forwarded_allow_ips: str = setting("the proxies whose X-Forwarded-* headers to trust, comma-separated, or *")
 
 
-def refuse(name: str, value: Any) -> ConfigError:
-    use = ServeSettings.__dataclass_fields__[name].metadata["use"]
-    return ConfigError(f"{name}={value!r}: use {use}")
+refuse = partial(refusal, ServeSettings)  # refuse(name, value): one line, ending in what it takes
 
 
 def check_serve_settings(s: ServeSettings) -> None:

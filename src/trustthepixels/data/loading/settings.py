@@ -5,9 +5,10 @@ message naming the setting and what it takes: the `use` of its field."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
-from trustthepixels.config import register_schema, setting
+from trustthepixels.config import refusal, register_schema, setting
 from trustthepixels.data.loading.split import check_fractions
 from trustthepixels.errors import ConfigError
 
@@ -68,10 +69,7 @@ class DataSettings:
     output_dir: Optional[str] = setting("the run's folder, or null")  # noqa: UP045
 
 
-def refuse(name: str, value: Any) -> ConfigError:
-    """The one-line refusal of `data.<name>=value`, ending in what the setting takes."""
-    use = DataSettings.__dataclass_fields__[name].metadata["use"]
-    return ConfigError(f"data.{name}={value!r}: use {use}")
+refuse = partial(refusal, DataSettings, prefix="data.")  # refuse(name, value): one line, ending in what it takes
 
 
 def check_data_settings(s: DataSettings) -> None:
