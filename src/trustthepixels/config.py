@@ -185,4 +185,4 @@ def validated(schema: type[S], values: Mapping[str, Any], prefix: str) -> S:
         typed = OmegaConf.merge(OmegaConf.structured(schema), {k: v for k, v in values.items() if k in names})
         return OmegaConf.to_object(typed)
     except OmegaConfBaseException as error:
-        raise ConfigError(settings_message(error, schema, prefix) or f"{prefix.rstrip('.')}: {error}") from None
+        raise ConfigError(settings_message(error, schema, prefix) or f"{prefix or 'settings '}{error}") from None

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from trustthepixels.data.ingest.fileutils import atomic_write_text
+from trustthepixels.detector.settings import THRESHOLD_USE
 from trustthepixels.errors import UserError
 from trustthepixels.metrics.conformal import UNCERTAIN, UNFAMILIAR, ConformalSets
 
@@ -83,7 +84,7 @@ def decision_threshold(
     if configured is not None:
         value = float(configured)
         if not 0.0 <= value <= 1.0:
-            raise UserError(f"threshold={configured}: use a P(AI) between 0 and 1, or null for the checkpoint's")
+            raise UserError(f"threshold={configured}: use {THRESHOLD_USE}")
         return Threshold(value, "threshold= (set by the user)", sets, familiar_min)
     if validation is not None:
         origin = "chosen on the checkpoint's validation split (balanced accuracy)"

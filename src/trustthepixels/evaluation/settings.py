@@ -8,8 +8,7 @@ from functools import partial
 from typing import Any, Optional
 
 from trustthepixels.config import refusal, register_schema, setting
-
-THRESHOLD = "a P(AI) between 0 and 1, or null for the checkpoint's"
+from trustthepixels.detector.settings import DetectorCommandSettings, check_detector_command
 
 
 @dataclass
@@ -29,14 +28,8 @@ class Perturbations:
 
 
 @dataclass
-class EvalSettings:
-    paths: Any = None  # the paths group (its own config)
-    abstain: Any = None  # the abstain group (its own schema)
-    task_name: str = setting("a name for the run folder")
-    ckpt_path: str = setting("<run dir>/checkpoints/<best>.ckpt")
-    device: str = setting("auto, cpu, cuda or cuda:N")
+class EvalSettings(DetectorCommandSettings):
     data: EvalData = setting("the images to evaluate on: {root, batch_size, num_workers, min_image_side, cache_dir}")
-    threshold: Optional[float] = setting(THRESHOLD)  # noqa: UP045 (OmegaConf reads Optional, not X | None)
     extra_sets: Any = setting("a list of AI/ + Real/ folders, each reported like the test split")
     robustness: bool = setting("true (re-score under JPEG, blur and downscaling) or false")
     perturbations: Perturbations = setting("{jpeg: [...], blur: [...], downscale: [...]}")
@@ -50,14 +43,13 @@ refuse = partial(refusal, EvalSettings)  # refuse(name, value): one line, ending
 
 def check_eval_settings(s: EvalSettings) -> None:
     """The rules the types cannot say."""
+    check_detector_command(s)
     if s.data.batch_size < 1:
         raise refusal(EvalData, "batch_size", s.data.batch_size, "data.")
     if s.data.num_workers is not None and s.data.num_workers < 0:
         raise refusal(EvalData, "num_workers", s.data.num_workers, "data.")
     if s.data.min_image_side is not None and s.data.min_image_side < 1:
         raise refusal(EvalData, "min_image_side", s.data.min_image_side, "data.")
-    if s.threshold is not None and not 0 <= s.threshold <= 1:
-        raise refuse("threshold", s.threshold)
     if s.calibration_bins < 1:
         raise refuse("calibration_bins", s.calibration_bins)
     if s.bootstrap < 100:

@@ -8,21 +8,16 @@ from functools import partial
 from typing import Any, Optional
 
 from trustthepixels.config import refusal, register_schema, setting
+from trustthepixels.detector.settings import DetectorCommandSettings, check_detector_command
 
 
 @dataclass
-class PredictSettings:
-    paths: Any = None  # the paths group (its own config)
-    abstain: Any = None  # the abstain group (its own schema)
-    task_name: str = setting("a name for the run folder")
-    ckpt_path: str = setting("<run dir>/checkpoints/<best>.ckpt")
+class PredictSettings(DetectorCommandSettings):
     input: Any = setting("an image, a folder of images, or a list of them")
-    threshold: Optional[float] = setting("a P(AI) between 0 and 1, or null for the checkpoint's")  # noqa: UP045
     output: Optional[str] = setting("a CSV file to write, or null for predictions.csv in the run folder")  # noqa: UP045
     explain: bool = setting("true (a Grad-CAM heatmap per image) or false")
     batch_size: int = setting("a whole number of images per batch, 1 or more")
     num_workers: Optional[int] = setting("0 (no worker processes), a positive number or null")  # noqa: UP045
-    device: str = setting("auto, cpu, cuda or cuda:N")
     show: int = setting("how many rows to print, 0 or more")
 
 
@@ -31,8 +26,7 @@ refuse = partial(refusal, PredictSettings)  # refuse(name, value): one line, end
 
 def check_predict_settings(s: PredictSettings) -> None:
     """The rules the types cannot say."""
-    if s.threshold is not None and not 0 <= s.threshold <= 1:
-        raise refuse("threshold", s.threshold)
+    check_detector_command(s)
     if s.batch_size < 1:
         raise refuse("batch_size", s.batch_size)
     if s.num_workers is not None and s.num_workers < 0:

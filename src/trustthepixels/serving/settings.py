@@ -5,27 +5,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Optional
+from typing import Optional
 
 from trustthepixels.config import refusal, register_schema, setting
+from trustthepixels.detector.settings import DetectorCommandSettings, check_detector_command
 
 POSITIVE = "a number above 0"
 COUNT = "a whole number, 1 or more"
 
 
 @dataclass
-class ServeSettings:
-    paths: Any = None  # the paths group (checked by its own config)
-    abstain: Any = None  # the abstain group (its own schema)
-    task_name: str = setting("a name for the run folder")
+class ServeSettings(DetectorCommandSettings):
+    ckpt_path: Optional[str] = setting("<run dir>/checkpoints/<best>.ckpt, or null with backend=onnx")  # noqa: UP045
     backend: str = setting("torch (a checkpoint) or onnx (an exported model)")
-    ckpt_path: Optional[str] = setting("<run dir>/checkpoints/<best>.ckpt")  # noqa: UP045 (OmegaConf reads Optional)
     onnx_path: Optional[str] = setting("FILE.onnx (from python export.py ckpt_path=...)")  # noqa: UP045
     host: str = setting("an address to listen on, e.g. 127.0.0.1 or 0.0.0.0")
     port: int = setting("a TCP port from 0 to 65535")
-    device: str = setting("auto, cpu, cuda or cuda:N")
     threads: Optional[int] = setting("a number of CPU threads, 1 or more, or null")  # noqa: UP045
-    threshold: Optional[float] = setting("a P(AI) between 0 and 1, or null for the checkpoint's")  # noqa: UP045
     max_upload_mb: float = setting(POSITIVE)
     max_files: int = setting(COUNT)
     max_request_mb: float = setting(POSITIVE)
@@ -45,6 +41,7 @@ refuse = partial(refusal, ServeSettings)  # refuse(name, value): one line, endin
 
 def check_serve_settings(s: ServeSettings) -> None:
     """The rules the types cannot say."""
+    check_detector_command(s)
     if s.backend not in ("torch", "onnx"):
         raise refuse("backend", s.backend)
     if not 0 <= s.port <= 65535:
@@ -58,8 +55,6 @@ def check_serve_settings(s: ServeSettings) -> None:
     for name in ("max_wait_ms", "graceful_shutdown_s"):
         if getattr(s, name) < 0:
             raise refuse(name, getattr(s, name))
-    if s.threshold is not None and not 0 <= s.threshold <= 1:
-        raise refuse("threshold", s.threshold)
 
 
 register_schema(None, ServeSettings, check_serve_settings, name="serve_schema")
