@@ -1,7 +1,9 @@
-"""A one-line summary per epoch in the log (timm's train.py habit), with the training rate and data-wait share.
+"""Training-loop callbacks that never make the CPU wait for the GPU at every step.
 
-Lightning's `ThroughputMonitor` (configs/callbacks/default.yaml) logs the per-step rates to TensorBoard; it has
-no per-epoch line and no data-wait share, which is what this callback adds.
+`EpochSummary`: a one-line summary per epoch in the log (timm's train.py habit), with the training rate and the
+data-wait share, timed with CUDA events. `ProgressBar`: Rich's bar, redrawn at most twice a second. Lightning's own
+`ThroughputMonitor` synchronises the GPU after every step and its `RichProgressBar` copies the loss to the CPU after
+every step; either stops the CPU from queueing the next step while the GPU finishes one, so neither is used.
 """
 
 from __future__ import annotations
@@ -15,15 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import RichProgressBar
 
 log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = ("train/loss_epoch", "val/loss", "val/auroc", "val/acc", "val/ap")
-
-
-def batch_size(batch: Any) -> int:
-    """Images in a batch (images, labels, indices): for ThroughputMonitor."""
-    return len(batch[1])
 
 
 class _Timeline:
@@ -50,8 +48,9 @@ class EpochSummary(Callback):
     next batch) once per epoch, and prints one line per epoch.
 
     The rate is from the epoch's start to its last training batch, data loading included (what a user waits
-    for) and validation excluded (Lightning runs it before `on_train_epoch_end`). The wait of an epoch's first
-    batch (workers starting) is left out of the share. On a GPU both are read from CUDA events (`_Timeline`).
+    for) and validation excluded (Lightning runs it before `on_train_epoch_end`). The wait for an epoch's first
+    batch is shown apart ("first batch"), and left out of the share. On a GPU all are read from CUDA events
+    (`_Timeline`): a wait is time the GPU sat idle between two steps.
     """
 
     def __init__(self) -> None:
@@ -60,8 +59,9 @@ class EpochSummary(Callback):
         self._starts: list[Any] = []
         self._ends: list[Any] = []
         self._epoch_images = 0
-        self.last_rate = 0.0  # images/s and data-wait share of the latest epoch (bench/ reads them)
+        self.last_rate = 0.0  # images/s, data-wait share and first-batch wait of the latest epoch (bench/ reads them)
         self.last_wait_share = 0.0
+        self.last_first_wait = 0.0
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._timeline = _Timeline(pl_module.device)
@@ -76,7 +76,7 @@ class EpochSummary(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._ends.append(self._timeline.mark())
-        self._epoch_images += batch_size(batch) * trainer.world_size
+        self._epoch_images += len(batch[1]) * trainer.world_size  # (images, labels, indices)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         timeline = self._timeline
@@ -88,18 +88,20 @@ class EpochSummary(Callback):
         waited = sum(timeline.seconds(end, start) for end, start in zip(self._ends, self._starts[1:], strict=False))
         stepped = timeline.seconds(self._ends[0], self._ends[-1]) if len(self._ends) > 1 else 0.0
         wait_share = waited / stepped if stepped else 0.0
-        self.last_rate, self.last_wait_share = rate, wait_share
+        first_wait = timeline.seconds(self._epoch_start, self._starts[0]) if self._starts else 0.0
+        self.last_rate, self.last_wait_share, self.last_first_wait = rate, wait_share, first_wait
         pl_module.log("train/data_wait_share", wait_share, on_step=False, on_epoch=True, rank_zero_only=True)
         if trainer.is_global_zero:
             metrics = trainer.callback_metrics
             shown = [f"{k.removesuffix('_epoch')} {metrics[k].item():.4f}" for k in SUMMARY_METRICS if k in metrics]
             log.info(
-                "Epoch %d/%d | %s | %.1f img/s | data wait %.1f%% | %.0f s",
+                "Epoch %d/%d | %s | %.1f img/s | data wait %.1f%% | first batch %.2f s | %.0f s",
                 trainer.current_epoch + 1,
                 trainer.max_epochs,
                 " | ".join(shown),
                 rate,
                 100 * wait_share,
+                first_wait,
                 seconds,
             )
 
@@ -121,3 +123,23 @@ class StepSeed(Callback):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)  # every device's generator
+
+
+class ProgressBar(RichProgressBar):
+    """Rich's progress bar, redrawn at most every `min_interval` seconds of training.
+
+    Lightning's redraws it after every training step, and each redraw copies the logged loss to the CPU, which
+    waits for the GPU to finish the step; the next step cannot be queued meanwhile. Redrawn twice a second, the
+    GPU waits at most once per half second.
+    """
+
+    def __init__(self, min_interval: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.min_interval = min_interval
+        self._drawn_at = float("-inf")
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        now = time.monotonic()
+        if now - self._drawn_at >= self.min_interval or batch_idx + 1 == self.total_train_batches:
+            self._drawn_at = now
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
