@@ -14,6 +14,7 @@ from PIL import Image
 from trustthepixels.data.ingest.decode import ImageDecodeError, open_rgb
 from trustthepixels.data.ingest.scan import DatasetLayoutError, Sample, scan_dataset
 from trustthepixels.data.loading.datamodule import ImageFolderDataModule
+from trustthepixels.data.loading.dataset import EpochAheadLoader, EpochSampler
 from trustthepixels.data.loading.split import SPLITS, split_counts, stratified_split
 from trustthepixels.data.loading.transforms import build_transform
 
@@ -253,3 +254,37 @@ def test_interpolation_and_crop_pct_override_the_backbone_and_travel_with_the_mo
     for wrong in (1.5, True):
         with pytest.raises(ConfigError, match=rf"data\.crop_pct={wrong}"):
             ImageFolderDataModule(tmp_path, backbone, crop_pct=wrong)
+
+
+class _Draws(torch.utils.data.Dataset):
+    """Each item is what EpochSampler addressed: (index, seed)."""
+
+    def __len__(self) -> int:
+        return 20
+
+    def __getitem__(self, item):
+        index, seed = item
+        return torch.tensor([index, seed % 1_000_003])
+
+
+def test_the_training_loader_starts_the_next_epoch_as_the_last_batch_arrives():
+    """Consumed as Lightning does (exactly len(loader) batches, nothing asked past the last), EpochAheadLoader has
+    the next epoch under way when an epoch's last batch is handed out, and every epoch's batches are the ones a
+    plain DataLoader gives for that epoch, also after an epoch cut short."""
+    import itertools
+
+    from torch.utils.data import DataLoader
+
+    epoch = [0]
+
+    def loader(kind):
+        sampler = EpochSampler(20, seed=7, shuffle=True, epoch_of=lambda: epoch[0])
+        return kind(_Draws(), batch_size=4, sampler=sampler, num_workers=2, persistent_workers=True, drop_last=True)
+
+    ahead, plain = loader(EpochAheadLoader), loader(DataLoader)
+    for e, taken in [(0, 5), (1, 5), (2, 2), (3, 5), (4, 5)]:  # epoch 2 stops after 2 batches (limit_train_batches)
+        epoch[0] = e
+        got = list(itertools.islice(iter(ahead), taken))
+        want = list(itertools.islice(iter(plain), taken))
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True)), f"epoch {e}"
+        assert (ahead._next is not None) == (taken == len(ahead)), f"epoch {e}"  # the next epoch already started

@@ -23,7 +23,7 @@ from trustthepixels.data.ingest.scan import (
     Sample,
     ScanResult,
 )
-from trustthepixels.data.loading.dataset import EpochSampler, FeatureDataset, ImageFileDataset
+from trustthepixels.data.loading.dataset import EpochAheadLoader, EpochSampler, FeatureDataset, ImageFileDataset
 from trustthepixels.data.loading.feature_cache import cached_features, feature_key
 from trustthepixels.data.loading.pixel_cache import PixelCache, build_pixel_cache
 from trustthepixels.data.loading.planner import SplitPlan, plan_split, write_manifests
@@ -225,7 +225,7 @@ class ImageFolderDataModule(LightningDataModule):
             pad=train,
             epoch_of=(lambda: max(trainer.current_epoch, self.start_epoch)) if trainer is not None else None,
         )
-        return DataLoader(
+        return (EpochAheadLoader if train else DataLoader)(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
