@@ -10,12 +10,14 @@ import sys
 import pytest
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch import LightningDataModule
 from PIL import Image
 from safetensors.torch import load_file
 
 from trustthepixels.config import auto_precision, run_dir_of, run_id
 from trustthepixels.errors import ConfigError
 from trustthepixels.model.backbone import UnknownModelError, create_backbone
+from trustthepixels.model.module import DetectorModule
 from trustthepixels.model.schedule import warmup_cosine
 from trustthepixels.model.settings import flip_mode
 
@@ -102,6 +104,59 @@ def test_configs_compose(make_cfg, overrides):
 def test_precision_follows_the_hardware(make_cfg):
     assert auto_precision() == ("32-true" if not torch.cuda.is_available() else auto_precision())
     assert make_cfg().trainer.precision == auto_precision()
+
+
+@pytest.mark.parametrize(
+    ("memory_gib", "overrides", "precision", "batch"),
+    [
+        (141, ["trainer=gpu", "model=resnet50"], "bf16-mixed", 256),  # the H200 of the README's GPU table
+        (141, ["model=tf_efficientnet_lite0"], "bf16-mixed", 256),  # trainer=default on a GPU: the same choice
+        (24, ["model=tf_efficientnet_lite0"], "32-true", 128),  # Lite0 measured faster in float32 at 128
+        (24, ["model=convnext_tiny"], "bf16-mixed", 128),
+        (12, ["model=resnet50"], "bf16-mixed", 64),
+        (141, ["model=resnet50", "trainer=cpu"], "32-true", 32),  # the CPU on a machine with a GPU
+        (141, ["experiment=cifake_lite0", "trainer=gpu"], "32-true", 64),  # an experiment's own batch stays
+    ],
+)
+def test_gpu_defaults_follow_the_measurements(make_cfg, monkeypatch, memory_gib, overrides, precision, batch):
+    """On a GPU, trainer=gpu and trainer=default choose the precision and batch size of the GPU table (config.
+    auto_precision, auto_batch_size), from the GPU's memory; on this CPU-only machine the GPU is simulated."""
+
+    class Properties:
+        total_memory = memory_gib * 2**30
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a, **k: Properties())
+    cfg = make_cfg(*overrides)
+    assert (cfg.trainer.precision, cfg.data.batch_size) == (precision, batch)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "batch", "lr_batch", "expected"),
+    [
+        ("torch.optim.AdamW", 256, 32, 3e-4 * 8**0.5),  # adaptive: the square root of the ratio (timm's rule)
+        ("torch.optim.SGD", 256, 32, 3e-4 * 8),  # SGD: the ratio
+        ("torch.optim.AdamW", 32, 32, 3e-4),
+        ("torch.optim.AdamW", 256, None, 3e-4),  # lr_batch=null: lr as given
+    ],
+)
+def test_the_learning_rate_follows_the_batch_size(tmp_path, optimizer, batch, lr_batch, expected):
+    """The optimizer Lightning gets has lr scaled from model.lr_batch to the images per step."""
+    from lightning.pytorch import Trainer
+
+    module = DetectorModule(
+        "resnet18", {"_target_": optimizer, "_partial_": True, "lr": 3e-4}, pretrained=False, lr_batch=lr_batch
+    )
+
+    class Data(LightningDataModule):
+        batch_size = batch
+
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path)
+    trainer.strategy.connect(module)
+    trainer._data_connector.attach_datamodule(module, datamodule=Data())
+    module.trainer = trainer
+    assert module.configure_optimizers().param_groups[0]["lr"] == pytest.approx(expected)
 
 
 def test_warmup_then_cosine():

@@ -21,14 +21,36 @@ _PRIMARY: list[type] = []  # the structured configs of whole commands (serve.yam
 _RULES: dict[type, Callable[[Any], None]] = {}  # schema -> the check of what its types cannot say
 
 
-def auto_precision() -> str:
-    """bf16 autocast on GPUs that support it, fp16 on older GPUs, fp32 on CPU (bench/bench_train.py, Lite0 on the
-    2-core Xeon with AMX: bf16 0.73x fp32's speed at 112 px, about even at 224 px)."""
+# Backbones that train faster in float32 (TF32 matmuls) than under bf16 autocast below a batch size, on an H200
+# (bench/bench_gpu.py, channels_last; the README's GPU table): tf_efficientnet_lite0 at batch 128, 4,540 img/s in
+# float32 against 4,349 in bf16; at 256, 4,825 against 6,106. resnet50, convnext_tiny and vit_small_patch16_224
+# are faster in bf16 at every batch measured (1.5x, 2.5x and 2.0x at 256).
+FLOAT32_BELOW_BATCH = {"tf_efficientnet_lite0": 256}
+
+
+def auto_precision(backbone: str | None = None, batch_size: int | None = None) -> str:
+    """On a GPU: bf16 autocast (fp16 where the GPU has no bf16), except where float32 was measured faster
+    (FLOAT32_BELOW_BATCH). On a CPU float32 (bench/bench_train.py, Lite0 on the 2-core Xeon with AMX: bf16 0.73x
+    fp32's speed at 112 px, about even at 224 px)."""
     import torch  # here, not at the top: the entry points check the command line before anything heavy loads
 
-    if torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
+    if not torch.cuda.is_available():
+        return "32-true"
+    if batch_size is not None and batch_size < FLOAT32_BELOW_BATCH.get(str(backbone), 0):
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def auto_batch_size(accelerator: str = "auto") -> int:
+    """Training images per step and device. 32 on a CPU. On a GPU 256, faster than 128 for every
+    backbone of the README's GPU table on an H200, where the GPU has room for it: at 256 their peak memory was
+    8.7-15.6 GiB under bf16 (20.6 for Lite0 in float32), so 256 from 32 GiB of GPU memory, 128 from 16, else 64."""
+    import torch
+
+    if accelerator == "cpu" or not torch.cuda.is_available():
+        return 32
+    memory_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    return 256 if memory_gib >= 32 else 128 if memory_gib >= 16 else 64
 
 
 def run_id() -> str:
@@ -76,6 +98,8 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("run_id", run_id, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("run_dir_of", run_dir_of, replace=True)
     OmegaConf.register_new_resolver("auto_precision", auto_precision, replace=True)
+    OmegaConf.register_new_resolver("auto_batch_size", auto_batch_size, replace=True)
+    OmegaConf.register_new_resolver("not", lambda value: not value, replace=True)
     OmegaConf.register_new_resolver("metric_mode", metric_mode, replace=True)
     OmegaConf.register_new_resolver("metric_direction", metric_direction, replace=True)
     OmegaConf.register_new_resolver("metric_slug", metric_slug, replace=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,11 @@ from trustthepixels.model.backbone import (
     resolve_architecture,
 )
 from trustthepixels.model.familiarity import pool
+from trustthepixels.model.schedule import scaled_lr
 from trustthepixels.model.settings import ModelSettings, check_model_settings, flip_mode
 from trustthepixels.model.split_predictions import Predictions, source_masks
+
+log = logging.getLogger(__name__)
 
 
 class DetectorModule(LightningModule):
@@ -35,9 +39,6 @@ class DetectorModule(LightningModule):
     parameter groups (optimizer) and the optimizer plus the run's total steps (scheduler). They are kept as
     plain dicts, so a checkpoint holds data only and loads with `torch.load(weights_only=True)`.
     """
-
-    # Lightning's ThroughputMonitor reads this; None: no FLOPs figure (timm has no cheap count for every model).
-    flops_per_batch: int | None = None
 
     def __init__(
         self,
@@ -52,6 +53,7 @@ class DetectorModule(LightningModule):
         compile: bool = False,
         freeze_backbone: bool = False,
         trainable_blocks: int | None = None,
+        lr_batch: int | None = None,
     ):
         super().__init__()
         values = {name: value for name, value in locals().items() if name in ModelSettings.__dataclass_fields__}
@@ -86,7 +88,9 @@ class DetectorModule(LightningModule):
             else []
         )
         self.loss_fn = nn.BCEWithLogitsLoss()
-        self.train_acc = BinaryAccuracy()  # a running figure while training; val and test use core_metrics
+        # A running figure while training (val and test use core_metrics). validate_args=False: its input checks
+        # read values back from the GPU, which made every training step wait for the forward pass to finish.
+        self.train_acc = BinaryAccuracy(validate_args=False)
         self._predictions: dict[str, Predictions] = {}
         self.last_metrics: dict[str, dict[str, float]] = {}  # per stage, as computed (Lightning logs float32)
         # Per stage, the last pass over the whole split: (dataset indices, logits, labels); the test one
@@ -224,12 +228,26 @@ class DetectorModule(LightningModule):
         groups = param_groups_weight_decay(self.backbone, weight_decay, no_weight_decay_list=skip)
         for group in groups:
             group["name"] = "decay" if group["weight_decay"] else "no_decay"
-        optimizer = instantiate(self.hparams.optimizer)(params=groups)
+        optimizer = instantiate(self.hparams.optimizer, **self._batch_scaled_lr())(params=groups)
         if not self.hparams.scheduler:
             return optimizer
         total_steps = self.trainer.estimated_stepping_batches
         scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+
+    def _batch_scaled_lr(self) -> dict[str, float]:
+        """`lr` scaled from `lr_batch` to this run's images per optimizer step (all GPUs, gradient accumulation);
+        nothing to change when lr_batch is null or the batch is the same."""
+        lr, lr_batch = self.hparams.optimizer.get("lr"), self.hparams.get("lr_batch")
+        per_device = getattr(getattr(self._trainer, "datamodule", None), "batch_size", None)
+        if lr is None or not lr_batch or not per_device:
+            return {}
+        batch = per_device * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        if batch == lr_batch:
+            return {}
+        scaled = scaled_lr(float(lr), batch, lr_batch, self.hparams.optimizer["_target_"])
+        log.info("Learning rate %.3g (set for batch %d) scaled to %.3g for batch %d", lr, lr_batch, scaled, batch)
+        return {"lr": scaled}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Each checkpoint carries the validation metrics of the epoch it was saved at.

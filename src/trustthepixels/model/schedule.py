@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warmup, then cosine decay, stepped every optimizer step.
+"""Learning rate: scaled to the batch size, then a linear warmup and a cosine decay, stepped every optimizer step.
 
 Kept by hand (one LambdaLR): timm.scheduler steps by epoch or by a `num_updates` call that Lightning would need
 a custom `lr_scheduler_step` for, and torch's SequentialLR(LinearLR, CosineAnnealingLR) cannot end the cosine at
@@ -26,3 +26,12 @@ def warmup_cosine(
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
+
+
+def scaled_lr(lr: float, batch: int, lr_batch: int, optimizer_target: str) -> float:
+    """The learning rate for `batch` images per step, given `lr` set for `lr_batch`: timm's rule (train.py's
+    --lr-base-scale), the square root of the ratio for adaptive optimizers (Adam, AdamW, Adagrad, LAMB), the
+    ratio itself for the others (SGD: Goyal et al., 2017)."""
+    name = optimizer_target.rsplit(".", 1)[-1].lower()
+    ratio = batch / lr_batch
+    return lr * (math.sqrt(ratio) if "ada" in name or "lamb" in name else ratio)

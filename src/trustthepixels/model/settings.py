@@ -31,6 +31,9 @@ class ModelSettings:
     )
     compile: bool = setting("true or false")
     optimizer: dict[str, Any] = setting("a _partial_ optimizer config, e.g. {_target_: torch.optim.AdamW, ...}")
+    lr_batch: Optional[int] = setting(  # noqa: UP045
+        "the batch size optimizer.lr is set for (a whole number, 1 or more), or null to use lr as it is"
+    )
     scheduler: Optional[dict[str, Any]] = setting("a _partial_ scheduler config, or null")  # noqa: UP045
 
 
@@ -55,6 +58,8 @@ def check_model_settings(s: ModelSettings) -> None:
     flip_mode(s.flip)
     if s.trainable_blocks is not None and s.trainable_blocks < 0:
         raise refuse("trainable_blocks", s.trainable_blocks)
+    if s.lr_batch is not None and s.lr_batch < 1:
+        raise refuse("lr_batch", s.lr_batch)
     try:
         instantiate(s.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
     except Exception as error:
