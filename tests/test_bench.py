@@ -23,15 +23,20 @@ def test_bench_gpu_smoke_measures_every_path_side_by_side(tmp_path):
     result = bench(str(REPO / "bench" / "bench_gpu.py"), "--smoke", f"--data={data}", f"--cache-dir={tmp_path / 'c'}",
                    "--threads=1", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    table = [line for line in result.stdout.splitlines() if line.startswith("| resnet18 |")]
-    assert len(table) == 1
-    cells = [c.strip() for c in table[0].strip("|").split("|")]
-    alone, cached, ratio, jpeg, jpeg_ratio, timm, timm_ratio = (float(c) for c in cells[5:12])
-    assert alone > 0 and cached > 0 and jpeg > 0 and timm > 0
+    alone_row, pipeline_row = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in result.stdout.splitlines()
+        if line.startswith("| resnet18 |")
+    ]
+    assert float(alone_row[5]) > 0 and float(alone_row[6]) == 1.0  # the one setting is the model's best
+    alone, cached, ratio, first, jpeg, jpeg_ratio, jpeg_first, timm, timm_ratio = (float(c) for c in pipeline_row[5:14])
+    assert alone == float(alone_row[5])
+    assert alone > 0 and cached > 0 and jpeg > 0 and timm > 0 and first >= 0 and jpeg_first >= 0
     # Each ratio is of the unrounded figures (4 significant digits printed, ratios 2 decimals).
     assert ratio == pytest.approx(cached / alone, rel=0.01, abs=0.006)
     assert jpeg_ratio == pytest.approx(jpeg / alone, rel=0.01, abs=0.006)
     assert timm_ratio == pytest.approx(alone / timm, rel=0.01, abs=0.006)
+    assert "loader, 1 workers" in result.stdout  # JPEG decoding alone (nvJPEG too on a GPU)
 
 
 @pytest.mark.slow
