@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from trustthepixels.cli import check_command_line, quote_non_ascii, run
@@ -101,6 +102,10 @@ def test_user_mistakes_are_one_line_before_any_image_is_read(overrides, phrase, 
         ("serve", "max_upload_mb=abc", "max_upload_mb='abc': use a number above 0"),  # was: a traceback
         ("eval", "calibration_bins=abc", "calibration_bins='abc': use a number of bins"),
         ("predict", "explain=maybe", "explain='maybe': use true"),
+        ("compare", "bootstrap=abc", "bootstrap='abc': use a number of bootstrap resamples"),
+        ("export", "opset=abc", "opset='abc': use an ONNX opset number"),
+        ("audit_data", "cheat_threshold=abc", "cheat_threshold='abc': use a balanced accuracy"),
+        ("prepare_data", "per_class=abc", "per_class='abc': use a number of images per class"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_refused_as_the_config_composes(command, override, phrase, monkeypatch, capsys):
@@ -122,12 +127,21 @@ def test_a_value_of_the_wrong_type_is_refused_as_the_config_composes(command, ov
         ("eval", "perturbations.jpeg=[0]", "perturbations.jpeg=[0]: use JPEG qualities from 1 to 100"),
         ("predict", "input=x.jpg show=-1", "show=-1: use how many rows to print"),
         ("eval", "ckpt_path=???", "ckpt_path is required: set ckpt_path= to <run dir>/checkpoints/<best>.ckpt"),
+        ("compare", "inputs=[a]", "inputs=['a']: use two or more prediction files"),
+        ("compare", "inputs=[a,b] names=[x]", "names= has 1 entries for 2 inputs"),
+        ("export", "format=tflite", "format='tflite': use onnx (one file) or hf"),
+        ("export", "tolerance=0", "tolerance=0.0: use the largest difference in P(AI)"),
+        ("audit_data", "folds=1", "folds=1: use a number of cross-validation folds, 2 or more"),  # was: 2, silently
+        ("prepare_data", "source=zip", "source='zip': use release"),
+        ("prepare_data", "workers=0", "workers=0: use a number of threads, 1 or more"),
+        ("prepare_data", "sha256=abc", "sha256='abc': use the zip's SHA-256"),
     ],
 )
 def test_command_settings_that_cannot_work_are_one_line_before_the_model_loads(
     command, override, phrase, make_cfg, capsys
 ):
-    cfg = make_cfg("ckpt_path=/no/such.ckpt", *override.split(), config_name=command)
+    checkpoint = ["ckpt_path=/no/such.ckpt"] if command in ("serve", "eval", "predict", "export") else []
+    cfg = make_cfg(*checkpoint, *override.split(), config_name=command)
     with pytest.raises(SystemExit):
         run(lambda cfg: pytest.fail("the server started"), cfg)
     (message,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error:")]
@@ -257,3 +271,15 @@ def test_a_per_source_metric_keeps_its_direction_and_names_its_checkpoint():
     assert metric_mode("val/loss/cifake") == "min" and metric_mode("val/auroc/cifake") == "max"
     assert metric_mode("val/ece") == "min" and metric_mode("val/auroc") == "max"
     assert metric_slug("val/loss/cifake") == "loss_cifake" and metric_slug("val/auroc") == "auroc"
+
+
+def test_the_benchmark_refuses_its_own_settings_in_one_line_before_any_row():
+    """benchmark.yaml's own settings (sources, test_only, leave_one_out, folds, ...) are typed by BenchmarkSettings;
+    the sweep's rows are computed from them, so a wrong value fails before the first row trains."""
+    from trustthepixels.benchmark import benchmark_sources, rows_override
+
+    with pytest.raises(ConfigError, match=r"^leave_one_out='maybe': use true"):  # was: true, silently
+        rows_override({"a": "x", "b": "y"}, [], "maybe")
+    with pytest.raises(ConfigError, match=r"^folds='five': use the number of cross-validation folds"):
+        settings = {"sources": {"a": "x", "b": "y"}, "test_only": [], "leave_one_out": False, "folds": "five"}
+        benchmark_sources(OmegaConf.create(settings | {"train_on": None, "device": "auto"}))

@@ -15,17 +15,19 @@ source it never saw on that same split, computed without training; a test-only s
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trustthepixels.benchmark_folds import pool_folds
-from trustthepixels.config import to_plain
+from trustthepixels.config import refusal, setting, to_plain, validated
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.data.ingest.roots import Roots, parse_roots
 from trustthepixels.data.loading.planner import plan_split
@@ -47,10 +49,29 @@ PREDICTIONS_FILE = "benchmark_predictions.csv"  # every cell's images, a `tested
 LEAVE_OUT = "all_but_"
 
 
+@dataclass
+class BenchmarkSettings:
+    """benchmark.yaml's own settings (the training ones are train.yaml's, with their groups' schemas): their types,
+    checked by `validated` (a structured config cannot extend train.yaml's open set of keys)."""
+
+    sources: Optional[dict[str, str]] = setting("a mapping name -> AI/ + Real/ folder, two or more")  # noqa: UP045
+    test_only: Optional[list[str]] = setting("a list of source names only tested on, e.g. [ml72, poidh]")  # noqa: UP045
+    leave_one_out: bool = setting("true (also train on all sources but each) or false")
+    folds: Optional[int] = setting("the number of cross-validation folds (2 or more), or null")  # noqa: UP045
+    train_on: Optional[str] = setting("a source name or all_but_<name> (the sweep sets it)")  # noqa: UP045
+    device: str = setting("auto, cpu, cuda or cuda:N")
+
+
+def benchmark_settings(cfg: Any) -> BenchmarkSettings:
+    names = [f.name for f in dataclasses.fields(BenchmarkSettings)]
+    return validated(BenchmarkSettings, {name: to_plain(cfg.get(name)) for name in names}, "")
+
+
 def benchmark_sources(cfg: DictConfig) -> tuple[Roots, list[str]]:
     """The named sources and the ones only tested on (and `folds`), checked: a user's mistake is one line naming the
     key, before any row starts."""
-    sources = to_plain(cfg.get("sources"))
+    s = benchmark_settings(cfg)
+    sources = s.sources
     if not isinstance(sources, dict) or len(sources) < 2:
         raise ConfigError(
             f"sources={sources!r}: name two or more AI/ + Real/ folders, e.g. "
@@ -60,15 +81,14 @@ def benchmark_sources(cfg: DictConfig) -> tuple[Roots, list[str]]:
     missing = [f"{name}={folder}" for name, folder in roots.items() if not folder.is_dir()]
     if missing:
         raise ConfigError(f"sources: {', '.join(missing)}: not a folder (each source is a folder with AI/ and Real/)")
-    test_only = list(to_plain(cfg.get("test_only")) or [])
+    test_only = s.test_only or []
     unknown = [name for name in test_only if name not in roots]
     if unknown:
         raise ConfigError(f"test_only={test_only}: {unknown} not in sources ({', '.join(roots)})")
     if len(test_only) == len(roots):
         raise ConfigError("test_only lists every source: leave at least one to train on")
-    folds = cfg.get("folds")
-    if folds is not None and (not isinstance(folds, int) or isinstance(folds, bool) or folds < 2):
-        raise ConfigError(f"folds={folds!r}: use the number of cross-validation folds (2 or more), or null")
+    if s.folds is not None and s.folds < 2:
+        raise refusal(BenchmarkSettings, "folds", s.folds)
     return roots, test_only
 
 
@@ -83,7 +103,9 @@ def rows(sources: Any, test_only: Any, leave_one_out: bool) -> list[str]:
 
 def rows_override(sources: Any, test_only: Any, leave_one_out: Any) -> str:
     """The `train_on` sweep, as the resolver `${benchmark_rows:...}` gives it to Hydra's sweeper."""
-    return ",".join(rows(sources or {}, test_only or [], bool(leave_one_out))) or "none"
+    given = {"sources": to_plain(sources), "test_only": to_plain(test_only) or [], "leave_one_out": leave_one_out}
+    s = validated(BenchmarkSettings, given | {"folds": None, "train_on": None, "device": "auto"}, "")
+    return ",".join(rows(s.sources or {}, s.test_only or [], s.leave_one_out)) or "none"
 
 
 # configs/hydra/benchmark.yaml sweeps `train_on=${benchmark_rows:...}`: registered here, where the rows are known

@@ -4,18 +4,24 @@ Hydra imports every module of the `hydra_plugins` namespace when it first compos
 compose API (tests, benchmarks, notebooks) and SLURM jobs all find each group's `<group>/schema` and each
 command's `<command>_schema` without importing anything of ours first."""
 
+from trustthepixels.data.audit.settings import AuditSettings
+from trustthepixels.data.ingest.settings import PrepareSettings
 from trustthepixels.data.loading.settings import DataSettings
-from trustthepixels.evaluation.settings import EvalSettings
+from trustthepixels.evaluation.settings import CompareSettings, EvalSettings
 from trustthepixels.metrics.settings import AbstainSettings
 from trustthepixels.model.settings import ModelSettings
-from trustthepixels.prediction.settings import PredictSettings
+from trustthepixels.prediction.settings import ExportSettings, PredictSettings
 from trustthepixels.serving.settings import ServeSettings
 
 __all__ = [  # each registered by its own module, on import
     "AbstainSettings",
+    "AuditSettings",
+    "CompareSettings",
     "DataSettings",
     "EvalSettings",
+    "ExportSettings",
     "ModelSettings",
     "PredictSettings",
+    "PrepareSettings",
     "ServeSettings",
 ]

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from sklearn.metrics import roc_curve
 from torch.utils.tensorboard import SummaryWriter
 
+from trustthepixels.config import check_settings
 from trustthepixels.detector.predictions import Prediction, labelled, read_predictions
 from trustthepixels.errors import UserError
 from trustthepixels.metrics.comparison import ALPHA, delong, holm, mcnemar, paired_bootstrap
@@ -128,12 +129,9 @@ def aligned(models: list[ModelScores]) -> tuple[list[str], np.ndarray, list[np.n
 
 
 def compare(cfg: DictConfig) -> dict[str, Any]:
-    inputs = [Path(str(p)) for p in cfg.inputs or []]
-    if len(inputs) < 2:
-        raise UserError("inputs=[A,B,...]: give two or more prediction files, run or sweep folders, or checkpoints")
+    check_settings(cfg)  # CompareSettings' rules (the CLI checked them already; direct callers too)
+    inputs = [Path(str(p)) for p in cfg.inputs]
     names = list(cfg.names) if cfg.names else [None] * len(inputs)
-    if len(names) != len(inputs):
-        raise UserError(f"names= has {len(names)} entries for {len(inputs)} inputs")
     models = [
         score_checkpoint(p, cfg, n) if p.suffix == ".ckpt" else load_predictions(p, n)
         for p, n in zip(inputs, names, strict=True)

@@ -1,5 +1,6 @@
-"""`eval.py`'s settings as a structured config (configs/eval.yaml says what each does): types checked as the config
-composes, the rules below before the checkpoint loads; each refusal names the setting and what it takes."""
+"""`eval.py`'s and `compare.py`'s settings as structured configs (configs/eval.yaml and compare.yaml say what each
+does): types checked as the config composes, the rules below before any checkpoint loads; each refusal names the
+setting and what it takes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, Optional
 
 from trustthepixels.config import refusal, register_schema, setting
 from trustthepixels.detector.settings import DetectorCommandSettings, check_detector_command
+from trustthepixels.errors import ConfigError
 
 
 @dataclass
@@ -41,15 +43,31 @@ class EvalSettings(DetectorCommandSettings):
 refuse = partial(refusal, EvalSettings)  # refuse(name, value): one line, ending in what it takes
 
 
+@dataclass
+class CompareSettings:
+    paths: Any = None  # the paths group (its own config)
+    task_name: str = setting("a name for the run folder")
+    inputs: list[str] = setting("two or more prediction files, run or sweep folders, or checkpoints: inputs=[A,B]")
+    names: Optional[list[str]] = setting("one display name per input, e.g. names=[a,b], or null")  # noqa: UP045
+    data: EvalData = setting("the images to score checkpoints on: {root, batch_size, num_workers, ...}")
+    device: str = setting("auto, cpu, cuda or cuda:N")
+    bootstrap: int = setting("a number of bootstrap resamples, 100 or more, e.g. 2000")
+    seed: int = setting("a whole number")
+
+
+def check_eval_data(d: EvalData) -> None:
+    if d.batch_size < 1:
+        raise refusal(EvalData, "batch_size", d.batch_size, "data.")
+    if d.num_workers is not None and d.num_workers < 0:
+        raise refusal(EvalData, "num_workers", d.num_workers, "data.")
+    if d.min_image_side is not None and d.min_image_side < 1:
+        raise refusal(EvalData, "min_image_side", d.min_image_side, "data.")
+
+
 def check_eval_settings(s: EvalSettings) -> None:
     """The rules the types cannot say."""
     check_detector_command(s)
-    if s.data.batch_size < 1:
-        raise refusal(EvalData, "batch_size", s.data.batch_size, "data.")
-    if s.data.num_workers is not None and s.data.num_workers < 0:
-        raise refusal(EvalData, "num_workers", s.data.num_workers, "data.")
-    if s.data.min_image_side is not None and s.data.min_image_side < 1:
-        raise refusal(EvalData, "min_image_side", s.data.min_image_side, "data.")
+    check_eval_data(s.data)
     if s.calibration_bins < 1:
         raise refuse("calibration_bins", s.calibration_bins)
     if s.bootstrap < 100:
@@ -64,3 +82,16 @@ def check_eval_settings(s: EvalSettings) -> None:
 
 
 register_schema(None, EvalSettings, check_eval_settings, name="eval_schema")
+
+
+def check_compare_settings(s: CompareSettings) -> None:
+    check_eval_data(s.data)
+    if len(s.inputs) < 2:
+        raise refusal(CompareSettings, "inputs", s.inputs)
+    if s.names is not None and len(s.names) != len(s.inputs):
+        raise ConfigError(f"names= has {len(s.names)} entries for {len(s.inputs)} inputs: give one name per input")
+    if s.bootstrap < 100:
+        raise refusal(CompareSettings, "bootstrap", s.bootstrap)
+
+
+register_schema(None, CompareSettings, check_compare_settings, name="compare_schema")

@@ -21,7 +21,7 @@ from trustthepixels.data.loading.transforms import image_size
 from trustthepixels.detector.checkpoint import Detector, load_detector
 from trustthepixels.detector.predictions import Threshold
 from trustthepixels.detector.scoring import InferenceDataset
-from trustthepixels.errors import ConfigError, UserError
+from trustthepixels.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,11 @@ def _check_images(detector: Detector, check_dir: str | None, limit: int) -> list
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
-    """`export.py`: dispatch on `cfg.format`."""
+    """`export.py`: dispatch on `cfg.format` (onnx or hf: ExportSettings checked it)."""
     if cfg.format == "hf":
         from trustthepixels.prediction.model_card import export_hf
 
         return export_hf(cfg, export_onnx)
-    if cfg.format != "onnx":
-        raise ConfigError(f"format={cfg.format!r}: use onnx (one file) or hf (a Hugging Face folder with a model card)")
     return export_onnx(cfg)
 
 

@@ -1,5 +1,6 @@
-"""`predict.py`'s settings as a structured config (configs/predict.yaml says what each does): types checked as the
-config composes, the rules below before the checkpoint loads; each refusal names the setting and what it takes."""
+"""`predict.py`'s and `export.py`'s settings as structured configs (configs/predict.yaml and export.yaml say what
+each does): types checked as the config composes, the rules below before the checkpoint loads; each refusal names
+the setting and what it takes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from functools import partial
 from typing import Any, Optional
 
 from trustthepixels.config import refusal, register_schema, setting
-from trustthepixels.detector.settings import DetectorCommandSettings, check_detector_command
+from trustthepixels.detector.settings import THRESHOLD_USE, DetectorCommandSettings, check_detector_command
 
 
 @dataclass
@@ -36,3 +37,33 @@ def check_predict_settings(s: PredictSettings) -> None:
 
 
 register_schema(None, PredictSettings, check_predict_settings, name="predict_schema")
+
+
+@dataclass
+class ExportSettings:
+    paths: Any = None  # the paths group (its own config)
+    abstain: Any = None  # the abstain group (its own schema)
+    task_name: str = setting("a name for the run folder")
+    ckpt_path: str = setting("<run dir>/checkpoints/<best>.ckpt")
+    format: str = setting("onnx (one file) or hf (a Hugging Face folder with a model card)")
+    output: Optional[str] = setting("a file (format=onnx) or folder (hf) to write, or null for the run folder")  # noqa: UP045
+    opset: int = setting("an ONNX opset number, e.g. 18")
+    threshold: Optional[float] = setting(THRESHOLD_USE)  # noqa: UP045
+    check_images: Any = setting("a folder of images (or a list) to check the export on, or null for the test split")
+    check_limit: int = setting("a number of images, 1 or more")
+    tolerance: float = setting("the largest difference in P(AI) allowed between ONNX and PyTorch, above 0")
+
+
+def check_export_settings(s: ExportSettings) -> None:
+    refuse = partial(refusal, ExportSettings)
+    if s.format not in ("onnx", "hf"):
+        raise refuse("format", s.format)
+    if s.threshold is not None and not 0 <= s.threshold <= 1:
+        raise refuse("threshold", s.threshold)
+    if s.check_limit < 1:
+        raise refuse("check_limit", s.check_limit)
+    if not s.tolerance > 0:
+        raise refuse("tolerance", s.tolerance)
+
+
+register_schema(None, ExportSettings, check_export_settings, name="export_schema")

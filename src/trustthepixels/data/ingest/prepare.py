@@ -25,7 +25,7 @@ from rich.progress import track
 from trustthepixels.data.ingest.archive import UnsafeArchiveError, extract_archive
 from trustthepixels.data.ingest.download import DownloadError, download
 from trustthepixels.data.ingest.scan import CLASS_FOLDERS, DatasetLayoutError, find_class_dirs
-from trustthepixels.errors import ConfigError, UserError
+from trustthepixels.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -238,23 +238,21 @@ def prepare_from_release(
 
 
 def prepare(cfg) -> dict[str, Any]:
-    """`prepare_data.py`: dispatch on `cfg.source`."""
+    """`prepare_data.py`: dispatch on `cfg.source` (release or hf: PrepareSettings checked it)."""
     if cfg.source == "release":
         return prepare_from_release(
             Path(cfg.out), cfg.url, sha256=cfg.sha256, overwrite=cfg.overwrite, keep_archive=cfg.keep_archive
         )
-    if cfg.source == "hf":
-        return prepare_from_hf(
-            Path(cfg.out),
-            cfg.dataset,
-            cfg.split,
-            cfg.per_class,
-            cfg.seed,
-            cfg.ai_label_name,
-            cfg.real_label_name,
-            cfg.label_column,
-            cfg.image_column,
-            cfg.overwrite,
-            cfg.workers,
-        )
-    raise ConfigError(f"source={cfg.source!r}: use source=release (the published zip) or source=hf")
+    return prepare_from_hf(
+        Path(cfg.out),
+        cfg.dataset,
+        cfg.split,
+        cfg.per_class,
+        cfg.seed,
+        cfg.ai_label_name,
+        cfg.real_label_name,
+        cfg.label_column,
+        cfg.image_column,
+        cfg.overwrite,
+        cfg.workers,
+    )
