@@ -176,3 +176,28 @@ def test_every_experiment_composes_with_settings_that_can_work(experiment, tmp_p
     cfg = compose_cfg([f"experiment={experiment}"], tmp_path)
     check_settings(cfg)
     assert cfg.model.backbone and cfg.trainer.max_epochs >= 1
+
+
+def test_the_progress_bar_reads_the_loss_back_at_most_twice_a_second(monkeypatch):
+    """Each redraw of Lightning's Rich bar copies the logged loss to the CPU, which waits for the GPU to finish the
+    step; the default bar (callbacks.ProgressBar) redraws after an epoch's first and last batches and otherwise only
+    once min_interval has passed (the clock is simulated: 20 steps in 0.1 s, then one after 0.6 s)."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from trustthepixels.callbacks import ProgressBar
+
+    drawn = []
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", lambda self, *args: drawn.append(args[-1]))
+    monkeypatch.setattr(ProgressBar, "total_train_batches", 22)
+    clock = iter([i * 0.005 for i in range(20)] + [0.7, 0.705])
+    monkeypatch.setattr("trustthepixels.callbacks.time.monotonic", lambda: next(clock))
+    bar = ProgressBar(min_interval=0.5)
+    for step in range(22):
+        bar.on_train_batch_end(None, None, None, None, step)
+    assert drawn == [0, 20, 21]  # the first, the first after 0.5 s, and the epoch's last
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.load(REPO / "configs" / "callbacks" / "default.yaml")
+    targets = [entry["_target_"] for entry in defaults.values() if entry]
+    assert "trustthepixels.callbacks.ProgressBar" in targets
+    assert not any(t.endswith("ThroughputMonitor") for t in targets)  # it synchronises the GPU after every step

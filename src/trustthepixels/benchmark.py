@@ -103,8 +103,9 @@ def rows(sources: Any, test_only: Any, leave_one_out: bool) -> list[str]:
 
 def rows_override(sources: Any, test_only: Any, leave_one_out: Any) -> str:
     """The `train_on` sweep, as the resolver `${benchmark_rows:...}` gives it to Hydra's sweeper."""
-    given = {"sources": to_plain(sources), "test_only": to_plain(test_only) or [], "leave_one_out": leave_one_out}
-    s = validated(BenchmarkSettings, given | {"folds": None, "train_on": None, "device": "auto"}, "")
+    s = benchmark_settings(
+        {"sources": sources, "test_only": test_only, "leave_one_out": leave_one_out, "device": "auto"}
+    )
     return ",".join(rows(s.sources or {}, s.test_only or [], s.leave_one_out)) or "none"
 
 

@@ -119,6 +119,14 @@ def setting(use: str) -> Any:
     return dataclasses.field(default=MISSING, metadata={"use": use})
 
 
+@dataclasses.dataclass
+class CommandSettings:
+    """What every command's structured config holds besides its own settings."""
+
+    paths: Any = None  # the paths group (its own config)
+    task_name: str = setting("a name for the run folder")
+
+
 def register_schema(group: str | None, schema: type, rules: Callable[[Any], None], name: str = "schema") -> None:
     """Store `schema` in Hydra's ConfigStore as `<group>/schema` (a group's YAML lists it first in its defaults),
     or as `name` for a command's whole config (group None): OmegaConf then checks every value's type as the config

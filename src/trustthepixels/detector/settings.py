@@ -6,22 +6,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from trustthepixels.config import refusal, setting
+from trustthepixels.config import CommandSettings, refusal, setting
 
 THRESHOLD_USE = "a P(AI) between 0 and 1, or null for the checkpoint's"
 
 
 @dataclass
-class DetectorCommandSettings:
-    paths: Any = None  # the paths group (its own config)
+class DetectorCommandSettings(CommandSettings):
     abstain: Any = None  # the abstain group (its own schema)
-    task_name: str = setting("a name for the run folder")
     ckpt_path: str = setting("<run dir>/checkpoints/<best>.ckpt")
     device: str = setting("auto, cpu, cuda or cuda:N")
     threshold: Optional[float] = setting(THRESHOLD_USE)  # noqa: UP045 (OmegaConf reads Optional, not X | None)
 
 
-def check_detector_command(s: DetectorCommandSettings) -> None:
-    """The shared rule: a threshold is a probability."""
+def check_detector_command(s: Any) -> None:
+    """The shared rule (of export.py's settings too): a threshold is a probability."""
     if s.threshold is not None and not 0 <= s.threshold <= 1:
         raise refusal(DetectorCommandSettings, "threshold", s.threshold)

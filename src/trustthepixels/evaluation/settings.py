@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Optional
 
-from trustthepixels.config import refusal, register_schema, setting
+from trustthepixels.config import CommandSettings, refusal, register_schema, setting
 from trustthepixels.detector.settings import DetectorCommandSettings, check_detector_command
 from trustthepixels.errors import ConfigError
 
@@ -44,9 +44,7 @@ refuse = partial(refusal, EvalSettings)  # refuse(name, value): one line, ending
 
 
 @dataclass
-class CompareSettings:
-    paths: Any = None  # the paths group (its own config)
-    task_name: str = setting("a name for the run folder")
+class CompareSettings(CommandSettings):
     inputs: list[str] = setting("two or more prediction files, run or sweep folders, or checkpoints: inputs=[A,B]")
     names: Optional[list[str]] = setting("one display name per input, e.g. names=[a,b], or null")  # noqa: UP045
     data: EvalData = setting("the images to score checkpoints on: {root, batch_size, num_workers, ...}")

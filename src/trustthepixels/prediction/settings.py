@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Optional
 
-from trustthepixels.config import refusal, register_schema, setting
+from trustthepixels.config import CommandSettings, refusal, register_schema, setting
 from trustthepixels.detector.settings import THRESHOLD_USE, DetectorCommandSettings, check_detector_command
 
 
@@ -40,10 +40,8 @@ register_schema(None, PredictSettings, check_predict_settings, name="predict_sch
 
 
 @dataclass
-class ExportSettings:
-    paths: Any = None  # the paths group (its own config)
+class ExportSettings(CommandSettings):
     abstain: Any = None  # the abstain group (its own schema)
-    task_name: str = setting("a name for the run folder")
     ckpt_path: str = setting("<run dir>/checkpoints/<best>.ckpt")
     format: str = setting("onnx (one file) or hf (a Hugging Face folder with a model card)")
     output: Optional[str] = setting("a file (format=onnx) or folder (hf) to write, or null for the run folder")  # noqa: UP045
@@ -55,11 +53,10 @@ class ExportSettings:
 
 
 def check_export_settings(s: ExportSettings) -> None:
+    check_detector_command(s)
     refuse = partial(refusal, ExportSettings)
     if s.format not in ("onnx", "hf"):
         raise refuse("format", s.format)
-    if s.threshold is not None and not 0 <= s.threshold <= 1:
-        raise refuse("threshold", s.threshold)
     if s.check_limit < 1:
         raise refuse("check_limit", s.check_limit)
     if not s.tolerance > 0:

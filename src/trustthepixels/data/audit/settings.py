@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from trustthepixels.config import refusal, register_schema, setting
+from trustthepixels.config import CommandSettings, refusal, register_schema, setting
 
 
 @dataclass
-class AuditSettings:
-    paths: Any = None  # the paths group (its own config)
+class AuditSettings(CommandSettings):
     data: Any = None  # the data group (its own schema)
-    task_name: str = setting("a name for the run folder")
     seed: int = setting("a whole number")
     cheat_threshold: float = setting("a balanced accuracy between 0.5 (chance) and 1, e.g. 0.6")
     folds: int = setting("a number of cross-validation folds, 2 or more")

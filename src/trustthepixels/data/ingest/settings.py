@@ -6,15 +6,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Optional
+from typing import Optional
 
-from trustthepixels.config import refusal, register_schema, setting
+from trustthepixels.config import CommandSettings, refusal, register_schema, setting
 
 
 @dataclass
-class PrepareSettings:
-    paths: Any = None  # the paths group (its own config)
-    task_name: str = setting("a name for the run folder")
+class PrepareSettings(CommandSettings):
     source: str = setting("release (the published dataset.zip) or hf (rebuilt from the Hugging Face dataset)")
     out: str = setting("the folder to write AI/ and Real/ into")
     overwrite: bool = setting("true (replace a non-empty out) or false")

@@ -156,11 +156,11 @@ class EpochAheadLoader(DataLoader):
     def __iter__(self) -> Iterator:
         iterator = self._next if self._next is not None else super().__iter__()
         self._next = None
-        ahead = self.persistent_workers and isinstance(self.sampler, EpochSampler)
+        # Lightning takes exactly len(self) batches and never asks past the last one: start the next epoch when
+        # the last batch has arrived (the workers have nothing else to do) and before handing it out.
+        last = len(self) if self.persistent_workers and isinstance(self.sampler, EpochSampler) else None
         for count, batch in enumerate(iterator, 1):
-            # Lightning takes exactly len(self) batches and never asks past the last one: start the next epoch
-            # when the last batch has arrived (the workers have nothing else to do) and before handing it out.
-            if count == len(self) and ahead:
+            if count == last:
                 self._start_next_epoch()
                 yield batch
                 return  # the iterator object now serves the next epoch
