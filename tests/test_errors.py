@@ -131,6 +131,9 @@ def test_a_value_of_the_wrong_type_is_refused_as_the_config_composes(command, ov
         ("compare", "inputs=[a,b] names=[x]", "names= has 1 entries for 2 inputs"),
         ("export", "format=tflite", "format='tflite': use onnx (one file) or hf"),
         ("export", "tolerance=0", "tolerance=0.0: use the largest difference in P(AI)"),
+        ("export", "threshold=2", "threshold=2.0: use a P(AI) between 0 and 1"),  # a rule the base schema holds
+        ("serve", "threads=0", "threads=0: use a number of CPU threads, 1 or more"),
+        ("eval", "perturbations.downscale=[0.5,1.5]", "perturbations.downscale=[0.5, 1.5]: use scale factors"),
         ("audit_data", "folds=1", "folds=1: use a number of cross-validation folds, 2 or more"),  # was: 2, silently
         ("prepare_data", "source=zip", "source='zip': use release"),
         ("prepare_data", "workers=0", "workers=0: use a number of threads, 1 or more"),
@@ -153,7 +156,7 @@ def test_settings_are_checked_when_the_parts_are_built_from_python(tmp_path):
     backbone = {"input_size": (3, 32, 32), "interpolation": "bicubic", "crop_pct": 0.875}
     with pytest.raises(ConfigError, match=r"data\.batch_size='x': use a whole number"):
         ImageFolderDataModule(tmp_path, backbone, batch_size="x")
-    with pytest.raises(ConfigError, match=r"data\.near_duplicates=\{'phash': 65, 'dhash': 6\}"):
+    with pytest.raises(ConfigError, match=r"data\.near_duplicates\.phash=65: use a Hamming distance from 0 to 64"):
         ImageFolderDataModule(tmp_path, backbone, near_duplicates={"phash": 65, "dhash": 6})
     assert ImageFolderDataModule(tmp_path, backbone, batch_size="8", num_workers=0).batch_size == 8  # as Hydra's
     optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": "abc"}

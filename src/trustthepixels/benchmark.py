@@ -27,7 +27,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trustthepixels.benchmark_folds import pool_folds
-from trustthepixels.config import refusal, setting, to_plain, validated
+from trustthepixels.config import setting, to_plain, validated
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.data.ingest.roots import Roots, parse_roots
 from trustthepixels.data.loading.planner import plan_split
@@ -57,7 +57,7 @@ class BenchmarkSettings:
     sources: Optional[dict[str, str]] = setting("a mapping name -> AI/ + Real/ folder, two or more")  # noqa: UP045
     test_only: Optional[list[str]] = setting("a list of source names only tested on, e.g. [ml72, poidh]")  # noqa: UP045
     leave_one_out: bool = setting("true (also train on all sources but each) or false")
-    folds: Optional[int] = setting("the number of cross-validation folds (2 or more), or null")  # noqa: UP045
+    folds: Optional[int] = setting("the number of cross-validation folds (2 or more), or null", low=2)  # noqa: UP045
     train_on: Optional[str] = setting("a source name or all_but_<name> (the sweep sets it)")  # noqa: UP045
     device: str = setting("auto, cpu, cuda or cuda:N")
 
@@ -87,8 +87,6 @@ def benchmark_sources(cfg: DictConfig) -> tuple[Roots, list[str]]:
         raise ConfigError(f"test_only={test_only}: {unknown} not in sources ({', '.join(roots)})")
     if len(test_only) == len(roots):
         raise ConfigError("test_only lists every source: leave at least one to train on")
-    if s.folds is not None and s.folds < 2:
-        raise refusal(BenchmarkSettings, "folds", s.folds)
     return roots, test_only
 
 

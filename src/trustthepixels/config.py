@@ -4,6 +4,7 @@ structured configs (settings schemas) with their one-line refusals."""
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 import secrets
 import typing
@@ -17,8 +18,15 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 
 S = TypeVar("S")
 _SCHEMAS: dict[str, type] = {}  # config group -> its structured config
-_PRIMARY: list[type] = []  # the structured configs of whole commands (serve.yaml's)
-_RULES: dict[type, Callable[[Any], None]] = {}  # schema -> the check of what its types cannot say
+_COMMANDS: set[type] = set()  # the structured configs of whole commands (serve.yaml's)
+_RULES: dict[type, Callable[[Any], None]] = {}  # schema -> the check of what neither its types nor fields can say
+_CHECKS: dict[str, Callable[[Any, Any], bool]] = {  # a field's rules: what its type cannot say
+    "low": operator.ge,
+    "high": operator.le,
+    "above": operator.gt,
+    "below": operator.lt,
+    "choices": lambda value, choices: value in choices,
+}
 
 
 # Backbones that train faster in float32 (TF32 matmuls) than under bf16 autocast below a batch size, on an H200
@@ -113,10 +121,13 @@ def to_plain(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------ structured configs
 
 
-def setting(use: str) -> Any:
+def setting(use: str, **rules: Any) -> Any:
     """A structured config's field: its value comes from the group's YAML (which says what it does); `use` is what
-    the setting takes, the end of every message that refuses a value of it."""
-    return dataclasses.field(default=MISSING, metadata={"use": use})
+    the setting takes, the end of every message that refuses a value of it. `rules` say what the type cannot:
+    low/high (inclusive bounds), above/below (strict ones), choices; each element of a list is held to them, and
+    null always passes."""
+    assert set(rules) <= set(_CHECKS), f"unknown rules {set(rules) - set(_CHECKS)}"
+    return dataclasses.field(default=MISSING, metadata={"use": use, "rules": rules})
 
 
 @dataclasses.dataclass
@@ -127,18 +138,21 @@ class CommandSettings:
     task_name: str = setting("a name for the run folder")
 
 
-def register_schema(group: str | None, schema: type, rules: Callable[[Any], None], name: str = "schema") -> None:
+def register_schema(
+    group: str | None, schema: type, rules: Callable[[Any], None] | None = None, name: str = "schema"
+) -> None:
     """Store `schema` in Hydra's ConfigStore as `<group>/schema` (a group's YAML lists it first in its defaults),
     or as `name` for a command's whole config (group None): OmegaConf then checks every value's type as the config
-    composes; `rules(settings)` checks the rest (`check_settings`)."""
+    composes; its fields' rules, and `rules(settings)` for what only code can say, are checked by `validated`."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(group=group, name=name, node=schema)
     if group is None:
-        _PRIMARY.append(schema)
+        _COMMANDS.add(schema)
     else:
         _SCHEMAS[group] = schema
-    _RULES[schema] = rules
+    if rules is not None:
+        _RULES[schema] = rules
 
 
 def refusal(schema: type, name: str, value: Any, prefix: str = "") -> Exception:
@@ -148,18 +162,37 @@ def refusal(schema: type, name: str, value: Any, prefix: str = "") -> Exception:
     return ConfigError(f"{prefix}{name}={value!r}: use {schema.__dataclass_fields__[name].metadata['use']}")
 
 
+def check_value(schema: type, name: str, value: Any, prefix: str = "") -> None:
+    """Refuse `value` of the setting `name` in one line if it breaks one of its field's rules."""
+    rules = schema.__dataclass_fields__[name].metadata.get("rules", {})
+    items = value if isinstance(value, list) else [value]
+    if any(v is not None and not _CHECKS[rule](v, bound) for v in items for rule, bound in rules.items()):
+        raise refusal(schema, name, value, prefix)
+
+
+def _check(settings: Any, prefix: str) -> None:
+    """Every field's rules (nested settings' too), then the schema's own rule."""
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            _check(value, f"{prefix}{f.name}.")
+        else:
+            check_value(type(settings), f.name, value, prefix)
+    if type(settings) in _RULES:
+        _RULES[type(settings)](settings)
+
+
 def check_settings(cfg: Any) -> None:
     """The rules of every group of `cfg` that composed from a registered schema (a command's own `data:` block,
     say eval.yaml's, is another thing and is left alone): one ConfigError for the first value that cannot work."""
     if not isinstance(cfg, Container):
         return
-    if OmegaConf.get_type(cfg) in _PRIMARY:
-        schema = OmegaConf.get_type(cfg)
-        _RULES[schema](validated(schema, to_plain(cfg), ""))
+    if OmegaConf.get_type(cfg) in _COMMANDS:
+        validated(OmegaConf.get_type(cfg), to_plain(cfg), "")
     for group, schema in _SCHEMAS.items():
         node = cfg.get(group)
         if isinstance(node, Container) and OmegaConf.get_type(node) is schema:
-            _RULES[schema](validated(schema, to_plain(node), f"{group}."))
+            validated(schema, to_plain(node), f"{group}.")
 
 
 def _field(schema: type, path: list[str]) -> dataclasses.Field | None:
@@ -208,13 +241,16 @@ def settings_message(error: BaseException, schema: type | None = None, prefix: s
 
 
 def validated(schema: type[S], values: Mapping[str, Any], prefix: str) -> S:
-    """`values` (every field of `schema`) as an instance of it, each converted to its field's type; a value that
-    cannot be is a ConfigError naming `prefix` + the setting (as the composed config would have refused it)."""
+    """`values` (every field of `schema`) as an instance of it, each converted to its field's type and held to its
+    rules; a value that cannot be is a ConfigError naming `prefix` + the setting (as the composed config would have
+    refused it)."""
     from trustthepixels.errors import ConfigError
 
     names = {f.name for f in dataclasses.fields(schema)}
     try:
         typed = OmegaConf.merge(OmegaConf.structured(schema), {k: v for k, v in values.items() if k in names})
-        return OmegaConf.to_object(typed)
+        settings = OmegaConf.to_object(typed)
     except OmegaConfBaseException as error:
         raise ConfigError(settings_message(error, schema, prefix) or f"{prefix or 'settings '}{error}") from None
+    _check(settings, prefix)
+    return settings

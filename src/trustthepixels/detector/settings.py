@@ -1,12 +1,12 @@
 """The settings every command that answers with a detector shares (eval.py, predict.py, serve.py): the base of their
-structured configs, and its rule."""
+structured configs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from trustthepixels.config import CommandSettings, refusal, setting
+from trustthepixels.config import CommandSettings, setting
 
 THRESHOLD_USE = "a P(AI) between 0 and 1, or null for the checkpoint's"
 
@@ -16,10 +16,4 @@ class DetectorCommandSettings(CommandSettings):
     abstain: Any = None  # the abstain group (its own schema)
     ckpt_path: str = setting("<run dir>/checkpoints/<best>.ckpt")
     device: str = setting("auto, cpu, cuda or cuda:N")
-    threshold: Optional[float] = setting(THRESHOLD_USE)  # noqa: UP045 (OmegaConf reads Optional, not X | None)
-
-
-def check_detector_command(s: Any) -> None:
-    """The shared rule (of export.py's settings too): a threshold is a probability."""
-    if s.threshold is not None and not 0 <= s.threshold <= 1:
-        raise refusal(DetectorCommandSettings, "threshold", s.threshold)
+    threshold: Optional[float] = setting(THRESHOLD_USE, low=0, high=1)  # noqa: UP045 (OmegaConf reads Optional)

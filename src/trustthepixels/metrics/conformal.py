@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from trustthepixels.metrics.settings import DEFAULT_ALPHA, check_alpha
+from trustthepixels.config import check_value
+from trustthepixels.metrics.settings import DEFAULT_ALPHA, AbstainSettings
 
 UNCERTAIN = "uncertain"
 UNFAMILIAR = "unfamiliar"  # the image is unlike the training images (model/familiarity.py)
@@ -72,7 +73,7 @@ def class_quantile(scores: np.ndarray, alpha: float) -> float:
 
 def fit_conformal(labels: np.ndarray, p_ai: np.ndarray, alpha: float = DEFAULT_ALPHA) -> ConformalSets:
     """Class-conditional split conformal sets from validation labels (1 AI, 0 Real) and P(AI)."""
-    check_alpha(alpha)
+    check_value(AbstainSettings, "alpha", alpha, "abstain.")
     labels, p_ai = np.asarray(labels).astype(int), np.asarray(p_ai, dtype=np.float64)
     q_ai = class_quantile(1.0 - p_ai[labels == 1], alpha)  # an AI image's score: 1 - P(AI)
     q_real = class_quantile(p_ai[labels == 0], alpha)  # a real image's score: 1 - P(Real) = P(AI)

@@ -1,14 +1,13 @@
 """The `abstain` settings as a structured config: when the detector has no basis for a verdict (the prediction
 sets of metrics/conformal.py, the familiarity cutoff of model/familiarity.py). Types checked as the config
-composes, rules by `check_abstain_settings`; each refusal names the setting and what it takes."""
+composes, the fields' rules by `config.validated`; each refusal names the setting and what it takes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Optional
 
-from trustthepixels.config import refusal, register_schema, setting
+from trustthepixels.config import register_schema, setting
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_QUANTILE = 0.99
@@ -23,32 +22,15 @@ class AbstainSettings:
     """configs/abstain/default.yaml says what each setting does; its values are the defaults."""
 
     enabled: bool = setting("true (uncertain and unfamiliar verdicts) or false (AI or Real for every image)")
-    alpha: float = setting("a miss rate between 0 and 1, e.g. 0.05")
+    alpha: float = setting("a miss rate between 0 and 1, e.g. 0.05", above=0, below=1)
     familiar_quantile: Optional[float] = setting(  # noqa: UP045 (OmegaConf reads Optional, not X | None)
-        "the share of validation images to keep (between 0 and 1, e.g. 0.99), or null for the prediction sets alone"
+        "the share of validation images to keep (between 0 and 1, e.g. 0.99), or null for the prediction sets alone",
+        above=0,
+        below=1,
     )
-    familiarity_layers: str = setting("last_stage (the deepest stage), classifier (its features) or all (every block)")
+    familiarity_layers: str = setting(
+        "last_stage (the deepest stage), classifier (its features) or all (every block)", choices=FAMILIARITY_LAYERS
+    )
 
 
-refuse = partial(refusal, AbstainSettings, prefix="abstain.")  # refuse(name, value): one line, ending in what it takes
-
-
-def check_alpha(alpha: float) -> None:
-    if not 0 < alpha < 1:
-        raise refuse("alpha", alpha)
-
-
-def check_familiarity(quantile: float | None, layers: str) -> None:
-    if quantile is not None and not 0 < quantile < 1:
-        raise refuse("familiar_quantile", quantile)
-    if layers not in FAMILIARITY_LAYERS:
-        raise refuse("familiarity_layers", layers)
-
-
-def check_abstain_settings(s: AbstainSettings) -> None:
-    """The rules the types cannot say."""
-    check_alpha(s.alpha)
-    check_familiarity(s.familiar_quantile, s.familiarity_layers)
-
-
-register_schema("abstain", AbstainSettings, check_abstain_settings)
+register_schema("abstain", AbstainSettings)

@@ -23,7 +23,8 @@ import torch
 from sklearn.covariance import ledoit_wolf
 from torch import nn
 
-from trustthepixels.metrics.settings import DEFAULT_QUANTILE, check_familiarity
+from trustthepixels.config import check_value
+from trustthepixels.metrics.settings import DEFAULT_QUANTILE, AbstainSettings
 
 
 def pool(feature: torch.Tensor) -> torch.Tensor:
@@ -107,7 +108,8 @@ def fit_familiarity(
 ) -> dict[str, Any]:
     """The familiarity's state: fitted on the training split's pooled features, standardised and cut on the
     validation split's. Plain tensors and numbers, for a checkpoint (`torch.load(weights_only=True)`)."""
-    check_familiarity(quantile, layers)
+    check_value(AbstainSettings, "familiar_quantile", quantile, "abstain.")
+    check_value(AbstainSettings, "familiarity_layers", layers, "abstain.")
     labels = np.asarray(train_labels).astype(int)
     if len(set(labels.tolist())) < 2:
         raise ValueError("the training split needs images of both classes to fit the familiarity score")

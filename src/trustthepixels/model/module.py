@@ -26,7 +26,7 @@ from trustthepixels.model.backbone import (
 )
 from trustthepixels.model.familiarity import pool
 from trustthepixels.model.schedule import scaled_lr
-from trustthepixels.model.settings import ModelSettings, check_model_settings, flip_mode
+from trustthepixels.model.settings import ModelSettings, flip_mode
 from trustthepixels.model.split_predictions import Predictions, source_masks
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,7 @@ class DetectorModule(LightningModule):
         super().__init__()
         values = {name: value for name, value in locals().items() if name in ModelSettings.__dataclass_fields__}
         values |= {"weights": weights and str(weights), "model_kwargs": model_kwargs or {}, "flip": flip_mode(flip)}
-        s = validated(ModelSettings, values, "model.")  # the types, as the composed config has them (or one line)
-        check_model_settings(s)
+        s = validated(ModelSettings, values, "model.")  # typed and checked as the composed config is (or one line)
         # One linear probe, however it is asked for: the classifier alone learns (as the feature cache needs).
         freeze_backbone = s.freeze_backbone or s.trainable_blocks == 0
         hparams = {name: getattr(s, name) for name in values} | {"freeze_backbone": freeze_backbone}

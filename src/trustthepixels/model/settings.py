@@ -1,13 +1,13 @@
 """The `model` settings as a structured config: OmegaConf checks the types as the config composes (or as the
-module is built from Python), `check_model_settings` the rules; each refusal names the setting and what it takes."""
+module is built from Python), `config.validated` the fields' rules and `check_model_settings` the optimizer; each
+refusal names the setting and what it takes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Optional
 
-from trustthepixels.config import refusal, register_schema, setting
+from trustthepixels.config import check_value, register_schema, setting
 from trustthepixels.errors import ConfigError
 
 FLIPS = ("none", "horizontal", "dihedral")
@@ -24,42 +24,33 @@ class ModelSettings:
     weights: Optional[str] = setting("the path of a weight file with timm's keys, or null")  # noqa: UP045
     model_kwargs: dict[str, Any] = setting("a mapping of timm.create_model's keyword arguments")
     channels_last: bool = setting("true or false")
-    flip: str = setting("horizontal, dihedral (flips and quarter turns) or none")
+    flip: str = setting("horizontal, dihedral (flips and quarter turns) or none", choices=FLIPS)
     freeze_backbone: bool = setting("true (the classifier alone learns: a linear probe) or false")
     trainable_blocks: Optional[int] = setting(  # noqa: UP045 (OmegaConf reads Optional, not X | None)
-        "the number of last blocks to fine-tune (0: the head only), or null to fine-tune everything"
+        "the number of last blocks to fine-tune (0: the head only), or null to fine-tune everything", low=0
     )
     compile: bool = setting("true or false")
     optimizer: dict[str, Any] = setting("a _partial_ optimizer config, e.g. {_target_: torch.optim.AdamW, ...}")
     lr_batch: Optional[int] = setting(  # noqa: UP045
-        "the batch size optimizer.lr is set for (a whole number, 1 or more), or null to use lr as it is"
+        "the batch size optimizer.lr is set for (a whole number, 1 or more), or null to use lr as it is", low=1
     )
     scheduler: Optional[dict[str, Any]] = setting("a _partial_ scheduler config, or null")  # noqa: UP045
-
-
-refuse = partial(refusal, ModelSettings, prefix="model.")  # refuse(name, value): one line, ending in what it takes
 
 
 def flip_mode(flip: bool | str) -> str:
     """`model.flip`: horizontal, none or dihedral. true and false, which older checkpoints hold, mean horizontal
     and none (a config takes the names only)."""
     mode = ("horizontal" if flip else "none") if isinstance(flip, bool) else flip
-    if mode not in FLIPS:
-        raise refuse("flip", flip)
+    check_value(ModelSettings, "flip", mode, "model.")
     return mode
 
 
 def check_model_settings(s: ModelSettings) -> None:
-    """The rules the types cannot say, and the optimizer built on one parameter: a wrong value of it (lr=abc, a
-    misspelt keyword) fails here as one line, not at the first training step after the data is set up."""
+    """The optimizer built on one parameter: a wrong value of it (lr=abc, a misspelt keyword) fails here as one
+    line, not at the first training step after the data is set up."""
     import torch
     from hydra.utils import instantiate
 
-    flip_mode(s.flip)
-    if s.trainable_blocks is not None and s.trainable_blocks < 0:
-        raise refuse("trainable_blocks", s.trainable_blocks)
-    if s.lr_batch is not None and s.lr_batch < 1:
-        raise refuse("lr_batch", s.lr_batch)
     try:
         instantiate(s.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
     except Exception as error:

@@ -27,7 +27,7 @@ from trustthepixels.data.loading.dataset import EpochAheadLoader, EpochSampler, 
 from trustthepixels.data.loading.feature_cache import cached_features, feature_key
 from trustthepixels.data.loading.pixel_cache import PixelCache, build_pixel_cache
 from trustthepixels.data.loading.planner import SplitPlan, plan_split, write_manifests
-from trustthepixels.data.loading.settings import DataSettings, check_data_settings
+from trustthepixels.data.loading.settings import DataSettings
 from trustthepixels.data.loading.split import SPLITS
 from trustthepixels.data.loading.transforms import Preprocessing, build_transform
 from trustthepixels.data.loading.workers import resolve_num_workers
@@ -80,8 +80,7 @@ class ImageFolderDataModule(LightningDataModule):
         super().__init__()
         values = {name: value for name, value in locals().items() if name in DataSettings.__dataclass_fields__}
         values |= {"cache_dir": cache_dir and str(cache_dir), "output_dir": output_dir and str(output_dir)}
-        s = validated(DataSettings, values, "data.")  # the types, as the composed config has them (or one line)
-        check_data_settings(s)
+        s = validated(DataSettings, values, "data.")  # typed and checked as the composed config is (or one line)
         self.folds, self.fold = s.folds, s.fold
         self.max_train_per_class = s.max_train_per_class
         self.roots: Roots = parse_roots(to_plain(root))

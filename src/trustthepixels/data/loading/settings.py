@@ -1,11 +1,10 @@
 """The `data` settings as a structured config: OmegaConf checks every type as the config composes (or as the
-DataModule is built from Python), and `check_data_settings` the rules only code can say. Each refusal is one short
-message naming the setting and what it takes: the `use` of its field."""
+DataModule is built from Python), `config.validated` each field's rules and `check_data_settings` what only code can
+say. Each refusal is one short message naming the setting and what it takes: the `use` of its field."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Optional
 
 from trustthepixels.config import refusal, register_schema, setting
@@ -17,6 +16,7 @@ DATAMODULE = "trustthepixels.data.loading.datamodule.ImageFolderDataModule"
 # scale copies each pixel into a block and invents no new values: small images (CIFAKE's 32 px) keep their exact
 # pixels, and the traces a generator left in them, at the backbone's larger input.
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+RESIZES = ("shorter", "none")
 HAMMING = "a Hamming distance from 0 to 64"
 FOLDS = (
     "data.folds=K (2 or more) and data.fold from 0 to K-1, e.g. python train.py -m data.folds=5 'data.fold=range(5)'"
@@ -25,8 +25,8 @@ FOLDS = (
 
 @dataclass
 class NearDuplicates:
-    phash: int = setting(HAMMING)
-    dhash: int = setting(HAMMING)
+    phash: int = setting(HAMMING, low=0, high=64)
+    dhash: int = setting(HAMMING, low=0, high=64)
 
 
 @dataclass
@@ -37,28 +37,32 @@ class DataSettings:
     root: Any = setting("an AI/ + Real/ folder, a list of them, or a mapping name -> folder")
     download: bool = setting("true (fetch the published dataset when root is missing) or false")
     url: str = setting("the URL of a dataset zip")
-    batch_size: int = setting("a whole number of images per batch, 1 or more")
-    num_workers: Optional[int] = setting("0 (no worker processes), a positive number or null")  # noqa: UP045
+    batch_size: int = setting("a whole number of images per batch, 1 or more", low=1)
+    num_workers: Optional[int] = setting("0 (no worker processes), a positive number or null", low=0)  # noqa: UP045
     split: list[float] = setting(
         "three non-negative fractions for train, val and test that sum to 1, e.g. data.split=[0.8,0.1,0.1]"
     )
     folds: Optional[int] = setting(FOLDS)  # noqa: UP045 (OmegaConf reads Optional, not X | None)
     fold: int = setting(FOLDS)
     max_train_per_class: Optional[int] = setting(  # noqa: UP045
-        "a number of training images per source and class (1 or more), or null for all of them"
+        "a number of training images per source and class (1 or more), or null for all of them", low=1
     )
     seed: int = setting("a whole number")
-    image_size: Optional[int] = setting("a side in pixels (8 or more), or null")  # noqa: UP045
-    interpolation: Optional[str] = setting(f"one of {', '.join(INTERPOLATIONS)}, or null for the backbone's")  # noqa: UP045
-    crop_pct: Optional[float] = setting(  # noqa: UP045
-        "the evaluation crop's share of the resized side (0 < crop_pct <= 1), or null for the backbone's"
+    image_size: Optional[int] = setting("a side in pixels (8 or more), or null", low=8)  # noqa: UP045
+    interpolation: Optional[str] = setting(  # noqa: UP045
+        f"one of {', '.join(INTERPOLATIONS)}, or null for the backbone's", choices=INTERPOLATIONS
     )
-    resize: str = setting("shorter (resize, then crop) or none (crops of the native pixels)")
-    crop_scale: list[float] = setting("[low, high] with 0 < low <= high <= 1")
-    augment: str = setting("none or robust")
-    blur_prob: float = setting("a probability between 0 and 1")
-    jpeg_prob: float = setting("a probability between 0 and 1")
-    min_image_side: int = setting("a side in pixels, 1 or more")
+    crop_pct: Optional[float] = setting(  # noqa: UP045
+        "the evaluation crop's share of the resized side (0 < crop_pct <= 1), or null for the backbone's",
+        above=0,
+        high=1,
+    )
+    resize: str = setting("shorter (resize, then crop) or none (crops of the native pixels)", choices=RESIZES)
+    crop_scale: list[float] = setting("[low, high] with 0 < low <= high <= 1", above=0, high=1)
+    augment: str = setting("none or robust", choices=("none", "robust"))
+    blur_prob: float = setting("a probability between 0 and 1", low=0, high=1)
+    jpeg_prob: float = setting("a probability between 0 and 1", low=0, high=1)
+    min_image_side: int = setting("a side in pixels, 1 or more", low=1)
     near_duplicates: Optional[NearDuplicates] = setting(  # noqa: UP045
         "{phash: 0-64, dhash: 0-64} (Hamming distances), or null to switch the search off"
     )
@@ -69,40 +73,13 @@ class DataSettings:
     output_dir: Optional[str] = setting("the run's folder, or null")  # noqa: UP045
 
 
-refuse = partial(refusal, DataSettings, prefix="data.")  # refuse(name, value): one line, ending in what it takes
-
-
 def check_data_settings(s: DataSettings) -> None:
-    """The rules the types cannot say, before any image is read (types: OmegaConf, at composition)."""
-    if s.batch_size < 1:
-        raise refuse("batch_size", s.batch_size)
-    if s.num_workers is not None and s.num_workers < 0:
-        raise refuse("num_workers", s.num_workers)
+    """What the fields' rules cannot say, before any image is read."""
     check_fractions(s.split)
-    if s.image_size is not None and s.image_size < 8:
-        raise refuse("image_size", s.image_size)
-    if s.interpolation is not None and s.interpolation not in INTERPOLATIONS:
-        raise refuse("interpolation", s.interpolation)
-    if s.crop_pct is not None and not 0 < s.crop_pct <= 1:
-        raise refuse("crop_pct", s.crop_pct)
-    if len(s.crop_scale) != 2 or not 0 < s.crop_scale[0] <= s.crop_scale[1] <= 1:
-        raise refuse("crop_scale", s.crop_scale)
-    if s.resize not in ("shorter", "none"):
-        raise refuse("resize", s.resize)
-    if s.augment not in ("none", "robust"):
-        raise refuse("augment", s.augment)
-    for name in ("blur_prob", "jpeg_prob"):
-        if not 0 <= getattr(s, name) <= 1:
-            raise refuse(name, getattr(s, name))
+    if len(s.crop_scale) != 2 or s.crop_scale[0] > s.crop_scale[1]:
+        raise refusal(DataSettings, "crop_scale", s.crop_scale, "data.")
     if s.folds is not None and not (s.folds >= 2 and 0 <= s.fold < s.folds):
         raise ConfigError(f"data.folds={s.folds!r}, data.fold={s.fold!r}: use {FOLDS}")
-    if s.max_train_per_class is not None and s.max_train_per_class < 1:
-        raise refuse("max_train_per_class", s.max_train_per_class)
-    if s.min_image_side < 1:
-        raise refuse("min_image_side", s.min_image_side)
-    limits = s.near_duplicates
-    if limits is not None and not all(0 <= v <= 64 for v in (limits.phash, limits.dhash)):
-        raise refuse("near_duplicates", {"phash": limits.phash, "dhash": limits.dhash})
 
 
 register_schema("data", DataSettings, check_data_settings)
