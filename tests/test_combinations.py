@@ -256,6 +256,21 @@ def test_predict_and_serve_give_every_image_the_same_verdict(trained_checkpoint,
     assert any(p.verdict == "unfamiliar" for p in predicted.values())
 
 
+def test_train_writes_the_verdicts_every_later_command_gives(trained_checkpoint):
+    """train.py's predictions.csv is decided by the best checkpoint's own rule (`Detector.decision`, which predict,
+    eval, serve and export use), so the model card's coverage read from that file is the served detector's."""
+    from omegaconf import OmegaConf
+
+    from trustthepixels.detector.checkpoint import load_detector
+
+    abstain = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "abstain" / "default.yaml"))
+    rule = load_detector(trained_checkpoint).decision(None, abstain)
+    rows = read_predictions(trained_checkpoint.parent.parent / "predictions.csv")
+    assert rows and rule.familiar_min is not None
+    for p in rows:
+        assert p.threshold == rule.value and p.verdict == rule.verdict(p.p_ai, p.familiarity), p
+
+
 @pytest.mark.slow
 def test_documented_commands_run_as_typed(trained_checkpoint, tmp_path):
     """The README's commands that other tests call as functions, run here as a user types them."""

@@ -21,13 +21,16 @@ from trustthepixels.config import check_settings, to_plain
 from trustthepixels.data.ingest.roots import check_data_roots
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.ddp import ddp_session
-from trustthepixels.detector.checkpoint import load_detector, resolve_device, store_in_checkpoint
-from trustthepixels.detector.predictions import Prediction, decision_threshold, p_ai_of, write_predictions
+from trustthepixels.detector.checkpoint import (
+    Detector,
+    load_detector,
+    resolve_device,
+    store_in_checkpoint,
+    validation_decision,
+)
+from trustthepixels.detector.predictions import Prediction, Threshold, p_ai_of, write_predictions
 from trustthepixels.errors import ConfigError
-from trustthepixels.metrics.conformal import ConformalSets, validation_conformal
-from trustthepixels.metrics.core import validation_threshold
 from trustthepixels.metrics.intervals import metric_intervals
-from trustthepixels.metrics.settings import DEFAULT_ALPHA, DEFAULT_QUANTILE
 from trustthepixels.model.split_predictions import source_masks
 
 log = logging.getLogger(__name__)
@@ -140,13 +143,16 @@ def _fit_and_test(
     }
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
-        familiarity = _fit_familiarity(best, datamodule, cfg, test_predictions)
+        detector = load_detector(best) if best else None
+        familiarity = _fit_familiarity(detector, datamodule, cfg, test_predictions)
         if familiarity is not None:
             report["familiarity"] = familiarity["summary"]
         (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
         if test_predictions is not None:
+            abstain = cfg.get("abstain")
+            rule = detector.decision(None, abstain) if detector else validation_decision(val_predictions, abstain)
             write_test_predictions(
-                output_dir / "predictions.csv", datamodule, *test_predictions, val_predictions, cfg.get("abstain"),
+                output_dir / "predictions.csv", datamodule, *test_predictions, rule,
                 familiarity["test"] if familiarity is not None else None,
             )  # fmt: skip
         for logger in trainer.loggers:
@@ -157,14 +163,13 @@ def _fit_and_test(
     return metrics
 
 
-def _fit_familiarity(best: str | None, datamodule, cfg: DictConfig, test_predictions) -> dict[str, Any] | None:
+def _fit_familiarity(detector: Detector | None, datamodule, cfg: DictConfig, test_predictions) -> dict | None:
     """Fit the best checkpoint's familiarity score (model/familiarity.py) on the training split's features, cut on
-    the validation split's, and store it in the checkpoint; return the test images' familiarity (by test index) and
-    a summary for metrics.json. Read from the files, as every later command reads an image."""
+    the validation split's, and store it in the checkpoint (and `detector`); return the test images' familiarity (by
+    test index) and a summary for metrics.json. Read from the files, as every later command reads an image."""
     abstain = cfg.get("abstain") or {}
-    if not best or not abstain.get("enabled", True):
+    if detector is None or not abstain.get("enabled", True):
         return None
-    detector = load_detector(best)
     samples = {name: datamodule.datasets[name].samples for name in ("train", "val", "test")}
     device = resolve_device("auto")
     workers = resolve_num_workers(cfg.data.num_workers)
@@ -173,7 +178,7 @@ def _fit_familiarity(best: str | None, datamodule, cfg: DictConfig, test_predict
         [(s.path, s.label) for s in samples["train"]], [s.path for s in samples["val"]], abstain,
         cfg.data.batch_size, workers, device,
     )  # fmt: skip
-    store_in_checkpoint(best, familiarity=state)
+    store_in_checkpoint(detector.checkpoint, familiarity=state)
     test = np.full(len(samples["test"]), np.nan)
     if test_predictions is not None:
         indices = np.asarray(test_predictions[0], dtype=int)
@@ -202,27 +207,10 @@ def _intervals(stage: str, datamodule, indices, logits, labels, cfg: DictConfig)
 
 
 def write_test_predictions(
-    path: Path,
-    datamodule: LightningDataModule,
-    indices,
-    logits,
-    labels,
-    val_predictions,
-    abstain=None,
-    familiarity: np.ndarray | None = None,
+    path: Path, datamodule: LightningDataModule, indices, logits, labels, rule: Threshold, familiarity=None
 ) -> None:
-    """The test split's predictions, in the one format (detector/predictions.py), decided by the rule the checkpoint
-    carries (its validation threshold; with `abstain`, its validation prediction sets): every test number in
-    metrics.json can be recomputed from this file."""
-    sets = None
-    if abstain and abstain.get("enabled", True):
-        state = validation_conformal(val_predictions, float(abstain.get("alpha", DEFAULT_ALPHA)))
-        sets = ConformalSets.from_state(state) if state else None
-    familiar_min = None
-    quantile = (abstain or {}).get("familiar_quantile", DEFAULT_QUANTILE)
-    if familiarity is not None and abstain and abstain.get("enabled", True) and quantile is not None:
-        familiar_min = 1.0 - float(quantile)
-    rule = decision_threshold(None, validation_threshold(val_predictions), sets, familiar_min)
+    """The test split's predictions, in the one format (detector/predictions.py), decided by the checkpoint's rule
+    (`validation_decision`): every test number in metrics.json can be recomputed from this file."""
     samples = datamodule.datasets["test"].samples
     familiarity = np.full(len(samples), np.nan) if familiarity is None else familiarity
     write_predictions(

@@ -57,34 +57,11 @@ class Detector:
         return self.checkpoint.parent.parent if self.checkpoint.parent.name == "checkpoints" else None
 
     def decision(self, configured: float | None = None, abstain: Mapping[str, Any] | None = None) -> Threshold:
-        """The rule it decides by: `threshold=` when set, else its validation threshold (0.5 without one); with
-        `abstain.enabled`, the validation split's prediction sets at `abstain.alpha` say when it cannot tell, and its
-        familiarity score (cut at `abstain.familiar_quantile` of the validation split) when an image is unlike
-        anything it learned from."""
-        sets, familiar_min = None, None
-        if abstain and abstain.get("enabled", True):
-            familiar_min = self.familiar_min(abstain)
-            alpha = float(abstain.get("alpha", DEFAULT_ALPHA))
-            if self.conformal is not None and self.conformal.alpha == alpha:
-                sets = self.conformal
-            elif (state := validation_conformal(self.val_predictions, alpha)) is not None:
-                sets = ConformalSets.from_state(state)
-            else:
-                log.warning("No prediction sets for %s (no usable validation predictions): no abstention",
-                            self.checkpoint.name)  # fmt: skip
-        return decision_threshold(configured, self.val_threshold, sets, familiar_min)
-
-    def familiar_min(self, abstain: Mapping[str, Any]) -> float | None:
-        """The familiarity below which an image is `unfamiliar`; None without a familiarity score, or with
-        `abstain.familiar_quantile=null` (the prediction sets alone)."""
-        if "familiar_quantile" in abstain and abstain["familiar_quantile"] is None:
-            return None
-        if self.familiarity is None:
-            log.warning("%s has no familiarity score (train.py fits one on the best checkpoint only; older versions "
-                        "none): no `unfamiliar` verdicts; use the best checkpoint, or eval.py fits one",
-                        self.checkpoint.name)  # fmt: skip
-            return None
-        return 1.0 - float(abstain.get("familiar_quantile", self.familiarity.quantile))
+        """The rule it decides by (`validation_decision`, from what the checkpoint carries)."""
+        return validation_decision(
+            self.val_predictions, abstain, configured, self.val_threshold, self.conformal, self.familiarity,
+            self.checkpoint.name,
+        )  # fmt: skip
 
     def weakness(self, at_most: float = WEAK_AUROC) -> str:
         """A plain warning when the detector itself is weak (its validation AUROC's 95% interval reaches `at_most`
@@ -163,6 +140,42 @@ class Detector:
         return self.min_image_side if min_side is None else int(min_side)
 
 
+def validation_decision(
+    val_predictions: Mapping[str, Any] | None,
+    abstain: Mapping[str, Any] | None = None,
+    configured: float | None = None,
+    val_threshold: float | None = None,
+    conformal: ConformalSets | None = None,
+    familiarity: Familiarity | None = None,
+    what: str = "the run",
+) -> Threshold:
+    """The rule every command decides by: `threshold=` when set, else the validation threshold (`val_threshold`, or
+    chosen here on `val_predictions`; 0.5 without them); with `abstain.enabled`, the validation prediction sets at
+    `abstain.alpha` say when the detector cannot tell, and the familiarity score (cut at `abstain.familiar_quantile`
+    of the validation split) when an image is unlike anything it learned from. train.py's test predictions are
+    decided here too, so its predictions.csv holds the verdicts every later command gives."""
+    if val_threshold is None:
+        val_threshold = validation_threshold(val_predictions, what)
+    if not abstain or not abstain.get("enabled", True):
+        return decision_threshold(configured, val_threshold)
+    sets, familiar_min = None, None
+    alpha = float(abstain.get("alpha", DEFAULT_ALPHA))
+    if conformal is not None and conformal.alpha == alpha:
+        sets = conformal
+    elif (state := validation_conformal(val_predictions, alpha)) is not None:
+        sets = ConformalSets.from_state(state)
+    else:
+        log.warning("No prediction sets for %s (no usable validation predictions): no abstention", what)
+    if "familiar_quantile" in abstain and abstain["familiar_quantile"] is None:
+        pass  # the prediction sets alone
+    elif familiarity is None:
+        log.warning("%s has no familiarity score (train.py fits one on the best checkpoint only; older versions none): "
+                    "no `unfamiliar` verdicts; use the best checkpoint, or eval.py fits one", what)  # fmt: skip
+    else:
+        familiar_min = 1.0 - float(abstain.get("familiar_quantile", familiarity.quantile))
+    return decision_threshold(configured, val_threshold, sets, familiar_min)
+
+
 def resolve_device(name: str) -> str:
     """device=auto: CUDA when there is one, else the CPU; any other value is torch's own device name."""
     if name == "auto":
@@ -210,8 +223,9 @@ def load_detector(ckpt_path: str | Path) -> Detector:
     model.set_normalisation(data_config["mean"], data_config["std"])  # the training run's, whatever the source
     labels = {int(k): v for k, v in state.get("labels", {"0": "Real", "1": "AI"}).items()}
     roots = roots_from_state(state.get("root"))
-    threshold = checkpoint.get("val_threshold")  # chosen when the checkpoint was saved
-    if threshold is None:  # a checkpoint from before that: the same rule, on the predictions saved with it
+    # Chosen when the checkpoint was saved; a checkpoint from before that: on the predictions saved with it.
+    threshold = checkpoint.get("val_threshold")
+    if threshold is None:
         threshold = validation_threshold(checkpoint.get("val_predictions"), ckpt_path.name)
     conformal = checkpoint.get("conformal")
     if conformal is None:  # likewise
