@@ -184,7 +184,7 @@ def test_closing_scores_what_is_queued_and_refuses_new_images():
 
 
 @pytest.mark.slow
-def test_onnx_backend_gives_the_torch_scores(trained_checkpoint, backend, shared_dir, tmp_path):
+def test_onnx_backend_gives_the_torch_scores_and_verdicts(trained_checkpoint, shared_dir, tmp_path):
     onnx_path = tmp_path / "detector.onnx"
     export_onnx(
         compose_cfg(
@@ -198,14 +198,29 @@ def test_onnx_backend_gives_the_torch_scores(trained_checkpoint, backend, shared
             config_name="export",
         )
     )
-    onnx = OnnxBackend(onnx_path)
+    from omegaconf import OmegaConf
+
+    from trustthepixels.detector.checkpoint import load_detector
+    from trustthepixels.errors import ConfigError
+
+    abstain = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "abstain" / "default.yaml"))
+    onnx = OnnxBackend(onnx_path, abstain=abstain)
+    backend = TorchBackend(trained_checkpoint, device="cpu", abstain=abstain)
     assert onnx.info.threshold == pytest.approx(backend.info.threshold)
+    assert onnx.info.rule.familiar_min == backend.info.rule.familiar_min is not None
     assert onnx.info.data_config["input_size"] == list(backend.info.data_config["input_size"])
     images = sorted((shared_dir / "data" / "real-vs-ai" / "AI").iterdir())[:6]
     with running(create_app(onnx)) as onnx_url, running(create_app(backend)) as torch_url:
         got = httpx.post(f"{onnx_url}/v1/predict", files=upload(*images), timeout=60).json()["results"]
         want = httpx.post(f"{torch_url}/v1/predict", files=upload(*images), timeout=60).json()["results"]
     assert np.allclose([r["p_ai"] for r in got], [r["p_ai"] for r in want], atol=1e-4)
+    n_val = load_detector(trained_checkpoint).familiarity.n_val
+    # A rank among the validation images: rounding may move an image past one of them (export.py's own check).
+    assert np.allclose([r["familiarity"] for r in got], [r["familiarity"] for r in want], atol=1.5 / n_val)
+    assert [r["verdict"] for r in got] == [r["verdict"] for r in want]  # one rule, whichever backend
+    # The ONNX file holds the prediction sets it was exported with: another alpha is one line, not ignored.
+    with pytest.raises(ConfigError, match=r"abstain.alpha=0.2: detector.onnx holds prediction sets at alpha 0.05"):
+        OnnxBackend(onnx_path, abstain=abstain | {"alpha": 0.2})
 
 
 def chromium_path() -> str:

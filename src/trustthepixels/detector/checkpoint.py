@@ -59,8 +59,8 @@ class Detector:
     def decision(self, configured: float | None = None, abstain: Mapping[str, Any] | None = None) -> Threshold:
         """The rule it decides by (`validation_decision`, from what the checkpoint carries)."""
         return validation_decision(
-            self.val_predictions, abstain, configured, self.val_threshold, self.conformal, self.familiarity,
-            self.checkpoint.name,
+            self.val_predictions, abstain, configured, self.val_threshold, self.conformal,
+            self.familiarity.quantile if self.familiarity is not None else None, self.checkpoint.name,
         )  # fmt: skip
 
     def weakness(self, at_most: float = WEAK_AUROC) -> str:
@@ -146,14 +146,14 @@ def validation_decision(
     configured: float | None = None,
     val_threshold: float | None = None,
     conformal: ConformalSets | None = None,
-    familiarity: Familiarity | None = None,
+    familiarity_quantile: float | None = None,
     what: str = "the run",
 ) -> Threshold:
     """The rule every command decides by: `threshold=` when set, else the validation threshold (`val_threshold`, or
     chosen here on `val_predictions`; 0.5 without them); with `abstain.enabled`, the validation prediction sets at
     `abstain.alpha` say when the detector cannot tell, and the familiarity score (cut at `abstain.familiar_quantile`
-    of the validation split) when an image is unlike anything it learned from. train.py's test predictions are
-    decided here too, so its predictions.csv holds the verdicts every later command gives."""
+    of the validation split; `familiarity_quantile`, its fitted cut, is None without a score) when an image is unlike
+    anything it learned from. train.py's test predictions and serve.py's ONNX backend decide here too."""
     if val_threshold is None:
         val_threshold = validation_threshold(val_predictions, what)
     if not abstain or not abstain.get("enabled", True):
@@ -168,11 +168,11 @@ def validation_decision(
         log.warning("No prediction sets for %s (no usable validation predictions): no abstention", what)
     if "familiar_quantile" in abstain and abstain["familiar_quantile"] is None:
         pass  # the prediction sets alone
-    elif familiarity is None:
+    elif familiarity_quantile is None:
         log.warning("%s has no familiarity score (train.py fits one on the best checkpoint only; older versions none): "
                     "no `unfamiliar` verdicts; use the best checkpoint, or eval.py fits one", what)  # fmt: skip
     else:
-        familiar_min = 1.0 - float(abstain.get("familiar_quantile", familiarity.quantile))
+        familiar_min = 1.0 - float(abstain.get("familiar_quantile", familiarity_quantile))
     return decision_threshold(configured, val_threshold, sets, familiar_min)
 
 

@@ -8,6 +8,7 @@ backends give the same scores (the export itself is checked against PyTorch to 1
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import logging
@@ -20,8 +21,8 @@ import torch
 
 from trustthepixels.data.ingest.decode import ImageDecodeError
 from trustthepixels.data.loading.transforms import image_size
-from trustthepixels.detector.checkpoint import load_detector, resolve_device
-from trustthepixels.detector.predictions import Threshold, decision_threshold
+from trustthepixels.detector.checkpoint import load_detector, resolve_device, validation_decision
+from trustthepixels.detector.predictions import Threshold
 from trustthepixels.detector.scoring import InferenceDataset
 from trustthepixels.errors import ConfigError
 from trustthepixels.metrics.conformal import ConformalSets
@@ -153,19 +154,20 @@ class OnnxBackend(Backend):
         if "data_config" not in meta:
             raise ConfigError(f"{path} has no preprocessing metadata: re-export it with this version's export.py")
         data_config = json.loads(meta["data_config"])
-        stored = json.loads(meta.get("conformal", "null"))
-        abstaining = (abstain or {}).get("enabled", True)
-        sets = ConformalSets.from_state(stored) if stored and abstaining else None
+        stored = json.loads(meta.get("conformal", "null"))  # the prediction sets, at the alpha it was exported with
+        sets = ConformalSets.from_state(stored) if stored else None
+        alpha = (abstain or {}).get("alpha")
+        if sets is not None and (abstain or {}).get("enabled", True) and alpha is not None and alpha != sets.alpha:
+            raise ConfigError(
+                f"abstain.alpha={alpha}: {path.name} holds prediction sets at alpha {sets.alpha:g} only; serve it with "
+                f"abstain.alpha={sets.alpha:g}, or export it again with abstain.alpha={alpha}"
+            )
         familiar = json.loads(meta.get("familiarity", "null"))  # the graph's second output, cut as export.py says
-        familiar_min = None
-        quantile = (abstain or {}).get("familiar_quantile", familiar["quantile"] if familiar else None)
-        if familiar and abstaining and quantile is not None and "familiarity" in self.outputs:
-            familiar_min = 1.0 - float(quantile)
-        if threshold is None and "threshold_source" in meta:  # what export.py decided, by the same rule
-            decision = Threshold(float(meta["threshold"]), meta["threshold_source"], sets, familiar_min)
-        else:
-            val_threshold = json.loads(meta.get("val_threshold", "null"))
-            decision = decision_threshold(threshold, val_threshold, sets, familiar_min)
+        quantile = familiar["quantile"] if familiar and "familiarity" in self.outputs else None
+        val_threshold = json.loads(meta.get("val_threshold", "null"))
+        decision = validation_decision(None, abstain, threshold, val_threshold, sets, quantile, path.name)
+        if threshold is None and "threshold_source" in meta:  # what export.py decided (threshold= there included)
+            decision = dataclasses.replace(decision, value=float(meta["threshold"]), origin=meta["threshold_source"])
         self.info = ModelInfo(
             backend="onnx",
             backbone=meta.get("backbone", "unknown"),
