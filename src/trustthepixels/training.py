@@ -150,7 +150,9 @@ def _fit_and_test(
         (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
         if test_predictions is not None:
             abstain = cfg.get("abstain")
-            rule = detector.decision(None, abstain) if detector else validation_decision(val_predictions, abstain)
+            # No checkpoint kept (fast_dev_run): the weights in memory, which have no familiarity score.
+            no_score = abstain and {**abstain, "familiar_quantile": None}
+            rule = detector.decision(None, abstain) if detector else validation_decision(val_predictions, no_score)
             write_test_predictions(
                 output_dir / "predictions.csv", datamodule, *test_predictions, rule,
                 familiarity["test"] if familiarity is not None else None,
