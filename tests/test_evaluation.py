@@ -293,3 +293,24 @@ def test_checkpoints_carry_prediction_sets_and_eval_reports_what_abstention_cost
                                  config_name="eval"))  # fmt: skip
     assert again["sets"]["test"]["abstain/unfamiliar"] == pytest.approx(test["abstain/unfamiliar"])
     assert again["sets"]["test"]["abstain/coverage"] == pytest.approx(test["abstain/coverage"])
+    # And every other command fits it alike (last.ckpt, or a stopped run's best, has none either): predict.py, the
+    # server and the ONNX export give those images eval.py's familiarity and verdicts.
+    from trustthepixels.detector.predictions import read_predictions
+    from trustthepixels.prediction.predict import predict
+    from trustthepixels.serving.backends import OnnxBackend, TorchBackend
+
+    with open(tmp_path / "o" / "run" / "predictions.csv", newline="") as f:
+        evaluated = {r["path"]: r for r in csv.DictReader(f) if r["set"] == "test"}
+    files = [str(folder / path) for path in evaluated]
+    predict(compose_cfg([f"ckpt_path={older}", f"input=[{','.join(files)}]", "num_workers=0"], tmp_path / "p",
+                        config_name="predict"))  # fmt: skip
+    predicted = read_predictions(tmp_path / "p" / "run" / "predictions.csv")
+    assert len(predicted) == len(evaluated)
+    for row in predicted:
+        mine = evaluated[f"{row.source}/{row.path}"]
+        assert row.familiarity == pytest.approx(float(mine["familiarity"]), abs=1e-9) and row.verdict == mine["verdict"]
+    abstain = compose_cfg([], tmp_path / "s", config_name="serve").abstain
+    assert TorchBackend(older, "cpu", abstain=abstain).info.rule.familiar_min == pytest.approx(0.01)
+    export_onnx(compose_cfg([f"ckpt_path={older}", f"check_images={folder}", "check_limit=8",
+                             f"output={tmp_path / 'older.onnx'}"], tmp_path / "x", config_name="export"))  # fmt: skip
+    assert OnnxBackend(tmp_path / "older.onnx", abstain=abstain).info.rule.familiar_min == pytest.approx(0.01)

@@ -13,6 +13,7 @@ import torch
 
 from trustthepixels.data.ingest.decode import ImageDecodeError
 from trustthepixels.data.ingest.roots import Roots, locate, roots_from_state
+from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.detector.predictions import Threshold, decision_threshold
 from trustthepixels.detector.scoring import InferenceDataset, Scores, predict_logits
 from trustthepixels.errors import UserError
@@ -136,6 +137,27 @@ class Detector:
         self.familiarity = Familiarity(state)
         return state
 
+    def fit_missing_familiarity(
+        self, abstain: Mapping[str, Any] | None, batch_size: int = 64, num_workers: int = 0, device: str = "cpu"
+    ) -> None:
+        """A checkpoint without a familiarity score (`last.ckpt`, the best one of a run stopped before its end, one
+        of an older version) gets one as train.py fits it, on its run's own training and validation split: in
+        memory (no command rewrites a checkpoint), and in every command, so each gives its images the same verdicts."""
+        split_csv = self.run_dir / "split.csv" if self.run_dir else None
+        wanted = abstain and abstain.get("enabled", True) and abstain.get("familiar_quantile", 0) is not None
+        if self.familiarity is not None or not wanted or not self.data_roots or not (split_csv and split_csv.is_file()):
+            return
+        parts = read_split_csv(split_csv)
+        log.info("Fitting a familiarity score on the run's %d training images (%s has none)", len(parts["train"]),
+                 self.checkpoint.name)  # fmt: skip
+        try:
+            self.fit_familiarity(
+                [(self.locate(p), y) for p, y in parts["train"]], [self.locate(p) for p, _ in parts["val"]], abstain,
+                batch_size, num_workers, device,
+            )  # fmt: skip
+        except ValueError as error:  # the training images moved, say: the other verdicts still stand
+            log.warning("No familiarity score for %s: %s", self.checkpoint.name, error)
+
     def _min_side(self, min_side: int | None) -> int:
         return self.min_image_side if min_side is None else int(min_side)
 
@@ -169,8 +191,7 @@ def validation_decision(
     if "familiar_quantile" in abstain and abstain["familiar_quantile"] is None:
         pass  # the prediction sets alone
     elif familiarity_quantile is None:
-        log.warning("%s has no familiarity score (train.py fits one on the best checkpoint only; older versions none): "
-                    "no `unfamiliar` verdicts; use the best checkpoint, or eval.py fits one", what)  # fmt: skip
+        log.warning("%s has no familiarity score, and no run split to fit one on: no `unfamiliar` verdicts", what)
     else:
         familiar_min = 1.0 - float(abstain.get("familiar_quantile", familiarity_quantile))
     return decision_threshold(configured, val_threshold, sets, familiar_min)

@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from trustthepixels.data.ingest.roots import roots_state
-from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.transforms import image_size
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.detector.checkpoint import Detector, load_detector, resolve_device
@@ -37,27 +36,6 @@ from trustthepixels.metrics.intervals import binary_metric_intervals
 from trustthepixels.metrics.selective import abstention_rates, risk_coverage
 
 log = logging.getLogger(__name__)
-
-
-def _fit_missing_familiarity(cfg: DictConfig, detector: Detector, evaluator: Evaluator) -> None:
-    """A checkpoint saved before familiarity scores existed gets one here, fitted as train.py fits it, on its run's
-    own training and validation split (kept in memory: eval.py never rewrites a checkpoint)."""
-    abstain = cfg.get("abstain") or {}
-    split_csv = detector.run_dir / "split.csv" if detector.run_dir else None
-    if detector.familiarity is not None or not abstain.get("enabled", True) or split_csv is None:
-        return
-    if not split_csv.is_file() or not detector.data_roots:
-        return
-    parts = read_split_csv(split_csv)
-    log.info("Fitting a familiarity score on the run's training split (the checkpoint has none)")
-    detector.fit_familiarity(
-        [(detector.locate(p), y) for p, y in parts["train"]],
-        [detector.locate(p) for p, _ in parts["val"]],
-        abstain,
-        evaluator.batch_size,
-        evaluator.num_workers,
-        evaluator.device,
-    )
 
 
 def calibrate(
@@ -107,7 +85,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     val, main = eval_sets(cfg, detector)
     extra = [EvalSet.from_folder(p, usable_side, cfg.data.cache_dir) for p in cfg.extra_sets or []]
     unique_names([main, *extra])
-    _fit_missing_familiarity(cfg, detector, evaluator)
+    detector.fit_missing_familiarity(cfg.get("abstain"), evaluator.batch_size, num_workers, device)
     val_logits = evaluator.scores(val).logits if val is not None else None
     decision, fitted = calibrate(detector, val, val_logits, cfg.threshold, cfg.get("abstain"))
     threshold, temperature = decision.value, fitted.value

@@ -96,12 +96,15 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return export_onnx(cfg)
 
 
-def export_onnx(cfg: DictConfig) -> dict[str, Any]:
+def export_onnx(cfg: DictConfig, detector: Detector | None = None) -> dict[str, Any]:
+    """The ONNX file and its check against PyTorch (`detector`: the checkpoint's, when the caller has loaded it)."""
     import onnx
     import onnxruntime
 
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per folded constant otherwise
-    detector = load_detector(cfg.ckpt_path)
+    if detector is None:
+        detector = load_detector(cfg.ckpt_path)
+        detector.fit_missing_familiarity(cfg.get("abstain"))
     wrapper = ProbabilityOfAI(detector.model, detector.familiarity).eval()
     outputs = ["p_ai", "familiarity"] if detector.familiarity is not None else ["p_ai"]
     size = image_size(detector.data_config)

@@ -43,6 +43,7 @@ def export_hf(cfg: DictConfig, export_onnx) -> dict[str, Any]:
     from timm.models import save_for_hf
 
     detector = load_detector(cfg.ckpt_path)
+    detector.fit_missing_familiarity(cfg.get("abstain"))
     folder = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / "hf"
     folder.mkdir(parents=True, exist_ok=True)
     backbone = copy.deepcopy(detector.model.backbone).to(memory_format=torch.contiguous_format)  # safetensors
@@ -58,7 +59,7 @@ def export_hf(cfg: DictConfig, export_onnx) -> dict[str, Any]:
     onnx_cfg = copy.deepcopy(cfg)
     with open_dict(onnx_cfg):
         onnx_cfg.output = str(folder / "detector.onnx")
-    onnx_report = export_onnx(onnx_cfg)
+    onnx_report = export_onnx(onnx_cfg, detector)
     rule = detector.decision(cfg.threshold, cfg.get("abstain"))
     (folder / "README.md").write_text(model_card(detector, rule))
     log.info("Hugging Face folder in %s: upload it with `hf upload USER/NAME %s`", folder, folder)

@@ -39,6 +39,8 @@ def collect_inputs(inputs: Sequence[str | Path]) -> tuple[list[tuple[str, str, P
 def predict(cfg: DictConfig) -> int:
     """Score the inputs, print a table, write the CSV (and Grad-CAM overlays). Returns how many were scored."""
     detector = load_detector(cfg.ckpt_path)
+    device, num_workers = resolve_device(cfg.device), resolve_num_workers(cfg.num_workers)
+    detector.fit_missing_familiarity(cfg.get("abstain"), cfg.batch_size, num_workers, device)
     threshold = detector.decision(cfg.threshold, cfg.get("abstain"))
     inputs = list(cfg.input) if isinstance(cfg.input, ListConfig | list | tuple) else [cfg.input]
     files, missing = collect_inputs(inputs)
@@ -46,12 +48,9 @@ def predict(cfg: DictConfig) -> int:
         raise UserError(f"input={inputs}: no file found ({', '.join(m for m, _ in missing) or 'empty folders'})")
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
     # The training run's preprocessing and its rule for a usable image (data.min_image_side), nothing else.
     progress = f"Scoring {len(files)} images" if len(files) > cfg.batch_size else None
-    scores = detector.score_files(
-        [f for *_, f in files], cfg.batch_size, resolve_num_workers(cfg.num_workers), device, description=progress
-    )
+    scores = detector.score_files([f for *_, f in files], cfg.batch_size, num_workers, device, description=progress)
     logits, errors, familiarity = scores.logits, scores.errors, scores.familiarity
     rows = [
         Prediction(

@@ -92,6 +92,7 @@ class TorchBackend(Backend):
     ):
         detector = load_detector(ckpt_path)
         self.device = resolve_device(device)
+        detector.fit_missing_familiarity(abstain, device=self.device)
         self.model = detector.model.to(self.device).eval()
         self.familiarity = detector.familiarity.to(self.device) if detector.familiarity is not None else None
         self._explainer = None
