@@ -91,16 +91,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     threshold, temperature = decision.value, fitted.value
     log.info("Threshold %.4f (%s), temperature %.3f", threshold, decision.origin, temperature)
 
+    def measured(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+        """Every metric at this threshold and temperature, with its 95% interval."""
+        metrics = binary_metrics(labels, logits, threshold, temperature, cfg.calibration_bins)
+        bins, resamples = cfg.calibration_bins, cfg.bootstrap
+        return metrics | binary_metric_intervals(labels, logits, threshold, temperature, bins, resamples, cfg.seed)
+
     writer = SummaryWriter(str(out))
     sets, scores_of, logits_of = {}, {}, {}
     for subset in [main, *extra]:
         scores_of[subset.name] = evaluator.scores(subset)
         logits_of[subset.name] = scores_of[subset.name].logits
-        sets[subset.name] = binary_metrics(
-            subset.labels, logits_of[subset.name], threshold, temperature, cfg.calibration_bins
-        ) | binary_metric_intervals(
-            subset.labels, logits_of[subset.name], threshold, temperature, cfg.calibration_bins, cfg.bootstrap, cfg.seed
-        )
+        sets[subset.name] = measured(subset.labels, logits_of[subset.name])
         if decision.abstains:
             sets[subset.name] |= abstention_with_intervals(subset.labels, scores_of[subset.name], decision)
         for key, value in sets[subset.name].items():
@@ -137,11 +139,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.robustness:
         robustness.append({"perturbation": "none", "strength": "-", **sets[main.name]})
         for perturb in perturbations(OmegaConf.to_container(cfg.perturbations)):
-            perturbed = evaluator.scores(main, perturb).logits
-            metrics = binary_metrics(main.labels, perturbed, threshold, temperature, cfg.calibration_bins)
-            metrics |= binary_metric_intervals(
-                main.labels, perturbed, threshold, temperature, cfg.calibration_bins, cfg.bootstrap, cfg.seed
-            )
+            metrics = measured(main.labels, evaluator.scores(main, perturb).logits)
             robustness.append({"perturbation": perturb.kind, "strength": f"{perturb.strength:g}", **metrics})
             writer.add_scalar(f"robustness/{perturb.kind}/auroc", metrics["auroc"], int(perturb.strength * 100))
         drawn["robustness.png"] = figures.robustness_figure(robustness)
