@@ -174,10 +174,9 @@ def _score_run(cfg: DictConfig, run: Path, roots: Roots, trained: list[str], tes
         raise ConfigError("the training kept no checkpoint (fast_dev_run?): the benchmark scores a checkpoint")
     log.info("Scoring %s on every source", Path(checkpoint).name)
     detector = load_detector(checkpoint)
-    workers = resolve_num_workers(cfg.data.num_workers)
-    evaluator = Evaluator(
-        detector, cfg.data.batch_size, workers, resolve_device(cfg.get("device", "auto")), detector.min_image_side
-    )
+    workers, device = resolve_num_workers(cfg.data.num_workers), resolve_device(cfg.get("device", "auto"))
+    detector.fit_missing_familiarity(cfg.get("abstain"), cfg.data.batch_size, workers, device)  # last.ckpt's
+    evaluator = Evaluator(detector, cfg.data.batch_size, workers, device, detector.min_image_side)
     val = EvalSet.from_split("val", detector, read_split_csv(run / "split.csv")["val"])
     decision, _ = calibrate(detector, val, evaluator.scores(val).logits, abstain=cfg.get("abstain"))
     threshold = decision.value
