@@ -143,3 +143,27 @@ def test_hf_export_loads_in_timm_and_its_onnx_returns_the_familiarity(trained_ch
     for heading in ("## Training data", "## Preprocessing", "## Metrics (95% intervals)", "## Must not be used"):
         assert heading in card
     assert "| auroc |" in card and "`unfamiliar`" in card and "On its test split" in card
+
+
+def test_a_missing_score_is_fitted_from_the_run_split_or_skipped_when_its_images_moved(trained_checkpoint, tmp_path):
+    """last.ckpt has no familiarity score: every command fits it from the run's split. When the training images are
+    gone, the command still runs, with the other verdicts and a warning."""
+    from trustthepixels.detector.checkpoint import load_detector
+
+    abstain = {"enabled": True, "alpha": 0.05, "familiar_quantile": 0.99}
+    last = trained_checkpoint.parent / "last.ckpt"
+    assert "familiarity" not in torch.load(last, map_location="cpu", weights_only=True)
+    detector = load_detector(last)
+    detector.fit_missing_familiarity(abstain)
+    assert detector.familiarity is not None and detector.decision(None, abstain).familiar_min == pytest.approx(0.01)
+
+    run = tmp_path / "moved"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "split.csv").write_bytes((trained_checkpoint.parent.parent / "split.csv").read_bytes())
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    checkpoint["ImageFolderDataModule"]["root"] = str(tmp_path / "gone")
+    torch.save(checkpoint, run / "checkpoints" / "last.ckpt")
+    moved = load_detector(run / "checkpoints" / "last.ckpt")
+    moved.fit_missing_familiarity(abstain)
+    rule = moved.decision(None, abstain)
+    assert moved.familiarity is None and rule.familiar_min is None and rule.sets is not None
