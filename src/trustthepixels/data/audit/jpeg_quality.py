@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from trustthepixels.data.ingest.decode import ImageDecodeError, opened
+
 
 @lru_cache(maxsize=1)
 def _reference_tables() -> np.ndarray:
@@ -25,10 +27,10 @@ def _reference_tables() -> np.ndarray:
 def jpeg_quality(path: Path) -> int | None:
     """The libjpeg quality whose luminance table is closest to the file's (an estimate for other encoders)."""
     try:
-        with Image.open(path) as img:
+        with opened(path) as img:
             if img.format != "JPEG" or not getattr(img, "quantization", None):
                 return None
             table = np.array(img.quantization[0], dtype=np.float64)
-    except OSError:
+    except ImageDecodeError:
         return None
     return int(np.abs(_reference_tables() - table).sum(axis=1).argmin()) + 1

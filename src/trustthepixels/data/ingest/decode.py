@@ -8,6 +8,8 @@ it saw its training set.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,31 @@ from PIL import Image
 _WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
+# The formats the project reads: what cameras, phones, generators and the web write. Pillow is asked for these
+# alone, so a file in any other format it knows (DDS, EPS through Ghostscript, ICNS...) never reaches that
+# format's parser. (A camera's multi-picture JPEG opens through JPEG's, as format MPO.)
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+# Why a file cannot be used, as `ImageDecodeError.code` (the API's `reason`) gives it.
+REASON_CODES = {
+    "unsupported_format": "an image format the project does not read",
+    "not_an_image": "not an image in any format",
+    "empty": "an empty file",
+    "truncated": "the file ends before the image does",
+    "undecodable": "the decoder failed on the file's contents",
+    "decompression_bomb": "more pixels than Pillow's decompression-bomb limit",
+    "too_small": "a side shorter than data.min_image_side",
+    "not_a_file": "a folder",
+    "missing": "gone, or a broken link",
+    "permission_denied": "not readable",
+}
+
+
 class ImageDecodeError(ValueError):
     """A file that cannot be used as an image: the message names the file and the reason in words, `code` in a
-    stable machine-readable form (the API's `reason`): too_many_pixels, too_small, empty, not_an_image, not_a_file,
-    permission_denied, missing, truncated, undecodable, unreadable."""
+    stable machine-readable form (the API's `reason`, one of `REASON_CODES` or the server's own refusals)."""
 
-    def __init__(self, path: Path | str, reason: str, code: str = "unreadable"):
+    def __init__(self, path: Path | str, reason: str, code: str = "undecodable"):
         self.path = Path(path)
         self.reason = reason
         self.code = code
@@ -60,7 +81,7 @@ def unusable(width: int, height: int, min_side: int) -> tuple[str, str] | None:
     reason = unusable_reason(width, height, min_side)
     if reason is None:
         return None
-    return ("too_many_pixels" if reason.startswith("too many pixels") else "too_small"), reason
+    return ("decompression_bomb" if reason.startswith("too many pixels") else "too_small"), reason
 
 
 def unusable_reason(width: int, height: int, min_side: int) -> str | None:
@@ -74,34 +95,25 @@ def unusable_reason(width: int, height: int, min_side: int) -> str | None:
     return None
 
 
-def decode_image(
-    path: Path | str, min_side: int = 1, draft_size: tuple[int, int] | None = None
-) -> tuple[Image.Image, dict[str, Any]]:
-    """`open_rgb`, plus what the file is: its format, mode and full-resolution width and height.
-
-    `draft_size` may also be a callable of the full (width, height), returning the draft size or None."""
+@contextmanager
+def opened(path: Path | str) -> Iterator[Image.Image]:
+    """The one gate every file passes on its way to a decoder: Pillow opens it as one of `ACCEPTED_FORMATS` or
+    not at all, and whatever goes wrong, while opening or in the `with` block that reads it, leaves as an
+    `ImageDecodeError` with its code. A decoder's own exception (Pillow's plugins raise NotImplementedError,
+    struct.error, IndexError... on crafted headers) is `undecodable`: one file is refused, never a request, a
+    prediction run or a training scan."""
     path = Path(path)
+    Image.init()  # every plugin registered: TIFF and WebP are not among Pillow's first few
     try:
-        with Image.open(path) as img:
-            meta = {"format": img.format or "unknown", "mode": img.mode, "width": img.width, "height": img.height}
-            refusal = unusable(img.width, img.height, min_side)
-            if refusal is not None:
-                raise ImageDecodeError(path, refusal[1], refusal[0])
-            size = draft_size(img.size) if callable(draft_size) else draft_size
-            if size is not None and img.format == "JPEG":
-                img.draft("RGB", size)
-            img.load()
-            rgb = to_rgb(img)
+        with Image.open(path, formats=ACCEPTED_FORMATS) as img:
+            yield img
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as err:  # more than twice the limit: Pillow refuses to open it at all
-        raise ImageDecodeError(
-            path, f"too many pixels, refused as a decompression bomb ({err})", "too_many_pixels"
-        ) from None
+        raise ImageDecodeError(path, f"too many pixels, refused as a decompression bomb ({err})",
+                               "decompression_bomb") from None  # fmt: skip
     except Image.UnidentifiedImageError:
-        empty = path.stat().st_size == 0
-        kind = "empty file" if empty else "not an image Pillow can identify"
-        raise ImageDecodeError(path, kind, "empty" if empty else "not_an_image") from None
+        raise _unidentified(path) from None
     except IsADirectoryError:
         raise ImageDecodeError(path, "a folder, not a file", "not_a_file") from None
     except PermissionError:
@@ -109,7 +121,57 @@ def decode_image(
     except FileNotFoundError:
         kind = "broken symbolic link" if path.is_symlink() else "file disappeared"
         raise ImageDecodeError(path, kind, "missing") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        code = "truncated" if "truncated" in str(err) else "undecodable"  # Pillow says so in its message only
-        raise ImageDecodeError(path, f"cannot be decoded ({err})", code) from None
+    except Exception as err:  # any decoder failure is this file's, with its reason
+        truncated = "truncated" in str(err).lower()  # Pillow says so in its message only
+        detail = str(err) or type(err).__name__
+        raise ImageDecodeError(path, f"cannot be decoded ({detail})", "truncated" if truncated else "undecodable") \
+            from None
+
+
+def _unidentified(path: Path) -> ImageDecodeError:
+    """Why Pillow could not open a file as an accepted format: empty, another image format (named from its first
+    bytes by Pillow's own signature checks, without running that format's parser), or not an image at all."""
+    with path.open("rb") as file:
+        prefix = file.read(16)
+    if not prefix:
+        return ImageDecodeError(path, "empty file", "empty")
+    for name, (_, accept) in Image.OPEN.items():
+        if name not in ACCEPTED_FORMATS and accept is not None and _accepts(accept, prefix):
+            formats = ", ".join(ACCEPTED_FORMATS)
+            return ImageDecodeError(
+                path, f"a {name} image, a format the project does not read: convert it to one of {formats}",
+                "unsupported_format",
+            )  # fmt: skip
+    return ImageDecodeError(path, "not an image Pillow can identify", "not_an_image")
+
+
+def _accepts(accept, prefix: bytes) -> bool:
+    try:
+        return bool(accept(prefix))
+    except Exception:  # a signature check that fails on these bytes does not match them
+        return False
+
+
+def image_size(path: Path | str) -> tuple[int, int]:
+    """(width, height) from the file's header, through the gate; nothing is decoded."""
+    with opened(path) as img:
+        return img.size
+
+
+def decode_image(
+    path: Path | str, min_side: int = 1, draft_size: tuple[int, int] | None = None
+) -> tuple[Image.Image, dict[str, Any]]:
+    """`open_rgb`, plus what the file is: its format, mode and full-resolution width and height.
+
+    `draft_size` may also be a callable of the full (width, height), returning the draft size or None."""
+    with opened(path) as img:
+        meta = {"format": img.format or "unknown", "mode": img.mode, "width": img.width, "height": img.height}
+        refusal = unusable(img.width, img.height, min_side)
+        if refusal is not None:
+            raise ImageDecodeError(path, refusal[1], refusal[0])
+        size = draft_size(img.size) if callable(draft_size) else draft_size
+        if size is not None and img.format == "JPEG":
+            img.draft("RGB", size)
+        img.load()
+        rgb = to_rgb(img)
     return rgb, meta
