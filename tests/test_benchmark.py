@@ -132,3 +132,13 @@ def test_benchmark_folds_pool_out_of_fold_in_source_and_average_the_rest(tmp_pat
     assert float(by[("a", "h")]["auroc_lo"]) <= float(by[("a", "h")]["auroc"]) <= float(by[("a", "h")]["auroc_hi"])
     bad = run_benchmark(f"sources={sources}", "test_only=[h]", "folds=1", cwd=tmp_path)
     assert bad.returncode == 1 and bad.stderr.startswith("Error: folds=1")
+
+
+def test_folds_with_ddp_are_refused_in_one_line(tmp_path):
+    """Each fold's DDP ranks would re-run the row from its first fold (Lightning re-runs the command line per fit)."""
+    data = {name: write_image_folder(tmp_path / name, per_class=2, size=16) for name in ("a", "b")}
+    sources = "{" + ", ".join(f"{k}: {v}" for k, v in data.items()) + "}"
+    result = run_benchmark(f"sources={sources}", "folds=2", "trainer=ddp_sim", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "folds=2 with trainer.strategy=ddp" in result.stderr and len(result.stderr.splitlines()) <= 6
+    assert not (tmp_path / "outputs").exists()

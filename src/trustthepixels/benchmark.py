@@ -87,6 +87,14 @@ def benchmark_sources(cfg: DictConfig) -> tuple[Roots, list[str]]:
         raise ConfigError(f"test_only={test_only}: {unknown} not in sources ({', '.join(roots)})")
     if len(test_only) == len(roots):
         raise ConfigError("test_only lists every source: leave at least one to train on")
+    strategy = str(OmegaConf.select(cfg, "trainer.strategy", default="auto"))
+    if s.folds and strategy.startswith("ddp"):
+        # Lightning starts a fit's DDP ranks by re-running the command line, so each fold's ranks would re-run
+        # the whole row from fold 0 (a hang, or ranks of different folds in one process group).
+        raise ConfigError(
+            f"folds={s.folds} with trainer.strategy={strategy}: each fold's DDP ranks would re-run the row from its "
+            "first fold; run the folds on one device (trainer=gpu or trainer=cpu), or DDP without folds"
+        )
     return roots, test_only
 
 

@@ -153,6 +153,8 @@ def _user_error(error: BaseException) -> UserError | None:
             return seen
         if isinstance(seen, TypeError) and isinstance(error, InstantiationException):
             return _unknown_argument(error, seen)
+        if type(seen).__name__ == "MisconfigurationException":  # Lightning's word for settings that cannot work
+            return ConfigError(f"trainer: {seen}")
         seen = seen.__cause__ or seen.__context__
     return None
 
@@ -173,10 +175,11 @@ def _unknown_argument(error: InstantiationException, cause: TypeError) -> UserEr
     return ConfigError(f"'{name.group(1)}' is not a setting of {target.group(1)}: {hint}")
 
 
-def _remove_if_empty(run_dir: Path, user_named: bool) -> None:
+def _remove_if_empty(run_dir: Path, user_named: bool, log_dir: Path | None = None) -> None:
     """A run that failed before doing anything leaves no folder behind: all it has is Hydra's config and log and
-    the TensorBoard logger's first event file (no checkpoint, no metrics, no split). A folder the user named
-    (hydra.run.dir=...) is removed only if it was empty or absent before this command."""
+    the TensorBoard logger's first event file (no checkpoint, no metrics, no split); nor the folders Hydra made
+    for it below `log_dir` (`<task>/runs/`) when they are left empty. A folder the user named (hydra.run.dir=...)
+    is removed only if it was empty or absent before this command."""
     if not run_dir.is_dir() or (user_named and run_dir.resolve() not in _NEW_RUN_DIRS):
         return
     own = [p for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.relative_to(run_dir).parts]
@@ -187,6 +190,11 @@ def _remove_if_empty(run_dir: Path, user_named: bool) -> None:
                     logger.removeHandler(handler)
                     handler.close()
         shutil.rmtree(run_dir, ignore_errors=True)
+        parent = run_dir.parent.resolve()
+        inside = log_dir.resolve() if log_dir is not None and not user_named else None
+        while inside is not None and parent != inside and parent.is_relative_to(inside) and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
 
 
 def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
@@ -208,7 +216,8 @@ def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         if HydraConfig.initialized():
             hydra = HydraConfig.get()
             user_named = any(o.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in hydra.overrides.hydra)
-            _remove_if_empty(Path(hydra.runtime.output_dir), user_named)
+            log_dir = OmegaConf.select(cfg, "paths.log_dir", default=None)
+            _remove_if_empty(Path(hydra.runtime.output_dir), user_named, Path(log_dir) if log_dir else None)
         _fail(str(user_error))
         raise  # unreachable: _fail exits
 

@@ -185,6 +185,8 @@ def _check(settings: Any, prefix: str) -> None:
 def check_settings(cfg: Any) -> None:
     """The rules of every group of `cfg` that composed from a registered schema (a command's own `data:` block,
     say eval.yaml's, is another thing and is left alone): one ConfigError for the first value that cannot work."""
+    from trustthepixels.target_check import check_target
+
     if not isinstance(cfg, Container):
         return
     if OmegaConf.get_type(cfg) in _COMMANDS:
@@ -192,7 +194,27 @@ def check_settings(cfg: Any) -> None:
     for group, schema in _SCHEMAS.items():
         node = cfg.get(group)
         if isinstance(node, Container) and OmegaConf.get_type(node) is schema:
+            if "_target_" in node:  # a key the class does not take (+data.batchsize=8), before anything is built
+                check_target(to_plain(node), f"{group}.", types_too=False)
             validated(schema, to_plain(node), f"{group}.")
+    trainer = cfg.get("trainer")
+    if isinstance(trainer, Container) and "_target_" in trainer:  # Lightning's Trainer declares its own settings
+        check_target(to_plain(trainer), "trainer.")
+        check_accelerator(str(trainer.get("accelerator", "auto")))
+
+
+def check_accelerator(accelerator: str) -> None:
+    """A GPU asked for on a machine without one: one line before anything loads (Lightning would refuse it only
+    when the Trainer is built, after the model)."""
+    import torch
+
+    from trustthepixels.errors import ConfigError
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: this machine has no CUDA GPU that torch can use "
+            f"(torch {torch.__version__}); train with trainer=cpu, or leave trainer at its default (auto)"
+        )
 
 
 def _field(schema: type, path: list[str]) -> dataclasses.Field | None:

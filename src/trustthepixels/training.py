@@ -24,6 +24,7 @@ from trustthepixels.ddp import ddp_session
 from trustthepixels.detector.checkpoint import (
     Detector,
     load_detector,
+    read_checkpoint,
     resolve_device,
     store_in_checkpoint,
     validation_decision,
@@ -73,6 +74,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # A setting or path that cannot work fails now, before weights load or images are read.
     check_settings(cfg)
     check_data_roots(to_plain(cfg.data.root), cfg.data.download)
+    if cfg.get("ckpt_path"):  # resuming: a file that is no checkpoint of this project is refused before anything
+        read_checkpoint(cfg.ckpt_path, hint="resume from a run's <run dir>/checkpoints/last.ckpt")
     seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     log.info("Run directory: %s", Path(cfg.paths.output_dir).resolve())
@@ -102,7 +105,8 @@ def _fit_and_test(
     # Building caches draws random numbers (DataLoader seeds): re-seed, so that a run does not depend on
     # whether its caches were warm.
     seed_everything(cfg.seed, workers=True, verbose=False)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # weights_only: the checkpoint's plain data alone is unpickled, whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says.
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
 
     # Report the best checkpoint's numbers, not the last epoch's; fast_dev_run keeps no checkpoint.
     checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor is not None), None)
@@ -115,7 +119,9 @@ def _fit_and_test(
         val = model.last_metrics.get("val") or _stage_metrics(trainer.callback_metrics, "val")
         predictions = model.last_predictions.get("val")
         val_predictions = {"logits": predictions[1], "labels": predictions[2]} if predictions else None
-    logged = _stage_metrics(trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0], "test")
+    logged = _stage_metrics(
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)[0], "test"
+    )
     test = dict(sorted(model.last_metrics.get("test", logged).items()))  # full precision, as eval.py computes
     # Every number from a sample of images gets its 95% interval (see evaluation/intervals.py).
     if val_predictions is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,22 +209,40 @@ class CheckpointError(UserError, ValueError):
     pass
 
 
-def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
-    """The checkpoint's data, or one line naming the file and what is wrong with it (missing, unreadable, not a
-    checkpoint of this project)."""
+def read_checkpoint(
+    ckpt_path: str | Path, hint: str = "give a .ckpt that train.py wrote (a run keeps them in <run dir>/checkpoints/)"
+) -> dict[str, Any]:
+    """The checkpoint's data, or one line naming the file and what is wrong with it (missing, a folder, unreadable,
+    truncated, holding code, not a checkpoint of this project). Only plain data is ever unpickled
+    (`weights_only=True`, which `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` cannot override when it is passed)."""
     path = Path(ckpt_path).expanduser()
-    hint = "give a .ckpt that train.py wrote (a run keeps them in <run dir>/checkpoints/)"
+    if path.is_dir():
+        raise CheckpointError(f"ckpt_path={ckpt_path}: a folder, not a checkpoint file: {hint}")
     if not path.is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such file: {hint}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError as err:
         raise CheckpointError(f"ckpt_path={ckpt_path}: cannot be read ({err.strerror})") from err
-    except Exception as err:  # torch.load raises whatever its unpickler or zip reader meets
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" in str(err).lower():
+            raise CheckpointError(
+                f"ckpt_path={ckpt_path}: refused: it holds pickled objects other than tensors and plain data (code "
+                "that loading would run); a checkpoint of this project never does"
+            ) from err
         raise CheckpointError(f"ckpt_path={ckpt_path}: not a PyTorch checkpoint: {hint}") from err
+    except Exception as err:  # torch.load raises whatever its unpickler or zip reader meets
+        damaged = "truncated or damaged" if _zip_magic(path) else "not a PyTorch checkpoint"
+        raise CheckpointError(f"ckpt_path={ckpt_path}: {damaged}: {hint}") from err
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(checkpoint):
         raise CheckpointError(f"ckpt_path={ckpt_path}: a PyTorch file, but not a detector checkpoint: {hint}")
     return checkpoint
+
+
+def _zip_magic(path: Path) -> bool:
+    """A torch.save file starts as a zip archive: a truncated one keeps its first bytes, not its directory."""
+    with path.open("rb") as file:
+        return file.read(4) == b"PK\x03\x04"
 
 
 def load_detector(ckpt_path: str | Path) -> Detector:

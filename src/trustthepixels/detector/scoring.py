@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from rich.progress import track
 from torch.utils.data import DataLoader, Dataset
 
-from trustthepixels.data.ingest.decode import ImageDecodeError
+from trustthepixels.data.ingest.decode import ImageDecodeError, ImageSource
 from trustthepixels.data.loading.transforms import Preprocessing, build_transform, load_pixels
 
 
@@ -24,7 +23,7 @@ class InferenceDataset(Dataset):
 
     def __init__(
         self,
-        paths: Sequence[Path],
+        paths: Sequence[ImageSource],
         data_config: dict,
         min_side: int,
         perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -43,8 +42,8 @@ class InferenceDataset(Dataset):
             pixels = load_pixels(self.paths[index], self.pre, self.min_side)
         except ImageDecodeError as err:
             return None, index, err
-        except OSError as err:
-            return None, index, ImageDecodeError(self.paths[index], str(err))
+        except OSError as err:  # reading the file itself failed (the gate maps everything Pillow raises)
+            return None, index, ImageDecodeError(self.paths[index], f"cannot be read ({err})", "unreadable")
         if self.perturb is not None:
             pixels = self.perturb(pixels)
         return self.transform(pixels), index, None

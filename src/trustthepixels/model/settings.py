@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from trustthepixels.config import check_value, register_schema, setting
 from trustthepixels.errors import ConfigError
+from trustthepixels.target_check import check_target
 
 FLIPS = ("none", "horizontal", "dihedral")
 
@@ -51,6 +52,7 @@ def check_model_settings(s: ModelSettings) -> None:
     import torch
     from hydra.utils import instantiate
 
+    check_target(s.optimizer, "model.optimizer.")  # lr=abc: the optimizer's own signature says it takes a number
     try:
         instantiate(s.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
     except Exception as error:

@@ -11,16 +11,19 @@ our usable-image rule and without a per-request admission; see the README.)
 - `GET /v1/health` (503 when the model is failing or the server stops), `GET /v1/model`; `GET /` the page
   (served from the package: it works offline; `/openapi.json` is the schema, the CDN-based `/docs` is off).
 
-What a hostile client meets, in order, before anything is decoded: an optional bearer token (`api_key`); the
-request body limit (`max_request_mb`), counted while the body streams, declared or chunked (Starlette's
-`RequestBodyLimitMiddleware`), and the connection closed with the 413; serve.py's HTTP protocol stops reading a body
-one 64 KiB read past the limit (`refusal.body_capped_protocol`), so the rest is never read; at most
-`max_files` files (checked by the multipart parser); each file's size (`max_upload_mb`); admission of the whole
-request to the queue (`MicroBatcher.admit`), or 503.
-Then at most `decode_workers` files are decoded at once, each refused if it has more than `max_megapixels`, then
-the project's one "usable image" rule (Pillow's bomb limit, the training run's `data.min_image_side`) as
-`predict.py` applies it. Peak decoding memory is bounded by decode_workers x max_megapixels (about 7 bytes a
-pixel: the decoded image, its RGB copy, the resized base image). File names are only echoed, never used on disk.
+What a hostile client meets, in order, before anything is decoded (serving/refusal.py does the first four): a
+bound on open connections, the oldest idle one shed first, so health checks always get in; a deadline for the
+headers and one for the body; the bearer token (`api_key`), checked from the headers before a byte of the body
+is read; the request body limit (`max_request_mb`), counted while the body streams, declared or chunked
+(Starlette's `RequestBodyLimitMiddleware`), with the connection closed after the 413 and reading stopped one
+64 KiB read past the limit; at most `max_files` files (checked by the multipart parser); each file's size
+(`max_upload_mb`); admission of the whole request to the queue (`MicroBatcher.admit`), or 503.
+Then each file's header is read through the decode gate (the accepted formats only), an image with more than
+`max_megapixels` is refused, and decoding is admitted by pixels: at most `decode_megapixels` in decoding at once
+across all requests (`PixelBudget`), about 10 bytes a pixel at the peak, so peak decoding memory has a stated
+bound whatever the mix of images. The project's one "usable image" rule (Pillow's bomb limit, the training run's
+`data.min_image_side`) applies as in `predict.py`. Uploads stay in memory or in anonymous files (Starlette's
+spooled files), never under a name, so none outlives the process; file names are only echoed.
 """
 
 from __future__ import annotations
@@ -29,32 +32,27 @@ import asyncio
 import base64
 import logging
 import math
-import secrets
-import tempfile
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import FastAPI, File, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
-from trustthepixels.data.ingest.decode import ImageDecodeError
+from trustthepixels.data.ingest.decode import ImageDecodeError, image_size
 from trustthepixels.detector.predictions import Threshold
 from trustthepixels.serving.backends import Backend
-from trustthepixels.serving.batching import MicroBatcher, ModelFailure, Overloaded
-from trustthepixels.serving.refusal import CloseOnRefusal
+from trustthepixels.serving.batching import MicroBatcher, ModelFailure, Overloaded, PixelBudget
+from trustthepixels.serving.refusal import CloseOnRefusal, RequireKey
 
 log = logging.getLogger(__name__)
 STATIC = Path(str(resources.files("trustthepixels.serving") / "static"))
 BUSY_FOR_S = 5.0  # /v1/health says "busy" this long after the queue refused a request
-BEARER = HTTPBearer(auto_error=False)  # module level: FastAPI resolves the annotations that name it here
 
 
 def create_app(
@@ -68,6 +66,7 @@ def create_app(
     max_request_mb: float = 64.0,
     max_megapixels: float = 24.0,
     decode_workers: int = 2,
+    decode_megapixels: float = 48.0,
     api_key: str | None = None,
 ) -> FastAPI:
     info = backend.info
@@ -75,6 +74,7 @@ def create_app(
     max_pixels = int(max_megapixels * 1e6)
     batcher = MicroBatcher(backend.score, batch_size, max_wait_ms, max_queue)
     decoding = asyncio.Semaphore(max(1, int(decode_workers)))
+    budget = PixelBudget(int(decode_megapixels * 1e6))
     started = time.time()
 
     @asynccontextmanager
@@ -93,15 +93,13 @@ def create_app(
         redoc_url=None,
         form_limits={"max_files": max_files, "max_fields": 8},
     )
-    # The body limit while it streams (Starlette's), then a refusal ends the connection (added last: outermost).
+    # The body limit while it streams (Starlette's), then a refusal ends the connection; the key before either
+    # (each added after the one it wraps: the last is outermost).
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=int(max_request_mb * 1024 * 1024))
     app.add_middleware(CloseOnRefusal)
+    if api_key:
+        app.add_middleware(RequireKey, api_key=api_key)
     app.state.batcher = batcher
-
-    def authorised(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
-        if api_key and not (credentials and secrets.compare_digest(credentials.credentials, api_key)):
-            raise HTTPException(401, "this server needs its API key: Authorization: Bearer <key>",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -134,13 +132,13 @@ def create_app(
         }
         return JSONResponse(body, status_code=503 if status in ("unhealthy", "shutting down") else 200)
 
-    @app.get("/v1/model", dependencies=[Depends(authorised)])
+    @app.get("/v1/model")
     async def model() -> dict[str, Any]:
         limits = {"max_upload_mb": max_upload_mb, "max_files": max_files, "max_request_mb": max_request_mb,
                   "max_megapixels": max_megapixels}  # fmt: skip
         return info.public() | limits
 
-    @app.post("/v1/predict", dependencies=[Depends(authorised)])
+    @app.post("/v1/predict")
     async def predict(
         file: Annotated[list[UploadFile], File(description="one or more images (repeat the field)")],
         explain: Annotated[bool, Query(description="add a Grad-CAM overlay (PNG, base64) per image")] = False,
@@ -161,8 +159,9 @@ def create_app(
             else:
                 with admission:
                     results = await asyncio.gather(*(_one(u, explain, admission) for u in file))
-        except ModelFailure as error:
-            return JSONResponse({"detail": f"the model failed on this batch: {error}"}, status_code=500)
+        except ModelFailure:
+            detail = "the model failed on this batch; the server's log has the details"
+            return JSONResponse({"detail": detail}, status_code=500)
         scored = [r for r in results if "error" not in r]
         too_large = all(r.get("reason") == "too_large" for r in results)
         status = 200 if scored else (413 if too_large else 422)
@@ -184,8 +183,7 @@ def create_app(
         name = upload.filename or "upload"
         if upload.size is not None and upload.size > max_bytes:
             return _too_large(upload)  # held no place in the queue
-        async with decoding:  # a bounded number of decodes at once: a stated bound on their memory
-            tensor, error = await run_in_threadpool(_decode, upload)
+        tensor, error = await _decode(upload)
         if tensor is None:
             return _failure(name, error.reason, error.code)
         decode_ms = (time.perf_counter() - t0) * 1000
@@ -217,29 +215,19 @@ def create_app(
                 result["heatmap_note"] = f"no Grad-CAM for the {info.backend} backend of {info.backbone}"
         return result
 
-    def _decode(upload: UploadFile):
-        """Copy the upload to an anonymous temporary file (its name never reaches the filesystem), refuse it if it
-        has more pixels than the server decodes, then decode it as predict.py does."""
-        with tempfile.NamedTemporaryFile(prefix="upload-") as spooled:
-            upload.file.seek(0)
-            written = 0
-            while chunk := upload.file.read(1 << 20):
-                written += len(chunk)
-                if written > max_bytes:
-                    return None, ImageDecodeError(
-                        "upload", f"too large (over serve.max_upload_mb={max_upload_mb:g})", "too_large"
-                    )
-                spooled.write(chunk)
-            spooled.flush()
-            try:
-                with Image.open(spooled.name) as image:  # the header only
-                    width, height = image.size
-            except Exception:
-                width = height = 0
-            if width * height > max_pixels:
-                reason = f"too many pixels ({width}x{height}; serve.max_megapixels={max_megapixels:g})"
-                return None, ImageDecodeError("upload", reason, "too_many_pixels")
-            return backend.preprocess(Path(spooled.name))
+    async def _decode(upload: UploadFile) -> tuple[Any, ImageDecodeError | None]:
+        """The upload's model input, decoded from the spooled upload itself (in memory, or an anonymous file):
+        its header first, through the decode gate, to refuse too many pixels; then the decode, admitted by its
+        pixels against the budget shared by every request, at most `decode_workers` at once."""
+        try:
+            width, height = await run_in_threadpool(image_size, upload.file)
+        except ImageDecodeError as error:
+            return None, error
+        if width * height > max_pixels:
+            reason = f"too many pixels ({width}x{height}; serve.max_megapixels={max_megapixels:g})"
+            return None, ImageDecodeError("upload", reason, "too_many_pixels")
+        async with decoding, budget.hold(width * height):
+            return await run_in_threadpool(backend.preprocess, upload.file)
 
     return app
 

@@ -13,13 +13,17 @@ and finishes what is already admitted (a graceful shutdown loses nothing).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class Overloaded(RuntimeError):
@@ -54,6 +58,31 @@ class Admission:
         self.release()
 
 
+class PixelBudget:
+    """Decoding admitted by pixels, across every request: a decode waits until its image's pixels fit in what
+    the decodes under way leave of `pixels`. An image larger than the whole budget waits until nothing else is
+    decoding, so it still decodes, alone. Peak decoding memory is then about `pixels` x 10 bytes, whatever the
+    mix of image sizes (a 24-megapixel TIFF or PNG peaks at about 230 MB in `load_pixels`)."""
+
+    def __init__(self, pixels: int):
+        self.pixels = max(1, int(pixels))
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def hold(self, pixels: int) -> AsyncIterator[None]:
+        need = min(max(0, int(pixels)), self.pixels)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used + need <= self.pixels)
+            self.used += need
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= need
+                self._changed.notify_all()
+
+
 @dataclass
 class ScoredImage:
     p_ai: float
@@ -84,7 +113,7 @@ class MicroBatcher:
         self.refused = 0  # requests refused because the queue was full
         self.last_refusal = -1e9  # time.monotonic() of the latest refusal
         self.failed_batches = 0
-        self.failure: str | None = None  # why the latest batch failed; None once one succeeds again
+        self.failure: str | None = None  # the kind of error the latest batch failed with; None once one succeeds
         self._worker: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -151,7 +180,9 @@ class MicroBatcher:
                 raise ValueError(f"the model returned {len(probabilities)} scores for {len(batch)} images")
         except Exception as error:  # every waiting request learns what happened; the worker goes on
             self.failed_batches += 1
-            self.failure = f"{type(error).__name__}: {error}"
+            # The error's text stays in the log: it can hold paths and internals no client should read.
+            log.exception("A batch of %d images failed", len(batch))
+            self.failure = type(error).__name__
             for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(ModelFailure(self.failure))

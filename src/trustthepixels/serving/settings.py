@@ -26,6 +26,10 @@ class ServeSettings(DetectorCommandSettings):
     max_request_mb: float = setting(POSITIVE, above=0)
     max_megapixels: float = setting(POSITIVE, above=0)
     decode_workers: int = setting(COUNT, low=1)
+    decode_megapixels: float = setting(POSITIVE, above=0)
+    max_connections: int = setting(COUNT, low=1)
+    header_timeout_s: float = setting("seconds, above 0", above=0)
+    body_timeout_s: float = setting("seconds, above 0", above=0)
     api_key: Optional[str] = setting("a bearer token, or null")  # noqa: UP045
     batch_size: int = setting(COUNT, low=1)
     max_wait_ms: float = setting("milliseconds, 0 or more", low=0)

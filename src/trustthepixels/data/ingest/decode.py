@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -37,6 +37,7 @@ REASON_CODES = {
     "not_a_file": "a folder",
     "missing": "gone, or a broken link",
     "permission_denied": "not readable",
+    "unreadable": "the file could not be read (an I/O error)",
 }
 
 
@@ -44,11 +45,11 @@ class ImageDecodeError(ValueError):
     """A file that cannot be used as an image: the message names the file and the reason in words, `code` in a
     stable machine-readable form (the API's `reason`, one of `REASON_CODES` or the server's own refusals)."""
 
-    def __init__(self, path: Path | str, reason: str, code: str = "undecodable"):
-        self.path = Path(path)
+    def __init__(self, path: Path | str | BinaryIO, reason: str, code: str = "undecodable"):
+        self.path = Path(path) if isinstance(path, (str, Path)) else Path("upload")
         self.reason = reason
         self.code = code
-        super().__init__(f"{path}: {reason}")
+        super().__init__(f"{self.path}: {reason}")
 
     def __reduce__(self):  # it travels back from DataLoader worker processes
         return type(self), (self.path, self.reason, self.code)
@@ -67,7 +68,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def open_rgb(path: Path | str, min_side: int = 1, draft_size: tuple[int, int] | None = None) -> Image.Image:
+def open_rgb(path: ImageSource, min_side: int = 1, draft_size: tuple[int, int] | None = None) -> Image.Image:
     """Fully decode `path` into an RGB image, or raise `ImageDecodeError` saying why not.
 
     `draft_size` lets JPEG decoding use DCT scaling down to no less than that size: the whole entropy stream
@@ -95,17 +96,22 @@ def unusable_reason(width: int, height: int, min_side: int) -> str | None:
     return None
 
 
+ImageSource = Path | str | BinaryIO  # a file on disk, or an open binary file (the server's uploads)
+
+
 @contextmanager
-def opened(path: Path | str) -> Iterator[Image.Image]:
+def opened(source: ImageSource) -> Iterator[Image.Image]:
     """The one gate every file passes on its way to a decoder: Pillow opens it as one of `ACCEPTED_FORMATS` or
     not at all, and whatever goes wrong, while opening or in the `with` block that reads it, leaves as an
     `ImageDecodeError` with its code. A decoder's own exception (Pillow's plugins raise NotImplementedError,
     struct.error, IndexError... on crafted headers) is `undecodable`: one file is refused, never a request, a
     prediction run or a training scan."""
-    path = Path(path)
+    path = _name_of(source)
+    if not isinstance(source, (str, Path)):
+        source.seek(0)
     Image.init()  # every plugin registered: TIFF and WebP are not among Pillow's first few
     try:
-        with Image.open(path, formats=ACCEPTED_FORMATS) as img:
+        with Image.open(path if isinstance(source, (str, Path)) else source, formats=ACCEPTED_FORMATS) as img:
             yield img
     except ImageDecodeError:
         raise
@@ -113,7 +119,7 @@ def opened(path: Path | str) -> Iterator[Image.Image]:
         raise ImageDecodeError(path, f"too many pixels, refused as a decompression bomb ({err})",
                                "decompression_bomb") from None  # fmt: skip
     except Image.UnidentifiedImageError:
-        raise _unidentified(path) from None
+        raise _unidentified(source, path) from None
     except IsADirectoryError:
         raise ImageDecodeError(path, "a folder, not a file", "not_a_file") from None
     except PermissionError:
@@ -124,15 +130,28 @@ def opened(path: Path | str) -> Iterator[Image.Image]:
     except Exception as err:  # any decoder failure is this file's, with its reason
         truncated = "truncated" in str(err).lower()  # Pillow says so in its message only
         detail = str(err) or type(err).__name__
-        raise ImageDecodeError(path, f"cannot be decoded ({detail})", "truncated" if truncated else "undecodable") \
-            from None
+        raise ImageDecodeError(
+            path, f"cannot be decoded ({detail})", "truncated" if truncated else "undecodable"
+        ) from None
 
 
-def _unidentified(path: Path) -> ImageDecodeError:
+def _name_of(source: ImageSource) -> Path:
+    """What messages call the file: its path, or an open file's own name ("upload" for an anonymous one)."""
+    if isinstance(source, (str, Path)):
+        return Path(source)
+    name = getattr(source, "name", None)
+    return Path(name) if isinstance(name, str) else Path("upload")
+
+
+def _unidentified(source: ImageSource, path: Path) -> ImageDecodeError:
     """Why Pillow could not open a file as an accepted format: empty, another image format (named from its first
     bytes by Pillow's own signature checks, without running that format's parser), or not an image at all."""
-    with path.open("rb") as file:
-        prefix = file.read(16)
+    if isinstance(source, (str, Path)):
+        with path.open("rb") as file:
+            prefix = file.read(16)
+    else:
+        source.seek(0)
+        prefix = source.read(16)
     if not prefix:
         return ImageDecodeError(path, "empty file", "empty")
     for name, (_, accept) in Image.OPEN.items():
@@ -152,23 +171,23 @@ def _accepts(accept, prefix: bytes) -> bool:
         return False
 
 
-def image_size(path: Path | str) -> tuple[int, int]:
+def image_size(source: ImageSource) -> tuple[int, int]:
     """(width, height) from the file's header, through the gate; nothing is decoded."""
-    with opened(path) as img:
+    with opened(source) as img:
         return img.size
 
 
 def decode_image(
-    path: Path | str, min_side: int = 1, draft_size: tuple[int, int] | None = None
+    source: ImageSource, min_side: int = 1, draft_size: tuple[int, int] | None = None
 ) -> tuple[Image.Image, dict[str, Any]]:
     """`open_rgb`, plus what the file is: its format, mode and full-resolution width and height.
 
     `draft_size` may also be a callable of the full (width, height), returning the draft size or None."""
-    with opened(path) as img:
+    with opened(source) as img:
         meta = {"format": img.format or "unknown", "mode": img.mode, "width": img.width, "height": img.height}
         refusal = unusable(img.width, img.height, min_side)
         if refusal is not None:
-            raise ImageDecodeError(path, refusal[1], refusal[0])
+            raise ImageDecodeError(_name_of(source), refusal[1], refusal[0])
         size = draft_size(img.size) if callable(draft_size) else draft_size
         if size is not None and img.format == "JPEG":
             img.draft("RGB", size)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +28,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
-from trustthepixels.data.ingest.decode import decode_image
+from trustthepixels.data.ingest.decode import ImageSource, decode_image
 from trustthepixels.data.loading.degrade import robust_augmentation
 
 
@@ -94,8 +93,9 @@ def _draft_size(pre: Preprocessing):
     return size
 
 
-def load_pixels(path: Path | str, pre: Preprocessing, min_side: int = 1) -> torch.Tensor:
-    """The base image of `path` (uint8 CHW), or `ImageDecodeError` saying why the file cannot be used."""
+def load_pixels(path: ImageSource, pre: Preprocessing, min_side: int = 1) -> torch.Tensor:
+    """The base image of `path` (a file, or an open binary file: uint8 CHW), or `ImageDecodeError` saying why
+    the file cannot be used."""
     image, _ = decode_image(path, min_side, _draft_size(pre))
     pixels = F.pil_to_tensor(image)
     if pre.resize and min(pixels.shape[1:]) > pre.base_side:
