@@ -26,8 +26,8 @@ from trustthepixels.training import train
 from .conftest import REPO, TINY, write_image_folder
 
 
-def cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+def cli(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}, **(env or {})}
     return subprocess.run(
         [sys.executable, str(REPO / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
@@ -286,3 +286,116 @@ def test_the_benchmark_refuses_its_own_settings_in_one_line_before_any_row():
     with pytest.raises(ConfigError, match=r"^folds='five': use the number of cross-validation folds"):
         settings = {"sources": {"a": "x", "b": "y"}, "test_only": [], "leave_one_out": False, "folds": "five"}
         benchmark_sources(OmegaConf.create(settings | {"train_on": None, "device": "auto"}))
+
+
+class _RunsCode:
+    """What a hostile checkpoint pickles: unpickling it with the full unpickler runs `touch MARKER`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.slow
+def test_a_hostile_checkpoint_never_runs_code_in_any_command(tmp_path, image_folder):
+    """Even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, which turns weights_only off wherever it is not passed."""
+    import torch
+
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": _RunsCode(marker), "epoch": 0}, evil)
+    env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+    commands = [
+        ("train.py", f"ckpt_path={evil}", f"data.root={image_folder}", *TINY),
+        ("eval.py", f"ckpt_path={evil}", f"data.root={image_folder}"),
+        ("predict.py", f"ckpt_path={evil}", f"input={image_folder}"),
+        ("export.py", f"ckpt_path={evil}"),
+        ("serve.py", f"ckpt_path={evil}", "port=0"),
+        ("compare.py", f"inputs=[{evil},{evil}]", f"data.root={image_folder}"),
+    ]
+    for script, *args in commands:
+        result = cli(script, *args, f"paths.log_dir={tmp_path / 'outputs'}", cwd=tmp_path, env=env)
+        assert_one_message(result, "refused: it holds pickled objects other than tensors and plain data")
+        assert not marker.exists(), script
+    assert not list((tmp_path / "outputs").rglob("*.log"))  # no run folder left behind
+
+
+@pytest.mark.slow
+def test_resuming_from_what_is_not_a_checkpoint_is_one_line_and_leaves_no_folder(tmp_path, image_folder):
+    import torch
+
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    torch.save({"state_dict": {"w": torch.zeros(10_000)}, "hyper_parameters": {}}, tmp_path / "whole.ckpt")
+    data = (tmp_path / "whole.ckpt").read_bytes()
+    (tmp_path / "truncated.ckpt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "a-folder").mkdir()
+    for given, phrase in [
+        ("notes.txt", "not a PyTorch checkpoint"),
+        ("truncated.ckpt", "truncated or damaged"),
+        ("a-folder", "a folder, not a checkpoint file"),
+    ]:
+        result = cli("train.py", f"ckpt_path={tmp_path / given}", f"data.root={image_folder}", *TINY,
+                     f"paths.log_dir={tmp_path / 'outputs'}", cwd=tmp_path)  # fmt: skip
+        assert_one_message(result, phrase, "last.ckpt")
+        assert len(result.stderr.strip().splitlines()) <= 6
+        assert not (tmp_path / "outputs" / "train").exists(), given  # no run folder, nor its empty parents
+
+
+@pytest.mark.slow
+def test_wrong_trainer_and_optimizer_settings_are_one_line_before_anything_loads(tmp_path):
+    for args, phrase in [
+        (["trainer.max_epochs=abc"], "trainer.max_epochs='abc': use a whole number or null"),
+        (["+trainer.max_epoch=3"], "trainer.max_epoch is not a setting: did you mean trainer.max_epochs?"),
+        (["model.optimizer.lr=abc"], "model.optimizer.lr='abc': use a number"),
+        (["+data.batchsize=8"], "data.batchsize is not a setting: did you mean data.batch_size?"),
+        (["trainer=gpu"] if not _has_cuda() else ["trainer.precision=17"], "trainer."),
+    ]:
+        result = cli("train.py", *args, "model.pretrained=false", f"paths.log_dir={tmp_path / 'outputs'}", cwd=tmp_path)
+        assert_one_message(result, phrase)
+        assert "Backbone" not in result.stdout + result.stderr  # refused before the model was built
+        assert not (tmp_path / "outputs" / "train").exists(), args
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_a_busy_port_is_one_line(tmp_path, trained_checkpoint):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli("serve.py", f"ckpt_path={trained_checkpoint}", f"port={port}",
+                     f"paths.log_dir={tmp_path / 'outputs'}", cwd=tmp_path)  # fmt: skip
+    assert_one_message(result, f"port={port}", f"port={port + 1}")
+    assert len(result.stderr.strip().splitlines()) <= 6
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_a_short_stopped_line_and_no_partial_output(tmp_path, trained_checkpoint, shared_dir):
+    """SIGINT while predict.py scores: one line, status 130, and no predictions file that looks complete."""
+    import signal
+    import time
+
+    images = shared_dir / "data" / "cifake-8000"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "predict.py"), f"ckpt_path={trained_checkpoint}", f"input={images}",
+         "batch_size=8", "num_workers=0", f"paths.log_dir={tmp_path / 'outputs'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "outputs").rglob("predict.log")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # loading done: scoring 8000 images
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "Stopped (Ctrl-C)."
+    assert not list((tmp_path / "outputs").rglob("predictions.csv"))

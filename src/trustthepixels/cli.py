@@ -206,6 +206,12 @@ def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     try:
         check_settings(cfg)  # the rules of the data, model and abstain settings, before anything slow
         return task(cfg)
+    except KeyboardInterrupt:
+        if _full_error():
+            raise
+        _clean_up(cfg)  # the outputs are written whole (atomically) or not at all
+        print("Stopped (Ctrl-C).", file=sys.stderr)
+        raise SystemExit(130) from None
     except Exception as error:
         user_error = _user_error(error)
         if user_error is None or _full_error():
@@ -213,13 +219,18 @@ def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         if multirun:
             raise user_error from None
-        if HydraConfig.initialized():
-            hydra = HydraConfig.get()
-            user_named = any(o.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in hydra.overrides.hydra)
-            log_dir = OmegaConf.select(cfg, "paths.log_dir", default=None)
-            _remove_if_empty(Path(hydra.runtime.output_dir), user_named, Path(log_dir) if log_dir else None)
+        _clean_up(cfg)
         _fail(str(user_error))
         raise  # unreachable: _fail exits
+
+
+def _clean_up(cfg: DictConfig) -> None:
+    """The run folder of a command that stopped before writing anything, as `_remove_if_empty` says."""
+    if HydraConfig.initialized():
+        hydra = HydraConfig.get()
+        user_named = any(o.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in hydra.overrides.hydra)
+        log_dir = OmegaConf.select(cfg, "paths.log_dir", default=None)
+        _remove_if_empty(Path(hydra.runtime.output_dir), user_named, Path(log_dir) if log_dir else None)
 
 
 def entry_point_config_dir(file: str) -> Path:

@@ -29,6 +29,7 @@ def serve(cfg) -> None:
                 # stop it asked for went well, so forget it.
                 getattr(self, "_captured_signals", []).clear()
 
+    check_port_free(cfg.host, cfg.port)  # before the model loads: a busy port is one line, not uvicorn's ten
     return_freed_memory()
     backend = load_backend(cfg)
     api_key = cfg.get("api_key") or os.environ.get(API_KEY_ENV) or None
@@ -85,6 +86,30 @@ def uvicorn_config(
     quiet_logs()
     protocol = guarded_protocol(int(max_request_mb * 1024 * 1024), bound, header_timeout_s, body_timeout_s)
     return uvicorn.Config(app, host=host, port=port, http=protocol, loop="asyncio", backlog=BACKLOG, **options)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on, naming it and the fix."""
+    import socket
+
+    from trustthepixels.errors import ConfigError
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ConfigError(f"host={host}: not an address this machine has ({err.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise ConfigError(
+                f"port={port}: {host}:{port} cannot be used ({err.strerror}): another server is probably on it; "
+                f"choose another with port={port + 1}, or stop that server"
+            ) from None
 
 
 def return_freed_memory() -> None:
