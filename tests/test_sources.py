@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -127,3 +128,44 @@ def test_a_near_duplicate_across_sources_never_moves_a_sources_images(tmp_path):
             assert {s.source_relpath for s in parts[split] if s.source == name} == {
                 s.source_relpath for s in alone[split]
             }, (name, split)
+
+
+def test_near_duplicate_groups_form_within_each_source_so_no_union_moves_a_source(tmp_path):
+    """An image of source b within the limit of two images of source a that are not near-duplicates of each other
+    (pHash distances a-x 4, x-b 4, a-b 8; limit 4) must not chain them: a's split is the same alone and in the
+    union, for every seed (closed over the union, it moved in most of seeds 0-99)."""
+    from trustthepixels.data.ingest.fingerprint import FileRecord
+    from trustthepixels.data.ingest.scan import Sample
+    from trustthepixels.data.loading.planner import source_duplicate_groups
+    from trustthepixels.data.loading.split import stratified_split
+
+    def record(relpath: str, phash: int) -> FileRecord:
+        return FileRecord(relpath, 1, 0, relpath, phash=f"{phash:016x}", dhash="0" * 16)
+
+    far = random.Random(0).getrandbits  # 64 random bits: about 32 from any other hash
+    samples, records = [], {}
+    for i in range(24):  # source a: 12 per class; a/AI/0 and a/AI/1 differ in 8 bits of pHash
+        label = i % 2
+        relpath = f"a/{'AI' if label else 'Real'}/{i}.png"
+        phash = {1: 0x0, 3: 0xFF}[i] if i in (1, 3) else far(64)  # the rest far from everything
+        samples.append(Sample(tmp_path / relpath, relpath, label, "a", relpath[2:]))
+        records[relpath] = record(relpath, phash)
+    x = "b/AI/x.png"  # source b: within 4 bits of each of a's two
+    samples.append(Sample(tmp_path / x, x, 1, "b", x[2:]))
+    records[x] = record(x, 0x0F)
+    for i in range(5):  # and b's own others
+        relpath = f"b/{'AI' if i % 2 else 'Real'}/{i}.png"
+        samples.append(Sample(tmp_path / relpath, relpath, i % 2, "b", relpath[2:]))
+        records[relpath] = record(relpath, far(64))
+
+    limits = {"phash": 4, "dhash": 6}
+    alone = [s for s in samples if s.source == "a"]
+    groups_alone, _ = source_duplicate_groups(alone, records, limits)
+    groups_union, across = source_duplicate_groups(samples, records, limits)
+    assert groups_alone == [] and groups_union == []  # nothing within a source is within the limit
+    assert across == [["a/AI/1.png", "a/AI/3.png", "b/AI/x.png"]]  # reported as leakage between the sources
+    for seed in range(100):
+        by_union = stratified_split(samples, (0.6, 0.2, 0.2), seed, groups_union)
+        by_alone = stratified_split(alone, (0.6, 0.2, 0.2), seed, groups_alone)
+        for part in ("train", "val", "test"):
+            assert {s.relpath for s in by_union[part] if s.source == "a"} == {s.relpath for s in by_alone[part]}

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from trustthepixels.data.audit.dedup import duplicate_groups
+from trustthepixels.data.ingest.fingerprint import FileRecord
 from trustthepixels.data.ingest.roots import Roots
 from trustthepixels.data.ingest.scan import LABELS, Sample, ScanResult, scan_sources
 from trustthepixels.data.loading.split import (
@@ -46,14 +48,12 @@ def plan_split(
 ) -> SplitPlan:
     """The samples of each split; no pixels are read beyond the scan (whose fingerprints are cached)."""
     scan = scan_sources(roots, min_side=min_image_side, cache_dir=cache_dir)
-    groups = []
+    groups, across = [], []
     if near_duplicates:
-        usable = [scan.records[s.relpath] for s in scan.samples]
-        groups = duplicate_groups(usable, near_duplicates["phash"], near_duplicates["dhash"])
+        groups, across = source_duplicate_groups(scan.samples, scan.records, near_duplicates)
         if groups:
             log.info("%d near-duplicate groups (%d images) kept within one split each", len(groups),
                      sum(map(len, groups)))  # fmt: skip
-    across = cross_source_groups(scan.samples, groups)
     if across:
         log.warning(
             "%d near-duplicate groups span two or more sources (e.g. %s): each source keeps its own split, so these "
@@ -69,6 +69,24 @@ def plan_split(
     if max_train_per_class:
         parts["train"] = cap_per_stratum(parts["train"], max_train_per_class, seed)
     return SplitPlan(scan, parts, groups, across)
+
+
+def source_duplicate_groups(
+    samples: Sequence[Sample], records: Mapping[str, FileRecord], near_duplicates: Mapping[str, int]
+) -> tuple[list[list[str]], list[list[str]]]:
+    """Near-duplicate groups formed within each source alone, so that a source's split in any union of sources is
+    its split alone (what the benchmark's columns rely on): closed over the union, an image of source B close to
+    two images of source A would chain them into one group and move A's images. The union's groups are formed
+    too, only to report those spanning sources (possible leakage between them)."""
+    phash, dhash = near_duplicates["phash"], near_duplicates["dhash"]
+    by_source: dict[str, list[FileRecord]] = defaultdict(list)
+    for sample in samples:
+        by_source[sample.source].append(records[sample.relpath])
+    groups = [g for source in by_source.values() for g in duplicate_groups(source, phash, dhash)]
+    if len(by_source) < 2:
+        return groups, []
+    union = duplicate_groups([records[s.relpath] for s in samples], phash, dhash)
+    return groups, cross_source_groups(samples, union)
 
 
 def write_manifests(plan: SplitPlan, output_dir: Path) -> None:
