@@ -167,3 +167,15 @@ def test_a_missing_score_is_fitted_from_the_run_split_or_skipped_when_its_images
     moved.fit_missing_familiarity(abstain)
     rule = moved.decision(None, abstain)
     assert moved.familiarity is None and rule.familiar_min is None and rule.sets is not None
+
+
+@pytest.mark.parametrize("threshold, verdict", [(0.0, 1), (1.0, 0), (0.3, None)])
+def test_risk_coverage_ends_at_the_threshold_verdicts_error_rate_at_any_threshold(threshold, verdict):
+    """At full coverage the curve's risk is the error rate of the threshold's own verdicts: at 0 every image is AI,
+    at 1 every image Real (the curve cut at logit 0 there: error 0.75, the curve said 0.25)."""
+    labels = np.array([0, 0, 0, 1])
+    logits = np.array([-2.0, -1.0, 0.5, 1.0])
+    p_ai = 1 / (1 + np.exp(-logits))
+    verdicts = (p_ai > threshold).astype(int) if verdict is None else np.full(4, verdict)
+    curve = risk_coverage(labels, logits, threshold)
+    assert curve.risk[-1] == pytest.approx(np.mean(verdicts != labels))

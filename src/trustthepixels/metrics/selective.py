@@ -73,7 +73,8 @@ def risk_coverage(
     n = len(labels)
     if n == 0:
         return RiskCoverage(np.zeros(0), np.zeros(0), math.nan)
-    cut = math.log(threshold / (1 - threshold)) if 0 < threshold < 1 else 0.0
+    # The threshold's logit; 0 and 1 are the ends (every image AI, every image Real), not logit 0.
+    cut = -math.inf if threshold <= 0 else math.inf if threshold >= 1 else math.log(threshold / (1 - threshold))
     wrong = (logits > cut).astype(int) != labels
     margin = np.abs(logits - cut)
     keys = [-margin]
