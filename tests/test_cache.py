@@ -217,3 +217,22 @@ def test_feature_cache_key_follows_every_pixel_setting(make_cfg):
         feature_key(model, {**config, "jpeg_draft": False, "crop_pct": 1.0}),
     }
     assert len(keys) == 4
+
+
+def test_a_file_rewritten_with_the_same_size_and_mtime_is_read_again(tmp_path):
+    """(size, mtime) alone kept the old SHA-256, so the pixel cache served the old pixels."""
+    from .conftest import make_image
+
+    root = tmp_path / "images"
+    root.mkdir()
+    path = root / "a.png"
+    make_image(1, 0).save(path)
+    before = path.stat()
+    (first,) = fingerprint_files(root, ["a.png"], cache_dir=tmp_path / "cache")
+    make_image(1, 1).save(path)  # other pixels...
+    data = path.read_bytes()
+    path.write_bytes(data[: before.st_size].ljust(before.st_size, b"\0"))  # ...in exactly as many bytes
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old modification time
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    (second,) = fingerprint_files(root, ["a.png"], cache_dir=tmp_path / "cache")
+    assert second.sha256 != first.sha256

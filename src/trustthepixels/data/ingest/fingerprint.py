@@ -25,7 +25,7 @@ from trustthepixels.data.ingest.fileutils import atomic_write_text
 log = logging.getLogger(__name__)
 
 # Bump when what a record holds, or how it is computed, changes: older caches are then ignored.
-CACHE_VERSION = 2  # 2: the decompression-bomb rule is explicit (see decode.unusable_reason)
+CACHE_VERSION = 3  # 2: the decompression-bomb rule is explicit; 3: ctime and inode in the key, the decode gate
 # JPEG DCT scaling down to this size is plenty for 8x8 / 9x8 hashes and keeps the pass fast.
 DRAFT_SIZE = (128, 128)
 
@@ -37,6 +37,10 @@ class FileRecord:
     mtime_ns: int
     sha256: str
     error: str | None = None  # why the file cannot be used, or None
+    # With size and mtime, what tells a rewritten file from the one fingerprinted (as git's index does): mtime can
+    # be set back (`touch -r`, a copy keeping times), ctime cannot, and a file replaced by another has a new inode.
+    ctime_ns: int = 0
+    inode: int = 0
     format: str | None = None
     mode: str | None = None
     width: int | None = None
@@ -48,8 +52,8 @@ class FileRecord:
 def fingerprint_file(root: Path, relpath: str) -> FileRecord:
     path = root / relpath
     try:
+        stat = path.stat()  # before reading: a change after this makes the next run read the file again
         data = path.read_bytes()
-        stat = path.stat()
     except OSError as err:
         return unreadable_record(relpath, err)
     base = {
@@ -57,6 +61,8 @@ def fingerprint_file(root: Path, relpath: str) -> FileRecord:
         "bytes": len(data),
         "mtime_ns": stat.st_mtime_ns,
         "sha256": hashlib.sha256(data).hexdigest(),
+        "ctime_ns": stat.st_ctime_ns,
+        "inode": stat.st_ino,
     }
     try:
         rgb, meta = decode_image(path, draft_size=DRAFT_SIZE)
@@ -113,7 +119,9 @@ def fingerprint_files(
             records[relpath] = unreadable_record(relpath, err)
             continue
         hit = cached.get(relpath)
-        if hit is not None and hit.bytes == stat.st_size and hit.mtime_ns == stat.st_mtime_ns:
+        if hit is not None and (hit.bytes, hit.mtime_ns, hit.ctime_ns, hit.inode) == (
+            stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+        ):
             records[relpath] = hit
         else:
             todo.append(relpath)
