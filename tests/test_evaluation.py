@@ -314,3 +314,28 @@ def test_checkpoints_carry_prediction_sets_and_eval_reports_what_abstention_cost
     export_onnx(compose_cfg([f"ckpt_path={older}", f"check_images={folder}", "check_limit=8",
                              f"output={tmp_path / 'older.onnx'}"], tmp_path / "x", config_name="export"))  # fmt: skip
     assert OnnxBackend(tmp_path / "older.onnx", abstain=abstain).info.rule.familiar_min == pytest.approx(0.01)
+
+
+def test_eval_on_a_run_folder_moved_without_its_images(tmp_path):
+    """eval.py scores data.root, or says in one line what is missing (was a RuntimeError traceback either way)."""
+    from trustthepixels.training import train
+
+    folder = write_image_folder(tmp_path / "dataset", per_class=12, size=40)
+    train(compose_cfg(["debug=limit", f"data.root={folder}", *TINY, "trainer.max_epochs=1"], tmp_path))
+    (checkpoint,) = (tmp_path / "run" / "checkpoints").glob("epoch*.ckpt")
+    shutil.copytree(folder, tmp_path / "elsewhere")
+    shutil.rmtree(folder)  # the run folder stays; its images have gone
+    logs = f"paths.log_dir={tmp_path / 'outputs'}"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    command = [sys.executable, str(REPO / "eval.py"), f"ckpt_path={checkpoint}", "robustness=false", logs]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "not where it trained" in result.stderr and "data.root=FOLDER" in result.stderr
+    result = run_script(
+        "eval.py", f"ckpt_path={checkpoint}", f"data.root={tmp_path / 'elsewhere'}", "robustness=false", logs,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics,) = (tmp_path / "outputs").rglob("metrics.json")
+    report = json.loads(metrics.read_text())
+    assert report["sets"]["elsewhere"]["images"] == 24 and report["calibration"]["val_images"] == 0

@@ -16,6 +16,7 @@ from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.detector.checkpoint import Detector
 from trustthepixels.detector.predictions import Prediction, Threshold
 from trustthepixels.detector.scoring import Scores
+from trustthepixels.errors import UserError
 from trustthepixels.evaluation.robustness import Perturbation
 from trustthepixels.metrics.core import sigmoid
 
@@ -111,23 +112,37 @@ class Evaluator:
             subset.paths, self.batch_size, self.num_workers, self.device, perturb, self.min_side, f"Scoring {what}"
         )
         if scores.errors:  # files verified at setup cannot fail unless they changed since
-            failed = [str(e) for e in list(scores.errors.values())[:3]]
-            raise RuntimeError(f"{len(scores.errors)} file(s) of {what} could not be read: {failed}")
+            failed = "; ".join(str(e) for e in list(scores.errors.values())[:3])
+            raise UserError(f"{len(scores.errors)} file(s) of {what} changed after they were checked: {failed}")
         return scores
 
 
 def eval_sets(cfg: DictConfig, detector: Detector) -> tuple[EvalSet | None, EvalSet]:
-    """The validation split (for threshold and temperature) and the main set to evaluate."""
+    """The validation split (for the temperature) and the main set to evaluate: the run's test split, or
+    `data.root`. A run folder moved or copied without its images still evaluates on `data.root` (without the
+    validation split: no temperature is fitted), and without `data.root` says in one line what is missing."""
     split_csv = detector.run_dir / "split.csv" if detector.run_dir else None
     val = test = None
     if split_csv is not None and split_csv.is_file() and detector.data_roots:
         parts = read_split_csv(split_csv)
-        val = EvalSet.from_split("val", detector, parts["val"])
-        test = EvalSet.from_split("test", detector, parts["test"])
+        rows = parts["val"] + parts["test"]
+        missing = [p for p, _ in rows if not detector.locate(p).is_file()]
+        if not missing:
+            val = EvalSet.from_split("val", detector, parts["val"])
+            test = EvalSet.from_split("test", detector, parts["test"])
+        elif not cfg.data.root:
+            raise UserError(
+                f"ckpt_path={cfg.ckpt_path}: {len(missing)} of the {len(rows)} validation and test images its run's "
+                f"split.csv names are not where it trained (e.g. {detector.locate(missing[0])}): put them back, or "
+                "pass data.root=FOLDER to evaluate on a folder of AI/ and Real/ images"
+            )
+        else:
+            log.warning("%d of the run's %d validation and test images are missing: no temperature is fitted "
+                        "(its validation split is needed for it)", len(missing), len(rows))  # fmt: skip
     if cfg.data.root:
         test = EvalSet.from_folder(cfg.data.root, min_side(cfg, detector), cfg.data.cache_dir)
     if test is None:
-        raise FileNotFoundError(
+        raise UserError(
             f"No split.csv beside {detector.checkpoint} (expected in <run dir>/split.csv): pass data.root=FOLDER "
             "to evaluate on a folder of AI/ and Real/ images"
         )
