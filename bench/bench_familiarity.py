@@ -49,7 +49,7 @@ def features(detector, paths: list[Path], pooling: str) -> list[np.ndarray]:
     if pooling == "mean+std":
         detector.model = WithStd(model)
     try:
-        scores = detector.score_files(paths, batch_size=32, keep_features=True)
+        scores = detector.score_files(paths, batch_size=32, keep_blocks=lambda n: range(n))  # every block
     finally:
         detector.model = model
     assert not scores.errors, list(scores.errors.values())[:3]

@@ -316,6 +316,7 @@ def test_checkpoints_carry_prediction_sets_and_eval_reports_what_abstention_cost
     assert OnnxBackend(tmp_path / "older.onnx", abstain=abstain).info.rule.familiar_min == pytest.approx(0.01)
 
 
+@pytest.mark.slow
 def test_eval_on_a_run_folder_moved_without_its_images(tmp_path):
     """eval.py scores data.root, or says in one line what is missing (was a RuntimeError traceback either way)."""
     from trustthepixels.training import train

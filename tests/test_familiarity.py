@@ -179,3 +179,35 @@ def test_risk_coverage_ends_at_the_threshold_verdicts_error_rate_at_any_threshol
     verdicts = (p_ai > threshold).astype(int) if verdict is None else np.full(4, verdict)
     curve = risk_coverage(labels, logits, threshold)
     assert curve.risk[-1] == pytest.approx(np.mean(verdicts != labels))
+
+
+def test_the_familiarity_fit_keeps_only_the_block_it_reads_on_the_trainers_device(image_folder, tmp_path, monkeypatch):
+    """resnet18's fit read 1 of its 5 pooled blocks but kept all of them for every training image; and it ran on
+    device=auto (a GPU when there is one) whatever trainer.accelerator said."""
+    from trustthepixels.detector import checkpoint
+    from trustthepixels.training import train
+
+    from .conftest import TINY, compose_cfg
+
+    kept, devices = [], []
+    fit, score = checkpoint.Detector.fit_familiarity, checkpoint.Detector.score_files
+
+    def recording_score(self, *args, **kwargs):
+        scores = score(self, *args, **kwargs)
+        if scores.features is not None:
+            kept.append([b for b, block in enumerate(scores.features) if block is not None])
+        return scores
+
+    def recording_fit(self, train, val, abstain=None, batch_size=64, num_workers=0, device="cpu"):
+        devices.append(device)
+        return fit(self, train, val, abstain, batch_size, num_workers, device)
+
+    monkeypatch.setattr(checkpoint.Detector, "score_files", recording_score)
+    monkeypatch.setattr(checkpoint.Detector, "fit_familiarity", recording_fit)
+    cfg = compose_cfg(["debug=limit", f"data.root={image_folder}", *TINY, "trainer=cpu", "trainer.max_epochs=1"],
+                      tmp_path)  # fmt: skip
+    # As on a GPU machine told to train on the CPU: device=auto would be the GPU.
+    monkeypatch.setattr("trustthepixels.training.resolve_device", lambda name: "cuda", raising=False)
+    train(cfg)
+    assert devices == ["cpu"]
+    assert len(kept) == 2 and kept[0] == kept[1] and len(kept[0]) == 1  # training and validation: last_stage alone

@@ -25,7 +25,6 @@ from trustthepixels.detector.checkpoint import (
     Detector,
     load_detector,
     read_checkpoint,
-    resolve_device,
     store_in_checkpoint,
     validation_decision,
 )
@@ -150,7 +149,7 @@ def _fit_and_test(
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         detector = load_detector(best) if best else None
-        familiarity = _fit_familiarity(detector, datamodule, cfg, test_predictions)
+        familiarity = _fit_familiarity(detector, datamodule, cfg, test_predictions, str(trainer.strategy.root_device))
         if familiarity is not None:
             report["familiarity"] = familiarity["summary"]
         (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -171,7 +170,9 @@ def _fit_and_test(
     return metrics
 
 
-def _fit_familiarity(detector: Detector | None, datamodule, cfg: DictConfig, test_predictions) -> dict | None:
+def _fit_familiarity(
+    detector: Detector | None, datamodule, cfg: DictConfig, test_predictions, device: str
+) -> dict | None:
     """Fit the best checkpoint's familiarity score (model/familiarity.py) on the training split's features, cut on
     the validation split's, and store it in the checkpoint (and `detector`); return the test images' familiarity (by
     test index) and a summary for metrics.json. Read from the files, as every later command reads an image."""
@@ -179,7 +180,6 @@ def _fit_familiarity(detector: Detector | None, datamodule, cfg: DictConfig, tes
     if detector is None or not abstain.get("enabled", True):
         return None
     samples = {name: datamodule.datasets[name].samples for name in ("train", "val", "test")}
-    device = resolve_device("auto")
     workers = resolve_num_workers(cfg.data.num_workers)
     log.info("Fitting the familiarity score on %d training images", len(samples["train"]))
     state = detector.fit_familiarity(

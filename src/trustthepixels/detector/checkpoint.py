@@ -6,6 +6,7 @@ import logging
 import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from trustthepixels.metrics.conformal import ConformalSets, validation_conformal
 from trustthepixels.metrics.core import core_metrics, validation_threshold
 from trustthepixels.metrics.intervals import metric_intervals
 from trustthepixels.metrics.settings import DEFAULT_ALPHA, DEFAULT_QUANTILE
-from trustthepixels.model.familiarity import Familiarity, fit_familiarity
+from trustthepixels.model.familiarity import Familiarity, familiarity_blocks, fit_familiarity
 from trustthepixels.model.module import DetectorModule
 
 log = logging.getLogger(__name__)
@@ -101,13 +102,13 @@ class Detector:
         perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
         min_side: int | None = None,
         description: str | None = None,
-        keep_features: bool = False,
+        keep_blocks: Callable[[int], Sequence[int]] | None = None,
     ) -> Scores:
         """One logit and one familiarity per file in batches (NaN for a file that cannot be used), and each
         failure by index: every command scores through this."""
         dataset = InferenceDataset(paths, self.data_config, self._min_side(min_side), perturb)
         model = self.model.to(device)
-        return predict_logits(model, dataset, batch_size, num_workers, description, self.familiarity, keep_features)
+        return predict_logits(model, dataset, batch_size, num_workers, description, self.familiarity, keep_blocks)
 
     def fit_familiarity(
         self,
@@ -121,9 +122,13 @@ class Detector:
         """Fit its familiarity score on training files (path, label) and validation files, attach it, and return
         its state (for the checkpoint)."""
         abstain = abstain or {}
+        layers = str(abstain.get("familiarity_layers", "last_stage"))
         fitted = []
         for part, paths in (("training", [p for p, _ in train]), ("validation", list(val))):
-            scores = self.score_files(paths, batch_size, num_workers, device, description=None, keep_features=True)
+            scores = self.score_files(
+                paths, batch_size, num_workers, device, description=f"Familiarity: scoring the {part} images",
+                keep_blocks=partial(familiarity_blocks, layers=layers),
+            )  # fmt: skip
             if not scores.features:
                 raise ValueError(f"no usable {part} image to fit the familiarity score on")
             fitted.append((scores.features, [i for i in range(len(paths)) if i not in scores.errors]))
@@ -133,7 +138,7 @@ class Detector:
             np.array([train[i][1] for i in kept]),
             val_blocks,
             float(abstain.get("familiar_quantile") or DEFAULT_QUANTILE),
-            str(abstain.get("familiarity_layers", "last_stage")),
+            layers,
         )
         self.familiarity = Familiarity(state)
         return state

@@ -113,9 +113,7 @@ def fit_familiarity(
     labels = np.asarray(train_labels).astype(int)
     if len(set(labels.tolist())) < 2:
         raise ValueError("the training split needs images of both classes to fit the familiarity score")
-    n = len(train_blocks)  # the stages, then the classifier's features (alone for a model without stages)
-    chosen = {"all": list(range(n)), "classifier": [n - 1], "last_stage": [max(0, n - 2)]}[layers]
-    chosen = list(blocks) if blocks is not None else chosen  # any other choice (bench/bench_familiarity.py)
+    chosen = list(blocks) if blocks is not None else familiarity_blocks(len(train_blocks), layers)
     stats, val_scores = [], []
     for b in chosen:
         means, whiten = _block_stats(train_blocks[b], labels)
@@ -129,11 +127,20 @@ def fit_familiarity(
         "blocks": chosen,
         "quantile": float(quantile),
         "n_train": len(labels),
-        "n_val": len(val_blocks[0]),
+        "n_val": len(val_blocks[chosen[0]]),
         "stats": stats,
         "val_distances": torch.zeros(0),
     }
     # The validation distances as the scorer computes them (float32), so that each validation image's
     # familiarity is exactly its rank among them.
-    state["val_distances"] = Familiarity(state).distance([torch.from_numpy(v).float() for v in val_blocks])
+    state["val_distances"] = Familiarity(state).distance(
+        [torch.from_numpy(v).float() if v is not None else None for v in val_blocks]
+    )
     return state
+
+
+def familiarity_blocks(n: int, layers: str = "last_stage") -> list[int]:
+    """Which of a model's `n` pooled feature blocks (its stages, then the classifier's features; the latter alone
+    for a model without stages) `abstain.familiarity_layers` reads. Any other choice: `fit_familiarity(blocks=)`
+    (bench/bench_familiarity.py)."""
+    return {"all": list(range(n)), "classifier": [n - 1], "last_stage": [max(0, n - 2)]}[layers]

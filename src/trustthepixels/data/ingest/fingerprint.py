@@ -120,7 +120,10 @@ def fingerprint_files(
             continue
         hit = cached.get(relpath)
         if hit is not None and (hit.bytes, hit.mtime_ns, hit.ctime_ns, hit.inode) == (
-            stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+            stat.st_size,
+            stat.st_mtime_ns,
+            stat.st_ctime_ns,
+            stat.st_ino,
         ):
             records[relpath] = hit
         else:
