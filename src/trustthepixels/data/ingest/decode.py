@@ -144,8 +144,9 @@ def _name_of(source: ImageSource) -> Path:
 
 
 def _unidentified(source: ImageSource, path: Path) -> ImageDecodeError:
-    """Why Pillow could not open a file as an accepted format: empty, another image format (named from its first
-    bytes by Pillow's own signature checks, without running that format's parser), or not an image at all."""
+    """Why Pillow could not open a file as an accepted format: empty, another image format (named by its
+    extension, or from its first bytes by Pillow's own signature checks, without running that format's parser), or
+    not an image at all."""
     if isinstance(source, (str, Path)):
         with path.open("rb") as file:
             prefix = file.read(16)
@@ -154,13 +155,21 @@ def _unidentified(source: ImageSource, path: Path) -> ImageDecodeError:
         prefix = source.read(16)
     if not prefix:
         return ImageDecodeError(path, "empty file", "empty")
-    for name, (_, accept) in Image.OPEN.items():
-        if name not in ACCEPTED_FORMATS and accept is not None and _accepts(accept, prefix):
-            formats = ", ".join(ACCEPTED_FORMATS)
-            return ImageDecodeError(
-                path, f"a {name} image, a format the project does not read: convert it to one of {formats}",
-                "unsupported_format",
-            )  # fmt: skip
+    named = Image.registered_extensions().get(path.suffix.lower())
+    if named in ACCEPTED_FORMATS:
+        named = None  # a .jpg that is not a JPEG says nothing about what it is
+    sniffed = (
+        name
+        for name, (_, accept) in Image.OPEN.items()
+        if name not in ACCEPTED_FORMATS and accept is not None and _accepts(accept, prefix)
+    )
+    other = named or next(sniffed, None)
+    if other is not None:
+        formats = ", ".join(ACCEPTED_FORMATS)
+        return ImageDecodeError(
+            path, f"a {other} image, a format the project does not read: convert it to one of {formats}",
+            "unsupported_format",
+        )  # fmt: skip
     return ImageDecodeError(path, "not an image Pillow can identify", "not_an_image")
 
 
