@@ -11,26 +11,32 @@ latency a client sees. Settings: batching on (batch_size=32, max_wait_ms=5) and 
 path (InferenceDataset + predict_logits, batches of 32) on the same images in this process: no HTTP at all.
 Without --ckpt a real EfficientNet-Lite0 checkpoint is made first (shared ImageNet weights, 2 training batches).
 
---hostile runs one server (serve.py's defaults) through: a chunked 900 MB upload; 81-megapixel PNGs and
-20-megapixel photos posted in parallel; file names with a NUL, a 251-character extension and a path; overload
-(`--clients` clients posting `--requests` requests of 32 images each). It prints the server's peak resident
-memory (VmHWM), how much of the upload the client got to send and the server read (its log) before refusal, the
-share of the images the model scored that reached a client, the count of 5xx answers other than 503, and the exit
-status after SIGTERM.
+--hostile runs one server (serve.py's defaults, an API key, and a file limit of 1,024 descriptors as `ulimit -n
+1024` sets) through: a chunked 900 MB upload; 81-megapixel PNGs and 20-megapixel photos posted in parallel; file
+names with a NUL, a 251-character extension and a path; 1,500 idle connections; 300 clients sending their headers
+a byte a second; a keyless chunked 60 MB upload; 4 clients posting 32 images each of 23.9 megapixels (TIFF and PNG,
+below the pixel limit); overload (`--clients` clients posting `--requests` requests of 32 images each). It prints
+the server's peak resident memory (VmHWM), how much of an upload the client got to send and the server read (its
+log) before refusal, /v1/health's slowest answer and the server log's growth during each attack, the share of the
+images the model scored that reached a client, the count of 5xx answers other than 503, and the exit status after
+SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import re
+import resource
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -71,9 +77,18 @@ class Server:
     (bench/litserve_detector.py: batches of up to 32 within 5 ms, a 64 MB payload limit)."""
 
     def __init__(
-        self, ckpt: Path, threads: int, batch_size: int, max_wait_ms: float, *overrides: str, litserve: bool = False
+        self,
+        ckpt: Path,
+        threads: int,
+        batch_size: int,
+        max_wait_ms: float,
+        *overrides: str,
+        litserve: bool = False,
+        file_limit: int | None = None,
+        api_key: str | None = None,
     ):
         self.port = free_port()
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         if litserve:
             command = [sys.executable, str(REPO / "bench" / "litserve_detector.py"), str(ckpt), str(self.port),
                        str(threads)]  # fmt: skip
@@ -82,8 +97,16 @@ class Server:
                        f"threads={threads}", f"batch_size={batch_size}", f"max_wait_ms={max_wait_ms}",
                        *(overrides or ["max_queue=4096"]), f"hydra.run.dir={tempfile.mkdtemp()}"]  # fmt: skip
         self.log = Path(tempfile.mkdtemp()) / "server.log"  # what the server read of a refused body
+        env = {**os.environ, "TTP_API_KEY": api_key} if api_key else None
+
+        def limit_files() -> None:  # in the child: as `ulimit -n` would
+            if file_limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
         with self.log.open("w") as log:  # the child keeps its own handle
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=limit_files
+            )
         self.url = f"http://127.0.0.1:{self.port}"
         health = "/health" if litserve else "/v1/health"
         deadline = time.monotonic() + 180
@@ -212,7 +235,8 @@ def chunked_upload(server: Server, megabytes: int) -> tuple[int, int]:
     """A chunked multipart upload of `megabytes`, sent as fast as the server takes it, until it answers or ends the
     connection: (status, bytes the client got to send). What the server read is at most that, less what the two
     sockets' kernel buffers held (a few MB on loopback); tests/test_serve_hostile.py pins what the app was handed."""
-    head = (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    auth = "".join(f"{k}: {v}\r\n" for k, v in server.headers.items()).encode()
+    head = (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + auth +
             b"Content-Type: multipart/form-data; boundary=b\r\n\r\n")  # fmt: skip
     part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
     chunk = b"%x\r\n%s\r\n" % (1 << 16, b"\0" * (1 << 16))
@@ -234,7 +258,9 @@ def chunked_upload(server: Server, megabytes: int) -> tuple[int, int]:
     return status, sent
 
 
-async def post_many(url: str, bodies: list[list[tuple[str, bytes]]], clients: int) -> list[httpx.Response]:
+async def post_many(
+    url: str, bodies: list[list[tuple[str, bytes]]], clients: int, headers: dict | None = None
+) -> list[httpx.Response]:
     queue = iter(bodies)
     answers: list[httpx.Response] = []
 
@@ -242,14 +268,118 @@ async def post_many(url: str, bodies: list[list[tuple[str, bytes]]], clients: in
         for files in queue:
             answers.append(await http.post(f"{url}/v1/predict", files=[("file", f) for f in files]))
 
-    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=clients)) as http:
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(timeout=300, limits=limits, headers=headers or {}) as http:
         await asyncio.gather(*(client(http) for _ in range(clients)))
     return answers
 
 
+class HealthWatch:
+    """/v1/health polled every 0.25 s from a thread while an attack runs: its slowest answer (a timeout: 10 s), and
+    the server log's growth over the same time."""
+
+    def __init__(self, server: Server, path: str):
+        self.server, self.path, self.slowest, self.failed = server, path, 0.0, 0
+        self.stopped = threading.Event()
+        self.log_before = server.log.stat().st_size
+
+    def __enter__(self) -> HealthWatch:
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self.stopped.is_set():
+            start = time.perf_counter()
+            try:
+                ok = httpx.get(f"{self.server.url}{self.path}", timeout=10).status_code == 200
+            except httpx.TransportError:
+                ok = False
+            self.slowest = max(self.slowest, time.perf_counter() - start)
+            self.failed += not ok
+            self.stopped.wait(0.25)
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.log_growth = self.server.log.stat().st_size - self.log_before
+
+    def row(self) -> str:
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"health slowest {self.slowest:.2f} s{failed}; log +{self.log_growth / 1024:.0f} KB"
+
+
+def idle_connections(server: Server, count: int, seconds: float) -> int:
+    """`count` connections that send nothing, held `seconds`: how many the server closed meanwhile."""
+    sockets = []
+    for _ in range(count):
+        with contextlib.suppress(OSError):
+            sockets.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+    time.sleep(seconds)
+    closed = 0
+    for sock in sockets:
+        sock.setblocking(False)
+        try:
+            closed += sock.recv(1) == b""
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed += 1
+        sock.close()
+    return closed
+
+
+def slow_headers(server: Server, count: int, seconds: float) -> int:
+    """`count` clients sending a request's headers a byte a second for `seconds`: how many the server cut off."""
+    head = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 64
+    sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(count)]
+    cut = set()
+    for second in range(int(seconds)):
+        for i, sock in enumerate(sockets):
+            if i in cut:
+                continue
+            try:
+                sock.send(head[second : second + 1])
+            except OSError:
+                cut.add(i)
+        time.sleep(1)
+    for i, sock in enumerate(sockets):
+        sock.setblocking(False)
+        try:
+            if sock.recv(1) == b"":
+                cut.add(i)
+        except BlockingIOError:
+            pass
+        except OSError:
+            cut.add(i)
+        sock.close()
+    return len(cut)
+
+
+def large_images() -> list[tuple[str, bytes]]:
+    """A 23.9-megapixel TIFF (deflate) and PNG, below serve.max_megapixels=24, a few MB each."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:4000, 0:5976]
+    pixels = np.stack([(x * 7 + y) % 256, (x + y * 3) % 256, (x ^ y) % 256], axis=-1).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    out = []
+    for name, options in (("large.tif", {"format": "TIFF", "compression": "tiff_deflate"}), ("large.png", {})):
+        buffer = io.BytesIO()
+        image.save(buffer, **({"format": "PNG"} | options))
+        out.append((name, buffer.getvalue()))
+    return out
+
+
 def hostile(ckpt: Path, threads: int, clients: int, requests: int, paths: list[Path], litserve: bool) -> dict:
-    """Each scenario's figure for one server (serve.py's defaults, or the LitServe counterpart)."""
-    server = Server(ckpt, threads, 32, 5, "max_queue=256", litserve=litserve)
+    """Each scenario's figure for one server (serve.py's defaults with an API key under a 1,024-descriptor file
+    limit, or the LitServe counterpart)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # this process holds thousands of sockets
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    key = None if litserve else "bench-key"
+    server = Server(ckpt, threads, 32, 5, "max_queue=256", litserve=litserve, file_limit=1024, api_key=key)
+    health = "/health" if litserve else "/v1/health"
     rows: dict[str, str] = {}
     errors = 0
 
@@ -258,7 +388,7 @@ def hostile(ckpt: Path, threads: int, clients: int, requests: int, paths: list[P
 
     try:
         photo = paths[0].read_bytes()
-        asyncio.run(post_many(server.url, [[("warm.jpg", photo)]] * 4, 1))
+        asyncio.run(post_many(server.url, [[("warm.jpg", photo)]] * 4, 1, server.headers))
         rows["peak RSS after start and warm-up"] = f"{server.peak_rss_mb():.0f} MB"
 
         status, sent = chunked_upload(server, 900)
@@ -270,13 +400,13 @@ def hostile(ckpt: Path, threads: int, clients: int, requests: int, paths: list[P
         rows["  peak RSS after it"] = f"{server.peak_rss_mb():.0f} MB"
 
         huge = png_bytes(9000, 9000)  # 81 megapixels
-        answers = asyncio.run(post_many(server.url, [[(f"huge{i}.png", huge)] for i in range(8)], 4))
+        answers = asyncio.run(post_many(server.url, [[(f"huge{i}.png", huge)] for i in range(8)], 4, server.headers))
         errors += server_errors(answers)
         codes = sorted({a.status_code for a in answers})
         rows[f"8 x 81-MP PNGs ({len(huge) / 1024:.0f} KB each), 4 at once"] = f"HTTP {codes}"
         rows["  peak RSS after them"] = f"{server.peak_rss_mb():.0f} MB"
         large = png_bytes(5000, 4000, noise=True)  # 20 megapixels: decoded, within the limit
-        answers = asyncio.run(post_many(server.url, [[(f"large{i}.jpg", large)] for i in range(16)], 8))
+        answers = asyncio.run(post_many(server.url, [[(f"large{i}.jpg", large)] for i in range(16)], 8, server.headers))
         errors += server_errors(answers)
         rows[f"16 x 20-MP photos ({len(large) / 2**20:.1f} MB each), 8 at once"] = (
             f"{sum(a.status_code == 200 for a in answers)} of 16 scored"
@@ -284,9 +414,38 @@ def hostile(ckpt: Path, threads: int, clients: int, requests: int, paths: list[P
         rows["  peak RSS after them"] = f"{server.peak_rss_mb():.0f} MB"
 
         names = ["photo.jp\x00g", "a." + "x" * 251, "../../etc/passwd", "\u202egpj.exe"]
-        answers = asyncio.run(post_many(server.url, [[(n, photo)] for n in names], 2))
+        answers = asyncio.run(post_many(server.url, [[(n, photo)] for n in names], 2, server.headers))
         errors += sum(a.status_code >= 500 for a in answers)
         rows["bad file names"] = ", ".join(str(a.status_code) for a in answers)
+
+        with HealthWatch(server, health) as watch:
+            closed = idle_connections(server, 1500, 5)
+        rows["1,500 idle connections for 5 s (file limit 1,024)"] = f"{closed} closed by the server"
+        rows["  while they were open"] = watch.row()
+        with HealthWatch(server, health) as watch:
+            cut = slow_headers(server, 300, 15)
+        rows["300 clients sending headers a byte a second, 15 s"] = f"{cut} cut off"
+        rows["  while they were sending"] = watch.row()
+        if not litserve:
+            bearer = server.headers
+            server.headers = {}  # the next upload comes without the key
+            status, sent = chunked_upload(server, 60)
+            server.headers = bearer
+            rows["keyless chunked 60 MB upload"] = f"HTTP {status}; client got {sent / 2**20:.1f} MB sent"
+
+        mix = large_images()
+        sizes = ", ".join(f"{len(b) / 2**20:.1f} MB" for _, b in mix)
+        bodies = [[mix[i % 2]] for i in range(4 * 32)]
+        with HealthWatch(server, health) as watch:
+            start = time.perf_counter()
+            answers = asyncio.run(post_many(server.url, bodies, 4, server.headers))
+            elapsed = time.perf_counter() - start
+        errors += server_errors(answers)
+        rows[f"4 clients x 32 images of 23.9 MP, TIFF and PNG ({sizes})"] = (
+            f"{sum(a.status_code == 200 for a in answers)} of {len(bodies)} scored, {elapsed:.0f} s"
+        )
+        rows["  while they were decoded"] = watch.row()
+        rows["  peak RSS after them (target at most 2048 MB)"] = f"{server.peak_rss_mb():.0f} MB"
 
         key = f"overload: {clients} clients x {requests} requests of 32 images"
         if litserve:
@@ -296,7 +455,7 @@ def hostile(ckpt: Path, threads: int, clients: int, requests: int, paths: list[P
             before = httpx.get(f"{server.url}/v1/health").json()["images"]
             batch = [(f"{i}.jpg", paths[i % len(paths)].read_bytes()) for i in range(32)]
             start = time.perf_counter()
-            answers = asyncio.run(post_many(server.url, [batch] * requests, clients))
+            answers = asyncio.run(post_many(server.url, [batch] * requests, clients, server.headers))
             elapsed = time.perf_counter() - start
             model_images = httpx.get(f"{server.url}/v1/health").json()["images"] - before
             delivered = sum(len(a.json()["results"]) for a in answers if a.status_code == 200)

@@ -48,13 +48,13 @@ def test_a_typo_in_a_setting_or_an_option_gets_a_suggestion(tmp_path):
     assert "_base" not in result.stderr and "base/" not in result.stderr
     # Hydra's own hint for a new key, +data.batchsize, reaches the DataModule: the same suggestion, no TypeError.
     result = cli("train.py", "+data.batchsize=8", "model.pretrained=false", f"paths.log_dir={tmp_path}", cwd=tmp_path)
-    assert_one_message(result, "'batchsize' is not a setting", "did you mean batch_size?")
+    assert_one_message(result, "data.batchsize is not a setting", "did you mean data.batch_size?")
     assert not list(tmp_path.rglob("train.log"))  # no empty run folder left behind
     # A wrong optimizer setting: one line before weights load (was a traceback at the first training step).
     result = cli(
         "train.py", "model.optimizer.lr=abc", "model.pretrained=false", f"paths.log_dir={tmp_path}", cwd=tmp_path
     )
-    assert_one_message(result, "model.optimizer=", "'lr': 'abc'")
+    assert_one_message(result, "model.optimizer.lr='abc': use a number")
 
 
 @pytest.mark.parametrize(
@@ -160,7 +160,7 @@ def test_settings_are_checked_when_the_parts_are_built_from_python(tmp_path):
         ImageFolderDataModule(tmp_path, backbone, near_duplicates={"phash": 65, "dhash": 6})
     assert ImageFolderDataModule(tmp_path, backbone, batch_size="8", num_workers=0).batch_size == 8  # as Hydra's
     optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": "abc"}
-    with pytest.raises(ConfigError, match=r"model\.optimizer=.*'lr': 'abc'"):
+    with pytest.raises(ConfigError, match=r"model\.optimizer\.lr='abc': use a number"):
         DetectorModule("resnet18", optimizer, pretrained=False)
     with pytest.raises(ConfigError, match=r"model\.flip='vertical'"):
         DetectorModule("resnet18", {**optimizer, "lr": 1e-3}, pretrained=False, flip="vertical")

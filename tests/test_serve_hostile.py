@@ -293,6 +293,21 @@ def test_idle_and_slow_clients_are_shed_and_health_still_answers(backend, caplog
     assert any("more like it" in r.getMessage() for r in refusals) or len(refusals) <= 2
 
 
+def _closed_now(sockets: list[socket.socket]) -> int:
+    """How many of `sockets` the server has closed by now (each read without waiting)."""
+    time.sleep(0.5)  # a closed connection's end reaches this side
+    closed = 0
+    for sock in sockets:
+        sock.setblocking(False)
+        try:
+            closed += sock.recv(1) == b""
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed += 1
+    return closed
+
+
 def _closed(sock: socket.socket) -> bool:
     sock.settimeout(1)
     try:
@@ -372,3 +387,48 @@ def test_the_uvicorn_internals_the_guard_uses_are_there():
         assert f"self.{name} =" in cycle, name
     for name in UVICORN_INTERNALS["flow_control"]:
         assert callable(getattr(FlowControl, name)), name
+
+
+@pytest.mark.slow
+def test_under_a_1024_file_limit_1500_idle_connections_leave_health_answering(trained_checkpoint, tmp_path):
+    """serve.py as a user runs it under `ulimit -n 1024`: 1,500 connections that send nothing. The bound sits below
+    the file limit and sheds the oldest idle connection for each new one, so accept() never fails (it flooded the
+    log with 'Too many open files' before) and a health check always gets in."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"this process may open at most {hard} files; the test holds 1,500 sockets")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "serve.log"
+
+    def file_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, str(REPO / "serve.py"), f"ckpt_path={trained_checkpoint}", f"port={port}", "threads=1",
+             f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=file_limit,
+        )  # fmt: skip
+    idle = []
+    try:
+        wait_for(lambda: _up(f"http://127.0.0.1:{port}/v1/health") or server.poll() is not None, seconds=120)
+        assert server.poll() is None, log.read_text()[-3000:]
+        before = log.stat().st_size
+        for _ in range(1500):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        health = httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=10)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert _closed_now(idle) >= 1500 - 1024  # shed, oldest first, to stay below the limit
+        grown = log.stat().st_size - before
+        assert grown < 64 * 1024, log.read_text()[-3000:]  # a few lines, not one per socket
+        assert "Too many open files" not in log.read_text() and "Traceback" not in log.read_text()
+    finally:
+        for s in idle:
+            s.close()
+        server.kill()
+        server.wait(timeout=30)

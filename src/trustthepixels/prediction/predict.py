@@ -68,9 +68,11 @@ def predict(cfg: DictConfig) -> int:
     failed = [r for r in rows if not r.scored]
     _print_table(scored, failed, threshold, cfg.show)
     log.info(
-        "%d scored (%d AI, %d uncertain, %d unfamiliar) at threshold %.4f (%s), %d unreadable; predictions in %s",
+        "%d scored (%d AI, %d Real, %d uncertain, %d unfamiliar) at threshold %.4f (%s), %d unreadable; predictions "
+        "in %s",
         len(scored),
         sum(r.verdict == "AI" for r in scored),
+        sum(r.verdict == "Real" for r in scored),
         sum(r.verdict == UNCERTAIN for r in scored),
         sum(r.verdict == UNFAMILIAR for r in scored),
         threshold.value,
