@@ -75,7 +75,9 @@ def quiet_logs() -> OncePerSecond:
     and this module's refusals."""
     once = OncePerSecond()
     for name in ("asyncio", "uvicorn.error", __name__):
-        logging.getLogger(name).addFilter(once)
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OncePerSecond) for f in logger.filters):  # once per process, however many servers
+            logger.addFilter(once)
     return once
 
 
