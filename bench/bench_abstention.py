@@ -11,6 +11,7 @@ images (over the rows' in-source cells), and the pooled out-of-source confident-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def main() -> None:
     for quantile in args.quantiles:
         inside, outside = [], {"labels": [], "verdicts": []}
         for row, detector, predictions in rows:
-            rule = detector.decision(None, {"enabled": True, "familiar_quantile": quantile})
+            # The record's rule with another familiarity cutoff (the rank against its calibration images).
+            rule = dataclasses.replace(detector.decision(None, True), familiar_min=1 - quantile)
             for name, cell in row["cells"].items():
                 chosen = [p for p in predictions if p.context["tested_on"] == name and p.scored]
                 labels = np.array([p.label for p in chosen])

@@ -22,6 +22,7 @@ from trustthepixels.data.ingest.scan import scan_dataset
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.detector.checkpoint import load_detector
 from trustthepixels.metrics.core import core_metrics
+from trustthepixels.metrics.settings import DEFAULT_QUANTILE
 from trustthepixels.model.familiarity import Familiarity, fit_familiarity
 
 
@@ -95,15 +96,18 @@ def main() -> None:
     header = ["features", *others, "mean", "own test flagged"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name, blocks in choices.items():
-        familiarity = Familiarity(fit_familiarity(train, labels, val, blocks=blocks))
+        state = fit_familiarity(
+            train, labels, blocks=blocks
+        )  # training statistics; the validation split is the reference
         with torch.no_grad():
+            familiarity = Familiarity(state, Familiarity(state).distance([torch.from_numpy(f) for f in val]).numpy())
             own = familiarity([torch.from_numpy(f) for f in test]).numpy()
             aurocs = []
             for other in others.values():
                 theirs = familiarity([torch.from_numpy(f) for f in other]).numpy()
                 y = np.r_[np.zeros(len(own), int), np.ones(len(theirs), int)]
                 aurocs.append(core_metrics(y, -np.r_[own, theirs])["auroc"])
-        flagged = float(np.mean(own < familiarity.cutoff))
+        flagged = float(np.mean(own < 1 - DEFAULT_QUANTILE))
         print(f"| {name} | " + " | ".join(f"{a:.3f}" for a in aurocs) + f" | {np.mean(aurocs):.3f} | {flagged:.3f} |")
 
 

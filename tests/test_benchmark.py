@@ -37,10 +37,11 @@ def test_rows_single_sources_then_leave_one_out():
 
 @pytest.mark.slow
 def test_benchmark_matrix_with_leave_one_out(tmp_path):
-    data = {name: write_image_folder(tmp_path / name, per_class=12, size=40) for name in ("a", "b", "c", "h")}
+    data = {name: write_image_folder(tmp_path / name, per_class=40 if name == "h" else 12, size=40)
+            for name in ("a", "b", "c", "h")}  # fmt: skip
     sources = "{" + ", ".join(f"{k}: {v}" for k, v in data.items()) + "}"
     result = run_benchmark(
-        f"sources={sources}", "test_only=[h]", "leave_one_out=true", "debug=limit", *TINY,
+        f"sources={sources}", "test_only=[h]", "leave_one_out=true", "recalibrate=true", "debug=limit", *TINY,
         "trainer.max_epochs=1", f"paths.log_dir={tmp_path / 'outputs'}",
         cwd=tmp_path,
     )  # fmt: skip
@@ -53,7 +54,7 @@ def test_benchmark_matrix_with_leave_one_out(tmp_path):
     # Every column is the same images whatever the row; a test-only source is scored on all of its images.
     for column in ("a", "b", "c", "h"):
         assert len({by[(row, column)]["images"] for row in ("a", "b", "all_but_a")}) == 1
-    assert by[("a", "h")]["images"] == "24"
+    assert by[("a", "h")]["images"] == "80"
     assert by[("a", "a")]["in_source"] == "True" and by[("all_but_a", "a")]["in_source"] == "False"
     assert by[("all_but_a", "b")]["in_source"] == "True"
     # One code path per number: a cell is the number the row's own training reported for that source.
@@ -68,6 +69,17 @@ def test_benchmark_matrix_with_leave_one_out(tmp_path):
     assert summary_line(found) in markdown and "| all_but_c |" in markdown
     assert (sweep / "matrix.png").read_bytes().startswith(b"\x89PNG")
     assert any((sweep / "tensorboard").iterdir())
+    # recalibrate=true: every out-of-source cell recalibrated on half of it and checked on the rest (h: 20 + 20 per
+    # class), or said to be too small for alpha (the other sources' test splits: a few images each).
+    assert "## Recalibrated on each out-of-source cell" in markdown and "Pooled confident-error rate" in markdown
+    row = json.loads((jobs["a"] / "benchmark_row.json").read_text())
+    recalibrated = row["cells"]["h"]["recalibrated"]
+    assert recalibrated["images"] == 40 and recalibrated["after"]["AI"]["images"] == 20
+    assert "not recalibrated: half of b has" in row["cells"]["b"]["recalibrated"]["note"]
+    assert "recalibrated" not in row["cells"]["a"]
+    # And the promise on each row's own test split: the share of images whose set holds their label, per class.
+    assert "## The promise on each row's own test split" in markdown
+    assert set(row["cells"]["a"]["promise"]) == {"AI", "Real"} and "promise" not in row["cells"]["h"]
 
 
 def test_benchmark_refuses_bad_sources_in_one_line(tmp_path):

@@ -68,13 +68,13 @@ def test_cross_validation_sweep_eval_and_checkpoints_feed_compare(tmp_path):
     oof = read_predictions(sweep / "oof_predictions.csv")
     assert sorted(p.path for p in oof) == sorted(f.relative_to(folder).as_posix() for f in folder.rglob("*.*"))
     assert {p.source for p in oof} == {"faces"} and {p.context["fold"] for p in oof} == {"0", "1", "2"}
-    # Each fold decides at its own checkpoint's validation threshold, and says so in every row.
+    # Each fold decides at its own checkpoint's calibrated threshold, and says so in every row.
     for fold in range(3):
         (ckpt,) = (sweep / str(fold) / "checkpoints").glob("epoch*.ckpt")
         from trustthepixels.detector.checkpoint import load_detector
 
         rows = [p for p in oof if p.context["fold"] == str(fold)]
-        assert {p.threshold for p in rows} == {load_detector(ckpt).val_threshold}
+        assert {p.threshold for p in rows} == {load_detector(ckpt).calibration.threshold}
 
     (fold0,) = (sweep / "0" / "checkpoints").glob("epoch*.ckpt")
     evaluated = tmp_path / "eval"
@@ -142,7 +142,7 @@ def test_shared_benchmark_with_an_added_source(tmp_path):
     assert columns_of(row / "benchmark_predictions.csv") == ["tested_on", *COLUMNS]
     counts = {name: sum(p.context["tested_on"] == name for p in predictions) for name in ("mine", "ml72")}
     assert counts == {"mine": 24, "ml72": 100}
-    threshold = json.loads((row / "benchmark_row.json").read_text())["val_threshold"]
+    threshold = json.loads((row / "benchmark_row.json").read_text())["threshold"]
     assert {p.threshold for p in predictions} == {threshold}
     # Familiarity per out-of-source cell, and a model card of the row's checkpoint that shows the row.
     assert all(0 <= float(cells[("real_vs_ai", s)]["familiarity_auroc"]) <= 1 for s in ("cifake", "ml72", "mine"))

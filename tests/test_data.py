@@ -190,7 +190,7 @@ def test_datamodule_batches(image_folder):
     assert sorted(labels.tolist()) == sorted(dm.datasets["train"].samples[i].label for i in indices.tolist())
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8
     assert set(labels.tolist()) <= {0, 1}
-    assert {name: len(dm.datasets[name]) for name in SPLITS} == {"train": 20, "val": 2, "test": 2}
+    assert {name: len(dm.datasets[name]) for name in SPLITS} == {"train": 20, "val": 2, "calibration": 0, "test": 2}
     assert dm.state_dict()["labels"] == {"0": "Real", "1": "AI"}
 
 

@@ -37,7 +37,7 @@ def test_metrics_equal_scikit_learn():
     m = binary_metrics(labels, logits, threshold)
     assert m["auroc"] == pytest.approx(skm.roc_auc_score(labels, probs), abs=1e-6)
     assert m["ap"] == pytest.approx(skm.average_precision_score(labels, probs), abs=1e-6)
-    for suffix, t in (("", 0.5), ("_at_val_threshold", threshold)):
+    for suffix, t in (("", 0.5), ("_at_threshold", threshold)):
         predicted = (probs > t).astype(int)
         assert m[f"acc{suffix}"] == pytest.approx(skm.accuracy_score(labels, predicted))
         assert m[f"f1{suffix}"] == pytest.approx(skm.f1_score(labels, predicted))
@@ -110,7 +110,7 @@ def test_eval_on_a_trained_checkpoint(trained_checkpoint, tmp_path):
         assert m["ap"] == pytest.approx(skm.average_precision_score(y, p), abs=1e-5)
         assert m["acc"] == pytest.approx(skm.accuracy_score(y, p > 0.5))
         assert m["f1"] == pytest.approx(skm.f1_score(y, p > 0.5))
-        assert m["acc_at_val_threshold"] == pytest.approx(skm.accuracy_score(y, p > threshold))
+        assert m["acc_at_threshold"] == pytest.approx(skm.accuracy_score(y, p > threshold))
     assert [(r["perturbation"], r["strength"]) for r in result["robustness"]] == [
         ("none", "-"),
         ("jpeg", "50"),
@@ -124,10 +124,11 @@ def test_eval_on_a_trained_checkpoint(trained_checkpoint, tmp_path):
     assert "## Robustness" in report and "other-source" in report and "ECE after temperature scaling" in report
     # Every number with its 95% interval; a set this small is said to be too small to rank models.
     for m in [*result["sets"].values(), *result["robustness"]]:
-        for key in ("auroc", "ap", "acc", "acc_at_val_threshold", "balanced_acc_at_val_threshold", "ece", "loss"):
+        for key in ("auroc", "ap", "acc", "acc_at_threshold", "balanced_acc_at_threshold", "ece", "loss"):
             assert m[f"{key}_lo"] <= m[key] + 1e-12 and m[key] <= m[f"{key}_hi"] + 1e-12, key
     assert "AUROC | 1.000 [1.000, 1.000]" in report or " [" in report
-    assert json.loads((out / "metrics.json").read_text())["calibration"]["val_images"] == 6
+    # The record it decided by, and where it was fitted: the run's calibration part.
+    assert json.loads((out / "metrics.json").read_text())["calibration"]["fitted_on"]["part"] == "calibration part"
     assert list(out.glob("events.out.tfevents.*"))
 
 
@@ -248,19 +249,21 @@ def test_robust_augmentation_trains(make_cfg, image_folder):
 
 
 def test_checkpoints_carry_prediction_sets_and_eval_reports_what_abstention_costs(tmp_path):
-    """Trained with enough validation images for alpha 0.05, the checkpoint holds its prediction sets; eval.py
-    reports coverage, accuracy on answered images and confident errors with intervals, from the same verdicts
-    as its predictions.csv."""
+    """Trained with enough calibration images for alpha 0.05, the checkpoint holds one calibration record (and no
+    validation threshold or sets beside it); eval.py reports coverage, accuracy on answered images and confident
+    errors with intervals, from the same verdicts as its predictions.csv."""
     import torch
 
     from trustthepixels.training import train
 
     folder = write_image_folder(tmp_path / "data", per_class=100, size=32)
-    overrides = [f"data.root={folder}", *TINY, "trainer.max_epochs=1", "data.split=[0.5,0.3,0.2]", "logger=none"]
+    overrides = [f"data.root={folder}", *TINY, "trainer.max_epochs=1", "data.split=[0.4,0.4,0.2]", "logger=none"]
     train(compose_cfg(overrides, tmp_path))
     (best,) = (tmp_path / "run" / "checkpoints").glob("epoch*.ckpt")
-    stored = torch.load(best, map_location="cpu", weights_only=True)["conformal"]
-    assert stored["alpha"] == 0.05 and stored["n_ai"] == stored["n_real"] == 30
+    saved = torch.load(best, map_location="cpu", weights_only=True)
+    assert not {"val_threshold", "conformal"} & set(saved)
+    stored = saved["calibration"]["sets"]
+    assert stored["alpha"] == 0.05 and stored["n_ai"] == stored["n_real"] == 20  # half of validation's 40 per class
     result = evaluate(compose_cfg([f"ckpt_path={best}", "robustness=false", "data.num_workers=0"], tmp_path / "e",
                                   config_name="eval"))  # fmt: skip
     test = result["sets"]["test"]
@@ -273,36 +276,29 @@ def test_checkpoints_carry_prediction_sets_and_eval_reports_what_abstention_cost
     if answered:
         assert test["abstain/accuracy_answered"] == pytest.approx(len(right) / len(answered))
     assert test["abstain/coverage_lo"] <= test["abstain/coverage"] <= test["abstain/coverage_hi"]
-    assert result["calibration"]["abstain"]["ai_min_p"] == pytest.approx(stored["ai_min_p"])
+    assert result["calibration"]["sets"]["ai_min_p"] == pytest.approx(stored["ai_min_p"])
     # And its familiarity score, fitted at the end of train.py: the test images' familiarity and the risk-coverage
     # curve of the verdicts.
-    familiarity = torch.load(best, map_location="cpu", weights_only=True)["familiarity"]
-    assert familiarity["n_val"] == 60 and familiarity["quantile"] == 0.99 and familiarity["layers"] == "last_stage"
+    familiarity, record = saved["familiarity"], saved["calibration"]
+    assert familiarity["n_train"] == 80 and familiarity["layers"] == "last_stage"
+    assert record["familiar_quantile"] == 0.99 and len(record["reference"]) == 40
     assert all(0 <= float(r["familiarity"]) <= 1 for r in rows)
     unfamiliar = sum(float(r["familiarity"]) < 0.01 for r in rows)
     assert test["abstain/unfamiliar"] == pytest.approx(unfamiliar / len(rows))
     assert unfamiliar == sum(r["verdict"] == "unfamiliar" for r in rows)
     assert 0 <= test["abstain/aurc"] <= 1 and (tmp_path / "e" / "run" / "risk_coverage.png").is_file()
     assert result["calibration"]["familiar_min"] == pytest.approx(0.01)
-    # A checkpoint saved before familiarity existed: eval.py fits the same score on the run's own split.
-    older = best.with_name("older.ckpt")
-    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
-    del checkpoint["familiarity"]
-    torch.save(checkpoint, older)
-    again = evaluate(compose_cfg([f"ckpt_path={older}", "robustness=false", "data.num_workers=0"], tmp_path / "o",
-                                 config_name="eval"))  # fmt: skip
-    assert again["sets"]["test"]["abstain/unfamiliar"] == pytest.approx(test["abstain/unfamiliar"])
-    assert again["sets"]["test"]["abstain/coverage"] == pytest.approx(test["abstain/coverage"])
-    # And every other command fits it alike (last.ckpt, or a stopped run's best, has none either): predict.py, the
-    # server and the ONNX export give those images eval.py's familiarity and verdicts.
+    # Every other command decides by the same record: predict.py, the server and the ONNX export give those images
+    # eval.py's familiarity and verdicts.
+    calibrated = best
     from trustthepixels.detector.predictions import read_predictions
     from trustthepixels.prediction.predict import predict
     from trustthepixels.serving.backends import OnnxBackend, TorchBackend
 
-    with open(tmp_path / "o" / "run" / "predictions.csv", newline="") as f:
+    with open(tmp_path / "e" / "run" / "predictions.csv", newline="") as f:
         evaluated = {r["path"]: r for r in csv.DictReader(f) if r["set"] == "test"}
     files = [str(folder / path) for path in evaluated]
-    predict(compose_cfg([f"ckpt_path={older}", f"input=[{','.join(files)}]", "num_workers=0"], tmp_path / "p",
+    predict(compose_cfg([f"ckpt_path={calibrated}", f"input=[{','.join(files)}]", "num_workers=0"], tmp_path / "p",
                         config_name="predict"))  # fmt: skip
     predicted = read_predictions(tmp_path / "p" / "run" / "predictions.csv")
     assert len(predicted) == len(evaluated)
@@ -310,10 +306,10 @@ def test_checkpoints_carry_prediction_sets_and_eval_reports_what_abstention_cost
         mine = evaluated[f"{row.source}/{row.path}"]
         assert row.familiarity == pytest.approx(float(mine["familiarity"]), abs=1e-9) and row.verdict == mine["verdict"]
     abstain = compose_cfg([], tmp_path / "s", config_name="serve").abstain
-    assert TorchBackend(older, "cpu", abstain=abstain).info.rule.familiar_min == pytest.approx(0.01)
-    export_onnx(compose_cfg([f"ckpt_path={older}", f"check_images={folder}", "check_limit=8",
-                             f"output={tmp_path / 'older.onnx'}"], tmp_path / "x", config_name="export"))  # fmt: skip
-    assert OnnxBackend(tmp_path / "older.onnx", abstain=abstain).info.rule.familiar_min == pytest.approx(0.01)
+    assert TorchBackend(calibrated, "cpu", abstain=abstain).info.rule.familiar_min == pytest.approx(0.01)
+    export_onnx(compose_cfg([f"ckpt_path={calibrated}", f"check_images={folder}", "check_limit=8",
+                             f"output={tmp_path / 'cal.onnx'}"], tmp_path / "x", config_name="export"))  # fmt: skip
+    assert OnnxBackend(tmp_path / "cal.onnx", abstain=abstain).info.rule.familiar_min == pytest.approx(0.01)
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from trustthepixels.detector.predictions import decision_threshold
+from trustthepixels.detector.predictions import Threshold
+from trustthepixels.metrics.calibration import fit_calibration
 from trustthepixels.metrics.conformal import ConformalSets
 from trustthepixels.metrics.core import core_metrics
 from trustthepixels.metrics.selective import abstention_metrics, risk_coverage
@@ -23,26 +24,35 @@ def _blocks(rng: np.random.Generator, n: int, shift: float = 0.0, dims=(8, 32)) 
     return [early.astype(np.float32), late.astype(np.float32)], labels
 
 
-def _familiarity(state, blocks) -> np.ndarray:
+def _distances(state, blocks) -> np.ndarray:
     with torch.no_grad():
-        return Familiarity(state)([torch.from_numpy(b) for b in blocks]).numpy()
+        return Familiarity(state).distance([torch.from_numpy(b) for b in blocks]).numpy()
+
+
+def _familiarity(state, reference, blocks) -> np.ndarray:
+    """The torch scorer's familiarity of `blocks` against the calibration images' distances `reference`."""
+    with torch.no_grad():
+        return Familiarity(state, reference)([torch.from_numpy(b) for b in blocks]).numpy()
 
 
 def test_exchangeable_images_are_flagged_at_most_as_often_as_promised():
-    """On images like the validation split, the share called unfamiliar is at most 1 - familiar_quantile (up to
-    sampling noise), and the validation images themselves are exactly ranked."""
+    """Statistics fitted on training features, the cutoff on calibration images: on images like the calibration
+    images, the share called unfamiliar is at most 1 - familiar_quantile (up to sampling noise); each calibration
+    image's familiarity is exactly its rank; the record's numpy familiarity is the torch scorer's."""
     rng = np.random.default_rng(0)
     flagged = []
     for _ in range(40):
         train, labels = _blocks(rng, 300)
-        val, _ = _blocks(rng, 200)
-        state = fit_familiarity(train, labels, val, quantile=0.95)
-        own = _familiarity(state, val)
-        # Each validation image's familiarity is its rank: the share of them at least as far.
-        distances = state["val_distances"].numpy()
-        assert np.allclose(own, (distances[None, :] >= distances[:, None]).mean(1))
+        state = fit_familiarity(train, labels)
+        calibration, cal_labels = _blocks(rng, 200)
+        reference = _distances(state, calibration)
+        own = _familiarity(state, reference, calibration)
+        assert np.allclose(own, (reference[None, :] >= reference[:, None]).mean(1))
         assert (own < 0.05).mean() <= 0.05
-        flagged.append((_familiarity(state, _blocks(rng, 400)[0]) < 0.05).mean())
+        new = _blocks(rng, 400)[0]
+        record = fit_calibration(cal_labels, rng.normal(size=200) + cal_labels, reference, 0.1, 0.95, ["s"], "part")
+        assert np.allclose(record.familiarity(_distances(state, new)), _familiarity(state, reference, new), atol=1e-6)
+        flagged.append((_familiarity(state, reference, new) < 0.05).mean())
     mean, se = np.mean(flagged), np.std(flagged) / np.sqrt(len(flagged))
     assert mean <= 0.05 + 1 / 201 + 3 * se, mean
 
@@ -50,14 +60,15 @@ def test_exchangeable_images_are_flagged_at_most_as_often_as_promised():
 def test_a_shift_in_an_early_block_is_seen_with_all_blocks_not_with_the_last_alone():
     rng = np.random.default_rng(1)
     train, labels = _blocks(rng, 400)
-    val, _ = _blocks(rng, 200)
+    calibration, _ = _blocks(rng, 200)
     test, _ = _blocks(rng, 300)
     shifted, _ = _blocks(rng, 300, shift=2.0)
     y = np.r_[np.zeros(300, int), np.ones(300, int)]
     auroc = {}
     for layers in ("all", "classifier"):
-        state = fit_familiarity(train, labels, val, layers=layers)
-        scores = np.r_[_familiarity(state, test), _familiarity(state, shifted)]
+        state = fit_familiarity(train, labels, layers=layers)
+        reference = _distances(state, calibration)
+        scores = np.r_[_familiarity(state, reference, test), _familiarity(state, reference, shifted)]
         auroc[layers] = core_metrics(y, -scores)["auroc"]
     assert auroc["all"] > 0.9 and 0.4 < auroc["classifier"] < 0.6, auroc
 
@@ -66,12 +77,13 @@ def test_torch_scorer_computes_the_numpy_distance():
     rng = np.random.default_rng(2)
     train, labels = _blocks(rng, 200)
     val, _ = _blocks(rng, 50)
-    state = fit_familiarity(train, labels, val, layers="classifier")
+    state = fit_familiarity(train, labels, layers="classifier")
     means, whiten = _block_stats(train[1], labels)
-    expected = (np.log(_squared_distance(val[1], means, whiten) + 1e-12) - state["stats"][0]["loc"]) / state["stats"][
-        0
-    ]["scale"]
-    assert np.allclose(state["val_distances"].numpy(), expected, atol=1e-4)
+    stats = state["stats"][0]
+    expected = (np.log(_squared_distance(val[1], means, whiten) + 1e-12) - stats["loc"]) / stats["scale"]
+    assert np.allclose(_distances(state, val), expected, atol=1e-4)
+    # Standardised on the training features themselves: their median distance is 0.
+    assert abs(np.median(_distances(state, train))) < 1e-3
     # The features' true shared covariance is the identity: so is the estimated precision, W W^T.
     assert np.allclose(whiten @ whiten.T, np.eye(32), atol=0.25)
 
@@ -80,16 +92,16 @@ def test_bad_settings_are_named():
     rng = np.random.default_rng(3)
     train, labels = _blocks(rng, 40)
     with pytest.raises(ValueError, match=r"familiar_quantile=1\.5"):
-        fit_familiarity(train, labels, train, quantile=1.5)
+        fit_calibration(labels, rng.normal(size=40), np.zeros(40), 0.1, 1.5, ["s"], "part")
     with pytest.raises(ValueError, match="familiarity_layers='first'"):
-        fit_familiarity(train, labels, train, layers="first")
+        fit_familiarity(train, labels, layers="first")
     with pytest.raises(ValueError, match="both classes"):
-        fit_familiarity(train, np.zeros(40, int), train)
+        fit_familiarity(train, np.zeros(40, int))
 
 
 def test_unfamiliar_comes_before_every_other_verdict_and_counts_as_unanswered():
     sets = ConformalSets(0.05, ai_min_p=0.6, real_max_p=0.4, n_ai=100, n_real=100)
-    rule = decision_threshold(None, 0.5, sets, familiar_min=0.01)
+    rule = Threshold(0.5, "test", sets, familiar_min=0.01)
     p_ai = np.array([0.9, 0.1, 0.5, 0.9, 0.1])
     familiarity = np.array([0.5, 0.5, 0.5, 0.0, np.nan])  # NaN: no familiarity score, no flag
     verdicts = rule.verdicts(p_ai, familiarity)
@@ -138,35 +150,42 @@ def test_hf_export_loads_in_timm_and_its_onnx_returns_the_familiarity(trained_ch
     session = onnxruntime.InferenceSession(str(folder / "detector.onnx"), providers=["CPUExecutionProvider"])
     p_ai, familiar = session.run(["p_ai", "familiarity"], {"images": images.numpy()})
     assert np.allclose(p_ai, torch.sigmoid(logits).numpy(), atol=1e-5)
-    assert np.abs(familiar - familiarity.numpy()).max() <= 1.5 / detector.familiarity.n_val
+    assert np.abs(familiar - familiarity.numpy()).max() <= 1.5 / len(detector.calibration.reference)
     card = (folder / "README.md").read_text()
     for heading in ("## Training data", "## Preprocessing", "## Metrics (95% intervals)", "## Must not be used"):
         assert heading in card
     assert "| auroc |" in card and "`unfamiliar`" in card and "On its test split" in card
 
 
-def test_a_missing_score_is_fitted_from_the_run_split_or_skipped_when_its_images_moved(trained_checkpoint, tmp_path):
-    """last.ckpt has no familiarity score: every command fits it from the run's split. When the training images are
-    gone, the command still runs, with the other verdicts and a warning."""
-    from trustthepixels.detector.checkpoint import load_detector
+def test_every_checkpoint_train_leaves_decides_at_once_and_an_uncalibrated_one_is_refused(trained_checkpoint, tmp_path):
+    """last.ckpt carries a calibration record and familiarity statistics, as the best one does: loading it fits
+    nothing. A checkpoint without a record (a run stopped before its end) is refused in one line naming calibrate.py;
+    calibrate.py fits its missing familiarity statistics from the run's own training split."""
+    from trustthepixels.detector.checkpoint import UncalibratedError, load_detector
+    from trustthepixels.evaluation.calibrate import calibrate
 
-    abstain = {"enabled": True, "alpha": 0.05, "familiar_quantile": 0.99}
+    from .conftest import compose_cfg, write_image_folder
+
     last = trained_checkpoint.parent / "last.ckpt"
-    assert "familiarity" not in torch.load(last, map_location="cpu", weights_only=True)
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert {"calibration", "familiarity"} <= set(saved) and not {"val_threshold", "conformal"} & set(saved)
     detector = load_detector(last)
-    detector.fit_missing_familiarity(abstain)
-    assert detector.familiarity is not None and detector.decision(None, abstain).familiar_min == pytest.approx(0.01)
+    assert detector.familiarity is not None and len(detector.familiarity.reference) > 0
+    assert detector.decision(None, {"enabled": True}).familiar_min == pytest.approx(0.01)
 
-    run = tmp_path / "moved"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "split.csv").write_bytes((trained_checkpoint.parent.parent / "split.csv").read_bytes())
-    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
-    checkpoint["ImageFolderDataModule"]["root"] = str(tmp_path / "gone")
-    torch.save(checkpoint, run / "checkpoints" / "last.ckpt")
-    moved = load_detector(run / "checkpoints" / "last.ckpt")
-    moved.fit_missing_familiarity(abstain)
-    rule = moved.decision(None, abstain)
-    assert moved.familiarity is None and rule.familiar_min is None and rule.sets is not None
+    stopped = trained_checkpoint.parent / "stopped.ckpt"
+    torch.save({k: v for k, v in saved.items() if k not in ("calibration", "familiarity")}, stopped)
+    try:
+        with pytest.raises(UncalibratedError, match=r"no calibration record .*python calibrate\.py ckpt_path="):
+            load_detector(stopped)
+        folder = write_image_folder(tmp_path / "mine", per_class=40, size=48)
+        cfg = compose_cfg([f"ckpt_path={stopped}", f"data.root={folder}", "data.num_workers=0"], tmp_path, "calibrate")
+        result = calibrate(cfg)
+    finally:
+        stopped.unlink()
+    calibrated = torch.load(result["calibrated_checkpoint"], map_location="cpu", weights_only=True)
+    assert {"calibration", "familiarity"} <= set(calibrated)
+    assert calibrated["familiarity"]["n_train"] == saved["familiarity"]["n_train"]  # fitted on the run's split
 
 
 @pytest.mark.parametrize("threshold, verdict", [(0.0, 1), (1.0, 0), (0.3, None)])
@@ -198,9 +217,9 @@ def test_the_familiarity_fit_keeps_only_the_block_it_reads_on_the_trainers_devic
             kept.append([b for b, block in enumerate(scores.features) if block is not None])
         return scores
 
-    def recording_fit(self, train, val, abstain=None, batch_size=64, num_workers=0, device="cpu"):
+    def recording_fit(self, train, layers="last_stage", batch_size=64, num_workers=0, device="cpu"):
         devices.append(device)
-        return fit(self, train, val, abstain, batch_size, num_workers, device)
+        return fit(self, train, layers, batch_size, num_workers, device)
 
     monkeypatch.setattr(checkpoint.Detector, "score_files", recording_score)
     monkeypatch.setattr(checkpoint.Detector, "fit_familiarity", recording_fit)
@@ -210,4 +229,4 @@ def test_the_familiarity_fit_keeps_only_the_block_it_reads_on_the_trainers_devic
     monkeypatch.setattr("trustthepixels.training.resolve_device", lambda name: "cuda", raising=False)
     train(cfg)
     assert devices == ["cpu"]
-    assert len(kept) == 2 and kept[0] == kept[1] and len(kept[0]) == 1  # training and validation: last_stage alone
+    assert len(kept) == 1 and len(kept[0]) == 1  # the training images' features, last_stage alone

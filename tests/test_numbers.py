@@ -137,7 +137,7 @@ def test_threshold_is_linear_in_memory_and_says_when_one_class_is_missing():
         choose_threshold(np.ones(8, dtype=int), np.linspace(0, 1, 8))
 
 
-def test_a_validation_split_with_one_class_is_said_in_the_report(trained_checkpoint, tmp_path):
+def test_eval_decides_by_the_checkpoints_record_whatever_the_split_file_says_now(trained_checkpoint, tmp_path):
     run_dir = trained_checkpoint.parent.parent
     with open(run_dir / "split.csv") as f:
         rows = list(csv.DictReader(f))
@@ -154,13 +154,14 @@ def test_a_validation_split_with_one_class_is_said_in_the_report(trained_checkpo
         config_name="eval",
     )
     result = evaluate(cfg)
-    # The verdict rule is the checkpoint's own validation threshold (chosen when it was saved), whatever the split
-    # file says now; the temperature is fitted here, on the validation split, and cannot be.
-    assert result["calibration"]["threshold"] == load_detector(trained_checkpoint).val_threshold
-    assert "validation split" in result["calibration"]["threshold_source"]
-    assert not result["calibration"]["temperature_fitted"]
+    # The verdict rule and the temperature are the checkpoint's calibration record (fitted at the end of train.py, on
+    # the calibration part), whatever the split file says now: eval.py fits nothing.
+    record = load_detector(trained_checkpoint).calibration
+    assert result["calibration"]["threshold"] == record.threshold
+    assert result["calibration"]["temperature"] == record.temperature
+    assert "calibration part" in result["calibration"]["threshold_source"]
     report = (tmp_path / "eval" / "run" / "report.md").read_text()
-    assert "needs both classes" in report and "not fitted" in report
+    assert f"**{record.threshold:.3f}** (balanced accuracy on calibration part of" in report
 
 
 def test_extra_sets_never_overwrite_each_other(tmp_path):

@@ -267,7 +267,7 @@ def test_datamodule_downloads_on_first_use(zip_server, tmp_path):
     )
     dm.prepare_data()
     dm.setup("fit")
-    assert dm.summary()["images"] == {"train": 4, "val": 2, "test": 2}
+    assert dm.summary()["images"] == {"train": 4, "val": 2, "calibration": 0, "test": 2}
 
 
 def test_offline_first_use_says_how_to_get_the_data(tmp_path):

@@ -75,6 +75,13 @@ COMMAND_TESTS = {
     "python prepare_data.py": ["test_prepare.py::test_prepare_data_py_as_a_user_runs_it"],
     "python prepare_data.py source=hf": ["test_prepare.py::test_hf_reduction_equals_the_original_script"],
     "python train.py 'data.root={a: PATH1, b: PATH2}'": ["test_sources.py::test_training_on_two_sources_reports_each"],
+    "python calibrate.py ckpt_path=<run>/checkpoints/<best>.ckpt data.root=FOLDER": [
+        "test_calibration.py::test_calibrate_py_says_where_a_detector_works_and_writes_a_detector_calibrated_there",
+        "test_familiarity.py::test_every_checkpoint_train_leaves_decides_at_once_and_an_uncalibrated_one_is_refused",
+    ],
+    "python benchmark.py benchmark=shared recalibrate=true": [
+        "test_benchmark.py::test_benchmark_matrix_with_leave_one_out"
+    ],
     "python benchmark.py benchmark=shared [experiment=transfer_npr]": [
         "test_combinations.py::test_shared_benchmark_with_an_added_source",
         "test_benchmark.py::test_benchmark_matrix_with_leave_one_out",

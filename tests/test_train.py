@@ -46,7 +46,7 @@ def test_fast_dev_run_in_process(make_cfg, image_folder, tmp_path):
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert report["test"]["test/acc"] == pytest.approx(metrics["test/acc"])
     assert report["best_checkpoint"] is None  # fast_dev_run keeps no checkpoint
-    assert report["data"]["images"] == {"train": 20, "val": 2, "test": 2}
+    assert report["data"]["images"] == {"train": 20, "val": 2, "calibration": 0, "test": 2}
 
 
 def test_train_py_fast_dev_run(image_folder, tmp_path):
@@ -86,7 +86,8 @@ def test_short_real_run(shared_dir, tmp_path):
     assert "last.ckpt" in checkpoints and any(name.startswith("epoch") for name in checkpoints)
     report = json.loads((run_dir / "metrics.json").read_text())
     assert Path(report["best_checkpoint"]).is_file()
-    assert report["data"]["images"] == {"train": 634, "val": 80, "test": 80}
+    # The calibration part is half of what validation was: train and test are the images they were before it.
+    assert report["data"]["images"] == {"train": 634, "val": 40, "calibration": 40, "test": 80}
     assert set(report["val"]) >= {"val/auroc", "val/acc"} and set(report["test"]) >= {"test/auroc", "test/acc"}
     assert len((run_dir / "split.csv").read_text().splitlines()) == 1 + 794
     tags = scalar_tags(run_dir)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -36,10 +37,12 @@ from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.detector.checkpoint import load_detector, resolve_device
 from trustthepixels.detector.predictions import write_predictions
 from trustthepixels.errors import ConfigError
-from trustthepixels.evaluation.evaluate import abstention_with_intervals, calibrate
+from trustthepixels.evaluation.evaluate import abstention_with_intervals
 from trustthepixels.evaluation.sets import EvalSet, Evaluator
+from trustthepixels.metrics.calibration import check, fit_calibration, too_few
 from trustthepixels.metrics.core import binary_metrics, core_metrics
 from trustthepixels.metrics.intervals import binary_metric_intervals, metric_intervals
+from trustthepixels.metrics.settings import DEFAULT_ALPHA, DEFAULT_QUANTILE
 from trustthepixels.training import train
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ class BenchmarkSettings:
     folds: Optional[int] = setting("the number of cross-validation folds (2 or more), or null", low=2)  # noqa: UP045
     train_on: Optional[str] = setting("a source name or all_but_<name> (the sweep sets it)")  # noqa: UP045
     device: str = setting("auto, cpu, cuda or cuda:N")
+    recalibrate: bool = setting("true (recalibrate each out-of-source cell on half of it, check on the rest) or false")
 
 
 def benchmark_settings(cfg: Any) -> BenchmarkSettings:
@@ -110,7 +114,13 @@ def rows(sources: Any, test_only: Any, leave_one_out: bool) -> list[str]:
 def rows_override(sources: Any, test_only: Any, leave_one_out: Any) -> str:
     """The `train_on` sweep, as the resolver `${benchmark_rows:...}` gives it to Hydra's sweeper."""
     s = benchmark_settings(
-        {"sources": sources, "test_only": test_only, "leave_one_out": leave_one_out, "device": "auto"}
+        {
+            "sources": sources,
+            "test_only": test_only,
+            "leave_one_out": leave_one_out,
+            "device": "auto",
+            "recalibrate": False,
+        }
     )
     return ",".join(rows(s.sources or {}, s.test_only or [], s.leave_one_out)) or "none"
 
@@ -164,7 +174,7 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": decision["checkpoint"],
         "checkpoints": [d["checkpoint"] for _, _, d in scored],
         "folds": folds,
-        "val_threshold": decision["threshold"],
+        "threshold": decision["threshold"],
         "threshold_source": decision["origin"],
         "model": cfg.model.backbone,
         "cells": cells,
@@ -183,10 +193,8 @@ def _score_run(cfg: DictConfig, run: Path, roots: Roots, trained: list[str], tes
     log.info("Scoring %s on every source", Path(checkpoint).name)
     detector = load_detector(checkpoint)
     workers, device = resolve_num_workers(cfg.data.num_workers), resolve_device(cfg.get("device", "auto"))
-    detector.fit_missing_familiarity(cfg.get("abstain"), cfg.data.batch_size, workers, device)  # last.ckpt's
     evaluator = Evaluator(detector, cfg.data.batch_size, workers, device, detector.min_image_side)
-    val = EvalSet.from_split("val", detector, read_split_csv(run / "split.csv")["val"])
-    decision, _ = calibrate(detector, val, evaluator.scores(val).logits, abstain=cfg.get("abstain"))
+    decision = detector.decision(None, cfg.get("abstain"))  # the checkpoint's calibration record
     threshold = decision.value
     context = {} if fold is None else {"fold": str(fold)}
     cells, predictions, familiarity = {}, [], {}
@@ -201,9 +209,9 @@ def _score_run(cfg: DictConfig, run: Path, roots: Roots, trained: list[str], tes
             "auroc": metrics["auroc"],
             "auroc_lo": bands["auroc_lo"],
             "auroc_hi": bands["auroc_hi"],
-            "acc": metrics["acc_at_val_threshold"],
-            "acc_lo": bands["acc_at_val_threshold_lo"],
-            "acc_hi": bands["acc_at_val_threshold_hi"],
+            "acc": metrics["acc_at_threshold"],
+            "acc_lo": bands["acc_at_threshold_lo"],
+            "acc_hi": bands["acc_at_threshold_hi"],
             "images": len(subset.labels),
             "in_source": name in trained,
             "test_set": "all images (test only)" if name in test_only else "test split",
@@ -211,8 +219,40 @@ def _score_run(cfg: DictConfig, run: Path, roots: Roots, trained: list[str], tes
         if decision.abstains:  # what abstaining costs and gains here (NaN-free: counts from this cell)
             abstain = abstention_with_intervals(subset.labels, scores, decision)
             cells[name] |= {k.removeprefix("abstain/"): v for k, v in abstain.items()}
+        if name in trained and detector.calibration is not None:  # the promise, on the row's own test split
+            familiar = scores.familiarity if detector.familiarity is not None else None
+            promise = check(detector.calibration, subset.labels, logits, familiar)
+            cells[name]["promise"] = {c: promise[c] for c in ("AI", "Real")}
+        if cfg.get("recalibrate") and name not in trained:
+            cells[name]["recalibrated"] = recalibrated(detector, subset, scores, cfg.get("abstain") or {}, cfg.seed)
     _familiarity_auroc(cells, familiarity, trained, cfg.seed)
     return cells, predictions, {"checkpoint": checkpoint, "threshold": threshold, "origin": decision.origin}
+
+
+def recalibrated(detector, subset: EvalSet, scores, abstain, seed: int) -> dict[str, Any]:
+    """The row's detector recalibrated on a seeded half of this cell (per class) and checked on the other half,
+    beside its own record checked on that half: coverage, accuracy on answered and confident errors per class.
+    What calibrate.py does on a user's folder, for every out-of-source cell."""
+    labels = np.asarray(subset.labels)
+    order = {p: hashlib.sha256(f"{seed}\0{p}".encode()).hexdigest() for p in subset.relpaths}
+    fit = np.zeros(len(labels), bool)
+    for label in (0, 1):
+        members = sorted(np.flatnonzero(labels == label), key=lambda i: order[subset.relpaths[i]])
+        fit[members[: len(members) // 2]] = True
+    alpha = float(abstain.get("alpha", DEFAULT_ALPHA))
+    quantile = abstain.get("familiar_quantile", DEFAULT_QUANTILE)
+    if (short := too_few(labels[fit], alpha)) is not None:
+        return {"note": f"not recalibrated: half of {subset.name} has {short}"}
+    distances = scores.distances if detector.familiarity is not None else None
+    record = fit_calibration(labels[fit], scores.logits[fit], None if distances is None else distances[fit], alpha,
+                             quantile, [subset.name], f"half of {subset.name}")  # fmt: skip
+    rest = ~fit
+    after_familiarity = None if distances is None else record.familiarity(distances[rest])
+    return {
+        "images": int(rest.sum()),
+        "before": check(detector.calibration, labels[rest], scores.logits[rest], scores.familiarity[rest]),
+        "after": check(record, labels[rest], scores.logits[rest], after_familiarity),
+    }
 
 
 def _familiarity_auroc(cells: dict[str, dict], familiarity: dict[str, np.ndarray], trained: list[str], seed: int):

@@ -1,9 +1,10 @@
-"""`train(cfg)`: fit, then validate and test the best checkpoint, and write `metrics.json`."""
+"""`train(cfg)`: fit, test the best checkpoint, calibrate it on the calibration part, and write `metrics.json`."""
 
 from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,17 @@ from trustthepixels.config import check_settings, to_plain
 from trustthepixels.data.ingest.roots import check_data_roots
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.ddp import ddp_session
+from trustthepixels.detector.calibrate import fit_record, score_labelled
 from trustthepixels.detector.checkpoint import (
+    DATAMODULE_KEY,
     Detector,
-    load_detector,
+    detector_of,
     read_checkpoint,
     store_in_checkpoint,
-    validation_decision,
 )
 from trustthepixels.detector.predictions import Prediction, Threshold, p_ai_of, write_predictions
-from trustthepixels.errors import ConfigError
+from trustthepixels.errors import ConfigError, UserError
+from trustthepixels.metrics.calibration import check
 from trustthepixels.metrics.intervals import metric_intervals
 from trustthepixels.model.split_predictions import source_masks
 
@@ -110,6 +113,10 @@ def _fit_and_test(
     # Report the best checkpoint's numbers, not the last epoch's; fast_dev_run keeps no checkpoint.
     checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor is not None), None)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    # Read before `test`, which restores the callbacks' states as the best checkpoint saved them.
+    last = next(
+        (c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor is None and c.best_model_path), None
+    )
     if best:
         saved = torch.load(best, map_location="cpu", weights_only=True)
         val, val_predictions = saved.get("val_metrics", {}), saved.get("val_predictions")
@@ -138,9 +145,7 @@ def _fit_and_test(
         "val": val,
         "test": test,
         "best_checkpoint": best,
-        "last_checkpoint": next(
-            (c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor is None and c.best_model_path), None
-        ),
+        "last_checkpoint": last,
         "epochs_completed": trainer.current_epoch,
         "global_step": trainer.global_step,
         "data": datamodule.summary(),
@@ -148,20 +153,21 @@ def _fit_and_test(
     }
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
-        detector = load_detector(best) if best else None
-        familiarity = _fit_familiarity(detector, datamodule, cfg, test_predictions, str(trainer.strategy.root_device))
-        if familiarity is not None:
-            report["familiarity"] = familiarity["summary"]
+        detector = _calibrate(cfg, model, datamodule, best, last, str(trainer.strategy.root_device))
+        rule = detector.decision(None, cfg.get("abstain"))
+        report["calibration"] = detector.calibration.summary() if detector.calibration else None
+        test_familiarity = None
+        if test_predictions is not None:
+            test_familiarity = _test_familiarity(detector, datamodule, test_predictions[0], cfg)
+            indices, logits, labels = test_predictions
+            if rule.abstains and detector.calibration is not None:  # the promise, on the test split
+                familiarity = None if test_familiarity is None else test_familiarity[np.asarray(indices, dtype=int)]
+                report["abstention"] = {"test": check(detector.calibration, labels, logits, familiarity)}
         (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
         if test_predictions is not None:
-            abstain = cfg.get("abstain")
-            # No checkpoint kept (fast_dev_run): the weights in memory, which have no familiarity score.
-            no_score = abstain and {**abstain, "familiar_quantile": None}
-            rule = detector.decision(None, abstain) if detector else validation_decision(val_predictions, no_score)
             write_test_predictions(
-                output_dir / "predictions.csv", datamodule, *test_predictions, rule,
-                familiarity["test"] if familiarity is not None else None,
-            )  # fmt: skip
+                output_dir / "predictions.csv", datamodule, *test_predictions, rule, test_familiarity
+            )
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # fills TensorBoard's hparams tab
                 logger.log_hyperparams(choices, metrics={f"hparams/{k}": v for k, v in metrics.items()})
@@ -170,36 +176,82 @@ def _fit_and_test(
     return metrics
 
 
-def _fit_familiarity(
-    detector: Detector | None, datamodule, cfg: DictConfig, test_predictions, device: str
-) -> dict | None:
-    """Fit the best checkpoint's familiarity score (model/familiarity.py) on the training split's features, cut on
-    the validation split's, and store it in the checkpoint (and `detector`); return the test images' familiarity (by
-    test index) and a summary for metrics.json. Read from the files, as every later command reads an image."""
+def _calibrate(cfg: DictConfig, model, datamodule, best: str | None, last: str | None, device: str) -> Detector:
+    """One calibration pass over the weights in memory (the best checkpoint's, which `test` loaded): familiarity
+    statistics from the training part's features, then the calibration part's logits and distances, fitted into
+    one record, stored in the best checkpoint and in `last.ckpt` (fitted on its own weights when they differ)."""
     abstain = cfg.get("abstain") or {}
-    if detector is None or not abstain.get("enabled", True):
-        return None
-    samples = {name: datamodule.datasets[name].samples for name in ("train", "val", "test")}
     workers = resolve_num_workers(cfg.data.num_workers)
-    log.info("Fitting the familiarity score on %d training images", len(samples["train"]))
-    state = detector.fit_familiarity(
-        [(s.path, s.label) for s in samples["train"]], [s.path for s in samples["val"]], abstain,
-        cfg.data.batch_size, workers, device,
-    )  # fmt: skip
-    store_in_checkpoint(detector.checkpoint, familiarity=state)
-    test = np.full(len(samples["test"]), np.nan)
-    if test_predictions is not None:
-        indices = np.asarray(test_predictions[0], dtype=int)
-        test[indices] = detector.score_files(
-            [samples["test"][i].path for i in indices], cfg.data.batch_size, workers, device
-        ).familiarity
-    cutoff = 1.0 - state["quantile"]
-    summary = {
-        "layers": state["layers"], "blocks": len(state["blocks"]), "familiar_quantile": state["quantile"],
-        "train_images": state["n_train"], "val_images": state["n_val"],
-        "test_unfamiliar": float(np.mean(test[np.isfinite(test)] < cutoff)) if np.isfinite(test).any() else None,
-    }  # fmt: skip
-    return {"test": test, "summary": summary}
+    saved = {DATAMODULE_KEY: datamodule.state_dict()}
+    if best:
+        saved |= {k: v for k, v in torch.load(best, map_location="cpu", weights_only=True).items()
+                  if k in ("val_metrics", "val_predictions")}  # fmt: skip
+    detector = detector_of(model, saved, Path(best or cfg.paths.output_dir))
+    part, files = "calibration part", datamodule.datasets["calibration"].samples
+    if not files:
+        log.warning("No calibration part (data.calibration_share=0): calibrating on the validation split, which also "
+                    "chose this checkpoint, so the coverage promise is approximate")  # fmt: skip
+        part, files = "validation split", datamodule.datasets["val"].samples
+    sources = sorted({s.source for s in files})
+    fit = partial(_fit_entries, datamodule=datamodule, files=files, abstain=abstain, sources=sources, part=part,
+                  cfg=cfg, workers=workers, device=device)  # fmt: skip
+    try:
+        entries = fit(detector)
+    except (UserError, ValueError) as err:  # a diverged run, say: its numbers stand, its checkpoints stay uncalibrated
+        log.warning("Not calibrated: %s. Its checkpoints decide nothing until python calibrate.py is run on them", err)
+        detector.familiarity = None
+        return detector
+    if best:
+        store_in_checkpoint(best, **entries)
+        if last and Path(last).is_file() and Path(last).resolve() != Path(best).resolve():
+            _calibrate_last(Path(last), Path(best), model, fit)
+    return detector
+
+
+def _fit_entries(detector, datamodule, files, abstain, sources, part, cfg, workers, device) -> dict:
+    """The familiarity statistics (training part) and the calibration record (`files`), attached to `detector`,
+    as checkpoint entries."""
+    entries = {}
+    if abstain.get("enabled", True) and abstain.get("familiar_quantile", 0) is not None:
+        train = [(s.path, s.label) for s in datamodule.datasets["train"].samples]
+        layers = str(abstain.get("familiarity_layers", "last_stage"))
+        entries["familiarity"] = detector.fit_familiarity(train, layers, cfg.data.batch_size, workers, device)
+    scores = score_labelled(
+        detector, [(s.path, s.label) for s in files], cfg.data.batch_size, workers, device, f"Calibrating on the {part}"
+    )
+    record = fit_record(detector, scores, abstain, sources, part)
+    detector.attach(record)
+    log.info("Calibrated on the %s (%d images): threshold %.4f, temperature %.3f", part, len(scores.labels),
+             record.threshold, record.temperature)  # fmt: skip
+    return entries | {"calibration": record.state()}
+
+
+def _calibrate_last(last: Path, best: Path, model, fit) -> None:
+    """`last.ckpt` gets its own record: the same one when it holds the best checkpoint's step, else one fitted on
+    its own weights (then the best weights are put back)."""
+    saved_last = torch.load(last, map_location="cpu", weights_only=True)
+    saved_best = torch.load(best, map_location="cpu", weights_only=True)
+    if saved_last.get("global_step") == saved_best.get("global_step"):
+        store_in_checkpoint(last, **{k: saved_best[k] for k in ("familiarity", "calibration") if k in saved_best})
+        return
+    model.load_state_dict(saved_last["state_dict"])
+    detector = detector_of(model, saved_last, last)
+    store_in_checkpoint(last, **fit(detector))
+    model.load_state_dict(saved_best["state_dict"])
+
+
+def _test_familiarity(detector: Detector, datamodule, indices, cfg: DictConfig) -> np.ndarray | None:
+    """The test images' familiarity (by test index), read from the files as every later command reads an image."""
+    if detector.familiarity is None:
+        return None
+    samples = datamodule.datasets["test"].samples
+    test = np.full(len(samples), np.nan)
+    indices = np.asarray(indices, dtype=int)
+    workers = resolve_num_workers(cfg.data.num_workers)
+    test[indices] = detector.score_files(
+        [samples[i].path for i in indices], cfg.data.batch_size, workers, str(detector.model.device)
+    ).familiarity
+    return test
 
 
 def _intervals(stage: str, datamodule, indices, logits, labels, cfg: DictConfig) -> dict[str, float]:
@@ -217,8 +269,8 @@ def _intervals(stage: str, datamodule, indices, logits, labels, cfg: DictConfig)
 def write_test_predictions(
     path: Path, datamodule: LightningDataModule, indices, logits, labels, rule: Threshold, familiarity=None
 ) -> None:
-    """The test split's predictions, in the one format (detector/predictions.py), decided by the checkpoint's rule
-    (`validation_decision`): every test number in metrics.json can be recomputed from this file."""
+    """The test split's predictions, in the one format (detector/predictions.py), decided by the checkpoint's
+    calibration record: every test number in metrics.json can be recomputed from this file."""
     samples = datamodule.datasets["test"].samples
     familiarity = np.full(len(samples), np.nan) if familiarity is None else familiarity
     write_predictions(

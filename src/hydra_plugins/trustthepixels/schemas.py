@@ -7,7 +7,7 @@ command's `<command>_schema` without importing anything of ours first."""
 from trustthepixels.data.audit.settings import AuditSettings
 from trustthepixels.data.ingest.settings import PrepareSettings
 from trustthepixels.data.loading.settings import DataSettings
-from trustthepixels.evaluation.settings import CompareSettings, EvalSettings
+from trustthepixels.evaluation.settings import CalibrateSettings, CompareSettings, EvalSettings
 from trustthepixels.metrics.settings import AbstainSettings
 from trustthepixels.model.settings import ModelSettings
 from trustthepixels.prediction.settings import ExportSettings, PredictSettings
@@ -16,6 +16,7 @@ from trustthepixels.serving.settings import ServeSettings
 __all__ = [  # each registered by its own module, on import
     "AbstainSettings",
     "AuditSettings",
+    "CalibrateSettings",
     "CompareSettings",
     "DataSettings",
     "EvalSettings",

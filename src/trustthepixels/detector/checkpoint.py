@@ -1,4 +1,5 @@
-"""Load a trained detector for evaluation, prediction and export: weights, preprocessing and labels."""
+"""Load a trained detector for evaluation, prediction and export: weights, preprocessing, labels and the
+calibration record that turns its scores into verdicts (metrics/calibration.py)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ import torch
 from trustthepixels.data.ingest.decode import ImageDecodeError
 from trustthepixels.data.ingest.roots import Roots, locate, roots_from_state
 from trustthepixels.data.loading.split import read_split_csv
-from trustthepixels.detector.predictions import Threshold, decision_threshold
+from trustthepixels.detector.predictions import Threshold, verdict_rule
 from trustthepixels.detector.scoring import InferenceDataset, Scores, predict_logits
 from trustthepixels.errors import UserError
-from trustthepixels.metrics.conformal import ConformalSets, validation_conformal
-from trustthepixels.metrics.core import core_metrics, validation_threshold
+from trustthepixels.metrics.calibration import KEY as CALIBRATION_KEY
+from trustthepixels.metrics.calibration import Calibration
+from trustthepixels.metrics.core import core_metrics
 from trustthepixels.metrics.intervals import metric_intervals
-from trustthepixels.metrics.settings import DEFAULT_ALPHA, DEFAULT_QUANTILE
 from trustthepixels.model.familiarity import Familiarity, familiarity_blocks, fit_familiarity
 from trustthepixels.model.module import DetectorModule
 
@@ -40,10 +41,19 @@ class Detector:
     checkpoint: Path
     min_image_side: int = 8  # the training run's rule for a usable image, applied to every new image too
     val_metrics: dict[str, float] = field(default_factory=dict)  # of the epoch the checkpoint was saved at
-    val_threshold: float | None = None  # the P(AI) threshold its validation split chose (eval.py's rule)
-    conformal: ConformalSets | None = None  # its validation split's prediction sets, at the default level
-    val_predictions: dict[str, Any] | None = None  # {"logits", "labels"}: to fit the sets at another level
+    val_predictions: dict[str, Any] | None = None  # {"logits", "labels"}: the validation metrics' intervals
     familiarity: Familiarity | None = None  # how unlike its training images an image is (model/familiarity.py)
+    calibration: Calibration | None = None  # what turns its scores into verdicts (metrics/calibration.py)
+
+    def __post_init__(self) -> None:
+        if self.calibration is not None:
+            self.attach(self.calibration)
+
+    def attach(self, calibration: Calibration) -> None:
+        """Decide by this record from now on (its familiarity reference included)."""
+        self.calibration = calibration
+        if self.familiarity is not None:
+            self.familiarity.set_reference(calibration.reference)
 
     @property
     def first_source_folder(self) -> Path | None:
@@ -59,12 +69,10 @@ class Detector:
         """`<run>` for `<run>/checkpoints/x.ckpt`: where `split.csv` lives."""
         return self.checkpoint.parent.parent if self.checkpoint.parent.name == "checkpoints" else None
 
-    def decision(self, configured: float | None = None, abstain: Mapping[str, Any] | None = None) -> Threshold:
-        """The rule it decides by (`validation_decision`, from what the checkpoint carries)."""
-        return validation_decision(
-            self.val_predictions, abstain, configured, self.val_threshold, self.conformal,
-            self.familiarity.quantile if self.familiarity is not None else None, self.checkpoint.name,
-        )  # fmt: skip
+    def decision(self, configured: float | None = None, abstain: Mapping[str, Any] | bool | None = None) -> Threshold:
+        """The rule it decides by: its calibration record (`threshold=` overrides the threshold; `abstain.enabled`
+        false drops the prediction sets and the familiarity cutoff)."""
+        return verdict_rule(self.calibration, configured, abstain)
 
     def weakness(self, at_most: float = WEAK_AUROC) -> str:
         """A plain warning when the detector itself is weak (its validation AUROC's 95% interval reaches `at_most`
@@ -113,94 +121,48 @@ class Detector:
     def fit_familiarity(
         self,
         train: Sequence[tuple[Path, int]],
-        val: Sequence[Path],
-        abstain: Mapping[str, Any] | None = None,
+        layers: str = "last_stage",
         batch_size: int = 64,
         num_workers: int = 0,
         device: str = "cpu",
     ) -> dict[str, Any]:
-        """Fit its familiarity score on training files (path, label) and validation files, attach it, and return
-        its state (for the checkpoint)."""
-        abstain = abstain or {}
-        layers = str(abstain.get("familiarity_layers", "last_stage"))
-        fitted = []
-        for part, paths in (("training", [p for p, _ in train]), ("validation", list(val))):
-            scores = self.score_files(
-                paths, batch_size, num_workers, device, description=f"Familiarity: scoring the {part} images",
-                keep_blocks=partial(familiarity_blocks, layers=layers),
-            )  # fmt: skip
-            if not scores.features:
-                raise ValueError(f"no usable {part} image to fit the familiarity score on")
-            fitted.append((scores.features, [i for i in range(len(paths)) if i not in scores.errors]))
-        (train_blocks, kept), (val_blocks, _) = fitted
-        state = fit_familiarity(
-            train_blocks,
-            np.array([train[i][1] for i in kept]),
-            val_blocks,
-            float(abstain.get("familiar_quantile") or DEFAULT_QUANTILE),
-            layers,
-        )
+        """Fit its familiarity statistics on training files (path, label), attach them, and return their state
+        (for the checkpoint). The cutoff is the calibration's."""
+        paths = [p for p, _ in train]
+        scores = self.score_files(
+            paths, batch_size, num_workers, device, description="Familiarity: scoring the training images",
+            keep_blocks=partial(familiarity_blocks, layers=layers),
+        )  # fmt: skip
+        if not scores.features:
+            raise ValueError("no usable training image to fit the familiarity score on")
+        kept = [i for i in range(len(paths)) if i not in scores.errors]
+        finite = np.isfinite(next(f for f in scores.features if f is not None)).all(axis=1)
+        if not finite.all():  # a diverged run's features: what is left, or the reason there is nothing
+            log.warning("%d of %d training images have non-finite features: left out of the familiarity fit",
+                        int((~finite).sum()), len(finite))  # fmt: skip
+        features = [None if f is None else f[finite] for f in scores.features]
+        labels = np.array([train[i][1] for i in kept])[finite]
+        state = fit_familiarity(features, labels, layers)
         self.familiarity = Familiarity(state)
         return state
 
-    def fit_missing_familiarity(
-        self, abstain: Mapping[str, Any] | None, batch_size: int = 64, num_workers: int = 0, device: str = "cpu"
-    ) -> None:
-        """A checkpoint without a familiarity score (`last.ckpt`, the best one of a run stopped before its end, one
-        of an older version) gets one as train.py fits it, on its run's own training and validation split: in
-        memory (no command rewrites a checkpoint), and in every command, so each gives its images the same verdicts."""
+    def fit_familiarity_on_run(self, layers: str, batch_size: int = 64, num_workers: int = 0, device: str = "cpu"):
+        """Familiarity statistics from its own run's training split (`split.csv`), for a checkpoint saved without
+        them (a run stopped before its end); None, with the reason logged, when that split cannot be read."""
         split_csv = self.run_dir / "split.csv" if self.run_dir else None
-        wanted = abstain and abstain.get("enabled", True) and abstain.get("familiar_quantile", 0) is not None
-        if self.familiarity is not None or not wanted or not self.data_roots or not (split_csv and split_csv.is_file()):
-            return
-        parts = read_split_csv(split_csv)
-        log.info("Fitting a familiarity score on the run's %d training images (%s has none)", len(parts["train"]),
-                 self.checkpoint.name)  # fmt: skip
+        if not self.data_roots or not (split_csv and split_csv.is_file()):
+            log.warning("No familiarity score for %s: no split.csv of its run beside it", self.checkpoint.name)
+            return None
+        train = [(self.locate(p), y) for p, y in read_split_csv(split_csv)["train"]]
+        log.info("Fitting the familiarity score on its run's %d training images", len(train))
         try:
-            self.fit_familiarity(
-                [(self.locate(p), y) for p, y in parts["train"]], [self.locate(p) for p, _ in parts["val"]], abstain,
-                batch_size, num_workers, device,
-            )  # fmt: skip
+            return self.fit_familiarity(train, layers, batch_size, num_workers, device)
         except ValueError as error:  # the training images moved, say: the other verdicts still stand
             log.warning("No familiarity score for %s: %s", self.checkpoint.name, error)
+            return None
 
     def _min_side(self, min_side: int | None) -> int:
         return self.min_image_side if min_side is None else int(min_side)
-
-
-def validation_decision(
-    val_predictions: Mapping[str, Any] | None,
-    abstain: Mapping[str, Any] | None = None,
-    configured: float | None = None,
-    val_threshold: float | None = None,
-    conformal: ConformalSets | None = None,
-    familiarity_quantile: float | None = None,
-    what: str = "the run",
-) -> Threshold:
-    """The rule every command decides by: `threshold=` when set, else the validation threshold (`val_threshold`, or
-    chosen here on `val_predictions`; 0.5 without them); with `abstain.enabled`, the validation prediction sets at
-    `abstain.alpha` say when the detector cannot tell, and the familiarity score (cut at `abstain.familiar_quantile`
-    of the validation split; `familiarity_quantile`, its fitted cut, is None without a score) when an image is unlike
-    anything it learned from. train.py's test predictions and serve.py's ONNX backend decide here too."""
-    if val_threshold is None:
-        val_threshold = validation_threshold(val_predictions, what)
-    if not abstain or not abstain.get("enabled", True):
-        return decision_threshold(configured, val_threshold)
-    sets, familiar_min = None, None
-    alpha = float(abstain.get("alpha", DEFAULT_ALPHA))
-    if conformal is not None and conformal.alpha == alpha:
-        sets = conformal
-    elif (state := validation_conformal(val_predictions, alpha)) is not None:
-        sets = ConformalSets.from_state(state)
-    else:
-        log.warning("No prediction sets for %s (no usable validation predictions): no abstention", what)
-    if "familiar_quantile" in abstain and abstain["familiar_quantile"] is None:
-        pass  # the prediction sets alone
-    elif familiarity_quantile is None:
-        log.warning("%s has no familiarity score, and no run split to fit one on: no `unfamiliar` verdicts", what)
-    else:
-        familiar_min = 1.0 - float(abstain.get("familiar_quantile", familiarity_quantile))
-    return decision_threshold(configured, val_threshold, sets, familiar_min)
 
 
 def resolve_device(name: str) -> str:
@@ -250,9 +212,21 @@ def _zip_magic(path: Path) -> bool:
         return file.read(4) == b"PK\x03\x04"
 
 
-def load_detector(ckpt_path: str | Path) -> Detector:
-    """Rebuild the model from its checkpoint alone: no hub download, no weight file, no pickled code."""
+class UncalibratedError(CheckpointError):
+    pass
+
+
+def load_detector(ckpt_path: str | Path, calibrated: bool = True) -> Detector:
+    """Rebuild the model from its checkpoint alone: no hub download, no weight file, no pickled code. A checkpoint
+    without a calibration record (a run stopped before its end, an older version) is refused in one line naming
+    calibrate.py, unless `calibrated` is false (calibrate.py itself)."""
     checkpoint = read_checkpoint(ckpt_path)
+    if calibrated and CALIBRATION_KEY not in checkpoint:
+        raise UncalibratedError(
+            f"ckpt_path={ckpt_path}: no calibration record (a run stopped before its end, or a checkpoint older than "
+            f"calibration records): run python calibrate.py ckpt_path={ckpt_path} data.root=FOLDER (a labelled AI/ + "
+            "Real/ folder of the images it will judge)"
+        )
     ckpt_path = Path(ckpt_path).expanduser().resolve()
     hparams = dict(checkpoint["hyper_parameters"], pretrained=False, weights=None, compile=False)
     name = hparams["backbone"]
@@ -261,33 +235,31 @@ def load_detector(ckpt_path: str | Path) -> Detector:
     model = DetectorModule(**hparams)
     model.hparams["backbone"] = name
     model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
     log.info("Loaded %s from %s (epoch %s)", name, ckpt_path, checkpoint.get("epoch"))
+    return detector_of(model, checkpoint, ckpt_path)
+
+
+def detector_of(model: DetectorModule, checkpoint: Mapping[str, Any], path: Path) -> Detector:
+    """A Detector around a model and what its checkpoint (or what train.py is about to write) holds beside the
+    weights: load_detector's and train.py's one way to it. In float32, as every command scores (a `16-true` run's
+    weights included)."""
+    model.float().eval()
     state = checkpoint.get(DATAMODULE_KEY, {})
     data_config = dict(state.get("data_config") or model.data_config)
     model.set_normalisation(data_config["mean"], data_config["std"])  # the training run's, whatever the source
     labels = {int(k): v for k, v in state.get("labels", {"0": "Real", "1": "AI"}).items()}
-    roots = roots_from_state(state.get("root"))
-    # Chosen when the checkpoint was saved; a checkpoint from before that: on the predictions saved with it.
-    threshold = checkpoint.get("val_threshold")
-    if threshold is None:
-        threshold = validation_threshold(checkpoint.get("val_predictions"), ckpt_path.name)
-    conformal = checkpoint.get("conformal")
-    if conformal is None:  # likewise
-        conformal = validation_conformal(checkpoint.get("val_predictions"))
-    familiarity = checkpoint.get("familiarity")  # fitted at the end of train.py
+    familiarity, calibration = checkpoint.get("familiarity"), checkpoint.get(CALIBRATION_KEY)
     return Detector(
         model,
         data_config,
         labels,
-        roots,
-        ckpt_path,
+        roots_from_state(state.get("root")),
+        Path(path),
         int(state.get("min_image_side", 8)),
         dict(checkpoint.get("val_metrics") or {}),
-        threshold,
-        ConformalSets.from_state(conformal) if conformal else None,
         checkpoint.get("val_predictions"),
         Familiarity(familiarity) if familiarity else None,
+        Calibration.from_state(calibration) if calibration else None,
     )
 
 

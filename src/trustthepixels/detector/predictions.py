@@ -7,7 +7,7 @@ read them with `read_predictions`. Columns, after any context columns a command 
     source, path, label, logit, p_ai, familiarity, verdict, threshold, error
 
 The verdict is `AI`, `Real`, or, with abstention (the default), `uncertain` when the detector cannot tell and
-`unfamiliar` when the image is unlike the images it learned from (`familiarity`: the share of validation images at
+`unfamiliar` when the image is unlike the images it learned from (`familiarity`: the share of calibration images at
 least as far from the training images; empty for a checkpoint without a familiarity score).
 
 An image is named by its source (the data folder's name, or the name a union gives it) and its path inside that
@@ -15,15 +15,16 @@ folder, so files written by different commands on different machines line up. `l
 full precision (`repr`): a confident model's scores must not tie at 1.000000. `label` is empty where it is not
 known (predict.py), `verdict` and the scores are empty for a file that could not be read (its `error` says why).
 
-The verdict is "AI" when P(AI) > threshold. By default the threshold is the one chosen on the checkpoint's
-validation split (`choose_threshold`, balanced accuracy), 0.5 only when the checkpoint has none; `threshold=`
-overrides it in every command. `decision_threshold` is that rule, and says where the number came from.
+The verdict is "AI" when P(AI) > threshold. By default the threshold is the checkpoint's calibration record's
+(metrics/calibration.py: balanced accuracy on its calibration images); `threshold=` overrides it in every command.
+`verdict_rule` builds the rule from the record, and says where the number came from.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +35,10 @@ import numpy as np
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.detector.settings import THRESHOLD_USE
 from trustthepixels.errors import UserError
-from trustthepixels.metrics.conformal import UNCERTAIN, UNFAMILIAR, ConformalSets
+from trustthepixels.metrics.calibration import Calibration, decide
+from trustthepixels.metrics.conformal import ConformalSets
 
+log = logging.getLogger(__name__)
 COLUMNS = ("source", "path", "label", "logit", "p_ai", "familiarity", "verdict", "threshold", "error")
 VERDICTS = {0: "Real", 1: "AI"}
 DEFAULT_THRESHOLD = 0.5
@@ -59,37 +62,54 @@ class Threshold:
         return self.sets is not None or self.familiar_min is not None
 
     def verdicts(self, p_ai: np.ndarray, familiarity: np.ndarray | None = None) -> np.ndarray:
-        p_ai = np.asarray(p_ai, dtype=np.float64)
-        verdicts = np.where(p_ai > self.value, VERDICTS[1], VERDICTS[0]).astype(object)
-        if self.sets is not None:
-            verdicts = np.where(self.sets.verdicts(p_ai) == verdicts, verdicts, UNCERTAIN)
-        if self.familiar_min is not None and familiarity is not None:
-            familiarity = np.broadcast_to(np.asarray(familiarity, dtype=np.float64), p_ai.shape)
-            verdicts = np.where(familiarity < self.familiar_min, UNFAMILIAR, verdicts)  # NaN: no score, no flag
-        return verdicts.astype(str)
+        return decide(p_ai, self.value, self.sets, familiarity, self.familiar_min)
 
     def verdict(self, p_ai: float, familiarity: float | None = None) -> str:
         return str(self.verdicts(np.array([p_ai]), None if familiarity is None else np.array([familiarity]))[0])
 
 
-def decision_threshold(
-    configured: float | None,
-    validation: float | None,
-    sets: ConformalSets | None = None,
-    familiar_min: float | None = None,
+def verdict_rule(
+    calibration: Calibration | None, configured: float | None = None, abstain: bool | Mapping | None = True
 ) -> Threshold:
-    """The rule every command decides by: `threshold=` when set, else the checkpoint's validation threshold; with
-    `sets`, the calibrated prediction sets say when it cannot tell; with `familiar_min`, when an image is too unlike
-    its training images for any verdict."""
+    """The rule every command decides by, read from the checkpoint's calibration record: its threshold unless
+    `threshold=` is set, and unless `abstain` is false (or `abstain.enabled` is) its prediction sets and familiarity
+    cutoff. Nothing is refitted: an `abstain.alpha` or `familiar_quantile` other than the record's is said to need
+    calibrate.py, and not used."""
+    if isinstance(abstain, Mapping) and calibration is not None:
+        _unused_levels(abstain, calibration)
+        abstain = abstain.get("enabled", True)
+    abstain = True if abstain is None else bool(abstain)
     if configured is not None:
-        value = float(configured)
+        value, origin = float(configured), "threshold= (set by the user)"
         if not 0.0 <= value <= 1.0:
             raise UserError(f"threshold={configured}: use {THRESHOLD_USE}")
-        return Threshold(value, "threshold= (set by the user)", sets, familiar_min)
-    if validation is not None:
-        origin = "chosen on the checkpoint's validation split (balanced accuracy)"
-        return Threshold(float(validation), origin, sets, familiar_min)
-    return Threshold(DEFAULT_THRESHOLD, "0.5 (the checkpoint has no validation predictions)", sets, familiar_min)
+    elif calibration is not None:
+        value, origin = calibration.threshold, f"{calibration.threshold_rule} on {where_fitted(calibration)}"
+    else:
+        value, origin = DEFAULT_THRESHOLD, "0.5 (no calibration record)"
+    if calibration is None or not abstain:
+        return Threshold(value, origin)
+    return Threshold(value, origin, calibration.sets, calibration.familiar_min)
+
+
+def _unused_levels(abstain: Mapping, calibration: Calibration) -> None:
+    fitted = {"alpha": calibration.sets.alpha, "familiar_quantile": calibration.familiar_quantile}
+    for name, value in fitted.items():
+        asked = abstain.get(name)
+        if asked is not None and value is not None and abs(float(asked) - value) > 1e-12:
+            log.warning(
+                "abstain.%s=%g is not used: the calibration record was fitted at %s %g; to change it, run python "
+                "calibrate.py ckpt_path=... data.root=FOLDER abstain.%s=%g", name, asked, name, value, name, asked,
+            )  # fmt: skip
+
+
+def where_fitted(calibration: Calibration) -> str:
+    """ "the calibration part of cifake (400 AI, 400 Real images, 2026-12-03 14:00 UTC)": for logs, cards, reports."""
+    fitted = calibration.fitted_on
+    images = fitted.get("images", {})
+    counts = ", ".join(f"{images.get(name, 0)} {name}" for name in ("AI", "Real"))
+    sources = ", ".join(fitted.get("sources", [])) or "?"
+    return f"{fitted.get('part', '?')} of {sources} ({counts} images, {fitted.get('date', '?')})"
 
 
 def p_ai_of(logit: float) -> float:

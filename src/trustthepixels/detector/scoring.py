@@ -64,6 +64,9 @@ class Scores:
     logits: np.ndarray
     familiarity: np.ndarray
     errors: dict[int, ImageDecodeError]
+    # How far from the training images (model/familiarity.py), NaN without a familiarity score: what a
+    # calibration's familiarity reference is made of.
+    distances: np.ndarray | None = None
     # The pooled feature blocks, when asked for (to fit familiarity): one per block, None for a block not kept.
     features: list[np.ndarray | None] | None = None
 
@@ -86,7 +89,7 @@ def predict_logits(
     device = next(model.parameters()).device
     if familiarity is not None:
         familiarity.to(device)
-    scores = Scores(np.full(len(dataset), np.nan), np.full(len(dataset), np.nan), {})
+    scores = Scores(*(np.full(len(dataset), np.nan) for _ in range(2)), {}, np.full(len(dataset), np.nan))
     blocks: list[list[np.ndarray]] = []
     kept: list[int] = []
     batches = track(loader, description=description, transient=True) if description else loader
@@ -101,7 +104,9 @@ def predict_logits(
         logits, features = model.forward_with_features(images)
         scores.logits[indices] = logits.float().cpu().numpy()
         if familiarity is not None:
-            scores.familiarity[indices] = familiarity(features).cpu().numpy()
+            distance = familiarity.distance(features)
+            scores.distances[indices] = distance.cpu().numpy()
+            scores.familiarity[indices] = familiarity.rank(distance).cpu().numpy()
         if keep_blocks is not None:
             kept = kept or sorted(set(keep_blocks(len(features))))
             blocks.append([features[b].cpu().numpy() for b in kept])

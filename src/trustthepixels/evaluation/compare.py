@@ -96,15 +96,14 @@ def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> Mo
     """Score a checkpoint on `cfg.data.root` (or its run's test split), at its own decision threshold."""
     from trustthepixels.data.loading.workers import resolve_num_workers
     from trustthepixels.detector.checkpoint import load_detector, resolve_device
-    from trustthepixels.evaluation.evaluate import calibrate
-    from trustthepixels.evaluation.sets import Evaluator, eval_sets, min_side
+    from trustthepixels.evaluation.sets import Evaluator, eval_set, min_side
 
     detector = load_detector(path)
     device = resolve_device(cfg.device)
     workers = resolve_num_workers(cfg.data.num_workers)
     evaluator = Evaluator(detector, cfg.data.batch_size, workers, device, min_side(cfg, detector))
-    val, main = eval_sets(cfg, detector)
-    threshold, _ = calibrate(detector, val, evaluator.scores(val).logits if val is not None else None)
+    main = eval_set(cfg, detector)
+    threshold = detector.decision(None, False)  # its calibrated threshold; compare.py ranks, it does not abstain
     name = name or f"{detector.model.hparams.backbone} ({path.parent.parent.name})"
     return ModelScores.of(name, main.predictions(evaluator.scores(main), threshold))
 
@@ -218,8 +217,8 @@ def _markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "McNemar compares accuracy at each model's own threshold (from its predictions file, or its validation "
-        "threshold for a checkpoint; 0.5 otherwise)."
+        "McNemar compares accuracy at each model's own threshold (from its predictions file, or its calibration "
+        "record's for a checkpoint; 0.5 otherwise)."
         + (
             f" With {len(result['pairs'])} pairs judged at once, verdicts use Holm-adjusted p-values (in brackets), "
             "so the chance of any false difference stays at most 5%."

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,51 +16,18 @@ from torch.utils.tensorboard import SummaryWriter
 from trustthepixels.data.ingest.roots import roots_state
 from trustthepixels.data.loading.transforms import image_size
 from trustthepixels.data.loading.workers import resolve_num_workers
-from trustthepixels.detector.checkpoint import Detector, load_detector, resolve_device
-from trustthepixels.detector.predictions import Threshold, decision_threshold, write_predictions
+from trustthepixels.detector.checkpoint import load_detector, resolve_device
+from trustthepixels.detector.predictions import Threshold, write_predictions
 from trustthepixels.detector.scoring import Scores
 from trustthepixels.evaluation import figures
 from trustthepixels.evaluation.report import render_report
 from trustthepixels.evaluation.robustness import perturbations
-from trustthepixels.evaluation.sets import EvalSet, Evaluator, eval_sets, min_side, unique_names
-from trustthepixels.metrics.core import (
-    CalibrationError,
-    Temperature,
-    binary_metrics,
-    choose_threshold,
-    fit_temperature,
-    sigmoid,
-)
+from trustthepixels.evaluation.sets import EvalSet, Evaluator, eval_set, min_side, unique_names
+from trustthepixels.metrics.core import binary_metrics, sigmoid
 from trustthepixels.metrics.intervals import binary_metric_intervals
 from trustthepixels.metrics.selective import abstention_rates, risk_coverage
 
 log = logging.getLogger(__name__)
-
-
-def calibrate(
-    detector: Detector,
-    val: EvalSet | None,
-    val_logits: np.ndarray | None,
-    configured: float | None = None,
-    abstain: Mapping[str, Any] | None = None,
-) -> tuple[Threshold, Temperature]:
-    """The decision threshold (`decision_threshold`: `threshold=`, else the checkpoint's validation one; for a
-    checkpoint saved without validation predictions, chosen here on its validation split by the same rule) and
-    the temperature fitted on the validation split (1.0, with the reason, when it cannot be)."""
-    validation = detector.val_threshold
-    if validation is None and val is not None:
-        try:
-            validation = choose_threshold(val.labels, sigmoid(val_logits))
-        except CalibrationError as err:
-            log.warning("Cannot choose a threshold on the validation split: %s", err)
-    rule = detector.decision(None, abstain)
-    threshold = decision_threshold(configured, validation, rule.sets, rule.familiar_min)
-    if val is None:
-        return threshold, Temperature(1.0, False, "no validation split (the checkpoint's run has no split.csv)")
-    temperature = fit_temperature(val.labels, val_logits)
-    if not temperature.fitted:
-        log.warning("No temperature fitted: %s", temperature.note)
-    return threshold, temperature
 
 
 def abstention_with_intervals(labels: np.ndarray, scores: Scores, rule: Threshold) -> dict[str, float]:
@@ -82,13 +48,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     usable_side = min_side(cfg, detector)
     evaluator = Evaluator(detector, cfg.data.batch_size, num_workers, device, usable_side)
 
-    val, main = eval_sets(cfg, detector)
+    main = eval_set(cfg, detector)
     extra = [EvalSet.from_folder(p, usable_side, cfg.data.cache_dir) for p in cfg.extra_sets or []]
     unique_names([main, *extra])
-    detector.fit_missing_familiarity(cfg.get("abstain"), evaluator.batch_size, num_workers, device)
-    val_logits = evaluator.scores(val).logits if val is not None else None
-    decision, fitted = calibrate(detector, val, val_logits, cfg.threshold, cfg.get("abstain"))
-    threshold, temperature = decision.value, fitted.value
+    decision = detector.decision(cfg.threshold, cfg.get("abstain"))
+    record = detector.calibration
+    threshold, temperature = decision.value, record.temperature
     log.info("Threshold %.4f (%s), temperature %.3f", threshold, decision.origin, temperature)
 
     def measured(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
@@ -154,16 +119,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "model": detector.model.hparams.backbone,
         "input_size": image_size(detector.data_config),
         "trained_on": roots_state(detector.data_roots) if detector.data_roots else None,
-        "calibration": {
-            "threshold": threshold,
-            "threshold_source": decision.origin,
-            "abstain": decision.sets.state() if decision.sets is not None else None,
-            "familiar_min": decision.familiar_min,
-            "temperature": temperature,
-            "temperature_fitted": fitted.fitted,
-            "temperature_note": fitted.note,
-            "val_images": len(val.relpaths) if val else 0,
-        },
+        "calibration": record.summary()
+        | {"threshold": threshold, "threshold_source": decision.origin, "familiar_min": decision.familiar_min},
         "min_image_side": usable_side,
         "sets": sets,
         "skipped": {s.name: s.skipped for s in [main, *extra]},

@@ -114,7 +114,7 @@ def robustness_figure(rows: list[dict]) -> Figure:
     for ax, kind in zip(axes[0], kinds, strict=True):
         chosen = [r for r in rows if r["perturbation"] == kind]
         x = ["clean"] + [r["strength"] for r in chosen]
-        for metric in ("auroc", "acc_at_val_threshold"):
+        for metric in ("auroc", "acc_at_threshold"):
             points = [clean, *chosen]
             values = np.array([r[metric] for r in points])
             low = np.array([r.get(f"{metric}_lo", np.nan) for r in points])

@@ -12,11 +12,11 @@ ROWS = (
     ("log loss", "loss", "{:.3f}"),
     ("average precision", "ap", "{:.3f}"),
     ("accuracy @ 0.5", "acc", "{:.3f}"),
-    ("accuracy @ val threshold", "acc_at_val_threshold", "{:.3f}"),
-    ("balanced accuracy @ val threshold", "balanced_acc_at_val_threshold", "{:.3f}"),
-    ("F1 @ val threshold", "f1_at_val_threshold", "{:.3f}"),
-    ("accuracy on real @ val threshold", "acc_real_at_val_threshold", "{:.3f}"),
-    ("accuracy on AI @ val threshold", "acc_ai_at_val_threshold", "{:.3f}"),
+    ("accuracy @ threshold", "acc_at_threshold", "{:.3f}"),
+    ("balanced accuracy @ threshold", "balanced_acc_at_threshold", "{:.3f}"),
+    ("F1 @ threshold", "f1_at_threshold", "{:.3f}"),
+    ("accuracy on real @ threshold", "acc_real_at_threshold", "{:.3f}"),
+    ("accuracy on AI @ threshold", "acc_ai_at_threshold", "{:.3f}"),
     ("accuracy on real @ 0.5", "acc_real", "{:.3f}"),
     ("accuracy on AI @ 0.5", "acc_ai", "{:.3f}"),
     ("ECE", "ece", "{:.3f}"),
@@ -45,12 +45,7 @@ def render_report(result: dict[str, Any], figures: list[str], robustness_figure:
         f"- threshold on P(AI): **{cal['threshold']:.3f}**"
         + (f" ({cal['threshold_source']})" if cal.get("threshold_source") else ""),
         f"- temperature: **{cal['temperature']:.3f}**"
-        + (
-            " (fitted on the validation split"
-            + (f"; {cal['temperature_note']})" if cal.get("temperature_note") else ")")
-            if cal.get("temperature_fitted")
-            else f" (not fitted: {cal.get('temperature_note') or 'no validation split'})"
-        ),
+        + (f" (not fitted: {cal['temperature_note']})" if cal.get("temperature_note") else ""),
         "",
         "## Metrics",
         "",
@@ -67,14 +62,12 @@ def render_report(result: dict[str, Any], figures: list[str], robustness_figure:
             "",
             f"## Robustness ({result['robustness_set']}; the same perturbation applied to both classes)",
             "",
-            "| perturbation | strength | AUROC | accuracy @ 0.5 | accuracy @ val threshold "
-            "| balanced accuracy @ val threshold |",
+            "| perturbation | strength | AUROC | accuracy @ 0.5 | accuracy @ threshold "
+            "| balanced accuracy @ threshold |",
             "|---|---|---|---|---|---|",
         ]
         for row in result["robustness"]:
-            cells = [
-                with_interval(row, k) for k in ("auroc", "acc", "acc_at_val_threshold", "balanced_acc_at_val_threshold")
-            ]
+            cells = [with_interval(row, k) for k in ("auroc", "acc", "acc_at_threshold", "balanced_acc_at_threshold")]
             lines.append(f"| {row['perturbation']} | {row['strength']} | " + " | ".join(cells) + " |")
     lines += ["", "## Figures", ""]
     lines += [f"![{f}]({f})" for f in figures + ([robustness_figure] if robustness_figure else [])]

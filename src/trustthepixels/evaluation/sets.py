@@ -117,36 +117,26 @@ class Evaluator:
         return scores
 
 
-def eval_sets(cfg: DictConfig, detector: Detector) -> tuple[EvalSet | None, EvalSet]:
-    """The validation split (for the temperature) and the main set to evaluate: the run's test split, or
-    `data.root`. A run folder moved or copied without its images still evaluates on `data.root` (without the
-    validation split: no temperature is fitted), and without `data.root` says in one line what is missing."""
-    split_csv = detector.run_dir / "split.csv" if detector.run_dir else None
-    val = test = None
-    if split_csv is not None and split_csv.is_file() and detector.data_roots:
-        parts = read_split_csv(split_csv)
-        rows = parts["val"] + parts["test"]
-        missing = [p for p, _ in rows if not detector.locate(p).is_file()]
-        if not missing:
-            val = EvalSet.from_split("val", detector, parts["val"])
-            test = EvalSet.from_split("test", detector, parts["test"])
-        elif not cfg.data.root:
-            raise UserError(
-                f"ckpt_path={cfg.ckpt_path}: {len(missing)} of the {len(rows)} validation and test images its run's "
-                f"split.csv names are not where it trained (e.g. {detector.locate(missing[0])}): put them back, or "
-                "pass data.root=FOLDER to evaluate on a folder of AI/ and Real/ images"
-            )
-        else:
-            log.warning("%d of the run's %d validation and test images are missing: no temperature is fitted "
-                        "(its validation split is needed for it)", len(missing), len(rows))  # fmt: skip
+def eval_set(cfg: DictConfig, detector: Detector) -> EvalSet:
+    """The set to evaluate: `data.root` when given, else the run's test split. A run folder moved or copied without
+    its images says in one line what is missing."""
     if cfg.data.root:
-        test = EvalSet.from_folder(cfg.data.root, min_side(cfg, detector), cfg.data.cache_dir)
-    if test is None:
+        return EvalSet.from_folder(cfg.data.root, min_side(cfg, detector), cfg.data.cache_dir)
+    split_csv = detector.run_dir / "split.csv" if detector.run_dir else None
+    if split_csv is None or not split_csv.is_file() or not detector.data_roots:
         raise UserError(
             f"No split.csv beside {detector.checkpoint} (expected in <run dir>/split.csv): pass data.root=FOLDER "
             "to evaluate on a folder of AI/ and Real/ images"
         )
-    return val, test
+    rows = read_split_csv(split_csv)["test"]
+    missing = [p for p, _ in rows if not detector.locate(p).is_file()]
+    if missing:
+        raise UserError(
+            f"ckpt_path={cfg.ckpt_path}: {len(missing)} of the {len(rows)} test images its run's split.csv names are "
+            f"not where it trained (e.g. {detector.locate(missing[0])}): put them back, or pass data.root=FOLDER to "
+            "evaluate on a folder of AI/ and Real/ images"
+        )
+    return EvalSet.from_split("test", detector, rows)
 
 
 def min_side(cfg: DictConfig, detector: Detector) -> int:

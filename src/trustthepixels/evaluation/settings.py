@@ -1,6 +1,6 @@
-"""`eval.py`'s and `compare.py`'s settings as structured configs (configs/eval.yaml and compare.yaml say what each
-does): types checked as the config composes, the fields' rules (and compare's below) before any checkpoint loads;
-each refusal names the setting and what it takes."""
+"""`eval.py`'s, `calibrate.py`'s and `compare.py`'s settings as structured configs (configs/eval.yaml,
+calibrate.yaml and compare.yaml say what each does): types checked as the config composes, the fields' rules (and
+compare's below) before any checkpoint loads; each refusal names the setting and what it takes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from trustthepixels.config import CommandSettings, refusal, register_schema, setting
+from trustthepixels.data.loading.settings import NearDuplicates
 from trustthepixels.detector.settings import DetectorCommandSettings
 from trustthepixels.errors import ConfigError
 
@@ -64,3 +65,33 @@ def check_compare_settings(s: CompareSettings) -> None:
 
 
 register_schema(None, CompareSettings, check_compare_settings, name="compare_schema")
+
+
+@dataclass
+class CalibrateData:
+    root: Any = setting("a labelled AI/ + Real/ folder of your own images (or several: a list or a mapping)")
+    batch_size: int = setting("a whole number of images per batch, 1 or more", low=1)
+    num_workers: Optional[int] = setting("0 (no worker processes), a positive number or null", low=0)  # noqa: UP045
+    min_image_side: Optional[int] = setting(  # noqa: UP045
+        "a side in pixels, 1 or more, or null for the training run's", low=1
+    )
+    cache_dir: Optional[str] = setting("a folder for the file fingerprints, or null")  # noqa: UP045
+    near_duplicates: Optional[NearDuplicates] = setting(  # noqa: UP045
+        "{phash: 0-64, dhash: 0-64} (Hamming distances), or null to switch the search off"
+    )
+
+
+@dataclass
+class CalibrateSettings(CommandSettings):
+    abstain: Any = None  # the abstain group (its own schema): alpha and familiar_quantile are fitted here
+    ckpt_path: str = setting("<run dir>/checkpoints/<best>.ckpt")
+    device: str = setting("auto, cpu, cuda or cuda:N")
+    data: CalibrateData = setting("the images to calibrate on: {root, batch_size, num_workers, ...}")
+    fit: str = setting("half (fit on one half, check on the other) or all (then refit on every image)",
+                       choices=("half", "all"))  # fmt: skip
+    output: Optional[str] = setting("the calibrated checkpoint to write, or null for calibrated.ckpt in the run folder")  # noqa: UP045
+    bootstrap: int = setting(BOOTSTRAP, low=100)
+    seed: int = setting("a whole number")
+
+
+register_schema(None, CalibrateSettings, name="calibrate_schema")

@@ -1,15 +1,15 @@
 """When the detector has no basis for a verdict: class-conditional split conformal prediction sets.
 
-Fitted on the validation split (images the model never trained on): for each class c, the score of an image is
-1 - P(c), and q_c is the ceil((n_c + 1)(1 - alpha))-th smallest score of the n_c validation images of class c
-(Vovk 2012; Angelopoulos & Bates 2021, section 4.1). A new image's set holds every class whose score is at most
-its q_c. The promise, per class: for images exchangeable with the validation split, the true label is in the set
-with probability at least 1 - alpha (and at most 1 - alpha + 1 / (n_c + 1)).
+Fitted on a calibration set (images that neither trained nor chose the model; metrics/calibration.py): for each
+class c, the score of an image is 1 - P(c), and q_c is the ceil((n_c + 1)(1 - alpha))-th smallest score of the n_c
+calibration images of class c (Vovk 2012; Angelopoulos & Bates 2021, section 4.1). A new image's set holds every
+class whose score is at most its q_c. The promise, per class: for images exchangeable with the calibration set, the
+true label is in the set with probability at least 1 - alpha (and at most 1 - alpha + 1 / (n_c + 1)).
 
 With P = P(AI), "AI in the set" is P >= 1 - q_AI and "Real in the set" is P <= q_Real: two cutoffs on P(AI). A set
 of one label is a definite verdict; both labels (the model cannot tell them apart here) or none (the image fits
-neither class as the validation images did) is `uncertain`. The promise holds only for images like the
-validation split: a change of source breaks it, which is what a familiarity score is for.
+neither class as the calibration images did) is `uncertain`. The promise holds only for images like the
+calibration set: a change of source breaks it, which is what a familiarity score is for.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class ConformalSets:
     alpha: float
     ai_min_p: float  # AI is in an image's set when P(AI) >= this (-inf: always)
     real_max_p: float  # Real is in it when P(AI) <= this (+inf: always)
-    n_ai: int  # validation images of each class it was fitted on
+    n_ai: int  # calibration images of each class it was fitted on
     n_real: int
 
     def contains(self, p_ai: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,21 +72,9 @@ def class_quantile(scores: np.ndarray, alpha: float) -> float:
 
 
 def fit_conformal(labels: np.ndarray, p_ai: np.ndarray, alpha: float = DEFAULT_ALPHA) -> ConformalSets:
-    """Class-conditional split conformal sets from validation labels (1 AI, 0 Real) and P(AI)."""
+    """Class-conditional split conformal sets from calibration labels (1 AI, 0 Real) and P(AI)."""
     check_value(AbstainSettings, "alpha", alpha, "abstain.")
     labels, p_ai = np.asarray(labels).astype(int), np.asarray(p_ai, dtype=np.float64)
     q_ai = class_quantile(1.0 - p_ai[labels == 1], alpha)  # an AI image's score: 1 - P(AI)
     q_real = class_quantile(p_ai[labels == 0], alpha)  # a real image's score: 1 - P(Real) = P(AI)
     return ConformalSets(alpha, 1.0 - q_ai, q_real, int((labels == 1).sum()), int((labels == 0).sum()))
-
-
-def validation_conformal(val_predictions: dict[str, Any] | None, alpha: float = DEFAULT_ALPHA) -> dict[str, Any] | None:
-    """`fit_conformal` on a checkpoint's validation predictions ({"logits", "labels"}), as plain data; None when
-    there are none, they are not finite, or a class is missing."""
-    if not val_predictions:
-        return None
-    logits = np.asarray(val_predictions["logits"], dtype=np.float64)
-    labels = np.asarray(val_predictions["labels"]).astype(int)
-    if not np.isfinite(logits).all() or len(set(labels.tolist())) < 2:
-        return None
-    return fit_conformal(labels, 1.0 / (1.0 + np.exp(-logits)), alpha).state()

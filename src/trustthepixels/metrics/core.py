@@ -1,7 +1,7 @@
 """The metrics of a set of predictions: one code path for every number training, `eval.py` and sweeps report.
 
 `core_metrics` is what training logs for val and test (from all predictions of the split, gathered across
-processes); `binary_metrics` adds what `eval.py` knows on top (the validation threshold and temperature).
+processes); `binary_metrics` adds what `eval.py` knows on top (the calibrated threshold and temperature).
 Both are computed here, from (labels, logits), with torchmetrics and scikit-learn.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
 class CalibrationError(ValueError):
-    """Threshold or temperature cannot be fitted on these validation images (the message says why)."""
+    """Threshold or temperature cannot be fitted on these images (the message says why)."""
 
 
 log = logging.getLogger(__name__)
@@ -78,11 +77,11 @@ def core_metrics(labels: np.ndarray, logits: np.ndarray, bins: int = 15) -> dict
 def binary_metrics(
     labels: np.ndarray, logits: np.ndarray, threshold: float = 0.5, temperature: float = 1.0, bins: int = 15
 ) -> dict[str, float]:
-    """`core_metrics`, the decisions at `threshold` (suffix `_at_val_threshold`) and the ECE after temperature
+    """`core_metrics`, the decisions at `threshold` (suffix `_at_threshold`) and the ECE after temperature
     scaling (`temperature` changes nothing else: it keeps the ranking and the decision at 0.5's logit, 0)."""
     logits = np.asarray(logits, dtype=np.float64)
     metrics = core_metrics(labels, logits, bins)
-    metrics |= threshold_metrics(labels, sigmoid(logits), float(threshold), "_at_val_threshold")
+    metrics |= threshold_metrics(labels, sigmoid(logits), float(threshold), "_at_threshold")
     scaled = _t(sigmoid(logits / temperature))
     metrics["ece_temperature_scaled"] = float(binary_calibration_error(scaled, _t(labels, torch.long), n_bins=bins))
     return metrics
@@ -91,13 +90,11 @@ def binary_metrics(
 def _check_both_classes(labels: np.ndarray, what: str) -> None:
     counts = np.bincount(np.asarray(labels, dtype=int), minlength=2)
     if counts.min() == 0:
-        raise CalibrationError(
-            f"the validation split has {counts[0]} real and {counts[1]} AI images: {what} needs both classes"
-        )
+        raise CalibrationError(f"{counts[0]} real and {counts[1]} AI images: {what} needs both classes")
 
 
 def choose_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
-    """The P(AI) threshold that maximises balanced accuracy (Youden's J) on these, the validation, images.
+    """The P(AI) threshold that maximises balanced accuracy (Youden's J) on these (calibration) images.
 
     From scikit-learn's ROC curve (linear memory): each of its operating points "P(AI) >= score" is the rule
     "P(AI) > threshold" with the threshold halfway to the next lower distinct score (0 below the lowest,
@@ -121,7 +118,7 @@ class Temperature:
 
 
 def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> Temperature:
-    """The temperature T in `TEMPERATURE_BOUNDS` minimising the log loss of sigmoid(logit / T) on the validation
+    """The temperature T in `TEMPERATURE_BOUNDS` minimising the log loss of sigmoid(logit / T) on the calibration
     images, or T = 1 with the reason it cannot be fitted.
 
     On perfectly separated images the loss keeps falling as T -> 0 (every answer made certain): that says
@@ -132,9 +129,7 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> Temperature:
     except CalibrationError as err:
         return Temperature(1.0, False, str(err))
     if logits[labels == 0].max() < logits[labels == 1].min():
-        return Temperature(
-            1.0, False, "the validation images are perfectly separated: a temperature fitted on them would go to 0"
-        )
+        return Temperature(1.0, False, "the images are perfectly separated: a temperature fitted on them would go to 0")
     y, z = _t(labels), _t(logits)
 
     def loss(log_t: float) -> float:
@@ -144,21 +139,5 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> Temperature:
     result = minimize_scalar(loss, bounds=(low, high), method="bounded", options={"xatol": 1e-6})
     value = math.exp(result.x)
     at_bound = min(abs(result.x - low), abs(result.x - high)) < 1e-3
-    note = f"at the bound of {TEMPERATURE_BOUNDS}: the validation set is too small or too easy" if at_bound else ""
+    note = f"at the bound of {TEMPERATURE_BOUNDS}: the calibration set is too small or too easy" if at_bound else ""
     return Temperature(value, True, note)
-
-
-def validation_threshold(val_predictions: dict[str, Any] | None, what: str = "the run") -> float | None:
-    """The decision threshold every command uses: `choose_threshold` on a checkpoint's validation predictions
-    ({"logits": [...], "labels": [...]}), or None when there are none, they are not finite, or one class is missing."""
-    if not val_predictions:
-        return None
-    logits = np.asarray(val_predictions["logits"], dtype=np.float64)
-    if not np.isfinite(logits).all():
-        log.warning("No validation threshold for %s: its validation scores are not finite (the run diverged)", what)
-        return None
-    try:
-        return choose_threshold(np.asarray(val_predictions["labels"]), sigmoid(logits))
-    except CalibrationError as err:
-        log.warning("No validation threshold for %s: %s", what, err)
-        return None

@@ -152,7 +152,7 @@ def binary_metric_intervals(
 ) -> dict[str, float]:
     """Intervals for every metric of `metrics.binary_metrics` (eval.py's), with the same arguments."""
     out = metric_intervals(labels, logits, 0.5, "", n_resamples, seed, bins)
-    suffix = "_at_val_threshold"
+    suffix = "_at_threshold"
     out |= metric_intervals(labels, logits, threshold, suffix, n_resamples, seed, bins, decisions_only=True)
     scaled = metric_intervals(labels, np.asarray(logits) / temperature, 0.5, "", n_resamples, seed, bins)
     out["ece_temperature_scaled_lo"], out["ece_temperature_scaled_hi"] = scaled["ece_lo"], scaled["ece_hi"]

@@ -3,14 +3,16 @@
 Per feature block read (each stage's output, mean-pooled, and the pooled features the classifier sees), the squared
 Mahalanobis distance to the nearer class mean under one shared covariance (Lee et al., NeurIPS 2018), estimated
 on the training split with Ledoit-Wolf shrinkage (a few hundred images for up to 2048 dimensions). Each block's
-log distance is standardised on the validation split and the blocks are averaged. By default it reads one block,
+log distance is standardised on the training split and the blocks are averaged. By default it reads one block,
 the deepest stage's output: measured on real sources (bench/bench_familiarity.py), it tells other sources apart
 better than the classifier's own features (which fine-tuning has taught to ignore what differs between sources),
 than the early stages, and than all blocks averaged.
 
-An image's `familiarity` is the share of validation images at least as far from the training images as it is:
-1 for a typical image, 0 beyond every validation image. `unfamiliar` when it is below 1 - familiar_quantile, so
-that share of the validation split (at most) is flagged, and no more, whatever the scale of the distances.
+These statistics are the detector's: fitted once, on the training split. What makes a distance "too far" is
+calibration (metrics/calibration.py): an image's `familiarity` is the share of the calibration images at least as
+far from the training images as it is (1 for a typical image, 0 beyond every one of them; a conformal p-value of
+novelty), and it is `unfamiliar` below 1 - familiar_quantile. The reference distances come with the calibration
+record, so recalibrating on a user's own images makes those images familiar and keeps flagging what is unlike them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sklearn.covariance import ledoit_wolf
 from torch import nn
 
 from trustthepixels.config import check_value
-from trustthepixels.metrics.settings import DEFAULT_QUANTILE, AbstainSettings
+from trustthepixels.metrics.settings import AbstainSettings
 
 
 def pool(feature: torch.Tensor) -> torch.Tensor:
@@ -37,32 +39,33 @@ def pool(feature: torch.Tensor) -> torch.Tensor:
 
 
 class Familiarity(nn.Module):
-    """Pooled feature blocks (what `DetectorModule.forward_with_features` returns) to each image's familiarity.
+    """Pooled feature blocks (what `DetectorModule.forward_with_features` returns) to each image's distance from
+    the training images and, given the calibration's reference distances, its familiarity.
 
     Its tensors are buffers, so it travels to the device with the model and exports to ONNX in the same graph.
     """
 
-    def __init__(self, state: dict[str, Any]):
+    def __init__(self, state: dict[str, Any], reference: Sequence[float] | None = None):
         super().__init__()
         self.layers = str(state["layers"])
         self.blocks = [int(b) for b in state["blocks"]]  # which of the model's blocks, in its order
-        self.quantile = float(state["quantile"])
-        self.n_train, self.n_val = int(state["n_train"]), int(state["n_val"])
+        self.n_train = int(state["n_train"])
         for i, block in enumerate(state["stats"]):
             self.register_buffer(f"means{i}", torch.as_tensor(block["means"], dtype=torch.float32))
             self.register_buffer(f"whiten{i}", torch.as_tensor(block["whiten"], dtype=torch.float32))
         self.register_buffer("loc", torch.tensor([b["loc"] for b in state["stats"]], dtype=torch.float32))
         self.register_buffer("scale", torch.tensor([b["scale"] for b in state["stats"]], dtype=torch.float32))
-        self.register_buffer("val_distances", torch.as_tensor(state["val_distances"], dtype=torch.float32))
+        # The calibration images' distances, sorted (metrics/calibration.py): empty until a calibration sets them.
+        self.register_buffer("reference", torch.zeros(0))
+        if reference is not None:
+            self.set_reference(reference)
         self._state = state
 
     def state(self) -> dict[str, Any]:
         return self._state
 
-    @property
-    def cutoff(self) -> float:
-        """Familiarity below this is `unfamiliar`."""
-        return 1.0 - self.quantile
+    def set_reference(self, distances: Sequence[float]) -> None:
+        self.reference = torch.as_tensor(np.sort(np.asarray(distances, dtype=np.float32)), device=self.loc.device)
 
     def distance(self, blocks: Sequence[torch.Tensor]) -> torch.Tensor:
         """(N,) standardised log Mahalanobis distance, averaged over the blocks: higher is further away."""
@@ -76,10 +79,13 @@ class Familiarity(nn.Module):
             scores.append((torch.log(squared + 1e-12) - self.loc[i]) / self.scale[i])
         return torch.stack(scores, dim=1).mean(dim=1)
 
+    def rank(self, distance: torch.Tensor) -> torch.Tensor:
+        """(N,) familiarity of these distances: the share of the reference (calibration) distances at least as large."""
+        return (self.reference[None, :] >= distance[:, None]).float().mean(dim=1)
+
     def forward(self, blocks: Sequence[torch.Tensor]) -> torch.Tensor:
-        """(N,) familiarity: the share of validation images at least as far away."""
-        distance = self.distance(blocks)
-        return (self.val_distances[None, :] >= distance[:, None]).float().mean(dim=1)
+        """(N,) familiarity: the share of calibration images at least as far away."""
+        return self.rank(self.distance(blocks))
 
 
 def _block_stats(train: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,42 +107,24 @@ def _squared_distance(x: np.ndarray, means: np.ndarray, whiten: np.ndarray) -> n
 def fit_familiarity(
     train_blocks: Sequence[np.ndarray],
     train_labels: np.ndarray,
-    val_blocks: Sequence[np.ndarray],
-    quantile: float = DEFAULT_QUANTILE,
     layers: str = "last_stage",
     blocks: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """The familiarity's state: fitted on the training split's pooled features, standardised and cut on the
-    validation split's. Plain tensors and numbers, for a checkpoint (`torch.load(weights_only=True)`)."""
-    check_value(AbstainSettings, "familiar_quantile", quantile, "abstain.")
+    """The familiarity's statistics, fitted on the training split's pooled features alone. Plain tensors and
+    numbers, for a checkpoint (`torch.load(weights_only=True)`)."""
     check_value(AbstainSettings, "familiarity_layers", layers, "abstain.")
     labels = np.asarray(train_labels).astype(int)
     if len(set(labels.tolist())) < 2:
         raise ValueError("the training split needs images of both classes to fit the familiarity score")
     chosen = list(blocks) if blocks is not None else familiarity_blocks(len(train_blocks), layers)
-    stats, val_scores = [], []
+    stats = []
     for b in chosen:
         means, whiten = _block_stats(train_blocks[b], labels)
-        val_log = np.log(_squared_distance(val_blocks[b], means, whiten) + 1e-12)
-        loc, scale = float(np.median(val_log)), float(val_log.std() or 1.0)
+        train_log = np.log(_squared_distance(train_blocks[b], means, whiten) + 1e-12)
+        loc, scale = float(np.median(train_log)), float(train_log.std() or 1.0)
         stats.append({"means": torch.from_numpy(means).float(), "whiten": torch.from_numpy(whiten).float(),
                       "loc": loc, "scale": scale})  # fmt: skip
-        val_scores.append((val_log - loc) / scale)
-    state = {
-        "layers": layers,
-        "blocks": chosen,
-        "quantile": float(quantile),
-        "n_train": len(labels),
-        "n_val": len(val_blocks[chosen[0]]),
-        "stats": stats,
-        "val_distances": torch.zeros(0),
-    }
-    # The validation distances as the scorer computes them (float32), so that each validation image's
-    # familiarity is exactly its rank among them.
-    state["val_distances"] = Familiarity(state).distance(
-        [torch.from_numpy(v).float() if v is not None else None for v in val_blocks]
-    )
-    return state
+    return {"layers": layers, "blocks": chosen, "n_train": len(labels), "stats": stats}
 
 
 def familiarity_blocks(n: int, layers: str = "last_stage") -> list[int]:

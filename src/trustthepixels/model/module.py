@@ -16,8 +16,7 @@ from torch import nn
 from torchmetrics.classification import BinaryAccuracy
 
 from trustthepixels.config import validated
-from trustthepixels.metrics.conformal import validation_conformal
-from trustthepixels.metrics.core import core_metrics, validation_threshold
+from trustthepixels.metrics.core import core_metrics
 from trustthepixels.model.backbone import (
     backbone_data_config,
     create_backbone,
@@ -249,7 +248,8 @@ class DetectorModule(LightningModule):
         return {"lr": scaled}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Each checkpoint carries the validation metrics of the epoch it was saved at.
+        # Each checkpoint carries the validation metrics of the epoch it was saved at. What decides verdicts is fitted
+        # on the calibration part at the end of train.py (metrics/calibration.py), never on these images.
         checkpoint["val_metrics"] = self.last_metrics.get("val") or {
             k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")
         }
@@ -260,7 +260,3 @@ class DetectorModule(LightningModule):
                 "logits": logits.tolist(),
                 "labels": labels.tolist(),
             }
-            # The decision threshold every command uses (eval.py's rule), chosen once, here: loading computes nothing.
-            checkpoint["val_threshold"] = validation_threshold(checkpoint["val_predictions"], "this checkpoint")
-            # And the calibrated prediction sets that say when there is no basis for a verdict (at the default level).
-            checkpoint["conformal"] = validation_conformal(checkpoint["val_predictions"])

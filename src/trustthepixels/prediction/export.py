@@ -49,7 +49,7 @@ def _metadata(detector: Detector, threshold: Threshold) -> dict[str, str]:
         "input": f"uint8 RGB, NCHW, {size}x{size}: resize the shorter side to {int(size / config.get('crop_pct', 1))} "
         f"({config.get('interpolation', 'bicubic')}), then center-crop to {size}. Normalisation is in the graph.",
         "output": "p_ai: probability that each image is AI-generated"
-        + ("; familiarity: share of validation images at least as far from the training images" if familiar else ""),
+        + ("; familiarity: share of calibration images at least as far from the training images" if familiar else ""),
         "input_size": str(size),
         "crop_pct": str(config.get("crop_pct", 1.0)),
         "interpolation": str(config.get("interpolation", "bicubic")),
@@ -59,10 +59,10 @@ def _metadata(detector: Detector, threshold: Threshold) -> dict[str, str]:
         "std": json.dumps(list(config["std"])),
         "threshold": str(threshold.value),
         "threshold_source": threshold.origin,
-        # The prediction sets that say when it cannot tell (null: no abstention): serve.py's ONNX backend uses them.
-        "conformal": json.dumps(threshold.sets.state() if threshold.sets is not None else None),
-        # The familiarity output's cutoff: unfamiliar below 1 - quantile (null: the graph has no such output).
-        "familiarity": json.dumps({"quantile": familiar.quantile, "layers": familiar.layers} if familiar else None),
+        # The calibration record: serve.py's ONNX backend decides by it (the graph ranks against its reference too).
+        "calibration": json.dumps(detector.calibration.state()),
+        # Whether the rule in force abstains (abstain.enabled when exported).
+        "abstain": json.dumps(threshold.abstains),
         "warning": detector.weakness(),  # empty unless the detector itself is weak
         "labels": json.dumps({str(k): v for k, v in detector.labels.items()}),
         "backbone": str(detector.model.hparams.backbone),
@@ -70,7 +70,6 @@ def _metadata(detector: Detector, threshold: Threshold) -> dict[str, str]:
         # Everything a server needs to see images as training did, and to describe the model (serve.py).
         "data_config": json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}),
         "min_image_side": str(detector.min_image_side),
-        "val_threshold": json.dumps(detector.val_threshold),
         "val_metrics": json.dumps(detector.val_metrics),
         "trained_on": json.dumps({k: str(v) for k, v in (detector.data_roots or {}).items()}),
     }
@@ -104,7 +103,6 @@ def export_onnx(cfg: DictConfig, detector: Detector | None = None) -> dict[str, 
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per folded constant otherwise
     if detector is None:
         detector = load_detector(cfg.ckpt_path)
-        detector.fit_missing_familiarity(cfg.get("abstain"))
     wrapper = ProbabilityOfAI(detector.model, detector.familiarity).eval()
     outputs = ["p_ai", "familiarity"] if detector.familiarity is not None else ["p_ai"]
     size = image_size(detector.data_config)
@@ -155,7 +153,7 @@ def export_onnx(cfg: DictConfig, detector: Detector | None = None) -> dict[str, 
     if detector.familiarity is not None:
         # A rank among the validation images: rounding may move an image past one of them, no further.
         report["max_abs_diff_familiarity"] = float(np.abs(got[1] - expected[1]).max())
-        if report["max_abs_diff_familiarity"] > 1.5 / detector.familiarity.n_val:
+        if report["max_abs_diff_familiarity"] > 1.5 / max(1, len(detector.familiarity.reference)):
             raise RuntimeError(f"ONNX and PyTorch disagree on familiarity: {report['max_abs_diff_familiarity']:.3f}")
     (out.with_suffix(".json")).write_text(json.dumps({**report, "metadata": metadata}, indent=2))
     if max_diff > cfg.tolerance:

@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from trustthepixels.detector.checkpoint import Detector, load_detector
-from trustthepixels.detector.predictions import Threshold, labelled, read_predictions
+from trustthepixels.detector.predictions import Threshold, labelled, read_predictions, where_fitted
 from trustthepixels.metrics.selective import abstention_rates
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ def export_hf(cfg: DictConfig, export_onnx) -> dict[str, Any]:
     from timm.models import save_for_hf
 
     detector = load_detector(cfg.ckpt_path)
-    detector.fit_missing_familiarity(cfg.get("abstain"))
     folder = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / "hf"
     folder.mkdir(parents=True, exist_ok=True)
     backbone = copy.deepcopy(detector.model.backbone).to(memory_format=torch.contiguous_format)  # safetensors
@@ -94,11 +93,14 @@ def _metrics_table(detector: Detector, report: dict[str, Any]) -> list[str]:
 
 
 def _abstention(detector: Detector, rule: Threshold) -> list[str]:
-    lines = [f"- Threshold: AI when P(AI) > {rule.value:.4f} ({rule.origin})."]
+    lines = [
+        f"- Calibrated on {where_fitted(detector.calibration)}: its verdicts keep their promises on images like those.",
+        f"- Threshold: AI when P(AI) > {rule.value:.4f} ({rule.origin}).",
+    ]
     if rule.sets is not None:
         lines.append(
             f"- `uncertain`: class-conditional split conformal prediction sets at alpha {rule.sets.alpha:g}, fitted "
-            f"on {rule.sets.n_ai} + {rule.sets.n_real} validation images (AI + real): on images like those, the true "
+            f"on {rule.sets.n_ai} + {rule.sets.n_real} calibration images (AI + real): on images like those, the true "
             f"label is in the set at least {1 - rule.sets.alpha:.0%} of the time for each class; an image whose set "
             "holds both labels or none gets no verdict."
         )
@@ -106,9 +108,10 @@ def _abstention(detector: Detector, rule: Threshold) -> list[str]:
         f = detector.familiarity
         lines.append(
             f"- `unfamiliar`: a Mahalanobis familiarity score on the detector's own features ({f.layers} feature "
-            f"blocks, fitted on {f.n_train} training images, cut at {f.quantile:.0%} of {f.n_val} validation images): "
-            "an image further from the training images than nearly every validation image gets no verdict. The ONNX "
-            "model returns it as its second output, `familiarity`."
+            f"blocks, fitted on {f.n_train} training images, cut at {detector.calibration.familiar_quantile:.0%} of "
+            f"{len(detector.calibration.reference)} calibration images): an image further from the training images "
+            "than nearly every calibration image gets no verdict. The ONNX model returns it as its second output, "
+            "`familiarity`."
         )
     path = detector.run_dir / "predictions.csv" if detector.run_dir else None
     if path is not None and path.is_file():

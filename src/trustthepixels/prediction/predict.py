@@ -40,7 +40,6 @@ def predict(cfg: DictConfig) -> int:
     """Score the inputs, print a table, write the CSV (and Grad-CAM overlays). Returns how many were scored."""
     detector = load_detector(cfg.ckpt_path)
     device, num_workers = resolve_device(cfg.device), resolve_num_workers(cfg.num_workers)
-    detector.fit_missing_familiarity(cfg.get("abstain"), cfg.batch_size, num_workers, device)
     threshold = detector.decision(cfg.threshold, cfg.get("abstain"))
     inputs = list(cfg.input) if isinstance(cfg.input, ListConfig | list | tuple) else [cfg.input]
     files, missing = collect_inputs(inputs)
@@ -97,7 +96,7 @@ def _print_table(scored: list[Prediction], failed: list[Prediction], threshold: 
     title = f"P(AI): AI when above {threshold.value:.3f}, {threshold.origin}"
     if threshold.sets is not None:
         title = (
-            f"P(AI): a verdict where the validation split's prediction sets (alpha {threshold.sets.alpha:g}) hold one "
+            f"P(AI): a verdict where the calibrated prediction sets (alpha {threshold.sets.alpha:g}) hold one "
             "label, 'uncertain' where the detector cannot tell"
         )
     if threshold.familiar_min is not None:

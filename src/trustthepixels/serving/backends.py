@@ -21,11 +21,11 @@ import torch
 
 from trustthepixels.data.ingest.decode import ImageDecodeError
 from trustthepixels.data.loading.transforms import image_size
-from trustthepixels.detector.checkpoint import load_detector, resolve_device, validation_decision
-from trustthepixels.detector.predictions import Threshold
+from trustthepixels.detector.checkpoint import load_detector, resolve_device
+from trustthepixels.detector.predictions import Threshold, verdict_rule
 from trustthepixels.detector.scoring import InferenceDataset
 from trustthepixels.errors import ConfigError
-from trustthepixels.metrics.conformal import ConformalSets
+from trustthepixels.metrics.calibration import Calibration
 from trustthepixels.metrics.core import sigmoid
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,6 @@ class TorchBackend(Backend):
     ):
         detector = load_detector(ckpt_path)
         self.device = resolve_device(device)
-        detector.fit_missing_familiarity(abstain, device=self.device)
         self.model = detector.model.to(self.device).eval()
         self.familiarity = detector.familiarity.to(self.device) if detector.familiarity is not None else None
         self._explainer = None
@@ -155,18 +154,13 @@ class OnnxBackend(Backend):
         if "data_config" not in meta:
             raise ConfigError(f"{path} has no preprocessing metadata: re-export it with this version's export.py")
         data_config = json.loads(meta["data_config"])
-        stored = json.loads(meta.get("conformal", "null"))  # the prediction sets, at the alpha it was exported with
-        sets = ConformalSets.from_state(stored) if stored else None
-        alpha = (abstain or {}).get("alpha")
-        if sets is not None and (abstain or {}).get("enabled", True) and alpha is not None and alpha != sets.alpha:
-            raise ConfigError(
-                f"abstain.alpha={alpha}: {path.name} holds prediction sets at alpha {sets.alpha:g} only; serve it with "
-                f"abstain.alpha={sets.alpha:g}, or export it again with abstain.alpha={alpha}"
-            )
-        familiar = json.loads(meta.get("familiarity", "null"))  # the graph's second output, cut as export.py says
-        quantile = familiar["quantile"] if familiar and "familiarity" in self.outputs else None
-        val_threshold = json.loads(meta.get("val_threshold", "null"))
-        decision = validation_decision(None, abstain, threshold, val_threshold, sets, quantile, path.name)
+        if "calibration" not in meta:
+            raise ConfigError(f"{path} has no calibration record: re-export it with this version's export.py")
+        record = Calibration.from_state(json.loads(meta["calibration"]))
+        exported_abstaining = json.loads(meta.get("abstain", "true"))
+        decision = verdict_rule(record, threshold, abstain if exported_abstaining else False)
+        if "familiarity" not in self.outputs:  # a graph without the familiarity output cannot flag unfamiliar images
+            decision = dataclasses.replace(decision, familiar_min=None)
         if threshold is None and "threshold_source" in meta:  # what export.py decided (threshold= there included)
             decision = dataclasses.replace(decision, value=float(meta["threshold"]), origin=meta["threshold_source"])
         self.info = ModelInfo(

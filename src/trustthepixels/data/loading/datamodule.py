@@ -68,6 +68,7 @@ class ImageFolderDataModule(LightningDataModule):
         folds: int | None = None,
         fold: int = 0,
         max_train_per_class: int | None = None,
+        calibration_share: float = 0.5,
         cache_dir: str | Path | None = None,
         cache: bool = True,
         jpeg_draft: bool = True,
@@ -83,6 +84,7 @@ class ImageFolderDataModule(LightningDataModule):
         s = validated(DataSettings, values, "data.")  # typed and checked as the composed config is (or one line)
         self.folds, self.fold = s.folds, s.fold
         self.max_train_per_class = s.max_train_per_class
+        self.calibration_share = s.calibration_share
         self.roots: Roots = parse_roots(to_plain(root))
         self.root = next(iter(self.roots.values()))  # the one folder (or the first source)
         self.data_config = dict(to_plain(data_config))
@@ -167,6 +169,7 @@ class ImageFolderDataModule(LightningDataModule):
             folds=self.folds,
             fold=self.fold,
             max_train_per_class=self.max_train_per_class,
+            calibration_share=self.calibration_share,
         )
         self.scan, self.plan = plan.scan, plan
         return plan.parts

@@ -18,6 +18,7 @@ from trustthepixels.data.ingest.roots import Roots
 from trustthepixels.data.ingest.scan import LABELS, Sample, ScanResult, scan_sources
 from trustthepixels.data.loading.split import (
     cap_per_stratum,
+    carve_calibration,
     cross_source_groups,
     cross_validation_split,
     stratified_split,
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class SplitPlan:
     scan: ScanResult
-    parts: dict[str, list[Sample]]  # train, val, test
+    parts: dict[str, list[Sample]]  # train, val, calibration, test
     duplicate_groups: list[list[str]]  # near-duplicates, each kept within one split (per source)
     cross_source_duplicates: list[list[str]]  # groups spanning sources: possible leakage between them
 
@@ -45,6 +46,7 @@ def plan_split(
     folds: int | None = None,
     fold: int = 0,
     max_train_per_class: int | None = None,
+    calibration_share: float = 0.5,
 ) -> SplitPlan:
     """The samples of each split; no pixels are read beyond the scan (whose fingerprints are cached)."""
     scan = scan_sources(roots, min_side=min_image_side, cache_dir=cache_dir)
@@ -66,6 +68,7 @@ def plan_split(
         parts = cross_validation_split(scan.samples, folds, fold, fractions, seed, groups)
     else:
         parts = stratified_split(scan.samples, fractions, seed, groups)
+    parts = carve_calibration(parts, calibration_share, seed, groups)
     if max_train_per_class:
         parts["train"] = cap_per_stratum(parts["train"], max_train_per_class, seed)
     return SplitPlan(scan, parts, groups, across)

@@ -42,6 +42,11 @@ class DataSettings:
     split: list[float] = setting(
         "three non-negative fractions for train, val and test that sum to 1, e.g. data.split=[0.8,0.1,0.1]"
     )
+    calibration_share: float = setting(
+        "the share of the validation part kept apart to calibrate on (0 <= share < 1; 0: validation calibrates)",
+        low=0,
+        below=1,
+    )
     folds: Optional[int] = setting(FOLDS)  # noqa: UP045 (OmegaConf reads Optional, not X | None)
     fold: int = setting(FOLDS)
     max_train_per_class: Optional[int] = setting(  # noqa: UP045

@@ -1,4 +1,4 @@
-"""A stratified train/val/test split that depends only on the seed and each file's relative path.
+"""A stratified train/val/calibration/test split that depends only on the seed and each file's relative path.
 
 Within each class the files are ordered by a keyed hash of their relative path, then cut at the requested
 fractions. The result does not depend on the order a filesystem lists files in, nor on where the dataset
@@ -6,6 +6,10 @@ folder lives, and the same seed reproduces it on any machine. Near-duplicate gro
 same picture never sits in train and in test. A union of sources is stratified by source and class: each
 source is cut at the fractions on its own, exactly as it is cut alone; a near-duplicate group spanning sources
 is kept whole within each source and reported (`cross_source_groups`), never allowed to move a source's images.
+
+The calibration part is carved out of the validation part (`carve_calibration`), so train and test are exactly
+what they were before it existed: validation chooses the checkpoint and stops training, the calibration part alone
+fits what decides verdicts (metrics/calibration.py), on images that chose nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from pathlib import Path
 from trustthepixels.data.ingest.scan import LABELS, Sample
 from trustthepixels.errors import ConfigError
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "calibration", "test")
+CUT = ("train", "val", "test")  # what data.split's three fractions cut; calibration comes out of val
 
 
 def _rank_key(seed: int, relpath: str) -> str:
@@ -79,9 +84,27 @@ def stratified_split(
     check_fractions(list(fractions))
     units = _units(samples, groups)
     counts = Counter(stratum(s) for s in samples)
-    room = {key: dict(zip(SPLITS, split_counts(counts[key], fractions), strict=True)) for key in _strata(samples)}
-    parts = _fill(units, room, SPLITS, seed)
-    return {name: _interleave(parts[name]) for name in SPLITS}
+    room = {key: dict(zip(CUT, split_counts(counts[key], fractions), strict=True)) for key in _strata(samples)}
+    parts = _fill(units, room, CUT, seed)
+    return {name: _interleave(parts[name]) for name in CUT}
+
+
+def carve_calibration(
+    parts: dict[str, list[Sample]], share: float, seed: int, groups: Iterable[Iterable[str]] = ()
+) -> dict[str, list[Sample]]:
+    """Move `share` of each (source, class) of the validation part to a `calibration` part, near-duplicate groups
+    whole, in a seeded order of its own (train and test do not move). Validation keeps at least one image of each
+    stratum it has; `share` 0 leaves the calibration part empty (the validation part then calibrates too)."""
+    val = parts["val"]
+    counts = Counter(stratum(s) for s in val)
+    room = {}
+    for key in _strata(val):
+        n_cal = min(round(counts[key] * share), counts[key] - 1) if share > 0 else 0
+        room[key] = {"calibration": n_cal, "val": counts[key] - n_cal}
+    members = {s.relpath for s in val}
+    carved = _fill(_units(val, ([r for r in g if r in members] for g in groups)), room, ("calibration", "val"),
+                   seed + 2)  # fmt: skip
+    return {**parts, "val": _interleave(carved["val"]), "calibration": _interleave(carved["calibration"])}
 
 
 def _units(samples: Sequence[Sample], groups: Iterable[Iterable[str]]) -> dict[str, list[Sample]]:
@@ -190,13 +213,14 @@ def write_split_csv(parts: dict[str, list[Sample]], path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "class", "split", "source"])
         for name in SPLITS:
-            for s in sorted(parts[name], key=lambda s: s.relpath):
+            for s in sorted(parts.get(name, []), key=lambda s: s.relpath):
                 writer.writerow([s.relpath, s.label, LABELS[s.label], name, s.source])
 
 
 def read_split_csv(path: Path, source: str | None = None) -> dict[str, list[tuple[str, int]]]:
     """(relative path, label) per split, as `write_split_csv` wrote them: a finished run's own split; with
-    `source`, only that source's images (a union's split.csv names each image's source)."""
+    `source`, only that source's images (a union's split.csv names each image's source). A split.csv from before
+    the calibration part has none."""
     parts: dict[str, list[tuple[str, int]]] = {name: [] for name in SPLITS}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):

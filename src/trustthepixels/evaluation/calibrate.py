@@ -1,0 +1,222 @@
+"""`calibrate.py`: how a detector does on the user's own labelled images, and a copy of it calibrated there.
+
+The folder is scored once. Its AUROC, AP and accuracy (with 95% intervals) say whether the detector works there at
+all; then the folder is split in two (seeded, per class, near-duplicate groups whole): the calibration record
+(metrics/calibration.py) is fitted on one half and checked on the other (coverage, accuracy on answered images and
+confident errors per class, exact intervals), beside what the checkpoint's own record does on that half. `fit=all`
+refits on every image afterwards. The weights never change: the written checkpoint is the same detector with a
+record that names this folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from trustthepixels.config import to_plain
+from trustthepixels.data.ingest.fileutils import atomic_write_text
+from trustthepixels.data.ingest.roots import parse_roots
+from trustthepixels.data.ingest.scan import scan_sources
+from trustthepixels.data.loading.planner import source_duplicate_groups
+from trustthepixels.data.loading.split import stratified_split
+from trustthepixels.data.loading.workers import resolve_num_workers
+from trustthepixels.detector.calibrate import LabelledScores, fit_record, score_labelled
+from trustthepixels.detector.checkpoint import load_detector, read_checkpoint, resolve_device
+from trustthepixels.detector.predictions import where_fitted
+from trustthepixels.errors import UserError
+from trustthepixels.metrics.calibration import KEY, Calibration, check
+from trustthepixels.metrics.core import binary_metrics
+from trustthepixels.metrics.intervals import binary_metric_intervals
+
+log = logging.getLogger(__name__)
+WORKS, WEAK = 0.8, 0.6  # the AUROC interval's lower end: above WORKS "works here", at most WEAK "does not work here"
+LEGACY_KEYS = ("val_threshold", "conformal")  # what a calibration record replaces
+
+
+def verdict_sentence(auroc: float, low: float, high: float) -> str:
+    """The first line of results: whether the detector separates these images at all."""
+    figure = f"AUROC {auroc:.2f} [{low:.2f}, {high:.2f}]"
+    if low > WORKS:
+        return f"works here: {figure}"
+    if low > WEAK:
+        return f"works weakly here: {figure}: expect many uncertain verdicts"
+    return f"does not work here: {figure}: most verdicts will be uncertain"
+
+
+def calibrate(cfg: DictConfig) -> dict[str, Any]:
+    out_dir = Path(cfg.paths.output_dir)
+    detector = load_detector(cfg.ckpt_path, calibrated=False)
+    device, workers = resolve_device(cfg.device), resolve_num_workers(cfg.data.num_workers)
+    abstain = to_plain(cfg.abstain) if cfg.get("abstain") else {}
+    familiarity_state = None
+    if detector.familiarity is None and abstain.get("familiar_quantile") is not None:
+        layers = str(abstain.get("familiarity_layers", "last_stage"))
+        familiarity_state = detector.fit_familiarity_on_run(layers, cfg.data.batch_size, workers, device)
+
+    roots = parse_roots(to_plain(cfg.data.root))
+    min_side = detector.min_image_side if cfg.data.min_image_side is None else int(cfg.data.min_image_side)
+    scan = scan_sources(roots, min_side=min_side, cache_dir=cfg.data.cache_dir)
+    if scan.skipped:
+        log.warning("%d files of data.root cannot be used and are left out (e.g. %s: %s)", len(scan.skipped),
+                    scan.skipped[0][0], scan.skipped[0][2])  # fmt: skip
+    groups = []
+    if cfg.data.near_duplicates:
+        groups, _ = source_duplicate_groups(scan.samples, scan.records, to_plain(cfg.data.near_duplicates))
+    halves = stratified_split(scan.samples, (0.5, 0.5, 0.0), cfg.seed, groups)
+    in_fit = {s.path for s in halves["train"]}
+    scores = score_labelled(
+        detector, [(s.path, s.label) for s in scan.samples], cfg.data.batch_size, workers, device,
+        f"Scoring {len(scan.samples)} images",
+    )  # fmt: skip
+    if len(set(scores.labels.tolist())) < 2:
+        raise UserError(f"data.root={cfg.data.root}: calibrating needs usable images of both classes (AI/ and Real/)")
+    fit_half = scores.subset(np.array([p in in_fit for p in scores.paths]))
+    check_half = scores.subset(np.array([p not in in_fit for p in scores.paths]))
+    sources = list(roots)
+
+    before = detector.calibration
+    whole = _separation(scores, before.threshold if before else 0.5, cfg)
+    sentence = verdict_sentence(whole["auroc"], whole["auroc_lo"], whole["auroc_hi"])
+    record = fit_record(detector, fit_half, abstain, sources, "fitting half", strict=True)
+    checks = {"after": _check(record, detector, check_half)}
+    if before is not None:
+        checks["before"] = _check(before, detector, check_half)
+    if cfg.fit == "all":
+        record = fit_record(detector, scores, abstain, sources, "all images", strict=True)
+    record = Calibration.from_state(record.state() | {"checks": {"images": len(check_half.labels), **checks}})
+
+    output = Path(cfg.output) if cfg.output else out_dir / "calibrated.ckpt"
+    _write_checkpoint(Path(cfg.ckpt_path), output, record, familiarity_state)
+    result = {
+        "checkpoint": str(detector.checkpoint),
+        "calibrated_checkpoint": str(output),
+        "data_root": {name: str(folder) for name, folder in scan.roots.items()},
+        "images": {
+            "usable": len(scores.labels),
+            "unusable": len(scan.skipped) + scores.unusable,
+            "fitting_half": len(fit_half.labels),
+            "checking_half": len(check_half.labels),
+        },
+        "verdict": sentence,
+        "metrics": whole,
+        "before": where_fitted(before) if before else None,
+        "checks": checks,
+        "calibration": record.summary(),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    report = render(result)
+    atomic_write_text(out_dir / "report.md", report)
+    log.info("%s\nWritten: %s and %s", "\n".join(_summary_lines(result)), output, out_dir / "report.md")
+    return result
+
+
+def _separation(scores: LabelledScores, threshold: float, cfg: DictConfig) -> dict[str, float]:
+    """AUROC, AP and accuracy (at the checkpoint's threshold) on every usable image, with 95% intervals."""
+    metrics = binary_metrics(scores.labels, scores.logits, threshold)
+    bands = binary_metric_intervals(scores.labels, scores.logits, threshold, 15, cfg.bootstrap, cfg.seed)
+    keys = {"auroc": "auroc", "ap": "ap", "acc": "acc_at_threshold"}
+    return {
+        **{name: metrics[key] for name, key in keys.items()},
+        **{f"{name}_{end}": bands[f"{key}_{end}"] for name, key in keys.items() for end in ("lo", "hi")},
+        "threshold": threshold,
+        "images": len(scores.labels),
+    }
+
+
+def _check(record: Calibration, detector, half: LabelledScores) -> dict[str, dict[str, float]]:
+    """`check` of a record on the checking half, its familiarity read against that record's reference."""
+    familiarity = record.familiarity(half.distances) if detector.familiarity is not None else None
+    return check(record, half.labels, half.logits, familiarity)
+
+
+def _write_checkpoint(source: Path, output: Path, record: Calibration, familiarity: dict | None) -> None:
+    """The same checkpoint with this record (and familiarity statistics, when they were fitted here), atomically."""
+    checkpoint = read_checkpoint(source)
+    for key in LEGACY_KEYS:
+        checkpoint.pop(key, None)
+    checkpoint[KEY] = record.state()
+    if familiarity is not None:
+        checkpoint["familiarity"] = familiarity
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial")
+    torch.save(checkpoint, partial)
+    partial.replace(output)
+
+
+def _interval(rates: dict[str, float], key: str) -> str:
+    value, low, high = rates.get(key), rates.get(f"{key}_lo"), rates.get(f"{key}_hi")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _summary_lines(result: dict[str, Any]) -> list[str]:
+    m = result["metrics"]
+    lines = [
+        f"The detector {result['verdict']}",
+        f"AP {m['ap']:.3f} [{m['ap_lo']:.3f}, {m['ap_hi']:.3f}], accuracy {m['acc']:.3f} [{m['acc_lo']:.3f}, "
+        f"{m['acc_hi']:.3f}] at its threshold {m['threshold']:.3f}, on {m['images']} images",
+        "",
+        f"Checked on the other half ({result['images']['checking_half']} images), 95% intervals:",
+        "| record | class | coverage | accuracy on answered | confident errors |",
+        "|---|---|---|---|---|",
+    ]
+    for name, rates in result["checks"].items():
+        label = "recalibrated here" if name == "after" else "the checkpoint's own"
+        for part in ("AI", "Real", "all"):
+            r = rates[part]
+            lines.append(f"| {label} | {part} | {_interval(r, 'coverage')} | {_interval(r, 'accuracy_answered')} | "
+                         f"{_interval(r, 'confident_errors')} |")  # fmt: skip
+    return lines
+
+
+def render(result: dict[str, Any]) -> str:
+    cal = result["calibration"]
+    alpha = cal["sets"]["alpha"]
+    lines = [
+        "# Calibration",
+        "",
+        f"- checkpoint: `{result['checkpoint']}`",
+        f"- images: {', '.join(f'{k}: `{v}`' for k, v in result['data_root'].items())} ({result['images']['usable']} "
+        f"usable, {result['images']['unusable']} not)",
+        f"- calibrated checkpoint: `{result['calibrated_checkpoint']}` (same weights, the record below)",
+        "",
+        "## Results",
+        "",
+        *_summary_lines(result),
+        "",
+        f"On images like these, each class's true label is in its prediction set at least {1 - alpha:.0%} of the "
+        f"time (alpha {alpha:g}): confident errors per class should stay at or below {alpha:g}. A detector that cannot"
+        " separate these images answers few of them: that is the record doing its job.",
+        "",
+        "## The record",
+        "",
+        f"- fitted on: {cal['fitted_on']['part']} ({cal['fitted_on']['images']['AI']} AI, "
+        f"{cal['fitted_on']['images']['Real']} Real images, {cal['fitted_on']['date']})",
+        f"- threshold on P(AI): {cal['threshold']:.4f} ({cal['threshold_rule']})",
+        f"- temperature: {cal['temperature']:.3f}" + (f" ({note})" if (note := cal["temperature_note"]) else ""),
+        f"- prediction sets at alpha {alpha:g}: AI when P(AI) >= {_cut(cal['sets']['ai_min_p'])}, Real when P(AI) <= "
+        f"{_cut(cal['sets']['real_max_p'])}",
+        f"- familiarity cutoff: {_familiarity_cutoff(cal)}",
+    ]
+    if result["before"]:
+        lines += ["", f"The checkpoint's own record was fitted on {result['before']}."]
+    return "\n".join(lines) + "\n"
+
+
+def _familiarity_cutoff(cal: dict[str, Any]) -> str:
+    if not cal["reference"] or cal["familiar_quantile"] is None:
+        return "none (no familiarity score)"
+    return f"unfamiliar beyond the {cal['familiar_quantile']:g} quantile of {cal['reference']} images' distances"
+
+
+def _cut(value: float | None) -> str:
+    return "never" if value is None else f"{value:.4f}"
