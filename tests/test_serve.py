@@ -97,7 +97,7 @@ def test_api_scores_as_predict_does_and_names_every_bad_file(backend, shared_dir
             # The checkpoint's record decides, with abstention by default (as predict.py does).
             assert results[path.name]["label"] == backend.info.rule.verdict(p, f)
             assert set(results[path.name]["timing_ms"]) == {"decode", "queue", "model", "total"}
-        assert results["cmyk_mode.jpg"]["verdict"] in ("AI", "Real", "uncertain", "unfamiliar")  # odd but usable: scored
+        assert results["cmyk_mode.jpg"]["verdict"] in ("AI", "Real", "uncertain", "unfamiliar")  # odd but scored
         reasons = {name: r.get("reason") for name, r in results.items()}
         assert reasons["text_file_named_as.jpg"] == "not_an_image"
         assert reasons["decompression_bomb_20000x20000.png"] == "decompression_bomb"  # Pillow refuses its header
