@@ -68,14 +68,8 @@ register_schema(None, CompareSettings, check_compare_settings, name="compare_sch
 
 
 @dataclass
-class CalibrateData:
+class CalibrateData(EvalData):
     root: Any = setting("a labelled AI/ + Real/ folder of your own images (or several: a list or a mapping)")
-    batch_size: int = setting("a whole number of images per batch, 1 or more", low=1)
-    num_workers: Optional[int] = setting("0 (no worker processes), a positive number or null", low=0)  # noqa: UP045
-    min_image_side: Optional[int] = setting(  # noqa: UP045
-        "a side in pixels, 1 or more, or null for the training run's", low=1
-    )
-    cache_dir: Optional[str] = setting("a folder for the file fingerprints, or null")  # noqa: UP045
     near_duplicates: Optional[NearDuplicates] = setting(  # noqa: UP045
         "{phash: 0-64, dhash: 0-64} (Hamming distances), or null to switch the search off"
     )
