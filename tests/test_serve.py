@@ -226,6 +226,9 @@ def test_onnx_backend_gives_the_torch_scores_and_verdicts(trained_checkpoint, sh
     assert "abstain.alpha=0.2 is not used: the calibration record was fitted at alpha 0.05" in caplog.text
 
 
+VERDICT_TEXT = re.compile("Likely AI-generated|Likely real|Can't tell|Unlike the images this detector learned from")
+
+
 def chromium_path() -> str:
     path = os.environ.get("TTP_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
@@ -258,7 +261,8 @@ def test_page_in_a_real_browser(backend, trained_checkpoint, shared_dir, tmp_pat
             return page.locator(".card").first
 
         card = check_on_page(url)
-        expect(card.locator(".verdict")).to_contain_text("Likely")
+        # A verdict, whichever the record gives this photo (2 + 2 calibration images: often unfamiliar).
+        expect(card.locator(".verdict")).to_have_text(VERDICT_TEXT)
         # 3 + 3 validation images: the AUROC interval reaches far below 0.6, and the page says so.
         expect(page.locator("#model-warning")).to_contain_text("This detector is weak")
         expect(card.locator(".detail")).to_contain_text("P(AI) =")
@@ -296,6 +300,6 @@ def test_page_in_a_real_browser(backend, trained_checkpoint, shared_dir, tmp_pat
             page.press("#api-key", "Enter")
             expect(page.locator("#model-line")).to_contain_text("resnet18")
             page.set_input_files("#picker", str(image))
-            expect(page.locator(".card").first.locator(".verdict")).to_contain_text("Likely")
+            expect(page.locator(".card").first.locator(".verdict")).to_have_text(VERDICT_TEXT)
         browser.close()
     assert (ARTIFACTS / "serve-page.png").read_bytes().startswith(b"\x89PNG")

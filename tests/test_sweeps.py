@@ -149,7 +149,7 @@ def test_ddp_counts_every_image_once_and_matches_single_process_eval(tmp_path):
     )
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert report["data"]["images"]["test"] == 7 and report["test"]["test/images"] == 7
-    assert report["val"]["val/images"] == 7
+    assert report["val"]["val/images"] == report["data"]["images"]["val"] == 3  # 4 of the 7 went to calibration
     assert (tmp_path / "run" / "train_ddp_rank_1.log").is_file()
     with open(tmp_path / "run" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))

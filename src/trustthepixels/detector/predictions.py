@@ -75,8 +75,10 @@ def verdict_rule(
     `threshold=` is set, and unless `abstain` is false (or `abstain.enabled` is) its prediction sets and familiarity
     cutoff. Nothing is refitted: an `abstain.alpha` or `familiar_quantile` other than the record's is said to need
     calibrate.py, and not used."""
+    sets_alone = False
     if isinstance(abstain, Mapping) and calibration is not None:
         _unused_levels(abstain, calibration)
+        sets_alone = "familiar_quantile" in abstain and abstain["familiar_quantile"] is None  # no unfamiliar verdicts
         abstain = abstain.get("enabled", True)
     abstain = True if abstain is None else bool(abstain)
     if configured is not None:
@@ -89,7 +91,7 @@ def verdict_rule(
         value, origin = DEFAULT_THRESHOLD, "0.5 (no calibration record)"
     if calibration is None or not abstain:
         return Threshold(value, origin)
-    return Threshold(value, origin, calibration.sets, calibration.familiar_min)
+    return Threshold(value, origin, calibration.sets, None if sets_alone else calibration.familiar_min)
 
 
 def _unused_levels(abstain: Mapping, calibration: Calibration) -> None:
