@@ -11,7 +11,7 @@ SRC = REPO / "src"
 
 # Lowest first; a module may import its own layer (without a circle) and the layers below it, never above.
 LAYERS = (
-    ("config", "errors", "target_check"),  # leaves: OmegaConf glue, settings checks, the user-facing errors
+    ("config", "errors", "target_check", "quiet"),  # leaves: config glue, settings checks, errors, noise filters
     ("data",),  # finding, fingerprinting, splitting and loading images
     ("metrics",),  # numbers from predictions: metrics, intervals, paired tests
     ("model",),  # the LightningModule and its backbones

@@ -176,6 +176,7 @@ def test_an_unreachable_hub_switches_to_offline_mode_at_once(tmp_path):
     )  # fmt: skip
     line = one_line_error(result)
     assert "pretrained weights for 'resnet18'" in line and "offline" in line and "model.weights=PATH" in line
+    assert "experiment=real_vs_ai_lite0" in line  # the run that works offline
     assert "Retrying" not in result.stdout + result.stderr  # one failed request, no backoff
     assert "unreachable" in result.stdout + result.stderr and "offline mode" in result.stdout + result.stderr
 
@@ -306,3 +307,16 @@ def test_documented_commands_run_as_typed(trained_checkpoint, tmp_path):
     finally:
         board.terminate()
         board.wait(timeout=30)
+
+
+COMMANDS = ["train.py", "eval.py", "calibrate.py", "compare.py", "predict.py", "serve.py", "export.py",
+            "benchmark.py", "prepare_data.py", "audit_data.py"]  # fmt: skip
+
+
+@pytest.mark.slow  # ten interpreters starting
+@pytest.mark.parametrize("script", COMMANDS)
+def test_help_says_what_the_command_does_its_main_settings_and_an_example(script, tmp_path):
+    text = ok(command(script, "--help", cwd=tmp_path)).stdout
+    assert text.startswith(f"{script}: ") and "Main settings" in text and f"python {script} " in text, text
+    assert "== Config groups ==" not in text and "_schema" not in text  # not Hydra's stock page of internal groups
+    assert not list(tmp_path.iterdir())  # it ran nothing

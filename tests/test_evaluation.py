@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -117,11 +118,13 @@ def test_eval_on_a_trained_checkpoint(trained_checkpoint, tmp_path):
         ("blur", "2"),
         ("downscale", "0.5"),
     ]
-    for name in ("confusion_matrix", "roc", "pr", "reliability", "p_ai_histogram", "robustness"):
+    figures = ("confusion_matrix", "roc", "pr", "reliability", "p_ai_histogram")
+    for name in (*figures, "robustness_jpeg", "robustness_blur", "robustness_downscale"):  # one per kind
         data = (out / f"{name}.png").read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, name
     report = (out / "report.md").read_text()
     assert "## Robustness" in report and "other-source" in report and "ECE after temperature scaling" in report
+    assert "## Abstention" in report and "| confident errors |" in report
     # Every number with its 95% interval; a set this small is said to be too small to rank models.
     for m in [*result["sets"].values(), *result["robustness"]]:
         for key in ("auroc", "ap", "acc", "acc_at_threshold", "balanced_acc_at_threshold", "ece", "loss"):
@@ -333,6 +336,10 @@ def test_eval_on_a_run_folder_moved_without_its_images(tmp_path):
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    # What it prints is a table for a reader, not the JSON its file holds.
+    printed = result.stdout + result.stderr
+    assert len(printed.strip().splitlines()) <= 40 and '"auroc"' not in printed, printed
+    assert re.search(r"^AUROC +\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", printed, flags=re.MULTILINE), printed
     (metrics,) = (tmp_path / "outputs").rglob("metrics.json")
     report = json.loads(metrics.read_text())
     # The record it decides by travels in the checkpoint: nothing of the moved run's splits is needed.

@@ -227,6 +227,12 @@ def test_bad_zips_are_refused_and_nothing_is_written(zip_server, tmp_path, name)
     assert {p.name for p in tmp_path.iterdir()} <= {".dataset.lock"}
 
 
+def test_no_network_names_the_run_that_works_offline(tmp_path):
+    with pytest.raises(DownloadError, match="experiment=real_vs_ai_lite0") as error:
+        prepare_from_release(tmp_path / "dataset", "http://127.0.0.1:9/dataset.zip", retries=1)  # nothing listens
+    assert "source=hf dataset=DIR" in str(error.value) and not (tmp_path / "dataset").exists()
+
+
 def test_wrong_checksum_and_missing_file(zip_server, tmp_path):
     with pytest.raises(DownloadError, match="SHA-256"):
         prepare_from_release(tmp_path / "dataset", f"{zip_server}/good.zip", sha256="0" * 64)

@@ -103,6 +103,8 @@ def test_short_real_run(shared_dir, tmp_path):
         "hparams/test/acc",
     }
     assert expected <= tags, expected - tags
+    # Intervals go to the TEXT tab's table, not to one-point scalar charts.
+    assert not [t for t in tags if t.endswith(("_lo", "_hi"))]
     # The checkpoint is plain data: it loads without unpickling code, and carries labels and preprocessing.
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["ImageFolderDataModule"]["labels"] == {"0": "Real", "1": "AI"}

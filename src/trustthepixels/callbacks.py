@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -143,3 +143,18 @@ class ProgressBar(RichProgressBar):
         if now - self._drawn_at >= self.min_interval or batch_idx + 1 == self.total_train_batches:
             self._drawn_at = now
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        """`Epoch 2/2` for the second of two, as the epoch summary and checkpoint names count (Lightning's says 1/1)."""
+        total = f"/{self.trainer.max_epochs}" if self.trainer.max_epochs not in (None, -1) else ""
+        return f"Epoch {current_epoch + 1}{total}".ljust(len(self.validation_description))
+
+
+class Checkpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, naming epochs as the log does: `epoch002-...` is the second epoch, the one the
+    summary line calls `Epoch 2/N` (Lightning counts from 0 in file names only)."""
+
+    def _monitor_candidates(self, trainer: Trainer) -> dict[str, torch.Tensor]:
+        candidates = super()._monitor_candidates(trainer)
+        candidates["epoch"] = candidates["epoch"] + 1
+        return candidates

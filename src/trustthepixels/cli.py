@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trustthepixels.config import check_settings, settings_message
 from trustthepixels.errors import ConfigError, UserError
+from trustthepixels.quiet import silence_third_party_noise
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -203,6 +204,7 @@ def run(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     # One float32 matmul precision for every command (train.yaml's `matmul_precision`, "high" for the others):
     # on a GPU, TF32 in training's validation but full float32 in eval.py would move logits in the 4th digit.
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+    silence_third_party_noise()
     try:
         check_settings(cfg)  # the rules of the data, model and abstain settings, before anything slow
         return task(cfg)

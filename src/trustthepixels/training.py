@@ -46,16 +46,16 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
 
 def key_choices(cfg: DictConfig, datamodule: LightningDataModule | None = None) -> dict[str, Any]:
     """The settings that tell runs apart: `metrics.json`, TensorBoard's hparams tab and sweep summaries."""
-    choices = {
+    choices = {  # the first five are the columns TensorBoard's HPARAMS tab shows first
         "model": cfg.model.backbone,
-        "weights": str(cfg.model.get("weights") or ("hub" if cfg.model.get("pretrained") else "none")),
+        "seed": cfg.seed,
         "lr": OmegaConf.select(cfg, "model.optimizer.lr"),
-        "weight_decay": OmegaConf.select(cfg, "model.optimizer.weight_decay"),
         "batch_size": cfg.data.batch_size,
+        "precision": str(cfg.trainer.get("precision")),
+        "weight_decay": OmegaConf.select(cfg, "model.optimizer.weight_decay"),
         "image_size": getattr(datamodule, "data_config", {}).get("input_size", [None])[-1],
         "max_epochs": cfg.trainer.get("max_epochs"),
-        "precision": str(cfg.trainer.get("precision")),
-        "seed": cfg.seed,
+        "weights": str(cfg.model.get("weights") or ("hub" if cfg.model.get("pretrained") else "none")),
         "data_root": str(cfg.data.root),
     }
     if HydraConfig.initialized():
@@ -82,6 +82,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     log.info("Run directory: %s", Path(cfg.paths.output_dir).resolve())
     model: LightningModule = instantiate(cfg.model)
+    start = cfg.model.get("weights") or ("pretrained (hub)" if cfg.model.get("pretrained") else "random init")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("Backbone %s (%s), %.1fM parameters, %.1fM trained", cfg.model.backbone, start,
+             model.parameter_count / 1e6, trainable / 1e6)  # fmt: skip
     datamodule: LightningDataModule = instantiate(cfg.data, data_config=model.data_config)
     callbacks: list[Callback] = [*_instantiate_group(cfg.get("callbacks")), StepSeed(cfg.seed)]
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
@@ -168,12 +172,23 @@ def _fit_and_test(
             write_test_predictions(
                 output_dir / "predictions.csv", datamodule, *test_predictions, rule, test_familiarity
             )
+        table = final_table(val, test)
         for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):  # fills TensorBoard's hparams tab
-                logger.log_hyperparams(choices, metrics={f"hparams/{k}": v for k, v in metrics.items()})
-                logger.finalize("success")
-        log.info("Best checkpoint: %s\nval:  %s\ntest: %s", best, _fmt(val), _fmt(test))
+            if isinstance(logger, TensorBoardLogger):
+                _log_to_tensorboard(logger, choices, metrics, table)
+        log.info("Best checkpoint: %s (95%% intervals in brackets)\n%s", best, table)
     return metrics
+
+
+def _log_to_tensorboard(logger: TensorBoardLogger, choices: dict[str, Any], metrics: dict[str, float], table: str):
+    """The HPARAMS tab: the run's settings (integers as integers: TensorBoard shows every number with 4 decimals)
+    and its final point metrics; their intervals go to the TEXT tab as the table the log ends with, not to
+    one-point scalar charts."""
+    shown = {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in choices.items()}
+    points = {f"hparams/{k}": v for k, v in metrics.items() if not k.endswith(("_lo", "_hi"))}
+    logger.log_hyperparams(shown, metrics=points)
+    logger.experiment.add_text("final metrics", "```\n" + table + "\n```")
+    logger.finalize("success")
 
 
 def _calibrate(cfg: DictConfig, model, datamodule, best: str | None, last: str | None, device: str) -> Detector:
@@ -249,7 +264,11 @@ def _test_familiarity(detector: Detector, datamodule, indices, cfg: DictConfig) 
     indices = np.asarray(indices, dtype=int)
     workers = resolve_num_workers(cfg.data.num_workers)
     test[indices] = detector.score_files(
-        [samples[i].path for i in indices], cfg.data.batch_size, workers, str(detector.model.device)
+        [samples[i].path for i in indices],
+        cfg.data.batch_size,
+        workers,
+        str(detector.model.device),
+        description="Familiarity of the test images",
     ).familiarity
     return test
 
@@ -285,12 +304,25 @@ def write_test_predictions(
     )  # fmt: skip
 
 
-def _fmt(metrics: dict[str, float]) -> str:
-    """`val/auroc 0.9225 [0.8612, 0.9712] | ...`: each metric with its 95% interval."""
-    shown = []
-    for key, value in metrics.items():
-        if key.endswith(("_lo", "_hi")):
-            continue
-        low, high = metrics.get(f"{key}_lo"), metrics.get(f"{key}_hi")
-        shown.append(f"{key} {value:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None else ""))
-    return " | ".join(shown)
+FIRST = ("images", "auroc", "ap", "loss", "acc", "acc_at_threshold", "balanced_acc_at_threshold", "ece")
+
+
+def final_table(val: dict[str, float], test: dict[str, float]) -> str:
+    """Val and test side by side, one metric a row, each value with its 95% interval: how a run ends."""
+    stages = {"val": val, "test": test}
+    names = {k.split("/", 1)[1] for m in stages.values() for k in m if not k.endswith(("_lo", "_hi"))}
+    order = sorted(names, key=lambda n: (FIRST.index(n) if n in FIRST else len(FIRST), n))
+
+    def cell(metrics: dict[str, float], key: str) -> str:
+        if key not in metrics:
+            return "-"
+        value, low, high = metrics[key], metrics.get(f"{key}_lo"), metrics.get(f"{key}_hi")
+        if key.endswith("/images") or key.split("/")[1] == "images":
+            return f"{value:.0f}"
+        return f"{value:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None and low == low else "")
+
+    rows = [[name, *(cell(m, f"{stage}/{name}") for stage, m in stages.items())] for name in order]
+    table = [["metric", *stages], *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(3)]
+    lines = ["  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    return "\n".join(lines)

@@ -235,7 +235,8 @@ def load_detector(ckpt_path: str | Path, calibrated: bool = True) -> Detector:
     model = DetectorModule(**hparams)
     model.hparams["backbone"] = name
     model.load_state_dict(checkpoint["state_dict"])
-    log.info("Loaded %s from %s (epoch %s)", name, ckpt_path, checkpoint.get("epoch"))
+    epoch = checkpoint.get("epoch")  # Lightning's count from 0; the log and file names count from 1
+    log.info("Loaded %s from %s (after epoch %s)", name, ckpt_path, "?" if epoch is None else epoch + 1)
     return detector_of(model, checkpoint, ckpt_path)
 
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from rich.progress import track
 from torch.utils.data import DataLoader, Dataset
 
 from trustthepixels.data.ingest.decode import ImageDecodeError, ImageSource
 from trustthepixels.data.loading.transforms import Preprocessing, build_transform, load_pixels
+from trustthepixels.quiet import progress
 
 
 class InferenceDataset(Dataset):
@@ -92,7 +92,7 @@ def predict_logits(
     scores = Scores(*(np.full(len(dataset), np.nan) for _ in range(2)), {}, np.full(len(dataset), np.nan))
     blocks: list[list[np.ndarray]] = []
     kept: list[int] = []
-    batches = track(loader, description=description, transient=True) if description else loader
+    batches = progress(loader, description) if description else loader
     for images, indices, failed in batches:
         scores.errors.update(failed)
         if images is None:

@@ -20,7 +20,7 @@ from trustthepixels.detector.checkpoint import load_detector, resolve_device
 from trustthepixels.detector.predictions import Threshold, write_predictions
 from trustthepixels.detector.scoring import Scores
 from trustthepixels.evaluation import figures
-from trustthepixels.evaluation.report import render_report
+from trustthepixels.evaluation.report import render_report, terminal_table
 from trustthepixels.evaluation.robustness import perturbations
 from trustthepixels.evaluation.sets import EvalSet, Evaluator, eval_set, min_side, unique_names
 from trustthepixels.metrics.core import binary_metrics, sigmoid
@@ -70,8 +70,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         sets[subset.name] = measured(subset.labels, logits_of[subset.name])
         if decision.abstains:
             sets[subset.name] |= abstention_with_intervals(subset.labels, scores_of[subset.name], decision)
-        for key, value in sets[subset.name].items():
-            writer.add_scalar(f"eval/{subset.name}/{key}", value)
     write_predictions(
         out / "predictions.csv",
         [p for subset in [main, *extra] for p in subset.predictions(scores_of[subset.name], decision, set=subset.name)],
@@ -106,13 +104,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         for perturb in perturbations(OmegaConf.to_container(cfg.perturbations)):
             metrics = measured(main.labels, evaluator.scores(main, perturb).logits)
             robustness.append({"perturbation": perturb.kind, "strength": f"{perturb.strength:g}", **metrics})
-            writer.add_scalar(f"robustness/{perturb.kind}/auroc", metrics["auroc"], int(perturb.strength * 100))
-        drawn["robustness.png"] = figures.robustness_figure(robustness)
+        drawn |= figures.robustness_figures(robustness)
     for name, fig in drawn.items():
         fig.savefig(out / name, dpi=110)
         writer.add_figure(f"eval/{Path(name).stem}", fig)
         plt.close(fig)
-    writer.close()
 
     result = {
         "checkpoint": str(detector.checkpoint),
@@ -128,7 +124,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "robustness": robustness,
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    figure_names = [n for n in drawn if n != "robustness.png"]
-    (out / "report.md").write_text(render_report(result, figure_names, "robustness.png" if robustness else None))
-    log.info("Evaluation written to %s\n%s", out, json.dumps(sets, indent=1))
+    (out / "report.md").write_text(render_report(result, list(drawn)))
+    writer.add_text("eval/report", render_report(result, []))  # the tables; the figures are under IMAGES
+    writer.close()
+    log.info("\n%s", terminal_table(result, str(out)))
     return result

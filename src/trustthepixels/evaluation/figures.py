@@ -106,28 +106,39 @@ def histogram_figure(labels: np.ndarray, probs: np.ndarray, threshold: float, na
     return fig
 
 
-def robustness_figure(rows: list[dict]) -> Figure:
-    """AUROC and accuracy against perturbation strength with their 95% intervals, one panel per kind."""
+PERTURBATION_WORDS = {
+    "jpeg": ("JPEG re-compression", "JPEG quality (lower is stronger)"),
+    "blur": ("Gaussian blur", "blur sigma in pixels"),
+    "downscale": ("Downscaling", "scale factor"),
+}
+METRIC_WORDS = {"auroc": "AUROC (threshold-free)", "acc_at_threshold": "accuracy at the threshold"}
+
+
+def robustness_figures(rows: list[dict]) -> dict[str, Figure]:
+    """One figure per perturbation kind: AUROC and accuracy against strength, each with its 95% interval."""
     kinds = list(dict.fromkeys(r["perturbation"] for r in rows if r["perturbation"] != "none"))
     clean = next(r for r in rows if r["perturbation"] == "none")
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.8), squeeze=False)
-    for ax, kind in zip(axes[0], kinds, strict=True):
+    out = {}
+    for kind in kinds:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
         chosen = [r for r in rows if r["perturbation"] == kind]
-        x = ["clean"] + [r["strength"] for r in chosen]
-        for metric in ("auroc", "acc_at_threshold"):
-            points = [clean, *chosen]
+        points, x = [clean, *chosen], ["none"] + [r["strength"] for r in chosen]
+        for metric, words in METRIC_WORDS.items():
             values = np.array([r[metric] for r in points])
             low = np.array([r.get(f"{metric}_lo", np.nan) for r in points])
             high = np.array([r.get(f"{metric}_hi", np.nan) for r in points])
             errors = np.nan_to_num(np.vstack([values - low, high - values]))  # 95% intervals as error bars
-            ax.errorbar(x, values, yerr=errors, fmt="o-", capsize=3, label=metric)
+            ax.errorbar(x, values, yerr=errors, fmt="o-", capsize=3, label=words)
         ax.set_ylim(0, 1.02)
-        ax.axhline(0.5, color="grey", lw=1, ls=":")
-        ax.set_title(kind)
-        ax.set_xlabel({"jpeg": "quality", "blur": "sigma", "downscale": "factor"}.get(kind, "strength"))
+        ax.axhline(0.5, color="grey", lw=1, ls=":", label="chance")
+        title, axis = PERTURBATION_WORDS.get(kind, (kind, "strength"))
+        ax.set_title(f"{title}, applied to both classes")
+        ax.set_xlabel(axis)
+        ax.set_ylabel("score (95% interval)")
         ax.legend(loc="lower left")
-    fig.tight_layout()
-    return fig
+        fig.tight_layout()
+        out[f"robustness_{kind}.png"] = fig
+    return out
 
 
 def risk_coverage_figure(coverage: np.ndarray, risk: np.ndarray, aurc: float, operating: tuple[float, float]) -> Figure:

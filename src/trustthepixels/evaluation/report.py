@@ -22,6 +22,13 @@ ROWS = (
     ("ECE", "ece", "{:.3f}"),
     ("ECE after temperature scaling", "ece_temperature_scaled", "{:.3f}"),
 )
+ABSTENTION_ROWS = (
+    ("coverage (share answered)", "abstain/coverage", "{:.3f}"),
+    ("accuracy on answered", "abstain/accuracy_answered", "{:.3f}"),
+    ("confident errors", "abstain/confident_errors", "{:.3f}"),
+    ("unfamiliar", "abstain/unfamiliar", "{:.3f}"),
+    ("AURC (risk-coverage)", "abstain/aurc", "{:.4f}"),
+)
 
 
 def with_interval(metrics: dict[str, Any], key: str, fmt: str = "{:.3f}") -> str:
@@ -33,7 +40,7 @@ def with_interval(metrics: dict[str, Any], key: str, fmt: str = "{:.3f}") -> str
     return text
 
 
-def render_report(result: dict[str, Any], figures: list[str], robustness_figure: str | None) -> str:
+def render_report(result: dict[str, Any], figures: list[str]) -> str:
     sets = result["sets"]
     names = list(sets)
     cal = result["calibration"]
@@ -54,6 +61,20 @@ def render_report(result: dict[str, Any], figures: list[str], robustness_figure:
     ]
     for label, key, fmt in ROWS:
         lines.append(f"| {label} | " + " | ".join(with_interval(sets[n], key, fmt) for n in names) + " |")
+    if any("abstain/coverage" in sets[n] for n in names):
+        lines += [
+            "",
+            "## Abstention",
+            "",
+            "The verdict rule of the calibration record: `uncertain` where its prediction set holds both classes, "
+            "`unfamiliar` where the image is unlike the calibration images. Confident errors are wrong verdicts "
+            "among all images; accuracy on answered counts the `AI` and `Real` verdicts only.",
+            "",
+            "| | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        for label, key, fmt in ABSTENTION_ROWS:
+            lines.append(f"| {label} | " + " | ".join(_cell(sets[n], key, fmt) for n in names) + " |")
     skipped = {n: s for n, s in result["skipped"].items() if s}
     if skipped:
         lines += ["", "Unreadable files left out: " + ", ".join(f"{n}: {len(s)}" for n, s in skipped.items())]
@@ -69,8 +90,9 @@ def render_report(result: dict[str, Any], figures: list[str], robustness_figure:
         for row in result["robustness"]:
             cells = [with_interval(row, k) for k in ("auroc", "acc", "acc_at_threshold", "balanced_acc_at_threshold")]
             lines.append(f"| {row['perturbation']} | {row['strength']} | " + " | ".join(cells) + " |")
-    lines += ["", "## Figures", ""]
-    lines += [f"![{f}]({f})" for f in figures + ([robustness_figure] if robustness_figure else [])]
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{f}]({f})" for f in figures]
     lines += [
         "",
         "Brackets hold 95% intervals: exact binomial (Clopper-Pearson) for accuracies, a stratified bootstrap over "
@@ -87,6 +109,42 @@ def render_report(result: dict[str, Any], figures: list[str], robustness_figure:
         if warning:
             lines += ["", f"**{name}**: {warning}"]
     return "\n".join([*lines, ""])
+
+
+def terminal_table(result: dict[str, Any], out_dir: str) -> str:
+    """What eval.py prints: one row per metric, one column per set, each value with its 95% interval; the
+    abstention figures when the rule abstains, one line of robustness AUROCs, and where the rest is."""
+    sets = result["sets"]
+    names = list(sets)
+    rows = [(label, key, fmt) for label, key, fmt in ROWS]
+    if any("abstain/coverage" in sets[n] for n in names):
+        rows += list(ABSTENTION_ROWS)
+    width = max(len(label) for label, _, _ in rows)
+    cells = {n: [_cell(sets[n], key, fmt) for _, key, fmt in rows] for n in names}
+    widths = {n: max(len(n), *(len(c) for c in cells[n])) for n in names}
+    cal = result["calibration"]
+    lines = [
+        f"Evaluation of {result['model']} at threshold {cal['threshold']:.3f}, temperature {cal['temperature']:.3f}"
+        " (95% intervals in brackets)",
+        f"{'':<{width}}  " + "  ".join(f"{n:<{widths[n]}}" for n in names),
+    ]
+    for i, (label, _, _) in enumerate(rows):
+        lines.append(f"{label:<{width}}  " + "  ".join(f"{cells[n][i]:<{widths[n]}}" for n in names))
+    if result.get("robustness"):
+        shifted = [r for r in result["robustness"] if r["perturbation"] != "none"]
+        lines.append(
+            f"AUROC under perturbation ({result['robustness_set']}): "
+            + ", ".join(f"{r['perturbation']} {r['strength']} {r['auroc']:.3f}" for r in shifted)
+        )
+    skipped = {n: len(s) for n, s in result["skipped"].items() if s}
+    if skipped:
+        lines.append("Unreadable files left out: " + ", ".join(f"{n}: {k}" for n, k in skipped.items()))
+    lines.append(f"Written to {out_dir}: metrics.json, report.md, predictions.csv, figures")
+    return "\n".join(lines)
+
+
+def _cell(metrics: dict[str, Any], key: str, fmt: str) -> str:
+    return with_interval(metrics, key, fmt) if key in metrics else "-"
 
 
 def _sources(trained_on: str | dict | None) -> str:

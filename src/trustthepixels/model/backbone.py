@@ -91,7 +91,8 @@ def create_backbone(
             why = "offline, and they are not in the local cache" if offline else str(err)
             raise WeightsDownloadError(
                 f"Could not get pretrained weights for '{name}' ({why}). Offline, pass a local file with "
-                "model.weights=PATH (see ../shared/weights), or train from scratch with model.pretrained=false."
+                "model.weights=PATH (see ../shared/weights), or train from scratch with model.pretrained=false. "
+                "A complete offline run (local weights and images): python train.py experiment=real_vs_ai_lite0"
             ) from err
         raise
     head = model.get_classifier()
@@ -100,12 +101,6 @@ def create_backbone(
         # (EfficientNet's uniform(1/sqrt(fan_out))) gives a 1-output head logits in the tens.
         torch.nn.init.zeros_(head.weight)
         torch.nn.init.zeros_(head.bias)
-    log.info(
-        "Backbone %s (%s), %.1fM parameters",
-        name,
-        weights or ("pretrained" if pretrained else "random init"),
-        sum(p.numel() for p in model.parameters()) / 1e6,
-    )
     return model
 
 

@@ -75,6 +75,7 @@ class DetectorModule(LightningModule):
         self.register_buffer("scale", (1 / (255 * std)).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", (-mean / std).view(1, 3, 1, 1), persistent=False)
         self.head = self.backbone.get_classifier()
+        self.parameter_count = sum(p.numel() for p in self.backbone.parameters())
         if freeze_backbone:  # a linear probe: only the classifier learns; norms and dropout stay in eval mode
             self.backbone.requires_grad_(False)
             self.head.requires_grad_(True)

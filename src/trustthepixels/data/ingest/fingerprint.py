@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import imagehash
-from rich.progress import track
 
 from trustthepixels.data.ingest.decode import ImageDecodeError, decode_image
 from trustthepixels.data.ingest.fileutils import atomic_write_text
+from trustthepixels.quiet import progress
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def fingerprint_files(
         workers = workers or min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(workers) as pool:  # Pillow releases the GIL while decoding
             done = pool.map(lambda rel: fingerprint_file(root, rel), todo)
-            for record in track(done, total=len(todo), description=f"Checking {len(todo)} images", transient=True):
+            for record in progress(done, f"Checking {len(todo)} images", total=len(todo)):
                 records[record.relpath] = record
         if path is not None:
             _save_cache(path, root, [r for r in records.values() if r.sha256])

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from rich.progress import track
 
 from trustthepixels.data.ingest.archive import UnsafeArchiveError, extract_archive
 from trustthepixels.data.ingest.download import DownloadError, download
 from trustthepixels.data.ingest.scan import CLASS_FOLDERS, DatasetLayoutError, find_class_dirs
 from trustthepixels.errors import UserError
+from trustthepixels.quiet import progress
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +155,7 @@ def prepare_from_hf(
                 futures += [
                     pool.submit(save, value, relpath) for value, (_, relpath) in zip(values, chunk, strict=True)
                 ]
-            for future in track(
-                as_completed(futures), total=len(futures), description="Writing images", transient=True
-            ):
+            for future in progress(as_completed(futures), "Writing images", total=len(futures)):
                 future.result()
         info = {
             "source": "hf",
@@ -212,7 +210,8 @@ def prepare_from_release(
         except DownloadError as err:
             raise DownloadError(
                 f"{err}. Without network access, copy an AI/ + Real/ folder to {out}, or rebuild it from a local "
-                "copy of the Hugging Face dataset: python prepare_data.py source=hf dataset=DIR"
+                "copy of the Hugging Face dataset: python prepare_data.py source=hf dataset=DIR. A complete offline "
+                "run on the shared images: python train.py experiment=real_vs_ai_lite0"
             ) from err
         extracted = staging / "_extracted"
         try:

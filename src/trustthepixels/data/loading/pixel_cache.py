@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
-from rich.progress import track
 
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.data.loading.transforms import Preprocessing, load_pixels
+from trustthepixels.quiet import progress
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2
@@ -94,9 +94,7 @@ def build_pixel_cache(
             with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
                 arrays = pool.map(lambda item: load_base_image(root / item[1], pre), missing)
                 description = f"Caching {len(missing)} images at {pre.base_side} px"
-                for (sha, _), array in track(
-                    zip(missing, arrays, strict=True), total=len(missing), description=description, transient=True
-                ):
+                for (sha, _), array in progress(zip(missing, arrays, strict=True), description, total=len(missing)):
                     out.write(array.tobytes())
                     entries[sha] = (segment, offset, *array.shape[:2])
                     offset += array.nbytes

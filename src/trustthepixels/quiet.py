@@ -1,0 +1,55 @@
+"""Output that tells a user nothing about their run: third-party lines silenced one by one at their source (never
+every warning wholesale), each entry naming the library and why its line is noise here; progress bars drawn only
+where someone watches."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# (module regex of the warning's origin, message regex): Lightning 2.6 calls torch 2.14's deprecated
+# `LeafSpec()` in its own `_pytree` helper on every batch it moves; the fix is Lightning's, not the user's.
+WARNINGS = ((r"lightning\.pytorch\.utilities\._pytree", r".*isinstance\(treespec, LeafSpec\)"),)
+# Logger names and the start of the lines dropped from them.
+LOG_LINES = {
+    # An advertisement printed by every Trainer that has no LitLogger.
+    "lightning.pytorch.utilities.rank_zero": ("💡 Tip:",),
+    # onnxscript's optimiser: one INFO line per folded constant.
+    "onnxscript": ("",),
+    "onnx_ir": ("",),
+}
+
+
+class _DropLines(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...], below: int = logging.WARNING) -> None:
+        super().__init__()
+        self.prefixes, self.below = prefixes, below
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.below or not str(record.msg).startswith(self.prefixes)
+
+
+def silence_third_party_noise() -> None:
+    """Install the filters above, and keep timm's per-load INFO lines (the file it read, the classifier keys it
+    expects to miss) out of the log: train.py says which weights it started from in one line of its own."""
+    for module, message in WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning, module=module)
+    for name, prefixes in LOG_LINES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLines) for f in logger.filters):
+            logger.addFilter(_DropLines(prefixes))
+    logging.getLogger("timm").setLevel(logging.WARNING)
+
+
+def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterable[T]:
+    """Rich's progress bar on a terminal, erased when done; nothing at all in a log file or a pipe (where Rich
+    would leave one empty line per bar)."""
+    from rich.console import Console
+    from rich.progress import track
+
+    console = Console(stderr=True)
+    return track(items, description, total=total, transient=True, console=console, disable=not console.is_terminal)
