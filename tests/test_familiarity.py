@@ -3,9 +3,12 @@ ones, one computation in numpy and torch, and its place in the verdict rule and 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from trustthepixels.detector.predictions import Threshold
 from trustthepixels.metrics.calibration import fit_calibration
@@ -152,8 +155,21 @@ def test_hf_export_loads_in_timm_and_its_onnx_returns_the_familiarity(trained_ch
     assert np.allclose(p_ai, torch.sigmoid(logits).numpy(), atol=1e-5)
     assert np.abs(familiar - familiarity.numpy()).max() <= 1.5 / len(detector.calibration.reference)
     card = (folder / "README.md").read_text()
-    for heading in ("## Training data", "## Preprocessing", "## Metrics (95% intervals)", "## Must not be used"):
+    for heading in ("## Intended use", "## Training data", "## Training procedure", "## Preprocessing",
+                    "## Evaluation: metrics (95% intervals)", "## Verdict rule", "## Limitations"):  # fmt: skip
         assert heading in card
+    # The hub reads the front matter: licence, task, the sources, and the test metrics as model-index results.
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["license"] == "mit" and header["pipeline_tag"] == "image-classification" and header["datasets"]
+    (result,) = header["model-index"][0]["results"]
+    report = json.loads((trained_checkpoint.parent.parent / "metrics.json").read_text())
+    auroc = next(m for m in result["metrics"] if m["type"] == "roc_auc")
+    assert auroc["value"] == pytest.approx(report["test"]["test/auroc"], abs=1e-4)
+    # One output: the hub's label list names it, the two labels are spelled out beside it; one self-contained ONNX.
+    config = json.loads((folder / "config.json").read_text())
+    assert config["num_classes"] == 1 and config["label_names"] == ["AI"]
+    assert config["trustthepixels"]["labels"] == {"0": "Real", "1": "AI"}
+    assert not list(folder.glob("*.onnx.data"))
     assert "| auroc |" in card and "`unfamiliar`" in card and "On its test split" in card
 
 
@@ -230,3 +246,14 @@ def test_the_familiarity_fit_keeps_only_the_block_it_reads_on_the_trainers_devic
     train(cfg)
     assert devices == ["cpu"]
     assert len(kept) == 1 and len(kept[0]) == 1  # the training images' features, last_stage alone
+
+
+def test_the_card_names_the_weights_training_started_from():
+    """base_model in the card's front matter: timm's hub id of the local weights file or of the hub default."""
+    from trustthepixels.prediction.model_card import base_model
+
+    local = {"config": {"weights": "../shared/weights/tf_efficientnet_lite0.in1k.safetensors"}}
+    assert base_model(local, "tf_efficientnet_lite0") == "timm/tf_efficientnet_lite0.in1k"
+    assert base_model({"config": {"weights": "hub"}}, "resnet50").startswith("timm/resnet50.")
+    assert base_model({"config": {"weights": "none"}}, "resnet18") is None
+    assert base_model({}, "resnet18") is None  # no run folder beside the checkpoint

@@ -100,7 +100,6 @@ def export_onnx(cfg: DictConfig, detector: Detector | None = None) -> dict[str, 
     import onnx
     import onnxruntime
 
-    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per folded constant otherwise
     if detector is None:
         detector = load_detector(cfg.ckpt_path)
     wrapper = ProbabilityOfAI(detector.model, detector.familiarity).eval()
@@ -118,6 +117,7 @@ def export_onnx(cfg: DictConfig, detector: Detector | None = None) -> dict[str, 
         output_names=outputs,
         dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},),
         opset_version=cfg.opset,
+        external_data=False,  # one self-contained file: no `detector.onnx.data` beside it
     )
     model = onnx.load(str(out))
     metadata = _metadata(detector, detector.decision(cfg.threshold, cfg.get("abstain")))

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from omegaconf import DictConfig, open_dict
 
 from trustthepixels.detector.checkpoint import Detector, load_detector
@@ -46,12 +47,17 @@ def export_hf(cfg: DictConfig, export_onnx) -> dict[str, Any]:
     folder = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / "hf"
     folder.mkdir(parents=True, exist_ok=True)
     backbone = copy.deepcopy(detector.model.backbone).to(memory_format=torch.contiguous_format)  # safetensors
-    labels = [detector.labels[i] for i in sorted(detector.labels)]
-    provenance = {"tag": "trustthepixels", "license": "other", "origin_url": "", "paper_ids": ""}  # not timm's weights
+    provenance = {"tag": "trustthepixels", "license": LICENSE, "origin_url": "", "paper_ids": ""}  # not timm's weights
+    # One logit, P(AI) = sigmoid(logit): the hub's label list names that one output (label_names[0] = "AI"); the
+    # two classes and the rule are spelled out beside it.
+    head = {
+        "output": "one logit per image; P(AI) = sigmoid(logit), P(Real) = 1 - P(AI)",
+        "labels": {str(k): v for k, v in detector.labels.items()},
+    }
     save_for_hf(
         backbone,
         folder,
-        model_config={"label_names": labels, "pretrained_cfg": provenance},
+        model_config={"label_names": [detector.labels[1]], "pretrained_cfg": provenance, "trustthepixels": head},
         safe_serialization=True,
         data_config=dict(detector.data_config),
     )
@@ -63,6 +69,9 @@ def export_hf(cfg: DictConfig, export_onnx) -> dict[str, Any]:
     (folder / "README.md").write_text(model_card(detector, rule))
     log.info("Hugging Face folder in %s: upload it with `hf upload USER/NAME %s`", folder, folder)
     return {"folder": str(folder), "files": sorted(p.name for p in folder.iterdir()), "onnx": onnx_report}
+
+
+LICENSE = "mit"  # the project's; the training images' and base weights' own terms also apply (the card says so)
 
 
 def _interval(value: float, low: float | None, high: float | None) -> str:
@@ -160,6 +169,92 @@ def _benchmark(detector: Detector) -> list[str]:
     return [*lines, ""]
 
 
+def base_model(report: dict[str, Any], backbone: str) -> str | None:
+    """The hub id of the weights training started from (timm's pretrained config), None when from scratch."""
+    import timm
+
+    weights = str(report.get("config", {}).get("weights", "none"))
+    if weights == "none":
+        return None
+    name = backbone if weights == "hub" else Path(weights).name.removesuffix(".safetensors").removesuffix(".pth")
+    try:
+        return timm.models.get_pretrained_cfg(name).hf_hub_id or None
+    except (RuntimeError, AttributeError, KeyError):  # not one of timm's pretrained tags
+        return None
+
+
+def datasets(detector: Detector) -> list[str]:
+    """The training sources: the hub dataset a folder was reduced from (its provenance.json), else its name."""
+    names = []
+    for name, folder in (detector.data_roots or {}).items():
+        provenance = Path(folder) / "provenance.json"
+        info = json.loads(provenance.read_text()) if provenance.is_file() else {}
+        names.append(info.get("dataset") or ("Hemg/AI-Generated-vs-Real-Images-Datasets" if info else name))
+    return names
+
+
+def front_matter(detector: Detector, report: dict[str, Any], rule: Threshold) -> str:
+    """The card's YAML header: what the hub indexes (licence, base model, datasets, task) and `model-index`, the
+    test metrics in the format the hub's evaluation results read."""
+    backbone = str(detector.model.hparams.backbone)
+    test = report.get("test") or {}
+    metrics = [
+        {"type": kind, "name": name, "value": round(float(test[key]), 4)}
+        for key, kind, name in (
+            ("test/auroc", "roc_auc", "AUROC"),
+            ("test/ap", "average_precision", "average precision"),
+            ("test/acc_at_threshold", "accuracy", f"accuracy at threshold {rule.value:.3f}"),
+            ("test/balanced_acc_at_threshold", "balanced_accuracy", "balanced accuracy at the threshold"),
+        )
+        if key in test
+    ]
+    header: dict[str, Any] = {
+        "library_name": "timm",
+        "license": LICENSE,
+        "pipeline_tag": "image-classification",
+        "tags": ["image-classification", "ai-generated-image-detection", "trustthepixels", "timm"],
+    }
+    base = base_model(report, backbone)
+    if base:
+        header["base_model"] = base
+    header["datasets"] = datasets(detector)
+    sources = ", ".join(detector.data_roots or {}) or "its training sources"
+    dataset = {"name": f"{sources}: test split", "type": (header["datasets"] or ["unknown"])[0], "split": "test"}
+    header["model-index"] = [
+        {
+            "name": f"trustthepixels-{backbone}",
+            "results": [
+                {
+                    "task": {"type": "image-classification", "name": "AI-generated image detection"},
+                    "dataset": dataset,
+                    "metrics": metrics,
+                }
+            ],
+        }
+    ]
+    return "---\n" + yaml.safe_dump(header, sort_keys=False, width=120) + "---"
+
+
+def _procedure(report: dict[str, Any], detector: Detector) -> list[str]:
+    config = report.get("config", {})
+    images = report.get("data", {}).get("images", {})
+    if not config:
+        return ["Not known: the checkpoint's run folder (its `metrics.json`) was not beside it."]
+    start = {"hub": "pretrained weights from the hub", "none": "random initialisation"}.get(
+        str(config.get("weights")), f"the weights in `{Path(str(config.get('weights'))).name}`"
+    )
+    return [
+        f"- Fine-tuned from {start}, binary cross-entropy on one logit.",
+        f"- {report.get('epochs_completed', '?')} epochs of at most {config.get('max_epochs', '?')}, learning rate "
+        f"{config.get('lr')}, weight decay {config.get('weight_decay')}, batch {config.get('batch_size')}, precision "
+        f"{config.get('precision')}, seed {config.get('seed')}, images {config.get('image_size')} px.",
+        f"- Images per part: {images.get('train', '?')} train, {images.get('val', '?')} validation (chose the "
+        f"checkpoint), {images.get('calibration', 0)} calibration (fitted the verdict rule), {images.get('test', '?')}"
+        " test (reported below, touched by nothing else).",
+        f"- Command: `python train.py {config.get('overrides', '')}`".rstrip() + " (TrustThePixels).",
+    ]
+
+
 def model_card(detector: Detector, rule: Threshold) -> str:
     report = _run_report(detector)
     backbone = str(detector.model.hparams.backbone)
@@ -170,18 +265,20 @@ def model_card(detector: Detector, rule: Threshold) -> str:
     trained = ", ".join(f"`{name}` ({per_source.get(name, '?')} training images)" for name in sources) or "unknown"
     warning = detector.weakness()
     lines = [
-        "---",
-        "library_name: timm",
-        "license: other",
-        "pipeline_tag: image-classification",
-        "tags: [image-classification, ai-generated-image-detection, trustthepixels]",
-        "---",
+        front_matter(detector, report, rule),
         f"# AI-generated image detector: {backbone}",
         "",
         "A binary classifier trained with TrustThePixels (`train.py`, or `benchmark.py` for the cross-source "
-        "matrix): one logit per image, P(AI) = sigmoid(logit); label 1 is AI-generated, 0 is real.",
+        "matrix): one logit per image, P(AI) = sigmoid(logit); label 1 is AI-generated, 0 is real. `config.json` "
+        "names that one output `AI` (`label_names`); its `trustthepixels` entry spells out both labels.",
         "",
         *([f"> **Warning.** {warning}", ""] if warning else []),
+        "## Intended use",
+        "",
+        "A screening signal for images like its training data, for researchers and trust-and-safety teams who check "
+        "its `uncertain` and `unfamiliar` verdicts and measure it on their own images first "
+        "(`python calibrate.py ckpt_path=... data.root=FOLDER` in TrustThePixels). Not a verdict on a person.",
+        "",
         "## Use",
         "",
         "```python",
@@ -197,8 +294,12 @@ def model_card(detector: Detector, rule: Threshold) -> str:
         "",
         "## Training data",
         "",
-        f"Sources: {trained}. Each source is split per class into train, validation and test "
+        f"Sources: {trained}. Each source is split per class into train, validation, calibration and test "
         "(near-duplicate groups kept within one split).",
+        "",
+        "## Training procedure",
+        "",
+        *_procedure(report, detector),
         "",
         "## Preprocessing",
         "",
@@ -207,18 +308,21 @@ def model_card(detector: Detector, rule: Threshold) -> str:
         f"{list(config['mean'])} and std {list(config['std'])}. Images smaller than {detector.min_image_side} px on "
         "a side are refused.",
         "",
-        "## Metrics (95% intervals)",
+        "## Evaluation: metrics (95% intervals)",
         "",
         *_metrics_table(detector, report),
         "",
-        "## Verdicts, and when it gives none",
+        "## Verdict rule, and when it gives none",
         "",
         *_abstention(detector, rule),
         "",
         *_benchmark(detector),
-        "## Must not be used",
+        "## Limitations: must not be used",
         "",
         *(f"- {item}." for item in MUST_NOT),
+        "",
+        "Licence: the code that trained it is MIT; the terms of its training images and of its base weights "
+        "apply to the weights too.",
         "",
     ]
     return "\n".join(lines)
