@@ -226,6 +226,7 @@ def test_onnx_backend_gives_the_torch_scores_and_verdicts(trained_checkpoint, sh
     assert "abstain.alpha=0.2 is not used: the calibration record was fitted at alpha 0.05" in caplog.text
 
 
+BAR_COLOURS = {"ai": "rgb(179, 38, 30)", "real": "rgb(27, 110, 58)", "none": "rgb(138, 138, 160)"}
 VERDICT_TEXT = re.compile("Likely AI-generated|Likely real|Can't tell|Unlike the images this detector learned from")
 
 
@@ -266,17 +267,32 @@ def test_page_in_a_real_browser(backend, trained_checkpoint, shared_dir, tmp_pat
         # 3 + 3 validation images: the AUROC interval reaches far below 0.6, and the page says so.
         expect(page.locator("#model-warning")).to_contain_text("This detector is weak")
         expect(card.locator(".detail")).to_contain_text("P(AI) =")
-        assert asked[-1].endswith("explain=false")  # Grad-CAM only when the box is ticked
-        page.check("#heatmap-toggle")
-        page.set_input_files("#picker", str(image))
-        card = page.locator(".card").first
-        expect(card.locator("img.preview")).to_have_attribute("src", re.compile(r"^data:image/png"))
-        assert asked[-1].endswith("explain=true")
-        page.set_input_files("#picker", str(fake))
-        bad = page.locator(".card").first
-        expect(bad.locator(".verdict")).to_have_text("Cannot check this file")
-        expect(bad.locator(".detail")).to_contain_text("not an image")
-        page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+        assert asked[-1].endswith("explain=false")  # Grad-CAM only when asked for, image by image
+        # Plain AI/Real verdicts: the bar in the verdict's colour, and Grad-CAM beside an image already checked.
+        plain = TorchBackend(trained_checkpoint, device="cpu", abstain={"enabled": False})
+        with running(create_app(plain)) as judging:
+            card = check_on_page(judging)
+            expect(card.locator(".verdict")).to_have_text(re.compile("Likely AI-generated|Likely real"))
+            colour = BAR_COLOURS["ai" if "AI" in card.locator(".verdict").inner_text() else "real"]
+            assert card.locator(".fill").evaluate("e => getComputedStyle(e).backgroundColor") == colour
+            expect(card.locator(".threshold-label")).to_contain_text("threshold 0.")
+            card.locator("button.explain").click()
+            expect(card.locator(".heatmap-figure img")).to_have_attribute("src", re.compile(r"^data:image/png"))
+            expect(card.locator(".heatmap-figure .scale-words")).to_contain_text("where the model saw signs of AI")
+            expect(card.locator("img.preview")).to_have_attribute("src", re.compile(r"^blob:"))  # still the photo
+            assert asked[-1].endswith("explain=true")
+            page.set_input_files("#picker", str(fake))
+            bad = page.locator(".card").first
+            expect(bad.locator(".verdict")).to_have_text("Cannot check this file")
+            expect(bad.locator(".detail")).to_have_text("This file is not an image.")  # plain words, not Pillow's
+            shot = page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
+            (REPO / "docs" / "serve-page.png").write_bytes(shot)  # the picture docs/ shows: never stale
+            # The detector's card and the API reference, as pages that need no network; the page's icon.
+            page.goto(f"{judging}/static/card.html")
+            expect(page.locator("#card-body")).to_contain_text("AI when P(AI) >")
+            page.goto(f"{judging}/static/api.html")
+            expect(page.locator("#api-body")).to_contain_text("POST /v1/predict")
+            assert httpx.get(f"{judging}/static/favicon.svg").headers["content-type"].startswith("image/svg")
         small = browser.new_page(viewport={"width": 390, "height": 800})  # a phone
         small.goto(f"{url}/")
         assert small.evaluate("document.documentElement.scrollWidth") <= 390
@@ -286,6 +302,8 @@ def test_page_in_a_real_browser(backend, trained_checkpoint, shared_dir, tmp_pat
             card = check_on_page(unsure)
             expect(card.locator(".verdict")).to_have_text("Unlike the images this detector learned from")
             expect(card.locator(".detail")).to_contain_text("further from everything the detector was trained on")
+            assert card.locator(".fill").evaluate("e => getComputedStyle(e).backgroundColor") == BAR_COLOURS["none"]
+            expect(card.locator("button.explain")).to_be_hidden()  # no map for a score that means little
         # Without the familiarity cutoff, a detector that cannot tell (3 validation images per class: no basis at
         # alpha 0.05) says that, and why.
         sets_only = {"enabled": True, "alpha": 0.05, "familiar_quantile": None}

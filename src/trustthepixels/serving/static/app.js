@@ -1,4 +1,5 @@
-// The detector's page: upload images, show P(AI) against the threshold, the verdict, an optional Grad-CAM.
+// The detector's page: upload images, show the verdict and P(AI) against the threshold; for an image it judged,
+// Grad-CAM beside it on request.
 // Plain JavaScript, no libraries, URLs relative to the page (so it works behind a proxy under a sub-path).
 "use strict";
 
@@ -6,7 +7,7 @@ const picker = document.getElementById("picker");
 const drop = document.getElementById("drop");
 const results = document.getElementById("results");
 const statusLine = document.getElementById("status");
-const toggle = document.getElementById("heatmap-toggle");
+const files = new WeakMap();  // card -> the File it shows, to ask for its Grad-CAM later
 const keyBox = document.getElementById("key-box");
 const keyInput = document.getElementById("api-key");
 let model = null;
@@ -33,10 +34,23 @@ async function loadModel() {
   const warning = document.getElementById("model-warning");
   warning.textContent = model.warning || "";
   warning.hidden = !model.warning;
-  if (!model.explain) {
-    toggle.disabled = true;
-    toggle.parentElement.title = "This model has no Grad-CAM (ONNX backend, or no spatial features)";
-  }
+}
+
+// Why a file was refused, in plain words (the API's `reason` codes; `error` keeps the technical detail).
+function refusal(result) {
+  const limits = model || {};
+  const words = {
+    too_small: `the image is smaller than ${limits.min_image_side} pixels on a side`,
+    not_an_image: "this file is not an image",
+    unsupported_format: "this image format is not accepted: use JPEG, PNG, WebP, GIF, BMP or TIFF",
+    empty: "the file is empty",
+    truncated: "the file ends before the image does (an incomplete download or copy?)",
+    undecodable: "the image data is damaged and cannot be decoded",
+    decompression_bomb: "the image has far more pixels than any photo",
+    too_large: `the file is larger than ${limits.max_upload_mb} MB`,
+    too_many_pixels: `the image has more than ${limits.max_megapixels} million pixels`,
+  }[result.reason];
+  return words ? `${words[0].toUpperCase()}${words.slice(1)}.` : result.error;
 }
 
 function percent(p) { return `${(100 * p).toFixed(1)}%`; }
@@ -53,6 +67,8 @@ function addCard(file) {
   });
   card.querySelector(".name").textContent = file.name;
   card.querySelector(".verdict").textContent = "Checking…";
+  card.querySelector(".explain").addEventListener("click", () => explain(card));
+  files.set(card, file);
   results.prepend(card);
   return card;
 }
@@ -65,8 +81,10 @@ function showResult(card, result) {
     card.dataset.state = "error";
     verdict.className = "verdict error";
     verdict.textContent = "Cannot check this file";
-    detail.textContent = `${result.filename}: ${result.error}`;
+    detail.textContent = refusal(result);
+    detail.title = `${result.filename}: ${result.error}`;
     bar.hidden = true;
+    card.querySelector(".bar-ends").hidden = true;
     return;
   }
   // The server's verdict: AI, Real, uncertain (it cannot tell) or unfamiliar (unlike its training images).
@@ -82,6 +100,8 @@ function showResult(card, result) {
   }[kind];
   card.querySelector(".fill").style.width = percent(result.p_ai);
   card.querySelector(".threshold").style.left = `calc(${percent(result.threshold)} - 1px)`;
+  const label = card.querySelector(".threshold-label");
+  label.textContent = `threshold ${result.threshold.toFixed(2)}`;
   bar.setAttribute("aria-label", `P(AI) ${percent(result.p_ai)}; threshold ${percent(result.threshold)}`);
   detail.textContent = `P(AI) = ${result.p_ai.toFixed(3)} (AI above ${result.threshold.toFixed(3)}) · ` +
     `${result.timing_ms.total.toFixed(0)} ms`;
@@ -93,19 +113,34 @@ function showResult(card, result) {
     detail.textContent = `P(AI) = ${result.p_ai.toFixed(3)}, but this image is further from everything the ` +
       "detector was trained on than almost every image it was checked on, so its score means little here.";
   }
-  if (result.heatmap) {
-    const img = card.querySelector(".preview");
-    card.dataset.original = img.src;
-    card.dataset.heatmap = result.heatmap;
-    applyHeatmap(card);
-  }
+  // Where it looked, for a judged image only: on an unfamiliar one the map would explain a score that means little.
+  card.querySelector(".explain").hidden = !(model && model.explain) || kind === "unfamiliar";
 }
 
-function applyHeatmap(card) {
-  if (!card.dataset.heatmap) return;
-  const img = card.querySelector(".preview");
-  img.src = toggle.checked ? card.dataset.heatmap : card.dataset.original;
-  img.classList.toggle("heatmap", toggle.checked);
+// Grad-CAM for an image already checked: one more request, for that image alone (a second pass of the model).
+async function explain(card) {
+  const button = card.querySelector(".explain");
+  button.disabled = true;
+  button.textContent = "Looking…";
+  const form = new FormData();
+  const file = files.get(card);
+  form.append("file", file, file.name);
+  try {
+    const response = await fetch("v1/predict?explain=true", { method: "POST", body: form, headers: authHeaders() });
+    const body = await response.json();
+    const result = body.results && body.results[0];
+    if (!result || !result.heatmap) throw new Error((result && result.heatmap_note) || body.detail || `HTTP ${response.status}`);
+    const figure = card.querySelector(".heatmap-figure");
+    const img = figure.querySelector("img");
+    img.src = result.heatmap;
+    img.alt = `Where the model saw signs of AI in ${file.name}`;
+    figure.hidden = false;
+    button.hidden = true;
+  } catch (error) {
+    button.disabled = false;
+    button.textContent = "Show where the model looked";
+    statusLine.textContent = `No Grad-CAM: ${error.message || error}`;
+  }
 }
 
 async function check(files) {
@@ -115,9 +150,8 @@ async function check(files) {
   files.forEach((file) => form.append("file", file, file.name));
   statusLine.textContent = `Checking ${files.length} image${files.length > 1 ? "s" : ""}…`;
   try {
-    // Grad-CAM costs a second pass of the model: asked for only when the box is ticked.
-    const explain = Boolean(model && model.explain && toggle.checked);
-    const response = await fetch(`v1/predict?explain=${explain}`, { method: "POST", body: form, headers: authHeaders() });
+    // Grad-CAM costs a second pass of the model: asked for later, per image (the card's button).
+    const response = await fetch("v1/predict?explain=false", { method: "POST", body: form, headers: authHeaders() });
     const body = await response.json();
     if (!body.results) throw new Error(body.detail || `HTTP ${response.status}`);
     body.results.forEach((result, i) => showResult(cards[i], result));
@@ -135,7 +169,6 @@ picker.addEventListener("change", () => { check([...picker.files]); picker.value
 }));
 ["dragleave", "drop"].forEach((type) => drop.addEventListener(type, () => drop.classList.remove("over")));
 drop.addEventListener("drop", (event) => { event.preventDefault(); check([...event.dataTransfer.files]); });
-toggle.addEventListener("change", () => results.querySelectorAll(".card").forEach(applyHeatmap));
 keyInput.addEventListener("change", () => {
   apiKey = keyInput.value.trim();
   sessionStorage.setItem("ttp-api-key", apiKey);
