@@ -39,6 +39,15 @@ def scalar_tags(run_dir: Path) -> set[str]:
     return set(events.Tags()["scalars"])
 
 
+def session_hparams(run_dir: Path):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    return plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+
+
 def test_fast_dev_run_in_process(make_cfg, image_folder, tmp_path):
     cfg = make_cfg("debug=fdr", f"data.root={image_folder}", *TINY)
     metrics = train(cfg)
@@ -105,6 +114,10 @@ def test_short_real_run(shared_dir, tmp_path):
     assert expected <= tags, expected - tags
     # Intervals go to the TEXT tab's table, not to one-point scalar charts.
     assert not [t for t in tags if t.endswith(("_lo", "_hi"))]
+    # HPARAMS shows its first 5 hparams (by name) at first: model, seed, lr, batch and precision; integers as such.
+    hparams = session_hparams(run_dir)
+    assert sorted(hparams)[:5] == ["batch_size", "lr", "model", "precision", "seed"]
+    assert hparams["seed"].string_value == "42" and hparams["model"].string_value
     # The checkpoint is plain data: it loads without unpickling code, and carries labels and preprocessing.
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["ImageFolderDataModule"]["labels"] == {"0": "Real", "1": "AI"}

@@ -46,7 +46,7 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
 
 def key_choices(cfg: DictConfig, datamodule: LightningDataModule | None = None) -> dict[str, Any]:
     """The settings that tell runs apart: `metrics.json`, TensorBoard's hparams tab and sweep summaries."""
-    choices = {  # the first five are the columns TensorBoard's HPARAMS tab shows first
+    choices = {
         "model": cfg.model.backbone,
         "seed": cfg.seed,
         "lr": OmegaConf.select(cfg, "model.optimizer.lr"),
@@ -180,13 +180,24 @@ def _fit_and_test(
     return metrics
 
 
+# TensorBoard's HPARAMS tab shows 5 columns of each kind at first: hparams sorted by name (those that differ between
+# runs first), metrics in the order given. These names sort model, seed, lr, batch and precision into the first 5;
+# every setting is in the TEXT tab.
+HPARAMS = ("model", "seed", "lr", "batch_size", "precision", "weight_decay", "weights")
+FIRST_METRICS = ("val/auroc", "test/auroc", "test/acc", "test/ap", "val/loss")
+
+
 def _log_to_tensorboard(logger: TensorBoardLogger, choices: dict[str, Any], metrics: dict[str, float], table: str):
-    """The HPARAMS tab: the run's settings (integers as integers: TensorBoard shows every number with 4 decimals)
-    and its final point metrics; their intervals go to the TEXT tab as the table the log ends with, not to
-    one-point scalar charts."""
+    """HPARAMS: the settings that tell runs apart (integers as integers: TensorBoard shows numbers with 4 decimals)
+    and the final point metrics. TEXT: every setting, and the final table with its intervals (not one-point scalar
+    charts)."""
     shown = {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in choices.items()}
-    points = {f"hparams/{k}": v for k, v in metrics.items() if not k.endswith(("_lo", "_hi"))}
-    logger.log_hyperparams(shown, metrics=points)
+    points = {k: v for k, v in metrics.items() if not k.endswith(("_lo", "_hi"))}
+    ordered = [k for k in FIRST_METRICS if k in points] + [k for k in points if k not in FIRST_METRICS]
+    logger.log_hyperparams({k: shown[k] for k in HPARAMS if k in shown},
+                           metrics={f"hparams/{k}": points[k] for k in ordered})  # fmt: skip
+    settings = "\n".join(f"| {k} | `{v}` |" for k, v in choices.items())
+    logger.experiment.add_text("settings", "| setting | value |\n|---|---|\n" + settings)
     logger.experiment.add_text("final metrics", "```\n" + table + "\n```")
     logger.finalize("success")
 
