@@ -1,5 +1,6 @@
-"""Every command in the README's "What the commands do" table runs in the test suite. This file says which tests
-run each one, and fails when the README gains a command that no test runs, or when a named test disappears.
+"""Every command in a command table of the README or of docs/ runs in the test suite. This file says which tests
+run each one, and fails when a page gains a command that no test runs, or when a named test disappears. The README
+stays a front door: at most 250 lines, the offline first run in its first 60, every docs/ page it links there.
 
 Where a command cannot run here as written (the network, a GPU, a SLURM cluster), the tests run what this machine
 can: the download over a loopback HTTP server, the hub in offline mode, DDP on two CPU processes, submitit's local
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
+from pathlib import Path
 
 from .conftest import REPO
 
@@ -98,14 +100,34 @@ COMMAND_TESTS = {
 }
 
 
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def documented_commands(page: Path) -> list[str]:
+    """The commands of a page's tables: rows whose first cell is a command in backquotes."""
+    return re.findall(r"^\| `((?:python|tensorboard|torchrun)[^`]*)` \|", page.read_text(), flags=re.MULTILINE)
+
+
 def readme_commands() -> list[str]:
+    return sorted({c for page in PAGES for c in documented_commands(page)})
+
+
+def test_the_readme_is_a_front_door():
     text = (REPO / "README.md").read_text()
-    return re.findall(r"^\| `((?:python|tensorboard|torchrun)[^`]*)` \|", text, flags=re.MULTILINE)
+    lines = text.splitlines()
+    assert len(lines) <= 250, len(lines)
+    assert "python train.py experiment=real_vs_ai_lite0" in "\n".join(lines[:60])  # the run that works offline
+    assert len(documented_commands(REPO / "README.md")) >= 20  # the commands table was found
+    for link in re.findall(r"\]\((docs/[^)#]+)", text):
+        assert (REPO / link).is_file(), link
+    for page in PAGES[1:]:  # the pages link to files that exist
+        for link in re.findall(r"\]\(([^)#:]+\.(?:md|png))", page.read_text()):
+            assert (page.parent / link).is_file(), f"{page.name}: {link}"
 
 
 def test_every_readme_command_is_run_by_a_test_that_exists():
     commands = readme_commands()
-    assert len(commands) >= 20  # the table was found
+    assert len(commands) >= 20  # the tables were found
     missing = [c for c in commands if c not in COMMAND_TESTS]
     assert not missing, f"README commands that no test runs (add them to COMMAND_TESTS): {missing}"
     stale = [c for c in COMMAND_TESTS if c not in commands]
