@@ -85,6 +85,11 @@ class Detector:
             return ""
         auroc = core_metrics(labels, logits)["auroc"]
         low, high = (metric_intervals(labels, logits, n_resamples=1000, seed=0)[k] for k in ("auroc_lo", "auroc_hi"))
+        if not np.isfinite([low, high]).all():  # too few images to resample: no interval at all
+            return (
+                f"This detector is weak: its validation AUROC of {auroc:.2f} comes from only {len(labels)} validation "
+                "images, too few to bound it. Treat its verdicts as weak evidence."
+            )
         if low > at_most:
             return ""
         return (
