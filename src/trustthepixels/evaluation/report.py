@@ -56,11 +56,8 @@ def render_report(result: dict[str, Any], figures: list[str]) -> str:
         "",
         "## Metrics",
         "",
-        "| | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
+        *_table(sets, ROWS),
     ]
-    for label, key, fmt in ROWS:
-        lines.append(f"| {label} | " + " | ".join(with_interval(sets[n], key, fmt) for n in names) + " |")
     if any("abstain/coverage" in sets[n] for n in names):
         lines += [
             "",
@@ -70,11 +67,8 @@ def render_report(result: dict[str, Any], figures: list[str]) -> str:
             "`unfamiliar` where the image is unlike the calibration images. Confident errors are wrong verdicts "
             "among all images; accuracy on answered counts the `AI` and `Real` verdicts only.",
             "",
-            "| | " + " | ".join(names) + " |",
-            "|---|" + "---|" * len(names),
+            *_table(sets, ABSTENTION_ROWS),
         ]
-        for label, key, fmt in ABSTENTION_ROWS:
-            lines.append(f"| {label} | " + " | ".join(_cell(sets[n], key, fmt) for n in names) + " |")
     skipped = {n: s for n, s in result["skipped"].items() if s}
     if skipped:
         lines += ["", "Unreadable files left out: " + ", ".join(f"{n}: {len(s)}" for n, s in skipped.items())]
@@ -129,7 +123,7 @@ def terminal_table(result: dict[str, Any], out_dir: str) -> str:
         f"{'':<{width}}  " + "  ".join(f"{n:<{widths[n]}}" for n in names),
     ]
     for i, (label, _, _) in enumerate(rows):
-        lines.append(f"{label:<{width}}  " + "  ".join(f"{cells[n][i]:<{widths[n]}}" for n in names))
+        lines.append((f"{label:<{width}}  " + "  ".join(f"{cells[n][i]:<{widths[n]}}" for n in names)).rstrip())
     if result.get("robustness"):
         shifted = [r for r in result["robustness"] if r["perturbation"] != "none"]
         lines.append(
@@ -141,6 +135,13 @@ def terminal_table(result: dict[str, Any], out_dir: str) -> str:
         lines.append("Unreadable files left out: " + ", ".join(f"{n}: {k}" for n, k in skipped.items()))
     lines.append(f"Written to {out_dir}: metrics.json, report.md, predictions.csv, figures")
     return "\n".join(lines)
+
+
+def _table(sets: dict[str, dict[str, Any]], rows) -> list[str]:
+    """A markdown table: one row per (label, key, format), one column per set, each value with its interval."""
+    lines = ["| | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    return lines + [f"| {label} | " + " | ".join(_cell(m, key, fmt) for m in sets.values()) + " |"
+                    for label, key, fmt in rows]  # fmt: skip
 
 
 def _cell(metrics: dict[str, Any], key: str, fmt: str) -> str:
