@@ -387,13 +387,17 @@ def test_ctrl_c_is_a_short_stopped_line_and_no_partial_output(tmp_path, trained_
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     process = subprocess.Popen(
         [sys.executable, str(REPO / "predict.py"), f"ckpt_path={trained_checkpoint}", f"input={images}",
-         "batch_size=8", "num_workers=0", f"paths.log_dir={tmp_path / 'outputs'}"],
+         "batch_size=1", "num_workers=0", f"paths.log_dir={tmp_path / 'outputs'}"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+    def loaded() -> bool:  # the command is inside its run (the checkpoint is loaded): scanning or scoring follow
+        return any("Loaded" in log.read_text() for log in (tmp_path / "outputs").rglob("predict.log"))
+
     deadline = time.monotonic() + 120
-    while not list((tmp_path / "outputs").rglob("predict.log")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1)  # loading, or scoring the 8000 images: either way a Ctrl-C leaves nothing half-written
+    while not loaded() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # Then scanning and scoring 8000 images one by one: seconds at least. A Ctrl-C there leaves nothing half-written.
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-3000:]
