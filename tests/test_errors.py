@@ -389,6 +389,9 @@ def test_ctrl_c_is_a_short_stopped_line_and_no_partial_output(tmp_path, trained_
         [sys.executable, str(REPO / "predict.py"), f"ckpt_path={trained_checkpoint}", f"input={images}",
          "batch_size=1", "num_workers=0", f"paths.log_dir={tmp_path / 'outputs'}"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as a terminal delivers it: an ignored SIGINT is inherited (a background job, or the test process
+        # after some earlier test), and the command would never see it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
 
     def loaded() -> bool:  # the command is inside its run (the checkpoint is loaded): scanning or scoring follow
