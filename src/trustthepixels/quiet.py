@@ -14,14 +14,14 @@ T = TypeVar("T")
 # (module regex of the warning's origin, message regex): Lightning 2.6 calls torch 2.14's deprecated
 # `LeafSpec()` in its own `_pytree` helper on every batch it moves; the fix is Lightning's, not the user's.
 WARNINGS = ((r"lightning\.pytorch\.utilities\._pytree", r".*isinstance\(treespec, LeafSpec\)"),)
-# Logger names and the start of the lines dropped from them.
+# Logger names and the start of the lines dropped from them (a filter sees only its own logger's lines).
 LOG_LINES = {
     # An advertisement printed by every Trainer that has no LitLogger.
     "lightning.pytorch.utilities.rank_zero": ("💡 Tip:",),
-    # onnxscript's optimiser: one INFO line per folded constant.
-    "onnxscript": ("",),
-    "onnx_ir": ("",),
 }
+# Whole libraries kept to warnings, their child loggers included: onnxscript's optimiser and onnx_ir's passes log
+# one INFO line per folded constant, removed node or merged initializer (hundreds per export).
+WARNINGS_ONLY = ("onnxscript", "onnx_ir", "timm")
 
 
 class _DropLines(logging.Filter):
@@ -34,15 +34,16 @@ class _DropLines(logging.Filter):
 
 
 def silence_third_party_noise() -> None:
-    """Install the filters above, and keep timm's per-load INFO lines (the file it read, the classifier keys it
-    expects to miss) out of the log: train.py says which weights it started from in one line of its own."""
+    """Install the filters and levels above. timm's per-load INFO lines (the file it read, the classifier keys it
+    expects to miss) go too: train.py says which weights it started from in one line of its own."""
     for module, message in WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=FutureWarning, module=module)
     for name, prefixes in LOG_LINES.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in logger.filters):
             logger.addFilter(_DropLines(prefixes))
-    logging.getLogger("timm").setLevel(logging.WARNING)
+    for name in WARNINGS_ONLY:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterable[T]:
