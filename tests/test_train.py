@@ -95,6 +95,9 @@ def test_short_real_run(shared_dir, tmp_path):
     assert "last.ckpt" in checkpoints and any(name.startswith("epoch") for name in checkpoints)
     report = json.loads((run_dir / "metrics.json").read_text())
     assert Path(report["best_checkpoint"]).is_file()
+    # Epochs counted from 1, as the log's "Epoch 2/2": the file of the second epoch is epoch002 (Lightning: epoch001).
+    best_epoch = torch.load(report["best_checkpoint"], map_location="cpu", weights_only=True)["epoch"]
+    assert Path(report["best_checkpoint"]).name.startswith(f"epoch{best_epoch + 1:03d}-")
     # The calibration part is half of what validation was: train and test are the images they were before it.
     assert report["data"]["images"] == {"train": 634, "val": 40, "calibration": 40, "test": 80}
     assert set(report["val"]) >= {"val/auroc", "val/acc"} and set(report["test"]) >= {"test/auroc", "test/acc"}
