@@ -1,10 +1,10 @@
-"""Build the reduced dataset folder: `python prepare_data.py [source=release|hf]` (configs/prepare_data.yaml)."""
+"""Build a dataset folder: `python prepare_data.py [source=release|hf|aligned]` (configs/prepare_data.yaml)."""
 
 import hydra
 from omegaconf import DictConfig
 
 from trustthepixels.cli import check_command_line, entry_point_config_dir, run
-from trustthepixels.data.ingest.prepare import prepare
+from trustthepixels.data.prepare import prepare
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="prepare_data")

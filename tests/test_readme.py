@@ -76,6 +76,13 @@ COMMAND_TESTS = {
     ],
     "python prepare_data.py": ["test_prepare.py::test_prepare_data_py_as_a_user_runs_it"],
     "python prepare_data.py source=hf": ["test_prepare.py::test_hf_reduction_equals_the_original_script"],
+    "python prepare_data.py source=aligned real=FOLDER": [
+        "test_aligned.py::test_prepare_data_py_source_aligned",
+        "test_aligned.py::test_aligned_benchmark_pairs_the_rows_that_hold_pairs_and_compares_them_with_the_baseline",
+    ],
+    "python benchmark.py benchmark=shared_aligned experiment=aligned_lite0_native": [
+        "test_aligned.py::test_aligned_benchmark_pairs_the_rows_that_hold_pairs_and_compares_them_with_the_baseline"
+    ],
     "python train.py 'data.root={a: PATH1, b: PATH2}'": ["test_sources.py::test_training_on_two_sources_reports_each"],
     "python calibrate.py ckpt_path=<run>/checkpoints/<best>.ckpt data.root=FOLDER": [
         "test_calibration.py::test_calibrate_py_says_where_a_detector_works_and_writes_a_detector_calibrated_there",

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from trustthepixels.benchmark_folds import pool_folds
 from trustthepixels.config import setting, to_plain, validated
 from trustthepixels.data.ingest.fileutils import atomic_write_text
+from trustthepixels.data.ingest.pairs import read_pairs
 from trustthepixels.data.ingest.roots import Roots, parse_roots
 from trustthepixels.data.loading.planner import plan_split
 from trustthepixels.data.loading.split import read_split_csv
@@ -50,6 +51,14 @@ ROW_FILE = "benchmark_row.json"
 ABSTENTION = ("coverage", "accuracy_answered", "confident_errors", "familiarity_auroc")  # per cell, with abstain
 PREDICTIONS_FILE = "benchmark_predictions.csv"  # every cell's images, a `tested_on` column in front
 LEAVE_OUT = "all_but_"
+UNION = "+"
+
+
+@dataclass
+class Comparison:
+    baseline: Optional[str] = setting("a row of the matrix (a source name, all_but_<name> or a union), or null")  # noqa: UP045
+    focus: list[str] = setting("a list of source names whose paired differences are averaged")
+    generators: dict[str, str] = setting("a mapping source name -> provenance CSV (out, source_file <generator>_...)")
 
 
 @dataclass
@@ -61,8 +70,14 @@ class BenchmarkSettings:
     test_only: Optional[list[str]] = setting("a list of source names only tested on, e.g. [ml72, poidh]")  # noqa: UP045
     leave_one_out: bool = setting("true (also train on all sources but each) or false")
     folds: Optional[int] = setting("the number of cross-validation folds (2 or more), or null", low=2)  # noqa: UP045
-    train_on: Optional[str] = setting("a source name or all_but_<name> (the sweep sets it)")  # noqa: UP045
+    unions: Optional[list[str]] = setting(  # noqa: UP045
+        "a list of rows that train on several sources together, each names joined by +, e.g. [a+b]"
+    )
+    train_on: Optional[str] = setting("a source name, all_but_<name> or <name>+<name> (the sweep sets it)")  # noqa: UP045
     device: str = setting("auto, cpu, cuda or cuda:N")
+    comparison: Optional[Comparison] = setting(  # noqa: UP045
+        "{baseline: ROW, focus: [SOURCES], generators: {SOURCE: CSV}}: matrix.md's paired tables"
+    )
     recalibrate: bool = setting("true (recalibrate each out-of-source cell on half of it, check on the rest) or false")
 
 
@@ -91,6 +106,23 @@ def benchmark_sources(cfg: DictConfig) -> tuple[Roots, list[str]]:
         raise ConfigError(f"test_only={test_only}: {unknown} not in sources ({', '.join(roots)})")
     if len(test_only) == len(roots):
         raise ConfigError("test_only lists every source: leave at least one to train on")
+    trainable = [name for name in roots if name not in test_only]
+    if s.comparison is not None:
+        c = s.comparison
+        if c.baseline is not None and c.baseline not in rows(roots, test_only, bool(s.leave_one_out), s.unions):
+            raise ConfigError(f"comparison.baseline={c.baseline!r}: use one of the matrix's rows, e.g. {trainable[0]}")
+        wrong = [name for name in [*c.focus, *c.generators] if name not in roots]
+        if wrong:
+            raise ConfigError(f"comparison: {wrong} not in sources ({', '.join(roots)})")
+        missing = [str(path) for path in c.generators.values() if not Path(path).is_file()]
+        if missing:
+            raise ConfigError(f"comparison.generators: {', '.join(missing)}: no such file (a provenance CSV)")
+    for union in s.unions or []:
+        if len(union.split(UNION)) < 2 or not set(union.split(UNION)) <= set(trainable):
+            raise ConfigError(
+                f"unions={s.unions}: {union!r} is not two or more trainable sources joined by +, "
+                f"e.g. {UNION.join(trainable[:2])}"
+            )
     strategy = str(OmegaConf.select(cfg, "trainer.strategy", default="auto"))
     if s.folds and strategy.startswith("ddp"):
         # Lightning starts a fit's DDP ranks by re-running the command line, so each fold's ranks would re-run
@@ -102,27 +134,28 @@ def benchmark_sources(cfg: DictConfig) -> tuple[Roots, list[str]]:
     return roots, test_only
 
 
-def rows(sources: Any, test_only: Any, leave_one_out: bool) -> list[str]:
-    """The matrix's rows: each trainable source, then (leave_one_out, with 3+ of them) all but each."""
+def rows(sources: Any, test_only: Any, leave_one_out: bool, unions: Any = None) -> list[str]:
+    """The matrix's rows: each trainable source, then (leave_one_out, with 3+ of them) all but each, then `unions`."""
     trainable = [name for name in to_plain(sources) if name not in (to_plain(test_only) or [])]
     out = list(trainable)
     if leave_one_out and len(trainable) >= 3:
         out += [f"{LEAVE_OUT}{name}" for name in trainable]
-    return out
+    return out + list(to_plain(unions) or [])
 
 
-def rows_override(sources: Any, test_only: Any, leave_one_out: Any) -> str:
+def rows_override(sources: Any, test_only: Any, leave_one_out: Any, unions: Any = None) -> str:
     """The `train_on` sweep, as the resolver `${benchmark_rows:...}` gives it to Hydra's sweeper."""
     s = benchmark_settings(
         {
             "sources": sources,
             "test_only": test_only,
             "leave_one_out": leave_one_out,
+            "unions": unions,
             "device": "auto",
             "recalibrate": False,
         }
     )
-    return ",".join(rows(s.sources or {}, s.test_only or [], s.leave_one_out)) or "none"
+    return ",".join(rows(s.sources or {}, s.test_only or [], s.leave_one_out, s.unions)) or "none"
 
 
 # configs/hydra/benchmark.yaml sweeps `train_on=${benchmark_rows:...}`: registered here, where the rows are known
@@ -136,7 +169,12 @@ def trained_sources(train_on: str, roots: Roots, test_only: list[str]) -> list[s
         return [train_on]
     if train_on.startswith(LEAVE_OUT) and train_on.removeprefix(LEAVE_OUT) in trainable:
         return [name for name in trainable if name != train_on.removeprefix(LEAVE_OUT)]
-    raise ConfigError(f"train_on={train_on!r}: use one of {', '.join(rows(roots, test_only, True))}")
+    names = train_on.split(UNION)
+    if len(names) >= 2 and set(names) <= set(trainable):
+        return [name for name in trainable if name in names]
+    raise ConfigError(
+        f"train_on={train_on!r}: use one of {', '.join(rows(roots, test_only, True))}, or sources joined by +"
+    )
 
 
 def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
@@ -150,6 +188,9 @@ def benchmark_row(cfg: DictConfig) -> dict[str, Any]:
     with open_dict(train_cfg):
         train_cfg.data.root = {name: str(roots[name]) for name in trained}
         train_cfg.data.download = False
+        if train_cfg.data.get("pair_augment") and not any(read_pairs(roots[name]) for name in trained):
+            log.info("Row %s trains on no aligned set: data.pair_augment does not apply to it", cfg.train_on)
+            train_cfg.data.pair_augment = False
     folds = cfg.get("folds")
     scored = []
     for fold in range(folds or 1):

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,13 @@ from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from scipy import stats
 
-from trustthepixels.benchmark import ABSTENTION, LEAVE_OUT, ROW_FILE
+from trustthepixels.benchmark import ABSTENTION, LEAVE_OUT, PREDICTIONS_FILE, ROW_FILE
+from trustthepixels.config import to_plain
 from trustthepixels.data.ingest.fileutils import atomic_write_text
+from trustthepixels.detector.predictions import read_predictions
+from trustthepixels.metrics.comparison import delong
 from trustthepixels.metrics.intervals import clopper_pearson
 
 log = logging.getLogger(__name__)
@@ -28,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def read_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every finished row, single sources first (in the sources' order), then the leave-one-out rows."""
-    found = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{ROW_FILE}"))]
+    found = [json.loads(p.read_text()) | {"dir": str(p.parent)} for p in sorted(sweep_dir.glob(f"*/{ROW_FILE}"))]
     columns = list(found[0]["cells"]) if found else []
 
     def order(row: dict[str, Any]) -> tuple[bool, int]:
@@ -139,17 +144,117 @@ def recalibration_table(found: list[dict[str, Any]]) -> list[str]:
     return [*lines, "", "Pooled confident-error rate after recalibration: " + "; ".join(summary), ""]
 
 
-def write_matrix(sweep_dir: Path) -> list[dict[str, Any]]:
+def _scores(row: dict[str, Any]) -> dict[str, dict[str, tuple[int, float]]]:
+    """A row's scored images per column: path within the source -> (label, logit). (Paths, not `Prediction.key`: a
+    row trained on one source names it by its folder, a union by its name.)"""
+    cells: dict[str, dict[str, tuple[int, float]]] = {}
+    for p in read_predictions(Path(row["dir"]) / PREDICTIONS_FILE):
+        if p.scored and p.label is not None:
+            cells.setdefault(p.context["tested_on"], {})[p.path] = (p.label, p.logit)
+    return cells
+
+
+def _paired(a: dict, b: dict) -> dict | None:
+    """DeLong's paired test of two rows on the images both scored; None below 2 images of a class."""
+    common = sorted(a.keys() & b.keys())
+    labels = np.array([a[k][0] for k in common])
+    if min((labels == 1).sum(), (labels == 0).sum()) < 2:
+        return None
+    test = delong(labels, np.array([a[k][1] for k in common]), np.array([b[k][1] for k in common]))
+    return test | {"ai": int((labels == 1).sum()), "real": int((labels == 0).sum())}
+
+
+def comparison_tables(found: list[dict[str, Any]], baseline: str | None, focus: Sequence[str],
+                      generators: Mapping[str, str]) -> list[str]:  # fmt: skip
+    """Each row against the `baseline` row on the same images: DeLong's paired test per column, the mean of the
+    differences over the `focus` columns (independent image sets: their variances add), and, for the sources in
+    `generators` (a provenance CSV: out -> source_file, named <generator>_...), one cell per generator: its AI
+    images against all the source's real ones."""
+    names = [r["train_on"] for r in found]
+    if not baseline or baseline not in names or len(found) < 2:
+        return []
+    scores = {r["train_on"]: _scores(r) for r in found}
+    base = scores[baseline]
+    lines = [
+        f"## Paired against {baseline}",
+        "",
+        f"AUROC difference (row - {baseline}) on the same images, DeLong's paired test: [95% interval], p.",
+        "",
+        "| trained on | " + " | ".join(found[0]["cells"]) + f" | mean of {', '.join(focus)} |",
+        "|---|" + "---|" * (len(found[0]["cells"]) + 1),
+    ]
+    for name in names:
+        if name == baseline:
+            continue
+        cells, diffs = [], []
+        for column in found[0]["cells"]:
+            test = _paired(scores[name].get(column, {}), base.get(column, {}))
+            if test is None:
+                cells.append("-")
+                continue
+            cells.append(f"{test['difference']:+.3f} [{test['low']:+.3f}, {test['high']:+.3f}], p = {test['p']:.2g}")
+            if column in focus:
+                diffs.append((test["difference"], test["se"]))
+        mean = "-"
+        if diffs and len(diffs) == len(focus):
+            value = float(np.mean([d for d, _ in diffs]))
+            se = float(np.sqrt(sum(s**2 for _, s in diffs))) / len(diffs)
+            p = float(2 * stats.norm.sf(abs(value / se))) if se > 0 else float(value == 0)
+            mean = f"{value:+.3f} [{value - 1.96 * se:+.3f}, {value + 1.96 * se:+.3f}], p = {p:.2g}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
+    lines.append("")
+    for column, provenance in generators.items():
+        if column not in found[0]["cells"]:
+            continue
+        family = _generators(Path(provenance))
+        present = sorted({family[k] for k in base.get(column, {}) if k in family and base[column][k][0] == 1})
+        lines += [
+            f"## {column} per generator",
+            "",
+            f"AUROC of each generator's AI images against all of {column}'s real images [95% DeLong interval]; "
+            f"beside it, the difference from {baseline} on the same images (paired), p.",
+            "",
+            "| trained on | "
+            + " | ".join(f"{g} ({sum(family.get(k) == g for k in base[column])})" for g in present)
+            + " |",
+            "|---|" + "---|" * len(present),
+        ]
+        for name in names:
+            cells = []
+            for generator in present:
+                subset = {k for k, (label, _) in base[column].items() if label == 0 or family.get(k) == generator}
+                mine = {k: v for k, v in scores[name].get(column, {}).items() if k in subset}
+                chance = {k: (label, 0.0) for k, (label, _) in mine.items()}  # a constant score: AUROC 0.5, no variance
+                own = _paired(mine, chance)
+                text = "-" if own is None else f"{own['auroc_a']:.3f} [{own['low'] + 0.5:.3f}, {own['high'] + 0.5:.3f}]"
+                if name != baseline and own is not None:
+                    test = _paired(mine, {k: v for k, v in base[column].items() if k in subset})
+                    text += f"<br>{test['difference']:+.3f}, p = {test['p']:.2g}"
+                cells.append(text)
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _generators(provenance: Path) -> dict[str, str]:
+    """out path -> generator, from a ../shared provenance CSV whose source files are named <generator>_..."""
+    with open(provenance, newline="") as f:
+        return {row["out"]: Path(row["source_file"]).name.split("_")[0] for row in csv.DictReader(f)
+                if row["out"].startswith("AI/")}  # fmt: skip
+
+
+def write_matrix(sweep_dir: Path, comparison: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """matrix.csv (one line per cell), matrix.md, matrix.png and a TensorBoard run at the sweep's root, rebuilt
-    under a lock (rows finishing at once on several machines) and each file replaced atomically."""
+    under a lock (rows finishing at once on several machines) and each file replaced atomically. `comparison`:
+    baseline, focus and generators of `comparison_tables`."""
     with FileLock(sweep_dir / ".matrix.lock"):
         found = read_rows(sweep_dir)
         if found:
-            _write_matrix_files(sweep_dir, found)
+            _write_matrix_files(sweep_dir, found, dict(comparison or {}))
     return found
 
 
-def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]]) -> None:
+def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]], comparison: dict[str, Any]) -> None:
     columns = list(found[0]["cells"])
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
@@ -185,6 +290,8 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]]) -> None:
             cells.append(f"**{text}**" if c["in_source"] else text)
         lines.append(f"| {row['train_on']} | " + " | ".join(cells) + " |")
     lines += ["", line, ""]
+    lines += comparison_tables(found, comparison.get("baseline"), comparison.get("focus") or [],
+                               comparison.get("generators") or {})  # fmt: skip
     lines += promise_table(found)
     lines += recalibration_table(found)
     atomic_write_text(sweep_dir / "matrix.md", "\n".join(lines))
@@ -230,10 +337,10 @@ class MatrixWriter(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:
-            write_matrix(Path(config.hydra.sweep.dir))
+            write_matrix(Path(config.hydra.sweep.dir), to_plain(config.get("comparison")))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        found = write_matrix(sweep_dir)
+        found = write_matrix(sweep_dir, to_plain(config.get("comparison")))
         if found:
             log.info("Generalization matrix: %s\n%s", sweep_dir / "matrix.md", summary_line(found))

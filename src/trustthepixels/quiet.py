@@ -11,9 +11,13 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# (module regex of the warning's origin, message regex): Lightning 2.6 calls torch 2.14's deprecated
-# `LeafSpec()` in its own `_pytree` helper on every batch it moves; the fix is Lightning's, not the user's.
-WARNINGS = ((r"lightning\.pytorch\.utilities\._pytree", r".*isinstance\(treespec, LeafSpec\)"),)
+# (module regex of the warning's origin, message regex, category); the fix is the library's, not the user's:
+# - Lightning 2.6 calls torch 2.14's deprecated `LeafSpec()` in its own `_pytree` helper on every batch it moves;
+# - diffusers 0.42 passes huggingface_hub a `local_dir_use_symlinks` argument it no longer takes, on every load.
+WARNINGS = (
+    (r"lightning\.pytorch\.utilities\._pytree", r".*isinstance\(treespec, LeafSpec\)", FutureWarning),
+    (r"huggingface_hub\.utils\._validators", r"The `local_dir_use_symlinks` argument is deprecated", UserWarning),
+)
 # Logger names and the start of the lines dropped from them (a filter sees only its own logger's lines).
 LOG_LINES = {
     # An advertisement printed by every Trainer that has no LitLogger.
@@ -36,8 +40,8 @@ class _DropLines(logging.Filter):
 def silence_third_party_noise() -> None:
     """Install the filters and levels above. timm's per-load INFO lines (the file it read, the classifier keys it
     expects to miss) go too: train.py says which weights it started from in one line of its own."""
-    for module, message in WARNINGS:
-        warnings.filterwarnings("ignore", message=message, category=FutureWarning, module=module)
+    for module, message, category in WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
     for name, prefixes in LOG_LINES.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in logger.filters):

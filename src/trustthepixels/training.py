@@ -87,6 +87,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("Backbone %s (%s), %.1fM parameters, %.1fM trained", cfg.model.backbone, start,
              model.parameter_count / 1e6, trainable / 1e6)  # fmt: skip
     datamodule: LightningDataModule = instantiate(cfg.data, data_config=model.data_config)
+    model.paired_batches = bool(getattr(datamodule, "pair_augment", False))
     callbacks: list[Callback] = [*_instantiate_group(cfg.get("callbacks")), StepSeed(cfg.seed)]
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
     if not loggers:  # the LR monitor only writes to a logger, and refuses to run without one

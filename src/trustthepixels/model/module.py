@@ -76,6 +76,9 @@ class DetectorModule(LightningModule):
         self.register_buffer("shift", (-mean / std).view(1, 3, 1, 1), persistent=False)
         self.head = self.backbone.get_classifier()
         self.parameter_count = sum(p.numel() for p in self.backbone.parameters())
+        # Set by train() from data.pair_augment: training batches come as pairs (a photo, its reconstruction) at
+        # even positions, and each pair is flipped alike.
+        self.paired_batches = False
         if freeze_backbone:  # a linear probe: only the classifier learns; norms and dropout stay in eval mode
             self.backbone.requires_grad_(False)
             self.head.requires_grad_(True)
@@ -148,14 +151,21 @@ class DetectorModule(LightningModule):
     def random_flip(self, images: torch.Tensor) -> torch.Tensor:
         """Random flips of a training batch on the device, a few uint8 ops for the whole batch: horizontal, or
         any of the square's 8 symmetries (`dihedral`: flips and quarter turns, for square inputs). Drawn in the
-        training step, after `StepSeed` has seeded it, so a resumed run flips the same images."""
+        training step, after `StepSeed` has seeded it, so a resumed run flips the same images. With paired batches
+        (data.pair_augment) one draw serves the two images at positions 2k and 2k+1."""
         mode = flip_mode(self.hparams.flip)
         if mode == "none" or images.dim() != 4:
             return images
-        flip = torch.rand(len(images), device=images.device) < 0.5
-        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        n = len(images)
+        draws = (n + 1) // 2 if self.paired_batches else n
+
+        def per_image(values: torch.Tensor) -> torch.Tensor:
+            return (values.repeat_interleave(2)[:n] if self.paired_batches else values)[:, None, None, None]
+
+        flip = per_image(torch.rand(draws, device=images.device) < 0.5)
+        images = torch.where(flip, images.flip(-1), images)
         if mode == "dihedral" and images.shape[-1] == images.shape[-2]:
-            turns = torch.randint(0, 4, (len(images),), device=images.device)[:, None, None, None]
+            turns = per_image(torch.randint(0, 4, (draws,), device=images.device))
             for k in (1, 2, 3):
                 images = torch.where(turns == k, torch.rot90(images, k, dims=(-2, -1)), images)
         return images

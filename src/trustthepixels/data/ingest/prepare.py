@@ -68,7 +68,7 @@ def _staged(out: Path, overwrite: bool) -> Iterator[Path]:
         raise
 
 
-def _write_provenance(folder: Path, info: dict[str, Any]) -> None:
+def write_provenance(folder: Path, info: dict[str, Any]) -> None:
     info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info}
     (folder / PROVENANCE).write_text(json.dumps(info, indent=2) + "\n")
 
@@ -168,7 +168,7 @@ def prepare_from_hf(
             "ai_rows": ai_rows,
             "real_rows": real_rows,
         }
-        _write_provenance(staging, info)
+        write_provenance(staging, info)
     log.info("Wrote %d + %d images to %s", per_class, per_class, out)
     return info
 
@@ -229,29 +229,8 @@ def prepare_from_release(
             "archive_sha256": fetched.sha256,
             "archive_files": count,
         }
-        _write_provenance(staging, info)
+        write_provenance(staging, info)
     if not keep_archive:
         archive.unlink()
     log.info("Extracted %d files from %s into %s (SHA-256 %s)", count, url, out, fetched.sha256)
     return info
-
-
-def prepare(cfg) -> dict[str, Any]:
-    """`prepare_data.py`: dispatch on `cfg.source` (release or hf: PrepareSettings checked it)."""
-    if cfg.source == "release":
-        return prepare_from_release(
-            Path(cfg.out), cfg.url, sha256=cfg.sha256, overwrite=cfg.overwrite, keep_archive=cfg.keep_archive
-        )
-    return prepare_from_hf(
-        Path(cfg.out),
-        cfg.dataset,
-        cfg.split,
-        cfg.per_class,
-        cfg.seed,
-        cfg.ai_label_name,
-        cfg.real_label_name,
-        cfg.label_column,
-        cfg.image_column,
-        cfg.overwrite,
-        cfg.workers,
-    )

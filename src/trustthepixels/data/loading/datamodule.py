@@ -31,6 +31,7 @@ from trustthepixels.data.loading.settings import DataSettings
 from trustthepixels.data.loading.split import SPLITS
 from trustthepixels.data.loading.transforms import Preprocessing, build_transform
 from trustthepixels.data.loading.workers import resolve_num_workers
+from trustthepixels.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class ImageFolderDataModule(LightningDataModule):
         resize: str = "shorter",
         blur_prob: float = 0.5,
         jpeg_prob: float = 0.5,
+        pair_augment: bool = False,
         min_image_side: int = 8,
         near_duplicates: Mapping[str, int] | None = None,
         folds: int | None = None,
@@ -104,6 +106,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.seed = s.seed
         self.crop_scale = tuple(s.crop_scale)
         self.augment = {"augment": s.augment, "blur_prob": s.blur_prob, "jpeg_prob": s.jpeg_prob}
+        self.pair_augment = s.pair_augment
         self.min_image_side = s.min_image_side
         self.near_duplicates = vars(s.near_duplicates) if s.near_duplicates else None
         self.cache_dir = Path(s.cache_dir) if s.cache_dir else None
@@ -154,6 +157,12 @@ class ImageFolderDataModule(LightningDataModule):
                 parts[name], transform, self.preprocessing, self.min_image_side, pixels, sha256
             )
         log.info("Split (seed %d): %s", self.seed, ", ".join(f"{n} {len(self.datasets[n])}" for n in SPLITS))
+        if self.pair_augment and not self.train_pairs():
+            raise ConfigError(
+                "data.pair_augment=true, but the training part holds no pair of a photo and its reconstruction "
+                "(no source of data.root has an aligned set's manifest.csv): make one with python prepare_data.py "
+                "source=aligned real=FOLDER, or set data.pair_augment=false"
+            )
         self._write_manifests(parts)
 
     def split(self) -> dict[str, list[Sample]]:
@@ -173,6 +182,11 @@ class ImageFolderDataModule(LightningDataModule):
         )
         self.scan, self.plan = plan.scan, plan
         return plan.parts
+
+    def train_pairs(self) -> list[tuple[int, int]]:
+        """(Real, AI) positions in the training dataset of the aligned pairs whose two images are both in it."""
+        index = {s.relpath: i for i, s in enumerate(self.datasets["train"].samples)}
+        return [(index[real], index[ai]) for real, ai in self.plan.pairs if real in index and ai in index]
 
     def use_cached_features(self, model: torch.nn.Module) -> None:
         """Replace every split's images by the frozen backbone's features, from the feature cache."""
@@ -226,6 +240,7 @@ class ImageFolderDataModule(LightningDataModule):
             num_replicas=replicas,
             pad=train,
             epoch_of=(lambda: max(trainer.current_epoch, self.start_epoch)) if trainer is not None else None,
+            pairs=self.train_pairs() if train and self.pair_augment else (),
         )
         return (EpochAheadLoader if train else DataLoader)(
             dataset,
@@ -258,6 +273,7 @@ class ImageFolderDataModule(LightningDataModule):
             "skipped_files": len(self.scan.skipped),
             "near_duplicate_groups": len(self.plan.duplicate_groups),
             "near_duplicate_groups_across_sources": len(self.plan.cross_source_duplicates),
+            "aligned_pairs": len(self.plan.pairs),
             "folds": self.folds,
             "fold": self.fold if self.folds else None,
         }

@@ -99,7 +99,11 @@ class EpochSampler(Sampler):
 
     With several processes (DDP) each rank takes every `num_replicas`-th position. Training pads the order
     by wrapping around, so every rank runs the same number of steps; evaluation never pads, so every image
-    is scored exactly once and the ranks' predictions are gathered (see `DetectorModule`)."""
+    is scored exactly once and the ranks' predictions are gathered (see `DetectorModule`).
+
+    `pairs` (data.pair_augment): the two images of a pair come side by side at positions 2k and 2k+1 with one
+    seed, so that they get the same random crop, blur and JPEG (and, on the device, flip) in the same batch; the
+    other images are packed two by two in the same way, and ranks take whole slots of two."""
 
     def __init__(
         self,
@@ -110,8 +114,10 @@ class EpochSampler(Sampler):
         num_replicas: int = 1,
         pad: bool = False,
         epoch_of: Callable[[], int] | None = None,
+        pairs: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.pairs = list(pairs)
         self.rank, self.num_replicas, self.pad = rank, num_replicas, pad
         self.epoch_of = epoch_of
         self.epoch = 0
@@ -119,6 +125,30 @@ class EpochSampler(Sampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def _slots(self, generator: torch.Generator) -> list[list[int]]:
+        """The images in units (a pair, or one image) in a seeded order, packed into slots of two."""
+        partner = {a: b for a, b in self.pairs}
+        paired = set(partner) | set(partner.values())
+        units = [[a, b] for a, b in self.pairs] + [[i] for i in range(self.size) if i not in paired]
+        order = torch.randperm(len(units), generator=generator).tolist() if self.shuffle else range(len(units))
+        slots, single = [], None
+        for unit in (units[k] for k in order):
+            if len(unit) == 2:
+                slots.append(unit)
+            elif single is None:
+                single = unit[0]
+            else:
+                slots.append([single, unit[0]])
+                single = None
+        if single is not None:
+            slots.append([single] if self.num_replicas == 1 else [single, single])  # ranks take whole slots of two
+        return slots
+
+    def _slot_count(self) -> int:
+        singles = self.size - 2 * len(self.pairs)
+        count = len(self.pairs) + (singles + 1) // 2
+        return count + (-count % self.num_replicas if self.pad else 0)
 
     def _positions(self) -> list[int]:
         positions = list(range(self.size))
@@ -128,17 +158,33 @@ class EpochSampler(Sampler):
         return positions[self.rank :: self.num_replicas]
 
     def __len__(self) -> int:
+        if self.pairs:
+            if self.num_replicas == 1:
+                return self.size
+            return 2 * len(range(self.rank, self._slot_count(), self.num_replicas))
         return len(self._positions())
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = (self.epoch_of() if self.epoch_of is not None else self.epoch) + self.ahead
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         seeds = torch.randint(0, 2**62, (self.size,), generator=generator).tolist()
+        if self.pairs:
+            yield from self._paired(generator, seeds)
+            return
         order = torch.randperm(self.size, generator=generator).tolist() if self.shuffle else range(self.size)
         order = list(order)
         for position in self._positions():
             index = order[position % self.size]
             yield index, seeds[index]
+
+    def _paired(self, generator: torch.Generator, seeds: list[int]) -> Iterator[tuple[int, int]]:
+        slots = self._slots(generator)
+        if self.num_replicas > 1:  # whole slots per rank, padded by wrapping around
+            slots = [slots[k % len(slots)] for k in range(self._slot_count())][self.rank :: self.num_replicas]
+        seed_of = {ai: real for real, ai in self.pairs}  # a pair draws with its photo's seed; other images their own
+        for slot in slots:
+            for index in slot:
+                yield index, seeds[seed_of.get(index, index)]
 
 
 class EpochAheadLoader(DataLoader):

@@ -1,6 +1,6 @@
-"""The split of a dataset, planned without Lightning: scan the sources, find near-duplicate groups, split (or cut
-one cross-validation fold), cap the training part; then the run's manifests. The DataModule plans this way, and
-so does the benchmark, to find a source's test split without training on it.
+"""The split of a dataset, planned without Lightning: scan the sources, find near-duplicate groups and the pairs of
+aligned sets, split (or cut one cross-validation fold), cap the training part; then the run's manifests. The
+DataModule plans this way, and so does the benchmark, to find a source's test split without training on it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 
 from trustthepixels.data.audit.dedup import duplicate_groups
 from trustthepixels.data.ingest.fingerprint import FileRecord
-from trustthepixels.data.ingest.roots import Roots
+from trustthepixels.data.ingest.pairs import read_pairs
+from trustthepixels.data.ingest.roots import Roots, union_relpath
 from trustthepixels.data.ingest.scan import LABELS, Sample, ScanResult, scan_sources
 from trustthepixels.data.loading.split import (
     cap_per_stratum,
@@ -34,6 +35,7 @@ class SplitPlan:
     parts: dict[str, list[Sample]]  # train, val, calibration, test
     duplicate_groups: list[list[str]]  # near-duplicates, each kept within one split (per source)
     cross_source_duplicates: list[list[str]]  # groups spanning sources: possible leakage between them
+    pairs: list[tuple[str, str]]  # (Real, AI) of each photo and its reconstruction in an aligned set, usable both
 
 
 def plan_split(
@@ -56,6 +58,11 @@ def plan_split(
         if groups:
             log.info("%d near-duplicate groups (%d images) kept within one split each", len(groups),
                      sum(map(len, groups)))  # fmt: skip
+    pairs = aligned_pairs(scan)
+    units = groups
+    if pairs:
+        log.info("%d pairs of a photo and its reconstruction, each kept within one split", len(pairs))
+        units = merge_groups([*groups, *map(list, pairs)])
     if across:
         log.warning(
             "%d near-duplicate groups span two or more sources (e.g. %s): each source keeps its own split, so these "
@@ -65,13 +72,47 @@ def plan_split(
             ", ".join(across[0]),
         )
     if folds:  # k-fold cross-validation: this job's fold is the test split
-        parts = cross_validation_split(scan.samples, folds, fold, fractions, seed, groups)
+        parts = cross_validation_split(scan.samples, folds, fold, fractions, seed, units)
     else:
-        parts = stratified_split(scan.samples, fractions, seed, groups)
-    parts = carve_calibration(parts, calibration_share, seed, groups)
+        parts = stratified_split(scan.samples, fractions, seed, units)
+    parts = carve_calibration(parts, calibration_share, seed, units)
     if max_train_per_class:
-        parts["train"] = cap_per_stratum(parts["train"], max_train_per_class, seed)
-    return SplitPlan(scan, parts, groups, across)
+        parts["train"] = cap_per_stratum(parts["train"], max_train_per_class, seed, pairs)
+    return SplitPlan(scan, parts, groups, across, pairs)
+
+
+def aligned_pairs(scan: ScanResult) -> list[tuple[str, str]]:
+    """The pairs that each source's manifest.csv names (an aligned set's: see data/aligned), as union keys, where
+    both images are usable."""
+    usable = {s.relpath for s in scan.samples}
+    pairs = []
+    for name, folder in scan.roots.items():
+        for real, ai in read_pairs(folder):
+            keys = (union_relpath(scan.roots, name, real), union_relpath(scan.roots, name, ai))
+            if keys[0] in usable and keys[1] in usable:
+                pairs.append(keys)
+    return pairs
+
+
+def merge_groups(groups: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Groups that share a member, merged (a near-duplicate of a paired photo joins its pair): union-find."""
+    parent: dict[str, str] = {}
+
+    def find(item: str) -> str:
+        parent.setdefault(item, item)
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    for group in groups:
+        for member in group[1:]:
+            parent[find(member)] = find(group[0])
+        find(group[0])
+    merged: dict[str, list[str]] = defaultdict(list)
+    for item in parent:
+        merged[find(item)].append(item)
+    return sorted(sorted(members) for members in merged.values() if len(members) > 1)
 
 
 def source_duplicate_groups(

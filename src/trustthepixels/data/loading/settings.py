@@ -67,6 +67,10 @@ class DataSettings:
     augment: str = setting("none or robust", choices=("none", "robust"))
     blur_prob: float = setting("a probability between 0 and 1", low=0, high=1)
     jpeg_prob: float = setting("a probability between 0 and 1", low=0, high=1)
+    pair_augment: bool = setting(
+        "true (an aligned set's photo and its reconstruction augmented alike, in one "
+        "batch; needs an even data.batch_size) or false"
+    )
     min_image_side: int = setting("a side in pixels, 1 or more", low=1)
     near_duplicates: Optional[NearDuplicates] = setting(  # noqa: UP045
         "{phash: 0-64, dhash: 0-64} (Hamming distances), or null to switch the search off"
@@ -83,6 +87,11 @@ def check_data_settings(s: DataSettings) -> None:
     check_fractions(s.split)
     if len(s.crop_scale) != 2 or s.crop_scale[0] > s.crop_scale[1]:
         raise refusal(DataSettings, "crop_scale", s.crop_scale, "data.")
+    if s.pair_augment and s.batch_size % 2:
+        raise ConfigError(
+            f"data.pair_augment=true needs an even data.batch_size (pairs share a batch), not {s.batch_size}: "
+            f"e.g. data.batch_size={s.batch_size + 1}"
+        )
     if s.folds is not None and not (s.folds >= 2 and 0 <= s.fold < s.folds):
         raise ConfigError(f"data.folds={s.folds!r}, data.fold={s.fold!r}: use {FOLDS}")
 

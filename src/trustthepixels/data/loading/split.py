@@ -190,13 +190,22 @@ def cross_validation_split(
     }
 
 
-def cap_per_stratum(samples: Sequence[Sample], limit: int, seed: int) -> list[Sample]:
+def cap_per_stratum(
+    samples: Sequence[Sample], limit: int, seed: int, pairs: Iterable[tuple[str, str]] = ()
+) -> list[Sample]:
     """At most `limit` samples of each (source, class), a seeded choice that depends on each file's path within
-    its source only: the training part of a large source, capped, without touching validation or test."""
+    its source only: the training part of a large source, capped, without touching validation or test. The two
+    images of a pair (an aligned set's photo and its reconstruction) rank by the photo's path: both stay or both go."""
+    rank_as = {ai: real for real, ai in pairs}
+    source_path = {s.relpath: s.source_relpath for s in samples}
+
+    def rank(s: Sample) -> str:
+        return _rank_key(seed + 1, source_path.get(rank_as.get(s.relpath, ""), s.source_relpath))
+
     kept = []
     for key in _strata(samples):
         members = [s for s in samples if stratum(s) == key]
-        kept += sorted(members, key=lambda s: _rank_key(seed + 1, s.source_relpath))[:limit]
+        kept += sorted(members, key=rank)[:limit]
     return _interleave(kept)
 
 

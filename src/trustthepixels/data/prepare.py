@@ -1,0 +1,48 @@
+"""`prepare_data.py`: one function per source of a dataset folder (PrepareSettings has checked the settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trustthepixels.config import to_plain
+from trustthepixels.data.aligned.build import RealPart, prepare_aligned
+from trustthepixels.data.ingest.prepare import prepare_from_hf, prepare_from_release
+
+
+def prepare(cfg) -> dict[str, Any]:
+    """The published zip (release), the Hugging Face reduction (hf) or an aligned set (aligned)."""
+    out = Path(cfg.out or Path(cfg.paths.data_dir) / ("aligned" if cfg.source == "aligned" else "dataset"))
+    if cfg.source == "release":
+        return prepare_from_release(
+            out, cfg.url, sha256=cfg.sha256, overwrite=cfg.overwrite, keep_archive=cfg.keep_archive
+        )
+    if cfg.source == "hf":
+        return prepare_from_hf(
+            out,
+            cfg.dataset,
+            cfg.split,
+            cfg.per_class,
+            cfg.seed,
+            cfg.ai_label_name,
+            cfg.real_label_name,
+            cfg.label_column,
+            cfg.image_column,
+            cfg.overwrite,
+            cfg.workers,
+        )
+    split = to_plain(cfg.real_split)
+    real_part = RealPart(cfg.real_part, **split, seed=cfg.seed) if cfg.real_part else None
+    return prepare_aligned(
+        out,
+        Path(cfg.real),
+        list(cfg.autoencoder),
+        real_part,
+        image_format=cfg.format,
+        quality=cfg.quality,
+        max_side=cfg.max_side,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        device=cfg.device,
+        overwrite=cfg.overwrite,
+    )
