@@ -275,6 +275,8 @@ def prepare_aligned(
     out = Path(out).expanduser().resolve()
     if not autoencoders:
         raise UserError("autoencoder=[] names no autoencoder: e.g. autoencoder=../shared/weights/taesd")
+    # Local folders by their absolute path: what provenance records, and what a resumed run must name again.
+    autoencoders = [str(Path(a).expanduser().resolve()) if Path(a).expanduser().exists() else a for a in autoencoders]
     folder, files = photo_files(Path(real), real_part)
     if not files:
         raise DatasetLayoutError(f"real={real}: no files in {folder}")
