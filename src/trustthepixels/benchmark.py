@@ -56,7 +56,7 @@ UNION = "+"
 
 @dataclass
 class Comparison:
-    baseline: Optional[str] = setting("a row of the matrix (a source name, all_but_<name> or a union), or null")  # noqa: UP045
+    baseline: Optional[str] = setting("a row of the matrix (a source name, all_but_<name> or a union), or null")
     focus: list[str] = setting("a list of source names whose paired differences are averaged")
     generators: dict[str, str] = setting("a mapping source name -> provenance CSV (out, source_file <generator>_...)")
 
@@ -66,16 +66,16 @@ class BenchmarkSettings:
     """benchmark.yaml's own settings (the training ones are train.yaml's, with their groups' schemas): their types,
     checked by `validated` (a structured config cannot extend train.yaml's open set of keys)."""
 
-    sources: Optional[dict[str, str]] = setting("a mapping name -> AI/ + Real/ folder, two or more")  # noqa: UP045
-    test_only: Optional[list[str]] = setting("a list of source names only tested on, e.g. [ml72, poidh]")  # noqa: UP045
+    sources: Optional[dict[str, str]] = setting("a mapping name -> AI/ + Real/ folder, two or more")
+    test_only: Optional[list[str]] = setting("a list of source names only tested on, e.g. [ml72, poidh]")
     leave_one_out: bool = setting("true (also train on all sources but each) or false")
-    folds: Optional[int] = setting("the number of cross-validation folds (2 or more), or null", low=2)  # noqa: UP045
-    unions: Optional[list[str]] = setting(  # noqa: UP045
+    folds: Optional[int] = setting("the number of cross-validation folds (2 or more), or null", low=2)
+    unions: Optional[list[str]] = setting(
         "a list of rows that train on several sources together, each names joined by +, e.g. [a+b]"
     )
-    train_on: Optional[str] = setting("a source name, all_but_<name> or <name>+<name> (the sweep sets it)")  # noqa: UP045
+    train_on: Optional[str] = setting("a source name, all_but_<name> or <name>+<name> (the sweep sets it)")
     device: str = setting("auto, cpu, cuda or cuda:N")
-    comparison: Optional[Comparison] = setting(  # noqa: UP045
+    comparison: Optional[Comparison] = setting(
         "{baseline: ROW, focus: [SOURCES], generators: {SOURCE: CSV}}: matrix.md's paired tables"
     )
     recalibrate: bool = setting("true (recalibrate each out-of-source cell on half of it, check on the rest) or false")

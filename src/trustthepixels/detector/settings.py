@@ -16,4 +16,4 @@ class DetectorCommandSettings(CommandSettings):
     abstain: Any = None  # the abstain group (its own schema)
     ckpt_path: str = setting("<run dir>/checkpoints/<best>.ckpt")
     device: str = setting("auto, cpu, cuda or cuda:N")
-    threshold: Optional[float] = setting(THRESHOLD_USE, low=0, high=1)  # noqa: UP045 (OmegaConf reads Optional)
+    threshold: Optional[float] = setting(THRESHOLD_USE, low=0, high=1)

@@ -19,11 +19,9 @@ BOOTSTRAP = "a number of bootstrap resamples, 100 or more, e.g. 2000"
 class EvalData:
     root: Any = setting("an AI/ + Real/ folder (or several), or null for the checkpoint's own test split")
     batch_size: int = setting("a whole number of images per batch, 1 or more", low=1)
-    num_workers: Optional[int] = setting("0 (no worker processes), a positive number or null", low=0)  # noqa: UP045
-    min_image_side: Optional[int] = setting(  # noqa: UP045
-        "a side in pixels, 1 or more, or null for the training run's", low=1
-    )
-    cache_dir: Optional[str] = setting("a folder for the file fingerprints, or null")  # noqa: UP045
+    num_workers: Optional[int] = setting("0 (no worker processes), a positive number or null", low=0)
+    min_image_side: Optional[int] = setting("a side in pixels, 1 or more, or null for the training run's", low=1)
+    cache_dir: Optional[str] = setting("a folder for the file fingerprints, or null")
 
 
 @dataclass
@@ -47,7 +45,7 @@ class EvalSettings(DetectorCommandSettings):
 @dataclass
 class CompareSettings(CommandSettings):
     inputs: list[str] = setting("two or more prediction files, run or sweep folders, or checkpoints: inputs=[A,B]")
-    names: Optional[list[str]] = setting("one display name per input, e.g. names=[a,b], or null")  # noqa: UP045
+    names: Optional[list[str]] = setting("one display name per input, e.g. names=[a,b], or null")
     data: EvalData = setting("the images to score checkpoints on: {root, batch_size, num_workers, ...}")
     device: str = setting("auto, cpu, cuda or cuda:N")
     bootstrap: int = setting(BOOTSTRAP, low=100)
@@ -70,7 +68,7 @@ register_schema(None, CompareSettings, check_compare_settings, name="compare_sch
 @dataclass
 class CalibrateData(EvalData):
     root: Any = setting("a labelled AI/ + Real/ folder of your own images (or several: a list or a mapping)")
-    near_duplicates: Optional[NearDuplicates] = setting(  # noqa: UP045
+    near_duplicates: Optional[NearDuplicates] = setting(
         "{phash: 0-64, dhash: 0-64} (Hamming distances), or null to switch the search off"
     )
 
@@ -83,7 +81,7 @@ class CalibrateSettings(CommandSettings):
     data: CalibrateData = setting("the images to calibrate on: {root, batch_size, num_workers, ...}")
     fit: str = setting("half (fit on one half, check on the other) or all (then refit on every image)",
                        choices=("half", "all"))  # fmt: skip
-    output: Optional[str] = setting("the calibrated checkpoint to write, or null for calibrated.ckpt in the run folder")  # noqa: UP045
+    output: Optional[str] = setting("the calibrated checkpoint to write, or null for calibrated.ckpt in the run folder")
     bootstrap: int = setting(BOOTSTRAP, low=100)
     seed: int = setting("a whole number")
 

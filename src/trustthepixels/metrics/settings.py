@@ -23,7 +23,7 @@ class AbstainSettings:
 
     enabled: bool = setting("true (uncertain and unfamiliar verdicts) or false (AI or Real for every image)")
     alpha: float = setting("a miss rate between 0 and 1, e.g. 0.05", above=0, below=1)
-    familiar_quantile: Optional[float] = setting(  # noqa: UP045 (OmegaConf reads Optional, not X | None)
+    familiar_quantile: Optional[float] = setting(
         "the share of validation images to keep (between 0 and 1, e.g. 0.99), or null for the prediction sets alone",
         above=0,
         below=1,

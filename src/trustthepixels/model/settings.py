@@ -22,20 +22,20 @@ class ModelSettings:
     _recursive_: bool = False  # the optimizer and scheduler reach the module as configs
     backbone: str = setting("a timm model name (timm.list_models()), e.g. model.backbone=resnet18")
     pretrained: bool = setting("true (ImageNet weights from the hub) or false")
-    weights: Optional[str] = setting("the path of a weight file with timm's keys, or null")  # noqa: UP045
+    weights: Optional[str] = setting("the path of a weight file with timm's keys, or null")
     model_kwargs: dict[str, Any] = setting("a mapping of timm.create_model's keyword arguments")
     channels_last: bool = setting("true or false")
     flip: str = setting("horizontal, dihedral (flips and quarter turns) or none", choices=FLIPS)
     freeze_backbone: bool = setting("true (the classifier alone learns: a linear probe) or false")
-    trainable_blocks: Optional[int] = setting(  # noqa: UP045 (OmegaConf reads Optional, not X | None)
+    trainable_blocks: Optional[int] = setting(
         "the number of last blocks to fine-tune (0: the head only), or null to fine-tune everything", low=0
     )
     compile: bool = setting("true or false")
     optimizer: dict[str, Any] = setting("a _partial_ optimizer config, e.g. {_target_: torch.optim.AdamW, ...}")
-    lr_batch: Optional[int] = setting(  # noqa: UP045
+    lr_batch: Optional[int] = setting(
         "the batch size optimizer.lr is set for (a whole number, 1 or more), or null to use lr as it is", low=1
     )
-    scheduler: Optional[dict[str, Any]] = setting("a _partial_ scheduler config, or null")  # noqa: UP045
+    scheduler: Optional[dict[str, Any]] = setting("a _partial_ scheduler config, or null")
 
 
 def flip_mode(flip: bool | str) -> str:

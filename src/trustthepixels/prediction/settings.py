@@ -14,10 +14,10 @@ from trustthepixels.detector.settings import THRESHOLD_USE, DetectorCommandSetti
 @dataclass
 class PredictSettings(DetectorCommandSettings):
     input: Any = setting("an image, a folder of images, or a list of them")
-    output: Optional[str] = setting("a CSV file to write, or null for predictions.csv in the run folder")  # noqa: UP045
+    output: Optional[str] = setting("a CSV file to write, or null for predictions.csv in the run folder")
     explain: bool = setting("true (a Grad-CAM heatmap per image) or false")
     batch_size: int = setting("a whole number of images per batch, 1 or more", low=1)
-    num_workers: Optional[int] = setting("0 (no worker processes), a positive number or null", low=0)  # noqa: UP045
+    num_workers: Optional[int] = setting("0 (no worker processes), a positive number or null", low=0)
     show: int = setting("how many rows to print, 0 or more", low=0)
 
 
@@ -29,9 +29,9 @@ class ExportSettings(CommandSettings):
     abstain: Any = None  # the abstain group (its own schema)
     ckpt_path: str = setting("<run dir>/checkpoints/<best>.ckpt")
     format: str = setting("onnx (one file) or hf (a Hugging Face folder with a model card)", choices=("onnx", "hf"))
-    output: Optional[str] = setting("a file (format=onnx) or folder (hf) to write, or null for the run folder")  # noqa: UP045
+    output: Optional[str] = setting("a file (format=onnx) or folder (hf) to write, or null for the run folder")
     opset: int = setting("an ONNX opset number, e.g. 18")
-    threshold: Optional[float] = setting(THRESHOLD_USE, low=0, high=1)  # noqa: UP045
+    threshold: Optional[float] = setting(THRESHOLD_USE, low=0, high=1)
     check_images: Any = setting("a folder of images (or a list) to check the export on, or null for the test split")
     check_limit: int = setting("a number of images, 1 or more", low=1)
     tolerance: float = setting("the largest difference in P(AI) allowed between ONNX and PyTorch, above 0", above=0)

@@ -38,7 +38,7 @@ class DataSettings:
     download: bool = setting("true (fetch the published dataset when root is missing) or false")
     url: str = setting("the URL of a dataset zip")
     batch_size: int = setting("a whole number of images per batch, 1 or more", low=1)
-    num_workers: Optional[int] = setting("0 (no worker processes), a positive number or null", low=0)  # noqa: UP045
+    num_workers: Optional[int] = setting("0 (no worker processes), a positive number or null", low=0)
     split: list[float] = setting(
         "three non-negative fractions for train, val and test that sum to 1, e.g. data.split=[0.8,0.1,0.1]"
     )
@@ -47,17 +47,17 @@ class DataSettings:
         low=0,
         below=1,
     )
-    folds: Optional[int] = setting(FOLDS)  # noqa: UP045 (OmegaConf reads Optional, not X | None)
+    folds: Optional[int] = setting(FOLDS)
     fold: int = setting(FOLDS)
-    max_train_per_class: Optional[int] = setting(  # noqa: UP045
+    max_train_per_class: Optional[int] = setting(
         "a number of training images per source and class (1 or more), or null for all of them", low=1
     )
     seed: int = setting("a whole number")
-    image_size: Optional[int] = setting("a side in pixels (8 or more), or null", low=8)  # noqa: UP045
-    interpolation: Optional[str] = setting(  # noqa: UP045
+    image_size: Optional[int] = setting("a side in pixels (8 or more), or null", low=8)
+    interpolation: Optional[str] = setting(
         f"one of {', '.join(INTERPOLATIONS)}, or null for the backbone's", choices=INTERPOLATIONS
     )
-    crop_pct: Optional[float] = setting(  # noqa: UP045
+    crop_pct: Optional[float] = setting(
         "the evaluation crop's share of the resized side (0 < crop_pct <= 1), or null for the backbone's",
         above=0,
         high=1,
@@ -72,14 +72,14 @@ class DataSettings:
         "batch; needs an even data.batch_size) or false"
     )
     min_image_side: int = setting("a side in pixels, 1 or more", low=1)
-    near_duplicates: Optional[NearDuplicates] = setting(  # noqa: UP045
+    near_duplicates: Optional[NearDuplicates] = setting(
         "{phash: 0-64, dhash: 0-64} (Hamming distances), or null to switch the search off"
     )
-    cache_dir: Optional[str] = setting("a folder for the file fingerprints and pixel cache, or null")  # noqa: UP045
+    cache_dir: Optional[str] = setting("a folder for the file fingerprints and pixel cache, or null")
     cache: bool = setting("true or false")
     jpeg_draft: bool = setting("true or false")
     feature_cache: bool = setting("true or false")
-    output_dir: Optional[str] = setting("the run's folder, or null")  # noqa: UP045
+    output_dir: Optional[str] = setting("the run's folder, or null")
 
 
 def check_data_settings(s: DataSettings) -> None:
