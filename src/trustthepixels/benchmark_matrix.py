@@ -27,6 +27,7 @@ from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.detector.predictions import read_predictions
 from trustthepixels.metrics.comparison import delong
 from trustthepixels.metrics.intervals import clopper_pearson
+from trustthepixels.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +85,17 @@ def promise_table(found: list[dict[str, Any]]) -> list[str]:
         "Share of test images whose prediction set holds their true label (exact 95% interval), against the range",
         "1 - alpha allows for that many images (binomial, 95%); holds: at or above the band's low end.",
         "",
-        "| trained on | tested on | class | images | set coverage | 1 - alpha band | holds |",
-        "|---|---|---|---|---|---|---|",
     ]
+    table = []
     for row, column, promise in rows:
         for name in ("AI", "Real"):
             r = promise[name]
             low, high = r["set_coverage_band"]
             within = "yes" if r["set_coverage"] >= low else "no"  # above the band: conservative, not broken
-            lines.append(
-                f"| {row} | {column} | {name} | {r['images']} | {r['set_coverage']:.3f} [{r['set_coverage_lo']:.3f}, "
-                f"{r['set_coverage_hi']:.3f}] | [{low:.3f}, {high:.3f}] | {within} |"
-            )
-    return [*lines, ""]
+            coverage = f"{r['set_coverage']:.3f} [{r['set_coverage_lo']:.3f}, {r['set_coverage_hi']:.3f}]"
+            table.append([row, column, name, r["images"], coverage, f"[{low:.3f}, {high:.3f}]", within])
+    header = ["trained on", "tested on", "class", "images", "set coverage", "1 - alpha band", "holds"]
+    return [*lines, *markdown_table(header, table), ""]
 
 
 def recalibration_table(found: list[dict[str, Any]]) -> list[str]:
@@ -119,24 +118,23 @@ def recalibration_table(found: list[dict[str, Any]]) -> list[str]:
         "Each row's detector recalibrated on a seeded half of the cell (per class) and checked on the other half,",
         "beside its own record on that half. 95% exact intervals. A cell it cannot separate should answer little.",
         "",
-        "| trained on | tested on | class | images | before: coverage | before: confident errors | after: coverage "
-        "| after: accuracy on answered | after: confident errors |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    header = "trained on | tested on | class | images | before: coverage | before: confident errors | after: coverage"
+    header += " | after: accuracy on answered | after: confident errors"
+    table = []
     pooled = {name: [0, 0] for name in ("AI", "Real")}
     for row, column, result in cells:
         if "note" in result:
-            lines.append(f"| {row} | {column} | - | - | {result['note']} | | | | |")
+            table.append([row, column, "-", "-", result["note"], "", "", "", ""])
             continue
         for name in ("AI", "Real"):
             before, after = result["before"][name], result["after"][name]
             pooled[name][0] += round(after["confident_errors"] * after["images"])
             pooled[name][1] += after["images"]
-            lines.append(
-                f"| {row} | {column} | {name} | {after['images']} | {shown(before, 'coverage')} | "
-                f"{shown(before, 'confident_errors')} | {shown(after, 'coverage')} | "
-                f"{shown(after, 'accuracy_answered')} | {shown(after, 'confident_errors')} |"
-            )
+            rates = [shown(before, "coverage"), shown(before, "confident_errors"), shown(after, "coverage")]
+            rates += [shown(after, "accuracy_answered"), shown(after, "confident_errors")]
+            table.append([row, column, name, after["images"], *rates])
+    lines += markdown_table(header.split(" | "), table)
     summary = []
     for name, (wrong, images) in pooled.items():
         low, high = clopper_pearson(wrong, images)
@@ -180,9 +178,8 @@ def comparison_tables(found: list[dict[str, Any]], baseline: str | None, focus: 
         "",
         f"AUROC difference (row - {baseline}) on the same images, DeLong's paired test: [95% interval], p.",
         "",
-        "| trained on | " + " | ".join(found[0]["cells"]) + f" | mean of {', '.join(focus)} |",
-        "|---|" + "---|" * (len(found[0]["cells"]) + 1),
     ]
+    table = []
     for name in names:
         if name == baseline:
             continue
@@ -201,8 +198,8 @@ def comparison_tables(found: list[dict[str, Any]], baseline: str | None, focus: 
             se = float(np.sqrt(sum(s**2 for _, s in diffs))) / len(diffs)
             p = float(2 * stats.norm.sf(abs(value / se))) if se > 0 else float(value == 0)
             mean = f"{value:+.3f} [{value - 1.96 * se:+.3f}, {value + 1.96 * se:+.3f}], p = {p:.2g}"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
-    lines.append("")
+        table.append([name, *cells, mean])
+    lines += [*markdown_table(["trained on", *found[0]["cells"], f"mean of {', '.join(focus)}"], table), ""]
     for column, provenance in generators.items():
         if column not in found[0]["cells"]:
             continue
@@ -214,11 +211,8 @@ def comparison_tables(found: list[dict[str, Any]], baseline: str | None, focus: 
             f"AUROC of each generator's AI images against all of {column}'s real images [95% DeLong interval]; "
             f"beside it, the difference from {baseline} on the same images (paired), p.",
             "",
-            "| trained on | "
-            + " | ".join(f"{g} ({sum(family.get(k) == g for k in base[column])})" for g in present)
-            + " |",
-            "|---|" + "---|" * len(present),
         ]
+        table = []
         for name in names:
             cells = []
             for generator in present:
@@ -231,8 +225,9 @@ def comparison_tables(found: list[dict[str, Any]], baseline: str | None, focus: 
                     test = _paired(mine, {k: v for k, v in base[column].items() if k in subset})
                     text += f"<br>{test['difference']:+.3f}, p = {test['p']:.2g}"
                 cells.append(text)
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
+            table.append([name, *cells])
+        counts = [f"{g} ({sum(family.get(k) == g for k in base[column])})" for g in present]
+        lines += [*markdown_table(["trained on", *counts], table), ""]
     return lines
 
 
@@ -275,9 +270,8 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]], comparison
         "With abstention: answered = share of images given a definite verdict, wrong = share given a wrong one;",
         "familiarity AUROC: how well the familiarity score tells that source's images from the row's own test split.",
         "",
-        "| trained on | " + " | ".join(f"{c} ({found[0]['cells'][c]['images']})" for c in columns) + " |",
-        "|---|" + "---|" * len(columns),
     ]
+    table = []
     for row in found:
         cells = []
         for column in columns:
@@ -288,17 +282,18 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]], comparison
             if "familiarity_auroc" in c:
                 text += f"<br>familiarity AUROC {c['familiarity_auroc']:.2f}"
             cells.append(f"**{text}**" if c["in_source"] else text)
-        lines.append(f"| {row['train_on']} | " + " | ".join(cells) + " |")
+        table.append([row["train_on"], *cells])
+    lines += markdown_table(["trained on", *(f"{c} ({found[0]['cells'][c]['images']})" for c in columns)], table)
     lines += ["", line, ""]
-    lines += comparison_tables(found, comparison.get("baseline"), comparison.get("focus") or [],
-                               comparison.get("generators") or {})  # fmt: skip
+    c = comparison
+    lines += comparison_tables(found, c.get("baseline"), c.get("focus") or [], c.get("generators") or {})
     lines += promise_table(found)
     lines += recalibration_table(found)
     atomic_write_text(sweep_dir / "matrix.md", "\n".join(lines))
+    figure = _heatmap(found, columns)
     import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
 
-    figure = _heatmap(found, columns)
     partial = sweep_dir / ".matrix.png.tmp"
     figure.savefig(partial, dpi=120, bbox_inches="tight", format="png")
     os.replace(partial, sweep_dir / "matrix.png")
@@ -309,26 +304,21 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]], comparison
 
 
 def _heatmap(found: list[dict[str, Any]], columns: list[str]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from trustthepixels.evaluation.figures import new_figure
 
     values = np.array([[r["cells"][c]["auroc"] for c in columns] for r in found])
-    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(columns), 1.0 + 0.6 * len(found)))
+    size = (1.6 + 1.5 * len(columns), 1.0 + 0.6 * len(found))
+    fig, ax = new_figure(size, f"{found[0]['model']}: {summary_line(found)}", xlabel="tested on", ylabel="trained on")
+    ax.title.set_fontsize(8)
     image = ax.imshow(values, cmap="RdYlGn", vmin=0.3, vmax=1.0)
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(found)), [r["train_on"] for r in found])
-    ax.set_xlabel("tested on")
-    ax.set_ylabel("trained on")
     for i, row in enumerate(found):
         for j, column in enumerate(columns):
             c = row["cells"][column]
-            weight = "bold" if c["in_source"] else "normal"
-            ax.text(j, i, f"{c['auroc']:.2f}\n[{c['auroc_lo']:.2f}, {c['auroc_hi']:.2f}]", ha="center",
-                    va="center", fontsize=7, fontweight=weight)  # fmt: skip
+            text = f"{c['auroc']:.2f}\n[{c['auroc_lo']:.2f}, {c['auroc_hi']:.2f}]"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, fontweight="bold" if c["in_source"] else "normal")
     fig.colorbar(image, ax=ax, label="AUROC")
-    ax.set_title(f"{found[0]['model']}: {summary_line(found)}", fontsize=8)
     return fig
 
 

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from trustthepixels.config import metric_mode
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.detector.predictions import Prediction, labelled, read_predictions, write_predictions
+from trustthepixels.tables import markdown_table
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "job_error.txt"
@@ -89,11 +90,10 @@ def seed_section(rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
     if not groups:
         return []
     lines = ["", "## Seeds", "", "Jobs that differ only by `seed`: mean ± sd over seeds (min, max).", ""]
-    lines += ["| configuration | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    table = []
     for config, members in groups.items():
-        cells = [_spread([m[c] for m in members if m.get(c) is not None]) for c in metrics]
-        lines.append(f"| `{config or '(defaults)'}` | {len(members)} | " + " | ".join(cells) + " |")
-    return lines
+        table.append([f"`{config or '(defaults)'}`", len(members), *(_spread(_values(members, c)) for c in metrics)])
+    return lines + markdown_table(["configuration", "seeds", *metrics], table)
 
 
 def cross_validation_section(sweep_dir: Path, rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
@@ -111,17 +111,10 @@ def cross_validation_section(sweep_dir: Path, rows: list[dict[str, Any]], metric
         done = [m for m in members if m["status"] == "completed"]
         name = "oof_predictions.csv" if len(groups) == 1 else f"oof_predictions_{i}.csv"
         lines += ["", f"`{config or '(defaults)'}`: {len(done)} of {len(members)} folds completed", ""]
-        lines += ["| fold | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-        for m in members:
-            lines.append(
-                f"| {_override(m['overrides'], 'data.fold')} | " + " | ".join(_cell(m, c) for c in metrics) + " |"
-            )
+        table = [[_override(m["overrides"], "data.fold"), *(_cell(m, c) for c in metrics)] for m in members]
         if done:
-            lines.append(
-                "| mean ± sd | "
-                + " | ".join(_spread([m[c] for m in done if m.get(c) is not None]) for c in metrics)
-                + " |"
-            )
+            table.append(["mean ± sd", *(_spread(_values(done, c)) for c in metrics)])
+        lines += markdown_table(["fold", *metrics], table)
         pooled = _pool_out_of_fold(done, sweep_dir / name)
         if pooled and len(done) == len(members):
             lines += [
@@ -130,10 +123,13 @@ def cross_validation_section(sweep_dir: Path, rows: list[dict[str, Any]], metric
                 f"train on it; `{name}`):",
                 "",
             ]
-            lines += ["| metric | value [95% interval] |", "|---|---|"]
-            for key in ("auroc", "ap", "acc", "balanced_acc", "f1", "ece", "loss"):
-                lines.append(f"| {key} | {_cell(pooled, key)} |")
+            keys = ("auroc", "ap", "acc", "balanced_acc", "f1", "ece", "loss")
+            lines += markdown_table(["metric", "value [95% interval]"], [[key, _cell(pooled, key)] for key in keys])
     return lines
+
+
+def _values(rows: list[dict[str, Any]], metric: str) -> list[float]:
+    return [r[metric] for r in rows if r.get(metric) is not None]
 
 
 def _override(overrides: str, key: str) -> str | None:
@@ -204,11 +200,8 @@ def write_summary(sweep_dir: Path, optimized_metric: str, final: bool = False) -
             "",
             "Brackets hold 95% intervals over the split's images (see metrics.json).",
             "",
-            "| " + " | ".join(shown_columns) + " |",
-            "|" + "---|" * len(shown_columns),
+            *markdown_table(shown_columns, [[_cell(row, c) for c in shown_columns] for row in shown]),
         ]
-        for row in shown:
-            lines.append("| " + " | ".join(_cell(row, c) for c in shown_columns) + " |")
         lines += seed_section(rows, metric_columns) + cross_validation_section(sweep_dir, rows, metric_columns)
         failed = [r for r in rows if r["status"] == "failed"]
         if failed:

@@ -34,6 +34,7 @@ from trustthepixels.errors import UserError
 from trustthepixels.metrics.calibration import KEY, Calibration, check
 from trustthepixels.metrics.core import binary_metrics
 from trustthepixels.metrics.intervals import binary_metric_intervals
+from trustthepixels.tables import markdown_table
 
 log = logging.getLogger(__name__)
 WORKS, WEAK = 0.8, 0.6  # the AUROC interval's lower end: above WORKS "works here", at most WEAK "does not work here"
@@ -166,15 +167,16 @@ def _summary_lines(result: dict[str, Any]) -> list[str]:
         f"{m['acc_hi']:.3f}] at its threshold {m['threshold']:.3f}, on {m['images']} images",
         "",
         f"Checked on the other half ({result['images']['checking_half']} images), 95% intervals:",
-        "| record | class | coverage | accuracy on answered | confident errors |",
-        "|---|---|---|---|---|",
     ]
+    rows = []
     for name, rates in result["checks"].items():
         label = "recalibrated here" if name == "after" else "the checkpoint's own"
         for part in ("AI", "Real", "all"):
             r = rates[part]
-            lines.append(f"| {label} | {part} | {_interval(r, 'coverage')} | {_interval(r, 'accuracy_answered')} | "
-                         f"{_interval(r, 'confident_errors')} |")  # fmt: skip
+            rows.append(
+                [label, part, *(_interval(r, k) for k in ("coverage", "accuracy_answered", "confident_errors"))]
+            )
+    lines += markdown_table(["record", "class", "coverage", "accuracy on answered", "confident errors"], rows)
     return lines
 
 

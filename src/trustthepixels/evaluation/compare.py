@@ -27,8 +27,10 @@ from torch.utils.tensorboard import SummaryWriter
 from trustthepixels.config import check_settings
 from trustthepixels.detector.predictions import Prediction, labelled, read_predictions
 from trustthepixels.errors import UserError
+from trustthepixels.evaluation.figures import ROC_AXES, new_figure
 from trustthepixels.metrics.comparison import ALPHA, delong, holm, mcnemar, paired_bootstrap
 from trustthepixels.metrics.core import core_metrics, sigmoid
+from trustthepixels.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -181,40 +183,36 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _roc_figure(labels: np.ndarray, logits: dict[str, np.ndarray], single: dict[str, dict[str, float]]):
-    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    fig, ax = new_figure((4.8, 4.2), f"ROC on the same {len(labels)} images", **ROC_AXES)
     for name, z in logits.items():
         fpr, tpr, _ = roc_curve(labels, sigmoid(z))
         ax.plot(fpr, tpr, label=f"{name} (AUROC {single[name]['auroc']:.3f})")
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
-    ax.set_xlabel("false positive rate (real called AI)")
-    ax.set_ylabel("true positive rate (AI caught)")
-    ax.set_title(f"ROC on the same {len(labels)} images")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
     return fig
 
 
 def _markdown(result: dict[str, Any]) -> str:
     lines = [f"# Comparison on the same {result['images']} images", ""]
     lines += [f"- {pair['sentence']}" for pair in result["pairs"]]
-    lines += ["", "| model | AUROC | accuracy @ 0.5 | log loss |", "|---|---|---|---|"]
-    for name, m in result["models"].items():
-        lines.append(f"| {name} | {m['auroc']:.3f} | {m['acc']:.3f} | {m['loss']:.3f} |")
-    lines += [
-        "",
-        "| A | B | AUROC A - B | DeLong 95% interval | DeLong p | bootstrap 95% interval | bootstrap p "
-        "| McNemar: only A right / only B right | McNemar p |",
-        "|---|---|---|---|---|---|---|---|---|",
+    models = [
+        [name, f"{m['auroc']:.3f}", f"{m['acc']:.3f}", f"{m['loss']:.3f}"] for name, m in result["models"].items()
     ]
+    lines += ["", *markdown_table(["model", "AUROC", "accuracy @ 0.5", "log loss"], models), ""]
     several = len(result["pairs"]) > 1
     holm = lambda t: f" (Holm {t['p_holm']:.3g})" if several else ""  # noqa: E731
+    header = (
+        "A | B | AUROC A - B | DeLong 95% interval | DeLong p | bootstrap 95% interval | bootstrap p "
+        "| McNemar: only A right / only B right | McNemar p"
+    )
+    rows = []
     for pair in result["pairs"]:
         d, b, mc = pair["delong"], pair["bootstrap"], pair["mcnemar"]
-        lines.append(
-            f"| {pair['a']} | {pair['b']} | {d['difference']:+.3f} | [{d['low']:+.3f}, {d['high']:+.3f}] | "
-            f"{d['p']:.3g}{holm(d)} | [{b['low']:+.3f}, {b['high']:+.3f}] | {b['p']:.3g} | "
-            f"{mc['only_a_right']} / {mc['only_b_right']} | {mc['p']:.3g}{holm(mc)} |"
-        )
+        delong = [f"{d['difference']:+.3f}", f"[{d['low']:+.3f}, {d['high']:+.3f}]", f"{d['p']:.3g}{holm(d)}"]
+        bootstrap = [f"[{b['low']:+.3f}, {b['high']:+.3f}]", f"{b['p']:.3g}"]
+        mcnemar = [f"{mc['only_a_right']} / {mc['only_b_right']}", f"{mc['p']:.3g}{holm(mc)}"]
+        rows.append([pair["a"], pair["b"], *delong, *bootstrap, *mcnemar])
+    lines += markdown_table(header.split(" | "), rows)
     lines += [
         "",
         "McNemar compares accuracy at each model's own threshold (from its predictions file, or its calibration "

@@ -7,15 +7,27 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_curve
+
+from trustthepixels.metrics.core import sigmoid
+
+ROC_AXES = {"xlabel": "false positive rate (real called AI)", "ylabel": "true positive rate (AI caught)"}
+
+
+def new_figure(size: tuple[float, float], title: str, **axes: str) -> tuple[Figure, Axes]:
+    """A figure with one titled, labelled axes (`axes`: xlabel, ylabel, ...), laid out tight when drawn."""
+    fig, ax = plt.subplots(figsize=size, layout="tight")
+    ax.set(title=title, **axes)
+    return fig, ax
 
 
 def confusion_matrix_figure(labels: np.ndarray, probs: np.ndarray, threshold: float, names=("Real", "AI")) -> Figure:
     predicted = (probs > threshold).astype(int)
     matrix = np.array([[np.sum((labels == t) & (predicted == p)) for p in (0, 1)] for t in (0, 1)])
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = new_figure((4, 4), f"Confusion matrix (P(AI) > {threshold:.3f})", xlabel="predicted", ylabel="true")
     ax.imshow(matrix, cmap="Blues")
     for t in (0, 1):
         for p in (0, 1):
@@ -23,10 +35,6 @@ def confusion_matrix_figure(labels: np.ndarray, probs: np.ndarray, threshold: fl
             ax.text(p, t, str(matrix[t, p]), ha="center", va="center", color="white" if dark else "black", fontsize=14)
     ax.set_xticks([0, 1], names)
     ax.set_yticks([0, 1], names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"Confusion matrix (P(AI) > {threshold:.3f})")
-    fig.tight_layout()
     return fig
 
 
@@ -51,58 +59,43 @@ def roc_figure(
     labels: np.ndarray, probs: np.ndarray, auroc: float, interval: tuple[float, float] | None = None, **band
 ) -> Figure:
     fpr, tpr, _ = roc_curve(labels, probs)
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig, ax = new_figure((4.5, 4), "ROC", **ROC_AXES)
     grid, low, high = roc_band(labels, probs, **band)
     ax.fill_between(grid, low, high, alpha=0.25, label="95% band (bootstrap)")
     label = f"AUROC {auroc:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
     ax.plot(fpr, tpr, label=label)
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
-    ax.set_xlabel("false positive rate (real called AI)")
-    ax.set_ylabel("true positive rate (AI caught)")
-    ax.set_title("ROC")
     ax.legend(loc="lower right")
-    fig.tight_layout()
     return fig
 
 
 def pr_figure(labels: np.ndarray, probs: np.ndarray, ap: float) -> Figure:
     precision, recall, _ = precision_recall_curve(labels, probs)
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig, ax = new_figure((4.5, 4), "Precision-recall", xlabel="recall (AI)", ylabel="precision (AI)")
     ax.plot(recall, precision, label=f"AP {ap:.3f}")
     ax.axhline(labels.mean(), ls="--", color="grey", lw=1, label="chance")
-    ax.set_xlabel("recall (AI)")
-    ax.set_ylabel("precision (AI)")
-    ax.set_title("Precision-recall")
     ax.legend(loc="lower left")
-    fig.tight_layout()
     return fig
 
 
 def reliability_figure(labels: np.ndarray, logits: np.ndarray, temperature: float, bins: int = 10) -> Figure:
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    words = {"xlabel": "mean P(AI) in bin", "ylabel": "share of AI images in bin"}
+    fig, ax = new_figure((4.5, 4), "Reliability", **words)
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect")
     for name, t in (("raw", 1.0), (f"T = {temperature:.2f}", temperature)):
-        observed, predicted = calibration_curve(labels, 1 / (1 + np.exp(-logits / t)), n_bins=bins, strategy="uniform")
+        observed, predicted = calibration_curve(labels, sigmoid(logits / t), n_bins=bins, strategy="uniform")
         ax.plot(predicted, observed, "o-", label=name)
-    ax.set_xlabel("mean P(AI) in bin")
-    ax.set_ylabel("share of AI images in bin")
-    ax.set_title("Reliability")
     ax.legend(loc="upper left")
-    fig.tight_layout()
     return fig
 
 
 def histogram_figure(labels: np.ndarray, probs: np.ndarray, threshold: float, names=("Real", "AI")) -> Figure:
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = new_figure((5, 4), "P(AI) per class", xlabel="P(AI)", ylabel="images")
     bins = np.linspace(0, 1, 26)
     for label, name in enumerate(names):
         ax.hist(probs[labels == label], bins=bins, alpha=0.6, label=name)
     ax.axvline(threshold, color="black", lw=1, ls="--", label=f"threshold {threshold:.3f}")
-    ax.set_xlabel("P(AI)")
-    ax.set_ylabel("images")
-    ax.set_title("P(AI) per class")
     ax.legend()
-    fig.tight_layout()
     return fig
 
 
@@ -120,7 +113,8 @@ def robustness_figures(rows: list[dict]) -> dict[str, Figure]:
     clean = next(r for r in rows if r["perturbation"] == "none")
     out = {}
     for kind in kinds:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
+        title, axis = PERTURBATION_WORDS.get(kind, (kind, "strength"))
+        fig, ax = new_figure((6, 4.5), f"{title}, applied to both classes", xlabel=axis, ylabel="score (95% interval)")
         chosen = [r for r in rows if r["perturbation"] == kind]
         points, x = [clean, *chosen], ["none"] + [r["strength"] for r in chosen]
         for metric, words in METRIC_WORDS.items():
@@ -131,27 +125,22 @@ def robustness_figures(rows: list[dict]) -> dict[str, Figure]:
             ax.errorbar(x, values, yerr=errors, fmt="o-", capsize=3, label=words)
         ax.set_ylim(0, 1.02)
         ax.axhline(0.5, color="grey", lw=1, ls=":", label="chance")
-        title, axis = PERTURBATION_WORDS.get(kind, (kind, "strength"))
-        ax.set_title(f"{title}, applied to both classes")
-        ax.set_xlabel(axis)
-        ax.set_ylabel("score (95% interval)")
         ax.legend(loc="lower left")
-        fig.tight_layout()
         out[f"robustness_{kind}.png"] = fig
     return out
 
 
 def risk_coverage_figure(coverage: np.ndarray, risk: np.ndarray, aurc: float, operating: tuple[float, float]) -> Figure:
     """Error rate among the most confident images at each coverage, and where the verdict rule answers."""
-    fig, ax = plt.subplots(figsize=(5, 4))
+    words = {
+        "xlabel": "coverage (share of images answered, most confident first)",
+        "ylabel": "error rate among answered",
+    }
+    fig, ax = new_figure((5, 4), "Risk-coverage", **words)
     ax.plot(coverage, risk, label=f"AURC {aurc:.3f}")
     if np.isfinite(operating).all():
         ax.scatter(*operating, color="C3", zorder=3, label=f"verdicts: coverage {operating[0]:.2f}")
     ax.set_xlim(0, 1)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("coverage (share of images answered, most confident first)")
-    ax.set_ylabel("error rate among answered")
-    ax.set_title("Risk-coverage")
     ax.legend(loc="upper left")
-    fig.tight_layout()
     return fig

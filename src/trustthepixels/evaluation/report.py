@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from trustthepixels.metrics.intervals import too_small_to_rank
+from trustthepixels.tables import markdown_table
 
 ROWS = (
     ("images", "images", "{:.0f}"),
@@ -77,13 +78,11 @@ def render_report(result: dict[str, Any], figures: list[str]) -> str:
             "",
             f"## Robustness ({result['robustness_set']}; the same perturbation applied to both classes)",
             "",
-            "| perturbation | strength | AUROC | accuracy @ 0.5 | accuracy @ threshold "
-            "| balanced accuracy @ threshold |",
-            "|---|---|---|---|---|---|",
         ]
-        for row in result["robustness"]:
-            cells = [with_interval(row, k) for k in ("auroc", "acc", "acc_at_threshold", "balanced_acc_at_threshold")]
-            lines.append(f"| {row['perturbation']} | {row['strength']} | " + " | ".join(cells) + " |")
+        keys = ("auroc", "acc", "acc_at_threshold", "balanced_acc_at_threshold")
+        header = "perturbation|strength|AUROC|accuracy @ 0.5|accuracy @ threshold|balanced accuracy @ threshold"
+        rows = ([r["perturbation"], r["strength"], *(with_interval(r, k) for k in keys)] for r in result["robustness"])
+        lines += markdown_table(header.split("|"), rows)
     if figures:
         lines += ["", "## Figures", ""]
         lines += [f"![{f}]({f})" for f in figures]
@@ -138,10 +137,10 @@ def terminal_table(result: dict[str, Any], out_dir: str) -> str:
 
 
 def _table(sets: dict[str, dict[str, Any]], rows) -> list[str]:
-    """A markdown table: one row per (label, key, format), one column per set, each value with its interval."""
-    lines = ["| | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
-    return lines + [f"| {label} | " + " | ".join(_cell(m, key, fmt) for m in sets.values()) + " |"
-                    for label, key, fmt in rows]  # fmt: skip
+    """One row per (label, key, format), one column per set, each value with its interval."""
+    return markdown_table(
+        ["", *sets], ([label, *(_cell(m, key, fmt) for m in sets.values())] for label, key, fmt in rows)
+    )
 
 
 def _cell(metrics: dict[str, Any], key: str, fmt: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
+from scipy.special import expit
 from sklearn.metrics import roc_curve
 from torchmetrics.functional.classification import (
     binary_accuracy,
@@ -40,7 +41,8 @@ def _t(values: np.ndarray, dtype=torch.float64) -> torch.Tensor:
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    """P(AI) from logits, in float64: the one sigmoid of every number computed from saved logits."""
+    return expit(np.asarray(logits, dtype=np.float64))
 
 
 def threshold_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float, suffix: str = "") -> dict[str, float]:

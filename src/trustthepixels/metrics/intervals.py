@@ -17,6 +17,8 @@ import math
 import numpy as np
 from scipy import stats
 
+from trustthepixels.metrics.core import sigmoid
+
 CONFIDENCE = 0.95
 BINOMIAL = {"acc": None, "acc_real": 0, "acc_ai": 1}  # metric -> the class it counts (None: every image)
 BOOTSTRAPPED = ("auroc", "ap", "balanced_acc", "f1", "ece", "loss")
@@ -51,7 +53,7 @@ def resample_metrics(labels: np.ndarray, logits: np.ndarray, threshold: float = 
     """`BOOTSTRAPPED` metrics of one (re)sample, in that order."""
     labels = np.asarray(labels, dtype=np.float64)
     logits = np.asarray(logits, dtype=np.float64)
-    probs = 1.0 / (1.0 + np.exp(-logits))
+    probs = sigmoid(logits)
     pos, neg = probs[labels == 1], probs[labels == 0]
     predicted = probs > threshold
     recall_ai, recall_real = predicted[labels == 1].mean(), (~predicted[labels == 0]).mean()
@@ -92,7 +94,7 @@ def metric_intervals(
     `threshold`; `decisions_only`: only those, not the threshold-free ones). NaN where a class is missing."""
     labels = np.asarray(labels).astype(int)
     logits = np.asarray(logits, dtype=np.float64)
-    predicted = 1.0 / (1.0 + np.exp(-logits)) > threshold
+    predicted = sigmoid(logits) > threshold
     out: dict[str, float] = {}
     for name, label in BINOMIAL.items():
         chosen = np.ones(len(labels), bool) if label is None else labels == label

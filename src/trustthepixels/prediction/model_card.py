@@ -25,6 +25,7 @@ from omegaconf import DictConfig, open_dict
 from trustthepixels.detector.checkpoint import Detector, load_detector
 from trustthepixels.detector.predictions import Threshold, labelled, read_predictions, where_fitted
 from trustthepixels.metrics.selective import abstention_rates
+from trustthepixels.tables import markdown_table
 
 log = logging.getLogger(__name__)
 ABSTENTION_RATES = ("coverage", "accuracy_answered", "confident_errors")
@@ -86,7 +87,7 @@ def _run_report(detector: Detector) -> dict[str, Any]:
 def _metrics_table(detector: Detector, report: dict[str, Any]) -> list[str]:
     val = report.get("val") or detector.val_metrics
     test = report.get("test") or {}
-    lines = ["| metric | validation | test |", "|---|---|---|"]
+    rows = []
     for name in METRICS:
         cells = []
         for stage, numbers in (("val", val), ("test", test)):
@@ -94,7 +95,8 @@ def _metrics_table(detector: Detector, report: dict[str, Any]) -> list[str]:
             value = numbers.get(key)
             cells.append("-" if value is None else _interval(value, numbers.get(f"{key}_lo"), numbers.get(f"{key}_hi")))
         if cells != ["-", "-"]:
-            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+            rows.append([name, *cells])
+    lines = markdown_table(["metric", "validation", "test"], rows)
     images = report.get("data", {}).get("images", {})
     if images:
         lines += ["", f"Images: {images.get('val', '?')} validation, {images.get('test', '?')} test."]
@@ -152,17 +154,13 @@ def _benchmark(detector: Detector) -> list[str]:
         f"Trained on `{row['train_on']}` by `benchmark.py`; every source's test split:",
         "",
     ]
-    lines += [
-        "| tested on | images | AUROC [95%] | coverage | confident errors | familiarity AUROC |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name, c in row["cells"].items():
         where = " (in-source)" if c["in_source"] else ""
-        coverage = f"{c['coverage']:.2f}" if "coverage" in c else "-"
-        wrong = f"{c['confident_errors']:.2f}" if "confident_errors" in c else "-"
-        familiar = f"{c['familiarity_auroc']:.2f}" if "familiarity_auroc" in c else "-"
-        lines.append(f"| {name}{where} | {c['images']} | {_interval(c['auroc'], c['auroc_lo'], c['auroc_hi'])} | "
-                     f"{coverage} | {wrong} | {familiar} |")  # fmt: skip
+        optional = [f"{c[k]:.2f}" if k in c else "-" for k in ("coverage", "confident_errors", "familiarity_auroc")]
+        rows.append([f"{name}{where}", c["images"], _interval(c["auroc"], c["auroc_lo"], c["auroc_hi"]), *optional])
+    header = ["tested on", "images", "AUROC [95%]", "coverage", "confident errors", "familiarity AUROC"]
+    lines += markdown_table(header, rows)
     matrix = detector.run_dir.parent / "matrix.md"
     if matrix.is_file():
         lines += ["", "The whole matrix of that benchmark:", "", *matrix.read_text().splitlines()[2:]]

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from trustthepixels.data.ingest.fingerprint import FileRecord
+from trustthepixels.tables import markdown_table
 
 
 def plot(by_class: dict[str, list[FileRecord]], qualities: dict[str, list[int]], out_dir: Path) -> list[str]:
@@ -57,10 +58,10 @@ def markdown(report: dict[str, Any], figures: list[str]) -> str:
         lines += ["## Warnings", ""] + [f"- **{w}**" for w in report["warnings"]] + [""]
     else:
         lines += ["No metadata shortcut above the threshold and no duplicate across classes.", ""]
-    lines += ["## Classes", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    rows: list[list[str]] = []
 
     def row(label: str, fn) -> None:
-        lines.append(f"| {label} | " + " | ".join(fn(classes[n]) for n in names) + " |")
+        rows.append([label, *(fn(classes[n]) for n in names)])
 
     def q(d: dict[str, float], fmt: str = "{:.0f}") -> str:
         return " / ".join(fmt.format(d[k]) for k in ("p10", "p50", "p90")) if d else "-"
@@ -73,6 +74,7 @@ def markdown(report: dict[str, Any], figures: list[str]) -> str:
     row("kB p10 / p50 / p90", lambda c: q({k: v / 1000 for k, v in c["bytes"].items()}, "{:.1f}"))
     row("square", lambda c: f"{c['square_share']:.0%}")
     row("JPEG quality p10 / p50 / p90", lambda c: q(c["jpeg_quality"]))
+    lines += ["## Classes", "", *markdown_table(["", *names], rows)]
     baseline = report["metadata_baseline"]
     dup = report["duplicates"]
     lines += [
@@ -101,10 +103,9 @@ def markdown(report: dict[str, Any], figures: list[str]) -> str:
         f"**{baseline['balanced_accuracy']:.1%}** (± {baseline['balanced_accuracy_std']:.1%}); 50% is chance, "
         "whatever the class balance.",
         "",
-        "| feature | best single-threshold balanced accuracy |",
-        "|---|---|",
     ]
-    lines += [f"| {k} | {v:.1%} |" for k, v in baseline["single_feature_accuracy"].items()]
+    single = [[k, f"{v:.1%}"] for k, v in baseline["single_feature_accuracy"].items()]
+    lines += markdown_table(["feature", "best single-threshold balanced accuracy"], single)
     spectral = report["spectral_baseline"]
     lines += [
         "",
