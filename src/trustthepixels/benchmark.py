@@ -39,7 +39,7 @@ from trustthepixels.detector.checkpoint import load_detector, resolve_device
 from trustthepixels.detector.predictions import write_predictions
 from trustthepixels.errors import ConfigError
 from trustthepixels.evaluation.evaluate import abstention_with_intervals
-from trustthepixels.evaluation.sets import EvalSet, Evaluator
+from trustthepixels.evaluation.sets import EvalSet, score_set
 from trustthepixels.metrics.calibration import check, fit_calibration, too_few
 from trustthepixels.metrics.core import binary_metrics, core_metrics
 from trustthepixels.metrics.intervals import binary_metric_intervals, metric_intervals
@@ -234,14 +234,13 @@ def _score_run(cfg: DictConfig, run: Path, roots: Roots, trained: list[str], tes
     log.info("Scoring %s on every source", Path(checkpoint).name)
     detector = load_detector(checkpoint)
     workers, device = resolve_num_workers(cfg.data.num_workers), resolve_device(cfg.get("device", "auto"))
-    evaluator = Evaluator(detector, cfg.data.batch_size, workers, device, detector.min_image_side)
     decision = detector.decision(None, cfg.get("abstain"))  # the checkpoint's calibration record
     threshold = decision.value
     context = {} if fold is None else {"fold": str(fold)}
     cells, predictions, familiarity = {}, [], {}
     for name, folder in roots.items():
         subset = _test_set(cfg, name, folder, trained, test_only, run / "split.csv", detector)
-        scores = evaluator.scores(subset)
+        scores = score_set(detector, subset, cfg.data.batch_size, workers, device, detector.min_image_side)
         logits, familiarity[name] = scores.logits, scores.familiarity
         predictions += subset.predictions(scores, decision, **context, tested_on=name)
         metrics = binary_metrics(subset.labels, logits, threshold)

@@ -98,16 +98,16 @@ def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> Mo
     """Score a checkpoint on `cfg.data.root` (or its run's test split), at its own decision threshold."""
     from trustthepixels.data.loading.workers import resolve_num_workers
     from trustthepixels.detector.checkpoint import load_detector, resolve_device
-    from trustthepixels.evaluation.sets import Evaluator, eval_set, min_side
+    from trustthepixels.evaluation.sets import eval_set, min_side, score_set
 
     detector = load_detector(path)
     device = resolve_device(cfg.device)
     workers = resolve_num_workers(cfg.data.num_workers)
-    evaluator = Evaluator(detector, cfg.data.batch_size, workers, device, min_side(cfg, detector))
     main = eval_set(cfg, detector)
     threshold = detector.decision(None, False)  # its calibrated threshold; compare.py ranks, it does not abstain
     name = name or f"{detector.model.hparams.backbone} ({path.parent.parent.name})"
-    return ModelScores.of(name, main.predictions(evaluator.scores(main), threshold))
+    scores = score_set(detector, main, cfg.data.batch_size, workers, device, min_side(cfg, detector))
+    return ModelScores.of(name, main.predictions(scores, threshold))
 
 
 def aligned(models: list[ModelScores]) -> tuple[list[str], np.ndarray, list[np.ndarray]]:

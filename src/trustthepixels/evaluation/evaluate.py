@@ -21,8 +21,8 @@ from trustthepixels.detector.predictions import Threshold, write_predictions
 from trustthepixels.detector.scoring import Scores
 from trustthepixels.evaluation import figures
 from trustthepixels.evaluation.report import render_report, terminal_table
-from trustthepixels.evaluation.robustness import perturbations
-from trustthepixels.evaluation.sets import EvalSet, Evaluator, eval_set, min_side, unique_names
+from trustthepixels.evaluation.robustness import Perturbation, perturbations
+from trustthepixels.evaluation.sets import EvalSet, eval_set, min_side, score_set, unique_names
 from trustthepixels.metrics.core import binary_metrics, sigmoid
 from trustthepixels.metrics.intervals import binary_metric_intervals
 from trustthepixels.metrics.selective import abstention_rates, risk_coverage
@@ -46,7 +46,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     num_workers = resolve_num_workers(cfg.data.num_workers)
     usable_side = min_side(cfg, detector)
-    evaluator = Evaluator(detector, cfg.data.batch_size, num_workers, device, usable_side)
+
+    def score(subset: EvalSet, perturb: Perturbation | None = None) -> Scores:
+        return score_set(detector, subset, cfg.data.batch_size, num_workers, device, usable_side, perturb)
 
     main = eval_set(cfg, detector)
     extra = [EvalSet.from_folder(p, usable_side, cfg.data.cache_dir) for p in cfg.extra_sets or []]
@@ -65,7 +67,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     writer = SummaryWriter(str(out))
     sets, scores_of, logits_of = {}, {}, {}
     for subset in [main, *extra]:
-        scores_of[subset.name] = evaluator.scores(subset)
+        scores_of[subset.name] = score(subset)
         logits_of[subset.name] = scores_of[subset.name].logits
         sets[subset.name] = measured(subset.labels, logits_of[subset.name])
         if decision.abstains:
@@ -102,7 +104,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.robustness:
         robustness.append({"perturbation": "none", "strength": "-", **sets[main.name]})
         for perturb in perturbations(OmegaConf.to_container(cfg.perturbations)):
-            metrics = measured(main.labels, evaluator.scores(main, perturb).logits)
+            metrics = measured(main.labels, score(main, perturb).logits)
             robustness.append({"perturbation": perturb.kind, "strength": f"{perturb.strength:g}", **metrics})
         drawn |= figures.robustness_figures(robustness)
     for name, fig in drawn.items():

@@ -1,5 +1,5 @@
 """What eval.py, compare.py and benchmark.py score: sets of images named as every predictions file names them
-(their run's split, or a folder), and the `Evaluator` that scores a whole set through the Detector."""
+(their run's split, or a folder), and `score_set`, which scores a whole set through the Detector."""
 
 from __future__ import annotations
 
@@ -96,25 +96,22 @@ def unique_names(sets: list[EvalSet]) -> None:
         taken.add(name)
 
 
-class Evaluator:
-    """Scores whole sets of verified images (a file that fails now changed since it was scanned: an error)."""
-
-    def __init__(self, detector: Detector, batch_size: int, num_workers: int, device: str, min_side: int):
-        self.detector = detector
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.device = device
-        self.min_side = min_side
-
-    def scores(self, subset: EvalSet, perturb: Perturbation | None = None) -> Scores:
-        what = f"{subset.name}" + (f" ({perturb.name})" if perturb else "")
-        scores = self.detector.score_files(
-            subset.paths, self.batch_size, self.num_workers, self.device, perturb, self.min_side, f"Scoring {what}"
-        )
-        if scores.errors:  # files verified at setup cannot fail unless they changed since
-            failed = "; ".join(str(e) for e in list(scores.errors.values())[:3])
-            raise UserError(f"{len(scores.errors)} file(s) of {what} changed after they were checked: {failed}")
-        return scores
+def score_set(
+    detector: Detector,
+    subset: EvalSet,
+    batch_size: int,
+    workers: int,
+    device: str,
+    min_side: int,
+    perturb: Perturbation | None = None,
+) -> Scores:
+    """A whole set of verified images scored (a file that fails now changed since it was scanned: an error)."""
+    what = f"{subset.name}" + (f" ({perturb.name})" if perturb else "")
+    scores = detector.score_files(subset.paths, batch_size, workers, device, perturb, min_side, f"Scoring {what}")
+    if scores.errors:  # files verified at setup cannot fail unless they changed since
+        failed = "; ".join(str(e) for e in list(scores.errors.values())[:3])
+        raise UserError(f"{len(scores.errors)} file(s) of {what} changed after they were checked: {failed}")
+    return scores
 
 
 def eval_set(cfg: DictConfig, detector: Detector) -> EvalSet:
