@@ -12,13 +12,8 @@ SRC = REPO / "src"
 
 # Lowest first; a module may import its own layer (without a circle) and the layers below it, never above.
 LAYERS = (
-    (
-        "config",
-        "errors",
-        "target_check",
-        "quiet",
-        "tables",
-    ),  # leaves: config glue, settings checks, errors, noise, tables
+    # leaves: the metric registry, config glue, settings checks, errors, noise filters, the table writer
+    ("metric_registry", "config", "errors", "target_check", "quiet", "tables"),
     ("data",),  # finding, fingerprinting, splitting and loading images
     ("metrics",),  # numbers from predictions: metrics, intervals, paired tests
     ("model",),  # the LightningModule and its backbones

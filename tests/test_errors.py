@@ -281,7 +281,7 @@ def test_every_command_scores_with_trainings_float32_matmul_precision():
 
 
 def test_a_per_source_metric_keeps_its_direction_and_names_its_checkpoint():
-    from trustthepixels.config import metric_mode, metric_slug
+    from trustthepixels.metric_registry import metric_mode, metric_slug
 
     assert metric_mode("val/loss/cifake") == "min" and metric_mode("val/auroc/cifake") == "max"
     assert metric_mode("val/ece") == "min" and metric_mode("val/auroc") == "max"

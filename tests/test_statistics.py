@@ -15,10 +15,12 @@ from sklearn.metrics import roc_auc_score
 from trustthepixels.data.ingest.scan import Sample
 from trustthepixels.data.loading.split import cross_validation_split
 from trustthepixels.evaluation.compare import load_predictions, verdict
+from trustthepixels.metric_registry import ABSTENTION, AT_THRESHOLD, METRICS
 from trustthepixels.metrics.comparison import delong, holm, mcnemar, paired_bootstrap
-from trustthepixels.metrics.core import core_metrics
+from trustthepixels.metrics.core import binary_metrics, core_metrics
 from trustthepixels.metrics.intervals import (
     BOOTSTRAPPED,
+    binary_metric_intervals,
     clopper_pearson,
     metric_intervals,
     resample_metrics,
@@ -40,6 +42,27 @@ def test_resampled_metrics_are_the_reported_ones():
     reported = core_metrics(labels, logits)
     for name, value in zip(BOOTSTRAPPED, resample_metrics(labels, logits), strict=True):
         assert value == pytest.approx(reported[name], abs=1e-7), name
+
+
+def test_every_registered_metric_is_computed_with_the_interval_the_registry_names():
+    """A registry entry without its formula, or without its interval, fails here (and the report would show -)."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 200)
+    logits = rng.normal(size=200) + labels
+    values = binary_metrics(labels, logits, 0.3, 1.7)
+    bands = binary_metric_intervals(labels, logits, 0.3, 1.7, n_resamples=50)
+    for m in METRICS:
+        for key in (m.key, m.key + AT_THRESHOLD) if m.decision else (m.key,):
+            assert np.isfinite(values[key]), key
+            if m.interval is not None:
+                assert bands[f"{key}_lo"] <= values[key] <= bands[f"{key}_hi"], key
+            else:
+                assert f"{key}_lo" not in bands, key
+        if m.interval == "binomial":  # exact: Clopper-Pearson on the images it counts
+            chosen = labels == m.counts if m.counts is not None else np.ones(len(labels), bool)
+            correct = round(values[m.key] * chosen.sum())
+            assert (bands[f"{m.key}_lo"], bands[f"{m.key}_hi"]) == clopper_pearson(correct, int(chosen.sum()))
+    assert {m.key for m in ABSTENTION} >= {"coverage", "accuracy_answered", "confident_errors"}
 
 
 def test_clopper_pearson_matches_the_beta_quantiles_and_published_values():

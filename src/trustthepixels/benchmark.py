@@ -40,6 +40,7 @@ from trustthepixels.detector.predictions import write_predictions
 from trustthepixels.errors import ConfigError
 from trustthepixels.evaluation.evaluate import abstention_with_intervals
 from trustthepixels.evaluation.sets import EvalSet, score_set
+from trustthepixels.metric_registry import ABSTENTION as ABSTENTION_METRICS
 from trustthepixels.metrics.calibration import check, fit_calibration, too_few
 from trustthepixels.metrics.core import binary_metrics, core_metrics
 from trustthepixels.metrics.intervals import binary_metric_intervals, metric_intervals
@@ -48,7 +49,8 @@ from trustthepixels.training import train
 
 log = logging.getLogger(__name__)
 ROW_FILE = "benchmark_row.json"
-ABSTENTION = ("coverage", "accuracy_answered", "confident_errors", "familiarity_auroc")  # per cell, with abstain
+# What a cell holds besides its AUROC and accuracy, where the row abstains.
+ABSTENTION = (*(m.key for m in ABSTENTION_METRICS if m.summary), "familiarity_auroc")
 PREDICTIONS_FILE = "benchmark_predictions.csv"  # every cell's images, a `tested_on` column in front
 LEAVE_OUT = "all_but_"
 UNION = "+"

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 from omegaconf import MISSING, Container, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
+from trustthepixels.metric_registry import metric_direction, metric_mode, metric_slug
+
 S = TypeVar("S")
 _SCHEMAS: dict[str, type] = {}  # config group -> its structured config
 _COMMANDS: set[type] = set()  # the structured configs of whole commands (serve.yaml's)
@@ -74,31 +76,6 @@ def run_dir_of(ckpt_path: str | None, new_dir: str) -> str:
         if path.parent.name == "checkpoints" and path.is_file():
             return str(path.parent.parent)
     return new_dir
-
-
-# Metrics where lower is better; every other metric (AUROC, AP, accuracies, F1) is maximised.
-_LOWER_IS_BETTER = ("loss", "ece", "error")
-
-
-def metric_name(metric: str) -> str:
-    """The metric itself in a logged name: val/auroc -> auroc, val/loss/cifake (one source's) -> loss."""
-    parts = metric.split("/")
-    return parts[1] if len(parts) > 1 else parts[0]
-
-
-def metric_mode(metric: str) -> str:
-    """ "min" or "max" for a metric name such as val/loss, val/auroc or val/loss/<source>: the checkpoint, early
-    stopping, the sweep summary and the Optuna direction all follow it."""
-    return "min" if metric_name(metric).startswith(_LOWER_IS_BETTER) else "max"
-
-
-def metric_direction(metric: str) -> str:
-    return {"min": "minimize", "max": "maximize"}[metric_mode(metric)]
-
-
-def metric_slug(metric: str) -> str:
-    """The name a checkpoint file carries its score under: val/auroc -> auroc, val/loss/cifake -> loss_cifake."""
-    return "_".join(metric.split("/")[1:]) or metric
 
 
 def register_resolvers() -> None:

@@ -24,9 +24,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from trustthepixels.config import metric_mode
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.detector.predictions import Prediction, labelled, read_predictions, write_predictions
+from trustthepixels.metric_registry import SUMMARY, metric_mode
 from trustthepixels.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,8 @@ def cross_validation_section(sweep_dir: Path, rows: list[dict[str, Any]], metric
                 f"train on it; `{name}`):",
                 "",
             ]
-            keys = ("auroc", "ap", "acc", "balanced_acc", "f1", "ece", "loss")
-            lines += markdown_table(["metric", "value [95% interval]"], [[key, _cell(pooled, key)] for key in keys])
+            table = [[key, _cell(pooled, key)] for key in SUMMARY]
+            lines += markdown_table(["metric", "value [95% interval]"], table)
     return lines
 
 

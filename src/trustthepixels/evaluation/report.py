@@ -4,32 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from trustthepixels.metric_registry import ABSTENTION, report_rows
 from trustthepixels.metrics.intervals import too_small_to_rank
 from trustthepixels.tables import markdown_table
 
-ROWS = (
-    ("images", "images", "{:.0f}"),
-    ("AUROC", "auroc", "{:.3f}"),
-    ("log loss", "loss", "{:.3f}"),
-    ("average precision", "ap", "{:.3f}"),
-    ("accuracy @ 0.5", "acc", "{:.3f}"),
-    ("accuracy @ threshold", "acc_at_threshold", "{:.3f}"),
-    ("balanced accuracy @ threshold", "balanced_acc_at_threshold", "{:.3f}"),
-    ("F1 @ threshold", "f1_at_threshold", "{:.3f}"),
-    ("accuracy on real @ threshold", "acc_real_at_threshold", "{:.3f}"),
-    ("accuracy on AI @ threshold", "acc_ai_at_threshold", "{:.3f}"),
-    ("accuracy on real @ 0.5", "acc_real", "{:.3f}"),
-    ("accuracy on AI @ 0.5", "acc_ai", "{:.3f}"),
-    ("ECE", "ece", "{:.3f}"),
-    ("ECE after temperature scaling", "ece_temperature_scaled", "{:.3f}"),
-)
-ABSTENTION_ROWS = (
-    ("coverage (share answered)", "abstain/coverage", "{:.3f}"),
-    ("accuracy on answered", "abstain/accuracy_answered", "{:.3f}"),
-    ("confident errors", "abstain/confident_errors", "{:.3f}"),
-    ("unfamiliar", "abstain/unfamiliar", "{:.3f}"),
-    ("AURC (risk-coverage)", "abstain/aurc", "{:.4f}"),
-)
+ROWS = report_rows()
+ABSTENTION_ROWS = [(m.label, f"abstain/{m.key}", m.fmt) for m in ABSTENTION]
 
 
 def with_interval(metrics: dict[str, Any], key: str, fmt: str = "{:.3f}") -> str:
@@ -109,7 +89,7 @@ def terminal_table(result: dict[str, Any], out_dir: str) -> str:
     abstention figures when the rule abstains, one line of robustness AUROCs, and where the rest is."""
     sets = result["sets"]
     names = list(sets)
-    rows = [(label, key, fmt) for label, key, fmt in ROWS]
+    rows = list(ROWS)
     if any("abstain/coverage" in sets[n] for n in names):
         rows += list(ABSTENTION_ROWS)
     width = max(len(label) for label, _, _ in rows)

@@ -17,11 +17,10 @@ import math
 import numpy as np
 from scipy import stats
 
+from trustthepixels.metric_registry import AT_THRESHOLD, BINOMIAL, BOOTSTRAPPED, BOOTSTRAPPED_DECISIONS, METRICS
 from trustthepixels.metrics.core import sigmoid
 
 CONFIDENCE = 0.95
-BINOMIAL = {"acc": None, "acc_real": 0, "acc_ai": 1}  # metric -> the class it counts (None: every image)
-BOOTSTRAPPED = ("auroc", "ap", "balanced_acc", "f1", "ece", "loss")
 
 
 def mann_whitney_auroc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -61,16 +60,15 @@ def resample_metrics(labels: np.ndarray, logits: np.ndarray, threshold: float = 
     f1 = 2 * true_pos / (predicted.sum() + labels.sum()) if predicted.sum() + labels.sum() else 0.0
     # log loss in the numerically stable form torch uses: max(z, 0) - z * y + log(1 + exp(-|z|))
     loss = np.mean(np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits))))
-    return np.array(
-        [
-            mann_whitney_auroc(pos, neg),
-            _average_precision(labels, probs),
-            (recall_ai + recall_real) / 2,
-            f1,
-            _ece(labels, probs, bins),
-            loss,
-        ]
-    )
+    values = {
+        "auroc": mann_whitney_auroc(pos, neg),
+        "ap": _average_precision(labels, probs),
+        "balanced_acc": (recall_ai + recall_real) / 2,
+        "f1": f1,
+        "ece": _ece(labels, probs, bins),
+        "loss": loss,
+    }
+    return np.array([values[name] for name in BOOTSTRAPPED])
 
 
 def clopper_pearson(successes: int, trials: int) -> tuple[float, float]:
@@ -100,8 +98,8 @@ def metric_intervals(
         chosen = np.ones(len(labels), bool) if label is None else labels == label
         correct = int((predicted[chosen] == labels[chosen].astype(bool)).sum())
         out[f"{name}{suffix}_lo"], out[f"{name}{suffix}_hi"] = clopper_pearson(correct, int(chosen.sum()))
-    names = BOOTSTRAPPED if not decisions_only else ("balanced_acc", "f1")
-    keys = {n: f"{n}{suffix}" if n in ("balanced_acc", "f1") else n for n in names}
+    names = BOOTSTRAPPED if not decisions_only else BOOTSTRAPPED_DECISIONS
+    keys = {n: f"{n}{suffix}" if n in BOOTSTRAPPED_DECISIONS else n for n in names}
     pos, neg = logits[labels == 1], logits[labels == 0]
     if len(pos) < 2 or len(neg) < 2:  # nothing to resample within a class
         return out | {f"{key}{end}": math.nan for key in keys.values() for end in ("_lo", "_hi")}
@@ -154,10 +152,12 @@ def binary_metric_intervals(
 ) -> dict[str, float]:
     """Intervals for every metric of `metrics.binary_metrics` (eval.py's), with the same arguments."""
     out = metric_intervals(labels, logits, 0.5, "", n_resamples, seed, bins)
-    suffix = "_at_threshold"
-    out |= metric_intervals(labels, logits, threshold, suffix, n_resamples, seed, bins, decisions_only=True)
+    out |= metric_intervals(labels, logits, threshold, AT_THRESHOLD, n_resamples, seed, bins, decisions_only=True)
     scaled = metric_intervals(labels, np.asarray(logits) / temperature, 0.5, "", n_resamples, seed, bins)
-    out["ece_temperature_scaled_lo"], out["ece_temperature_scaled_hi"] = scaled["ece_lo"], scaled["ece_hi"]
+    for m in METRICS:
+        if m.temperature_scaled:
+            base = m.key.removesuffix("_temperature_scaled")
+            out[f"{m.key}_lo"], out[f"{m.key}_hi"] = scaled[f"{base}_lo"], scaled[f"{base}_hi"]
     return out
 
 

@@ -24,12 +24,12 @@ from omegaconf import DictConfig, open_dict
 
 from trustthepixels.detector.checkpoint import Detector, load_detector
 from trustthepixels.detector.predictions import Threshold, labelled, read_predictions, where_fitted
+from trustthepixels.metric_registry import ABSTENTION, SUMMARY
 from trustthepixels.metrics.selective import abstention_rates
 from trustthepixels.tables import markdown_table
 
 log = logging.getLogger(__name__)
-ABSTENTION_RATES = ("coverage", "accuracy_answered", "confident_errors")
-METRICS = ("auroc", "ap", "acc", "balanced_acc", "acc_real", "acc_ai", "loss", "ece")
+ABSTENTION_RATES = tuple(m.key for m in ABSTENTION if m.summary)
 MUST_NOT = (
     "as the only evidence that an image is or is not AI-generated, in any decision about a person (moderation, "
     "hiring, journalism, courts): its errors are measured above, and they are not rare",
@@ -88,7 +88,7 @@ def _metrics_table(detector: Detector, report: dict[str, Any]) -> list[str]:
     val = report.get("val") or detector.val_metrics
     test = report.get("test") or {}
     rows = []
-    for name in METRICS:
+    for name in SUMMARY:
         cells = []
         for stage, numbers in (("val", val), ("test", test)):
             key = f"{stage}/{name}"
