@@ -4,7 +4,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from trustthepixels.benchmark import benchmark_row, benchmark_sources
+from trustthepixels.generalization.rows import benchmark_row, benchmark_sources
 from trustthepixels.cli import check_command_line, entry_point_config_dir, run
 
 

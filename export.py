@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from trustthepixels.cli import check_command_line, entry_point_config_dir, run
-from trustthepixels.prediction.export import export
+from trustthepixels.export.exporter import export
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="export")

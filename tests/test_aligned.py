@@ -370,8 +370,8 @@ def test_pair_augment_refuses_an_odd_batch_and_a_root_without_pairs(aligned_set,
 
 
 def test_union_rows_and_the_comparison_are_checked_before_any_row_trains():
-    from trustthepixels.benchmark import benchmark_sources, rows, trained_sources
     from trustthepixels.errors import ConfigError
+    from trustthepixels.generalization.rows import benchmark_sources, rows, trained_sources
 
     assert rows({"a": 1, "b": 2, "t": 3}, ["t"], False, ["a+b"]) == ["a", "b", "a+b"]
     folders = {name: str(REPO) for name in ("a", "b", "t")}

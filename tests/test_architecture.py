@@ -26,9 +26,8 @@ LAYERS = (
         "evaluation",
         "prediction",
         "serving",
-        "benchmark",
-        "benchmark_folds",
-        "benchmark_matrix",
+        "export",
+        "generalization",
         "cli",
     ),  # commands
 )

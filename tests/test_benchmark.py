@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from trustthepixels.benchmark import rows
-from trustthepixels.benchmark_matrix import summary_line
+from trustthepixels.generalization.matrix import summary_line
+from trustthepixels.generalization.rows import rows
 
 from .conftest import REPO, TINY, write_image_folder
 

@@ -111,7 +111,7 @@ def test_calibrate_py_says_where_a_detector_works_and_writes_a_detector_calibrat
     ok(command("predict.py", f"ckpt_path={out / 'calibrated.ckpt'}", f"input={mixed / 'AI'}", "num_workers=0",
                f"hydra.run.dir={tmp_path / 'predict'}", cwd=tmp_path))  # fmt: skip
     from trustthepixels.detector.checkpoint import load_detector
-    from trustthepixels.prediction.model_card import model_card
+    from trustthepixels.export.model_card import model_card
 
     detector = load_detector(out / "calibrated.ckpt")
     assert "Calibrated on fitting half of mixed" in model_card(detector, detector.decision())

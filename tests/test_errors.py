@@ -291,7 +291,7 @@ def test_a_per_source_metric_keeps_its_direction_and_names_its_checkpoint():
 def test_the_benchmark_refuses_its_own_settings_in_one_line_before_any_row():
     """benchmark.yaml's own settings (sources, test_only, leave_one_out, folds, ...) are typed by BenchmarkSettings;
     the sweep's rows are computed from them, so a wrong value fails before the first row trains."""
-    from trustthepixels.benchmark import benchmark_sources, rows_override
+    from trustthepixels.generalization.rows import benchmark_sources, rows_override
 
     with pytest.raises(ConfigError, match=r"^leave_one_out='maybe': use true"):  # was: true, silently
         rows_override({"a": "x", "b": "y"}, [], "maybe")

@@ -21,8 +21,8 @@ from trustthepixels.detector.checkpoint import load_detector
 from trustthepixels.detector.scoring import InferenceDataset
 from trustthepixels.evaluation.evaluate import evaluate
 from trustthepixels.evaluation.robustness import DEFAULT_PERTURBATIONS, perturbations
+from trustthepixels.export.exporter import export_onnx
 from trustthepixels.metrics.core import binary_metrics, choose_threshold, fit_temperature
-from trustthepixels.prediction.export import export_onnx
 
 from .conftest import REPO, TINY, compose_cfg, write_image_folder
 

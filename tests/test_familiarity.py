@@ -250,7 +250,7 @@ def test_the_familiarity_fit_keeps_only_the_block_it_reads_on_the_trainers_devic
 
 def test_the_card_names_the_weights_training_started_from():
     """base_model in the card's front matter: timm's hub id of the local weights file or of the hub default."""
-    from trustthepixels.prediction.model_card import base_model
+    from trustthepixels.export.model_card import base_model
 
     local = {"config": {"weights": "../shared/weights/tf_efficientnet_lite0.in1k.safetensors"}}
     assert base_model(local, "tf_efficientnet_lite0") == "timm/tf_efficientnet_lite0.in1k"

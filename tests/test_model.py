@@ -301,7 +301,7 @@ def test_onnx_export_of_a_vit_checkpoint_and_unreadable_check_images(vit_probe_c
     import shutil
 
     from trustthepixels.errors import UserError
-    from trustthepixels.prediction.export import export_onnx
+    from trustthepixels.export.exporter import export_onnx
 
     from .conftest import compose_cfg
 

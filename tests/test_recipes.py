@@ -11,9 +11,9 @@ import torch
 from trustthepixels.data.audit.spectrum import azimuthal_spectrum, radial_power_profile
 from trustthepixels.errors import UserError
 from trustthepixels.evaluation.evaluate import evaluate
+from trustthepixels.export.exporter import export_onnx
 from trustthepixels.model.backbone import create_backbone
 from trustthepixels.model.npr import neighbouring_pixel_residual
-from trustthepixels.prediction.export import export_onnx
 from trustthepixels.prediction.predict import predict
 from trustthepixels.training import train
 

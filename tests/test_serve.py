@@ -23,7 +23,7 @@ import torch
 import uvicorn
 
 from trustthepixels.detector.scoring import InferenceDataset
-from trustthepixels.prediction.export import export_onnx
+from trustthepixels.export.exporter import export_onnx
 from trustthepixels.serving.app import create_app
 from trustthepixels.serving.backends import OnnxBackend, TorchBackend
 from trustthepixels.serving.batching import MicroBatcher, Overloaded

@@ -16,7 +16,6 @@ from trustthepixels.data.ingest.scan import Sample
 from trustthepixels.data.loading.split import cross_validation_split
 from trustthepixels.evaluation.compare import load_predictions, verdict
 from trustthepixels.metric_registry import ABSTENTION, AT_THRESHOLD, METRICS
-from trustthepixels.metrics.comparison import delong, holm, mcnemar, paired_bootstrap
 from trustthepixels.metrics.core import binary_metrics, core_metrics
 from trustthepixels.metrics.intervals import (
     BOOTSTRAPPED,
@@ -26,6 +25,7 @@ from trustthepixels.metrics.intervals import (
     resample_metrics,
     too_small_to_rank,
 )
+from trustthepixels.metrics.paired_tests import delong, holm, mcnemar, paired_bootstrap
 
 from .conftest import compose_cfg
 

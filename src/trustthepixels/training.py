@@ -34,7 +34,7 @@ from trustthepixels.detector.predictions import Prediction, Threshold, p_ai_of, 
 from trustthepixels.errors import ConfigError, UserError
 from trustthepixels.metrics.calibration import check
 from trustthepixels.metrics.intervals import metric_intervals
-from trustthepixels.model.split_predictions import source_masks
+from trustthepixels.model.gather import source_masks
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ from trustthepixels.data.audit.settings import AuditSettings
 from trustthepixels.data.ingest.settings import PrepareSettings
 from trustthepixels.data.loading.settings import DataSettings
 from trustthepixels.evaluation.settings import CalibrateSettings, CompareSettings, EvalSettings
+from trustthepixels.export.settings import ExportSettings
 from trustthepixels.metrics.settings import AbstainSettings
 from trustthepixels.model.settings import ModelSettings
-from trustthepixels.prediction.settings import ExportSettings, PredictSettings
+from trustthepixels.prediction.settings import PredictSettings
 from trustthepixels.serving.settings import ServeSettings
 
 __all__ = [  # each registered by its own module, on import

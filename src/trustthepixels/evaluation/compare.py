@@ -28,8 +28,8 @@ from trustthepixels.config import check_settings
 from trustthepixels.detector.predictions import Prediction, labelled, read_predictions
 from trustthepixels.errors import UserError
 from trustthepixels.evaluation.figures import ROC_AXES, new_figure
-from trustthepixels.metrics.comparison import ALPHA, delong, holm, mcnemar, paired_bootstrap
 from trustthepixels.metrics.core import core_metrics, sigmoid
+from trustthepixels.metrics.paired_tests import ALPHA, delong, holm, mcnemar, paired_bootstrap
 from trustthepixels.tables import markdown_table
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ from trustthepixels.model.backbone import (
     resolve_architecture,
 )
 from trustthepixels.model.familiarity import pool
+from trustthepixels.model.gather import Predictions, source_masks
 from trustthepixels.model.schedule import scaled_lr
 from trustthepixels.model.settings import ModelSettings, flip_mode
-from trustthepixels.model.split_predictions import Predictions, source_masks
 
 log = logging.getLogger(__name__)
 

@@ -89,7 +89,7 @@ def _check_images(detector: Detector, check_dir: str | None, limit: int) -> list
 def export(cfg: DictConfig) -> dict[str, Any]:
     """`export.py`: dispatch on `cfg.format` (onnx or hf: ExportSettings checked it)."""
     if cfg.format == "hf":
-        from trustthepixels.prediction.model_card import export_hf
+        from trustthepixels.export.model_card import export_hf
 
         return export_hf(cfg, export_onnx)
     return export_onnx(cfg)

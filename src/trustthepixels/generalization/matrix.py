@@ -21,12 +21,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from scipy import stats
 
-from trustthepixels.benchmark import ABSTENTION, LEAVE_OUT, PREDICTIONS_FILE, ROW_FILE
 from trustthepixels.config import to_plain
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.detector.predictions import read_predictions
-from trustthepixels.metrics.comparison import delong
+from trustthepixels.generalization.rows import ABSTENTION, LEAVE_OUT, PREDICTIONS_FILE, ROW_FILE
 from trustthepixels.metrics.intervals import clopper_pearson
+from trustthepixels.metrics.paired_tests import delong
 from trustthepixels.tables import markdown_table
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ score every checkpoint on every source's test split.
 Each row of the matrix is one Hydra job (`train_on=<source>` or `train_on=all_but_<source>`, swept by the
 config itself), so any launcher runs the rows, in parallel on SLURM. A job trains exactly as `train.py` does,
 with `data.root` set to the sources it trains on, then scores its best checkpoint on each source at the
-threshold its validation split chose, and writes `benchmark_row.json`. `benchmark_matrix.MatrixWriter`, a Hydra
+threshold its validation split chose, and writes `benchmark_row.json`. `generalization.matrix.MatrixWriter`, a Hydra
 callback, rebuilds `matrix.md`, `matrix.csv`, `matrix.png` and a TensorBoard run at the sweep's root after every job.
 
 Every column is the same images for every row: a source the row trained on is scored on its part of the
@@ -27,7 +27,6 @@ import numpy as np
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trustthepixels.benchmark_folds import pool_folds
 from trustthepixels.config import setting, to_plain, validated
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.data.ingest.pairs import read_pairs
@@ -40,6 +39,7 @@ from trustthepixels.detector.predictions import write_predictions
 from trustthepixels.errors import ConfigError
 from trustthepixels.evaluation.evaluate import abstention_with_intervals
 from trustthepixels.evaluation.sets import EvalSet, score_set
+from trustthepixels.generalization.folds import pool_folds
 from trustthepixels.metric_registry import ABSTENTION as ABSTENTION_METRICS
 from trustthepixels.metrics.calibration import check, fit_calibration, too_few
 from trustthepixels.metrics.core import binary_metrics, core_metrics
