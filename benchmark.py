@@ -4,8 +4,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from trustthepixels.generalization.rows import benchmark_row, benchmark_sources
 from trustthepixels.cli import check_command_line, entry_point_config_dir, run
+from trustthepixels.generalization.rows import benchmark_row, benchmark_sources
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="benchmark")

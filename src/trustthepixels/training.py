@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +83,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model: LightningModule = instantiate(cfg.model)
     start = cfg.model.get("weights") or ("pretrained (hub)" if cfg.model.get("pretrained") else "random init")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("Backbone %s (%s), %.1fM parameters, %.1fM trained", cfg.model.backbone, start,
-             model.parameter_count / 1e6, trainable / 1e6)  # fmt: skip
+    sizes = (model.parameter_count / 1e6, trainable / 1e6)
+    log.info("Backbone %s (%s), %.1fM parameters, %.1fM trained", cfg.model.backbone, start, *sizes)
     datamodule: LightningDataModule = instantiate(cfg.data, data_config=model.data_config)
     model.paired_batches = bool(getattr(datamodule, "pair_augment", False))
     callbacks: list[Callback] = [*_instantiate_group(cfg.get("callbacks")), StepSeed(cfg.seed)]
@@ -195,8 +194,9 @@ def _log_to_tensorboard(logger: TensorBoardLogger, choices: dict[str, Any], metr
     shown = {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in choices.items()}
     points = {k: v for k, v in metrics.items() if not k.endswith(("_lo", "_hi"))}
     ordered = [k for k in FIRST_METRICS if k in points] + [k for k in points if k not in FIRST_METRICS]
-    logger.log_hyperparams({k: shown[k] for k in HPARAMS if k in shown},
-                           metrics={f"hparams/{k}": points[k] for k in ordered})  # fmt: skip
+    logger.log_hyperparams(
+        {k: shown[k] for k in HPARAMS if k in shown}, metrics={f"hparams/{k}": points[k] for k in ordered}
+    )
     settings = "\n".join(f"| {k} | `{v}` |" for k, v in choices.items())
     logger.experiment.add_text("settings", "| setting | value |\n|---|---|\n" + settings)
     logger.experiment.add_text("final metrics", "```\n" + table + "\n```")
@@ -211,17 +211,21 @@ def _calibrate(cfg: DictConfig, model, datamodule, best: str | None, last: str |
     workers = resolve_num_workers(cfg.data.num_workers)
     saved = {DATAMODULE_KEY: datamodule.state_dict()}
     if best:
-        saved |= {k: v for k, v in torch.load(best, map_location="cpu", weights_only=True).items()
-                  if k in ("val_metrics", "val_predictions")}  # fmt: skip
+        chosen = torch.load(best, map_location="cpu", weights_only=True)
+        saved |= {k: chosen[k] for k in ("val_metrics", "val_predictions") if k in chosen}
     detector = detector_of(model, saved, Path(best or cfg.paths.output_dir))
     part, files = "calibration part", datamodule.datasets["calibration"].samples
     if not files:
-        log.warning("No calibration part (data.calibration_share=0): calibrating on the validation split, which also "
-                    "chose this checkpoint, so the coverage promise is approximate")  # fmt: skip
+        log.warning(
+            "No calibration part (data.calibration_share=0): calibrating on the validation split, which also "
+            "chose this checkpoint, so the coverage promise is approximate"
+        )
         part, files = "validation split", datamodule.datasets["val"].samples
     sources = sorted({s.source for s in files})
-    fit = partial(_fit_entries, datamodule=datamodule, files=files, abstain=abstain, sources=sources, part=part,
-                  cfg=cfg, workers=workers, device=device)  # fmt: skip
+
+    def fit(detector: Detector) -> dict:
+        return _fit_entries(detector, datamodule, files, abstain, sources, part, cfg, workers, device)
+
     try:
         entries = fit(detector)
     except (UserError, ValueError) as err:  # a diverged run, say: its numbers stand, its checkpoints stay uncalibrated
@@ -243,13 +247,12 @@ def _fit_entries(detector, datamodule, files, abstain, sources, part, cfg, worke
         train = [(s.path, s.label) for s in datamodule.datasets["train"].samples]
         layers = str(abstain.get("familiarity_layers", "last_stage"))
         entries["familiarity"] = detector.fit_familiarity(train, layers, cfg.data.batch_size, workers, device)
-    scores = score_labelled(
-        detector, [(s.path, s.label) for s in files], cfg.data.batch_size, workers, device, f"Calibrating on the {part}"
-    )
+    labelled = [(s.path, s.label) for s in files]
+    scores = score_labelled(detector, labelled, cfg.data.batch_size, workers, device, f"Calibrating on the {part}")
     record = fit_record(detector, scores, abstain, sources, part)
     detector.attach(record)
-    log.info("Calibrated on the %s (%d images): threshold %.4f, temperature %.3f", part, len(scores.labels),
-             record.threshold, record.temperature)  # fmt: skip
+    fitted = (len(scores.labels), record.threshold, record.temperature)
+    log.info("Calibrated on the %s (%d images): threshold %.4f, temperature %.3f", part, *fitted)
     return entries | {"calibration": record.state()}
 
 
@@ -308,12 +311,17 @@ def write_test_predictions(
         path,
         [
             Prediction(
-                samples[i].source, samples[i].source_relpath, float(z), rule.value, int(y),
-                decided=rule.verdict(p_ai_of(float(z)), float(familiarity[i])), familiarity=float(familiarity[i]),
+                samples[i].source,
+                samples[i].source_relpath,
+                float(z),
+                rule.value,
+                int(y),
+                decided=rule.verdict(p_ai_of(float(z)), float(familiarity[i])),
+                familiarity=float(familiarity[i]),
             )
             for i, z, y in zip(indices, logits, labels, strict=True)
         ],
-    )  # fmt: skip
+    )
 
 
 FIRST = ("images", "auroc", "ap", "loss", "acc", "acc_at_threshold", "balanced_acc_at_threshold", "ece")

@@ -49,8 +49,12 @@ def score_labelled(
     scores = detector.score_files(paths, batch_size, num_workers, device, description=description)
     usable = np.isfinite(scores.logits)
     if scores.errors:
-        log.warning("%d of %d files could not be used and are left out (e.g. %s)", len(scores.errors), len(paths),
-                    next(iter(scores.errors.values())))  # fmt: skip
+        log.warning(
+            "%d of %d files could not be used and are left out (e.g. %s)",
+            len(scores.errors),
+            len(paths),
+            next(iter(scores.errors.values())),
+        )
     labels = np.array([y for _, y in files], dtype=int)
     distances = scores.distances if scores.distances is not None else np.full(len(paths), np.nan)
     kept = LabelledScores(paths, labels, scores.logits, distances, 0).subset(usable)

@@ -134,17 +134,16 @@ class Detector:
         """Fit its familiarity statistics on training files (path, label), attach them, and return their state
         (for the checkpoint). The cutoff is the calibration's."""
         paths = [p for p, _ in train]
-        scores = self.score_files(
-            paths, batch_size, num_workers, device, description="Familiarity: scoring the training images",
-            keep_blocks=partial(familiarity_blocks, layers=layers),
-        )  # fmt: skip
+        blocks = partial(familiarity_blocks, layers=layers)
+        what = "Familiarity: scoring the training images"
+        scores = self.score_files(paths, batch_size, num_workers, device, description=what, keep_blocks=blocks)
         if not scores.features:
             raise ValueError("no usable training image to fit the familiarity score on")
         kept = [i for i in range(len(paths)) if i not in scores.errors]
         finite = np.isfinite(next(f for f in scores.features if f is not None)).all(axis=1)
         if not finite.all():  # a diverged run's features: what is left, or the reason there is nothing
-            log.warning("%d of %d training images have non-finite features: left out of the familiarity fit",
-                        int((~finite).sum()), len(finite))  # fmt: skip
+            message = "%d of %d training images have non-finite features: left out of the familiarity fit"
+            log.warning(message, int((~finite).sum()), len(finite))
         features = [None if f is None else f[finite] for f in scores.features]
         labels = np.array([train[i][1] for i in kept])[finite]
         state = fit_familiarity(features, labels, layers)

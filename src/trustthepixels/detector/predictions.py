@@ -99,10 +99,9 @@ def _unused_levels(abstain: Mapping, calibration: Calibration) -> None:
     for name, value in fitted.items():
         asked = abstain.get(name)
         if asked is not None and value is not None and abs(float(asked) - value) > 1e-12:
-            log.warning(
-                "abstain.%s=%g is not used: the calibration record was fitted at %s %g; to change it, run python "
-                "calibrate.py ckpt_path=... data.root=FOLDER abstain.%s=%g", name, asked, name, value, name, asked,
-            )  # fmt: skip
+            message = "abstain.%s=%g is not used: the calibration record was fitted at %s %g; to change it, run "
+            message += "python calibrate.py ckpt_path=... data.root=FOLDER abstain.%s=%g"
+            log.warning(message, name, asked, name, value, name, asked)
 
 
 def where_fitted(calibration: Calibration) -> str:

@@ -65,17 +65,15 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
     min_side = detector.min_image_side if cfg.data.min_image_side is None else int(cfg.data.min_image_side)
     scan = scan_sources(roots, min_side=min_side, cache_dir=cfg.data.cache_dir)
     if scan.skipped:
-        log.warning("%d files of data.root cannot be used and are left out (e.g. %s: %s)", len(scan.skipped),
-                    scan.skipped[0][0], scan.skipped[0][2])  # fmt: skip
+        (first, _, reason), count = scan.skipped[0], len(scan.skipped)
+        log.warning("%d files of data.root cannot be used and are left out (e.g. %s: %s)", count, first, reason)
     groups = []
     if cfg.data.near_duplicates:
         groups, _ = source_duplicate_groups(scan.samples, scan.records, to_plain(cfg.data.near_duplicates))
     halves = stratified_split(scan.samples, (0.5, 0.5, 0.0), cfg.seed, groups)
     in_fit = {s.path for s in halves["train"]}
-    scores = score_labelled(
-        detector, [(s.path, s.label) for s in scan.samples], cfg.data.batch_size, workers, device,
-        f"Scoring {len(scan.samples)} images",
-    )  # fmt: skip
+    labelled = [(s.path, s.label) for s in scan.samples]
+    scores = score_labelled(detector, labelled, cfg.data.batch_size, workers, device, f"Scoring {len(labelled)} images")
     if len(set(scores.labels.tolist())) < 2:
         raise UserError(f"data.root={cfg.data.root}: calibrating needs usable images of both classes (AI/ and Real/)")
     fit_half = scores.subset(np.array([p in in_fit for p in scores.paths]))

@@ -117,8 +117,12 @@ def aligned(models: list[ModelScores]) -> tuple[list[str], np.ndarray, list[np.n
         raise UserError("The inputs share no image: compare models scored on the same images")
     for m in models:
         if len(m.logits) != len(common):
-            log.warning("%s: %d of its %d images are scored by every model; only those are compared",
-                        m.name, len(common), len(m.logits))  # fmt: skip
+            log.warning(
+                "%s: %d of its %d images are scored by every model; only those are compared",
+                m.name,
+                len(common),
+                len(m.logits),
+            )
     labels = np.array([models[0].labels[k] for k in common])
     for m in models[1:]:
         if any(m.labels[k] != models[0].labels[k] for k in common):

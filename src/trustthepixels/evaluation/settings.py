@@ -79,8 +79,9 @@ class CalibrateSettings(CommandSettings):
     ckpt_path: str = setting("<run dir>/checkpoints/<best>.ckpt")
     device: str = setting("auto, cpu, cuda or cuda:N")
     data: CalibrateData = setting("the images to calibrate on: {root, batch_size, num_workers, ...}")
-    fit: str = setting("half (fit on one half, check on the other) or all (then refit on every image)",
-                       choices=("half", "all"))  # fmt: skip
+    fit: str = setting(
+        "half (fit on one half, check on the other) or all (then refit on every image)", choices=("half", "all")
+    )
     output: Optional[str] = setting("the calibrated checkpoint to write, or null for calibrated.ckpt in the run folder")
     bootstrap: int = setting(BOOTSTRAP, low=100)
     seed: int = setting("a whole number")

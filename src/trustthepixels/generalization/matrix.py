@@ -75,8 +75,9 @@ def summary_line(found: list[dict[str, Any]]) -> str:
 def promise_table(found: list[dict[str, Any]]) -> list[str]:
     """Per row and class, on its own (in-source) test split: the share of images whose prediction set holds their
     label, against the binomial band of 1 - alpha for that many images."""
-    rows = [(row["train_on"], name, c["promise"]) for row in found for name, c in row["cells"].items()
-            if "promise" in c]  # fmt: skip
+    rows = [
+        (row["train_on"], name, c["promise"]) for row in found for name, c in row["cells"].items() if "promise" in c
+    ]
     if not rows:
         return []
     lines = [
@@ -101,8 +102,12 @@ def promise_table(found: list[dict[str, Any]]) -> list[str]:
 def recalibration_table(found: list[dict[str, Any]]) -> list[str]:
     """benchmark.py recalibrate=true: per out-of-source cell and class, the row's own record and the record fitted on
     half of the cell, both checked on the other half; then the pooled confident-error rate per class."""
-    cells = [(row["train_on"], name, c["recalibrated"]) for row in found for name, c in row["cells"].items()
-             if "recalibrated" in c]  # fmt: skip
+    cells = [
+        (row["train_on"], name, c["recalibrated"])
+        for row in found
+        for name, c in row["cells"].items()
+        if "recalibrated" in c
+    ]
     if not cells:
         return []
 
@@ -162,8 +167,9 @@ def _paired(a: dict, b: dict) -> dict | None:
     return test | {"ai": int((labels == 1).sum()), "real": int((labels == 0).sum())}
 
 
-def comparison_tables(found: list[dict[str, Any]], baseline: str | None, focus: Sequence[str],
-                      generators: Mapping[str, str]) -> list[str]:  # fmt: skip
+def comparison_tables(
+    found: list[dict[str, Any]], baseline: str | None, focus: Sequence[str], generators: Mapping[str, str]
+) -> list[str]:
     """Each row against the `baseline` row on the same images: DeLong's paired test per column, the mean of the
     differences over the `focus` columns (independent image sets: their variances add), and, for the sources in
     `generators` (a provenance CSV: out -> source_file, named <generator>_...), one cell per generator: its AI
@@ -234,8 +240,11 @@ def comparison_tables(found: list[dict[str, Any]], baseline: str | None, focus: 
 def _generators(provenance: Path) -> dict[str, str]:
     """out path -> generator, from a ../shared provenance CSV whose source files are named <generator>_..."""
     with open(provenance, newline="") as f:
-        return {row["out"]: Path(row["source_file"]).name.split("_")[0] for row in csv.DictReader(f)
-                if row["out"].startswith("AI/")}  # fmt: skip
+        return {
+            row["out"]: Path(row["source_file"]).name.split("_")[0]
+            for row in csv.DictReader(f)
+            if row["out"].startswith("AI/")
+        }
 
 
 def write_matrix(sweep_dir: Path, comparison: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:

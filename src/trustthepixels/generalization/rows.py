@@ -286,8 +286,9 @@ def recalibrated(detector, subset: EvalSet, scores, abstain, seed: int) -> dict[
     if (short := too_few(labels[fit], alpha)) is not None:
         return {"note": f"not recalibrated: half of {subset.name} has {short}"}
     distances = scores.distances if detector.familiarity is not None else None
-    record = fit_calibration(labels[fit], scores.logits[fit], None if distances is None else distances[fit], alpha,
-                             quantile, [subset.name], f"half of {subset.name}")  # fmt: skip
+    fitted = None if distances is None else distances[fit]
+    half = f"half of {subset.name}"
+    record = fit_calibration(labels[fit], scores.logits[fit], fitted, alpha, quantile, [subset.name], half)
     rest = ~fit
     after_familiarity = None if distances is None else record.familiarity(distances[rest])
     return {
@@ -321,8 +322,6 @@ def _test_set(cfg, name, folder, trained, test_only, split_csv: Path, detector) 
         return EvalSet.from_folder(folder, detector.min_image_side, cfg.data.cache_dir, name=name)
     # The source's own test split, exactly as a row trained on it cuts it (same seed and data settings).
     data = to_plain(cfg.data)
-    plan = plan_split(
-        {name: Path(folder)}, data["split"], data["seed"], data["min_image_side"], data["cache_dir"],
-        data["near_duplicates"], data["folds"], data["fold"], data["max_train_per_class"],
-    )  # fmt: skip
+    settings = ("min_image_side", "cache_dir", "near_duplicates", "folds", "fold", "max_train_per_class")
+    plan = plan_split({name: Path(folder)}, data["split"], data["seed"], **{k: data[k] for k in settings})
     return EvalSet.from_samples(name, plan.parts["test"], folder)

@@ -150,10 +150,8 @@ def fit_calibration(
         "images": {"AI": int((labels == 1).sum()), "Real": int((labels == 0).sum())},
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    return Calibration(
-        threshold, temperature.value, sets, familiar_quantile, reference, fitted_on,
-        temperature_note=temperature.note,
-    )  # fmt: skip
+    fitted = (threshold, temperature.value, sets, familiar_quantile, reference, fitted_on)
+    return Calibration(*fitted, temperature_note=temperature.note)
 
 
 def too_few(labels: np.ndarray, alpha: float) -> str | None:

@@ -119,8 +119,11 @@ def ensure_hub_or_offline(timeout_s: float = 5.0) -> bool:
         return True  # it answered (an error status is still an answer)
     except (OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
-        log.warning("The Hugging Face hub (%s) is unreachable (%s): offline mode, weights only from the local cache",
-                    constants.ENDPOINT, reason)  # fmt: skip
+        log.warning(
+            "The Hugging Face hub (%s) is unreachable (%s): offline mode, weights only from the local cache",
+            constants.ENDPOINT,
+            reason,
+        )
         os.environ["HF_HUB_OFFLINE"] = "1"
         constants.HF_HUB_OFFLINE = True
         return False

@@ -122,8 +122,8 @@ def fit_familiarity(
         means, whiten = _block_stats(train_blocks[b], labels)
         train_log = np.log(_squared_distance(train_blocks[b], means, whiten) + 1e-12)
         loc, scale = float(np.median(train_log)), float(train_log.std() or 1.0)
-        stats.append({"means": torch.from_numpy(means).float(), "whiten": torch.from_numpy(whiten).float(),
-                      "loc": loc, "scale": scale})  # fmt: skip
+        tensors = {"means": torch.from_numpy(means).float(), "whiten": torch.from_numpy(whiten).float()}
+        stats.append(tensors | {"loc": loc, "scale": scale})
     return {"layers": layers, "blocks": chosen, "n_train": len(labels), "stats": stats}
 
 

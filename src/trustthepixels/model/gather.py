@@ -35,9 +35,11 @@ class Predictions:
         process (torchmetrics' gather, which takes shares of different sizes), with any repeated image dropped."""
         device = module.device
         local = torch.stack(
-            [torch.cat(x).to(device).double() if x else torch.zeros(0, device=device, dtype=torch.float64)
-             for x in (self.indices, self.logits, self.labels)]
-        )  # fmt: skip
+            [
+                torch.cat(x).to(device).double() if x else torch.zeros(0, device=device, dtype=torch.float64)
+                for x in (self.indices, self.logits, self.labels)
+            ]
+        )
         if module.trainer is not None and module.trainer.world_size > 1:
             local = torch.cat(gather_all_tensors(local), dim=1)
         indices, logits, labels = local.cpu().numpy()

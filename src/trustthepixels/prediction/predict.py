@@ -53,12 +53,16 @@ def predict(cfg: DictConfig) -> int:
     logits, errors, familiarity = scores.logits, scores.errors, scores.familiarity
     rows = [
         Prediction(
-            source, relpath, float(logits[i]), threshold.value, error=errors[i].reason if i in errors else "",
+            source,
+            relpath,
+            float(logits[i]),
+            threshold.value,
+            error=errors[i].reason if i in errors else "",
             decided="" if i in errors else threshold.verdict(p_ai_of(float(logits[i])), float(familiarity[i])),
             familiarity=float(familiarity[i]),
         )
         for i, (source, relpath, _) in enumerate(files)
-    ]  # fmt: skip
+    ]
     rows += [Prediction("", given, math.nan, threshold.value, error=reason) for given, reason in missing]
     csv_path = Path(cfg.output) if cfg.output else out_dir / "predictions.csv"
     write_predictions(csv_path, rows)

@@ -134,8 +134,12 @@ def create_app(
 
     @app.get("/v1/model")
     async def model() -> dict[str, Any]:
-        limits = {"max_upload_mb": max_upload_mb, "max_files": max_files, "max_request_mb": max_request_mb,
-                  "max_megapixels": max_megapixels}  # fmt: skip
+        limits = {
+            "max_upload_mb": max_upload_mb,
+            "max_files": max_files,
+            "max_request_mb": max_request_mb,
+            "max_megapixels": max_megapixels,
+        }
         return info.public() | limits
 
     @app.post("/v1/predict")

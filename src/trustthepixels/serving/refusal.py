@@ -127,8 +127,12 @@ class RequireKey:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._guarded(scope) and not self._authorised(scope):
             body = b'{"detail":"this server needs its API key: Authorization: Bearer <key>"}'
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                       (b"www-authenticate", b"Bearer"), (b"connection", b"close")]  # fmt: skip
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", b"Bearer"),
+                (b"connection", b"close"),
+            ]
             await send({"type": "http.response.start", "status": 401, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
@@ -235,8 +239,11 @@ def guarded_protocol(
             if self.body_read > max_body and not self.flow.held:
                 self.flow.held = True
                 self.flow.pause_reading()
-                log.warning("A request body passed the %d-byte limit: stopped reading it after %d bytes",
-                            max_body, self.body_read)  # fmt: skip
+                log.warning(
+                    "A request body passed the %d-byte limit: stopped reading it after %d bytes",
+                    max_body,
+                    self.body_read,
+                )
 
         def on_response_complete(self) -> None:
             if self.flow.held and not self.transport.is_closing():

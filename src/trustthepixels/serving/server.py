@@ -47,8 +47,12 @@ def serve(cfg) -> None:
         decode_megapixels=cfg.decode_megapixels,
         api_key=api_key,
     )
-    log.info("Open http://%s:%d/ (schema at /openapi.json)%s", cfg.host, cfg.port,
-             "; the API needs its key (Authorization: Bearer ...)" if api_key else "")  # fmt: skip
+    log.info(
+        "Open http://%s:%d/ (schema at /openapi.json)%s",
+        cfg.host,
+        cfg.port,
+        "; the API needs its key (Authorization: Bearer ...)" if api_key else "",
+    )
     config = uvicorn_config(
         app,
         cfg.host,

@@ -116,8 +116,9 @@ def opened(source: ImageSource) -> Iterator[Image.Image]:
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as err:  # more than twice the limit: Pillow refuses to open it at all
-        raise ImageDecodeError(path, f"too many pixels, refused as a decompression bomb ({err})",
-                               "decompression_bomb") from None  # fmt: skip
+        raise ImageDecodeError(
+            path, f"too many pixels, refused as a decompression bomb ({err})", "decompression_bomb"
+        ) from None
     except Image.UnidentifiedImageError:
         raise _unidentified(source, path) from None
     except IsADirectoryError:
@@ -167,9 +168,10 @@ def _unidentified(source: ImageSource, path: Path) -> ImageDecodeError:
     if other is not None:
         formats = ", ".join(ACCEPTED_FORMATS)
         return ImageDecodeError(
-            path, f"a {other} image, a format the project does not read: convert it to one of {formats}",
+            path,
+            f"a {other} image, a format the project does not read: convert it to one of {formats}",
             "unsupported_format",
-        )  # fmt: skip
+        )
     return ImageDecodeError(path, "not an image Pillow can identify", "not_an_image")
 
 

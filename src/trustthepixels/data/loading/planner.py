@@ -56,8 +56,9 @@ def plan_split(
     if near_duplicates:
         groups, across = source_duplicate_groups(scan.samples, scan.records, near_duplicates)
         if groups:
-            log.info("%d near-duplicate groups (%d images) kept within one split each", len(groups),
-                     sum(map(len, groups)))  # fmt: skip
+            log.info(
+                "%d near-duplicate groups (%d images) kept within one split each", len(groups), sum(map(len, groups))
+            )
     pairs = aligned_pairs(scan)
     units = groups
     if pairs:

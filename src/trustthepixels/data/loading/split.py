@@ -102,8 +102,9 @@ def carve_calibration(
         n_cal = min(round(counts[key] * share), counts[key] - 1) if share > 0 else 0
         room[key] = {"calibration": n_cal, "val": counts[key] - n_cal}
     members = {s.relpath for s in val}
-    carved = _fill(_units(val, ([r for r in g if r in members] for g in groups)), room, ("calibration", "val"),
-                   seed + 2)  # fmt: skip
+    carved = _fill(
+        _units(val, ([r for r in g if r in members] for g in groups)), room, ("calibration", "val"), seed + 2
+    )
     return {**parts, "val": _interleave(carved["val"]), "calibration": _interleave(carved["calibration"])}
 
 
