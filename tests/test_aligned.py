@@ -213,12 +213,20 @@ def test_a_hub_autoencoder_without_network_names_the_offline_one(tmp_path, photo
         (["source=aligned", "real=.", "autoencoder=[nowhere]"], "autoencoder=nowhere: no such folder"),
     ],
 )
-def test_aligned_settings_are_refused_in_one_line(tmp_path, overrides, message):
-    result = subprocess.run(
-        [sys.executable, str(REPO / "prepare_data.py"), *overrides, f"out={tmp_path / 'a'}",
-         f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert message in one_line_error(result)
+def test_aligned_settings_are_refused_in_one_line(tmp_path, overrides, message, make_cfg, monkeypatch, capsys):
+    """As prepare_data.py checks them: its command line before Hydra starts, then its settings in `cli.run`."""
+    from trustthepixels.cli import check_command_line, run
+    from trustthepixels.data.prepare import prepare
+
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (64, 64)).save(tmp_path / "photo.png")  # real=. holds a photo
+    arguments = [*overrides, f"out={tmp_path / 'a'}"]
+    monkeypatch.setattr(sys, "argv", ["prepare_data.py", *arguments])
+    with pytest.raises(SystemExit):
+        check_command_line(REPO / "configs", "prepare_data")
+        run(prepare, make_cfg(*arguments, config_name="prepare_data"))
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("Error:")]
+    assert message in error and not (tmp_path / "a").exists()
 
 
 def test_real_part_takes_only_that_part_of_the_sources_split(shared_dir, taef2, tmp_path):

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from trustthepixels.cli import check_command_line
 from trustthepixels.generalization.matrix import summary_line
-from trustthepixels.generalization.rows import rows
+from trustthepixels.generalization.rows import benchmark_sources, rows
 
 from .conftest import REPO, TINY, write_image_folder
 
@@ -82,10 +83,20 @@ def test_benchmark_matrix_with_leave_one_out(tmp_path):
     assert set(row["cells"]["a"]["promise"]) == {"AI", "Real"} and "promise" not in row["cells"]["h"]
 
 
-def test_benchmark_refuses_bad_sources_in_one_line(tmp_path):
-    result = run_benchmark(f"sources={{a: {tmp_path}, b: {tmp_path / 'nope'}}}", cwd=tmp_path)
-    assert result.returncode == 1
-    assert result.stderr.startswith("Error: sources: b=") and "Traceback" not in result.stdout + result.stderr
+def benchmark_refusal(monkeypatch, capsys, *arguments: str) -> str:
+    """The one line benchmark.py prints before Hydra starts (its `check_command_line` with `benchmark_sources`)."""
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", *arguments])
+    with pytest.raises(SystemExit):
+        check_command_line(REPO / "configs", "benchmark", check=benchmark_sources)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) <= 6, err
+    (message,) = [line for line in err.splitlines() if line.startswith("Error:")]
+    return message
+
+
+def test_benchmark_refuses_bad_sources_in_one_line(tmp_path, monkeypatch, capsys):
+    message = benchmark_refusal(monkeypatch, capsys, f"sources={{a: {tmp_path}, b: {tmp_path / 'nope'}}}")
+    assert message.startswith("Error: sources: b=")
 
 
 @pytest.mark.slow
@@ -146,11 +157,9 @@ def test_benchmark_folds_pool_out_of_fold_in_source_and_average_the_rest(tmp_pat
     assert bad.returncode == 1 and bad.stderr.startswith("Error: folds=1")
 
 
-def test_folds_with_ddp_are_refused_in_one_line(tmp_path):
+def test_folds_with_ddp_are_refused_in_one_line(tmp_path, monkeypatch, capsys):
     """Each fold's DDP ranks would re-run the row from its first fold (Lightning re-runs the command line per fit)."""
     data = {name: write_image_folder(tmp_path / name, per_class=2, size=16) for name in ("a", "b")}
     sources = "{" + ", ".join(f"{k}: {v}" for k, v in data.items()) + "}"
-    result = run_benchmark(f"sources={sources}", "folds=2", "trainer=ddp_sim", cwd=tmp_path)
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert "folds=2 with trainer.strategy=ddp" in result.stderr and len(result.stderr.splitlines()) <= 6
-    assert not (tmp_path / "outputs").exists()
+    message = benchmark_refusal(monkeypatch, capsys, f"sources={sources}", "folds=2", "trainer=ddp_sim")
+    assert "folds=2 with trainer.strategy=ddp" in message

@@ -168,6 +168,7 @@ def test_an_offline_users_wrong_data_root_is_one_line_before_any_weights(tmp_pat
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.log"))  # no folder left
 
 
+@pytest.mark.slow
 def test_an_unreachable_hub_switches_to_offline_mode_at_once(tmp_path):
     folder = write_image_folder(tmp_path / "data", per_class=4, size=32)
     result = command(
@@ -220,6 +221,7 @@ def test_a_failed_command_never_removes_a_folder_the_user_named_that_held_anythi
     assert not fresh.exists()  # made by the failed command, so removed with it
 
 
+@pytest.mark.slow
 def test_predict_and_serve_give_every_image_the_same_verdict(trained_checkpoint, shared_dir, tmp_path):
     """One verdict rule: by default both decide at the checkpoint's validation threshold."""
     import httpx

@@ -179,6 +179,7 @@ def test_predict_names_bad_files_and_scores_the_rest(trained_checkpoint, bad_ima
     assert "truncated_half.jpg" in result.stdout and "decompression bomb" in result.stdout
 
 
+@pytest.mark.slow
 def test_predict_single_image_with_gradcam_and_exit_status(trained_checkpoint, bad_image_folder, tmp_path):
     image = next((bad_image_folder / "AI").glob("ai_*.jpg"))
     result = run_script(
@@ -251,6 +252,7 @@ def test_robust_augmentation_trains(make_cfg, image_folder):
     assert "test/auroc" in metrics
 
 
+@pytest.mark.slow
 def test_checkpoints_carry_prediction_sets_and_eval_reports_what_abstention_costs(tmp_path):
     """Trained with enough calibration images for alpha 0.05, the checkpoint holds one calibration record (and no
     validation threshold or sets beside it); eval.py reports coverage, accuracy on answered images and confident

@@ -297,6 +297,7 @@ def test_gradcam_on_frozen_and_vit_backbones(vit_probe_checkpoint, trained_check
         assert len(overlays) == 2 and all(o.read_bytes().startswith(b"\x89PNG") for o in overlays)
 
 
+@pytest.mark.slow
 def test_onnx_export_of_a_vit_checkpoint_and_unreadable_check_images(vit_probe_checkpoint, shared_dir, tmp_path):
     import shutil
 

@@ -76,6 +76,7 @@ def test_train_and_eval_report_the_same_test_numbers_with_and_without_the_cache(
         assert runs[True]["test"][f"test/{key}"] == pytest.approx(recomputed[key], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_mixed_precision_training_reports_the_float32_numbers_eval_py_computes(tmp_path):
     # bf16 autocast speeds training up (on a GPU); validation and test still score in float32 as eval.py does,
     # so the numbers training reports, and the checkpoint and threshold they choose, are the ones it reproduces.

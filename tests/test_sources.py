@@ -53,6 +53,7 @@ def test_a_union_is_split_per_source_exactly_as_each_source_alone(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_training_on_two_sources_reports_each(tmp_path):
     a, b = write_image_folder(tmp_path / "a", per_class=16), write_image_folder(tmp_path / "b", per_class=10)
     cfg = compose_cfg(["debug=limit", f"data.root={{alpha: {a}, beta: {b}}}", *TINY, "trainer.max_epochs=1"], tmp_path)
