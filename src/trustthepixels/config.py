@@ -31,17 +31,14 @@ _CHECKS: dict[str, Callable[[Any, Any], bool]] = {  # a field's rules: what its 
 }
 
 
-# Backbones that train faster in float32 (TF32 matmuls) than under bf16 autocast below a batch size, on an H200
-# (bench/bench_gpu.py, channels_last; the README's GPU table): tf_efficientnet_lite0 at batch 128, 4,540 img/s in
-# float32 against 4,349 in bf16; at 256, 4,825 against 6,106. resnet50, convnext_tiny and vit_small_patch16_224
-# are faster in bf16 at every batch measured (1.5x, 2.5x and 2.0x at 256).
+# Backbones measured faster in float32 (TF32 matmuls) than under bf16 autocast below a batch size (docs/speed.md,
+# GPU); the other backbones measured are faster in bf16 at every batch.
 FLOAT32_BELOW_BATCH = {"tf_efficientnet_lite0": 256}
 
 
 def auto_precision(backbone: str | None = None, batch_size: int | None = None) -> str:
     """On a GPU: bf16 autocast (fp16 where the GPU has no bf16), except where float32 was measured faster
-    (FLOAT32_BELOW_BATCH). On a CPU float32 (bench/bench_train.py, Lite0 on the 2-core Xeon with AMX: bf16 0.73x
-    fp32's speed at 112 px, about even at 224 px)."""
+    (FLOAT32_BELOW_BATCH). On a CPU float32, which bf16 did not beat (docs/speed.md, CPU)."""
     import torch  # here, not at the top: the entry points check the command line before anything heavy loads
 
     if not torch.cuda.is_available():
@@ -52,9 +49,8 @@ def auto_precision(backbone: str | None = None, batch_size: int | None = None) -
 
 
 def auto_batch_size(accelerator: str = "auto") -> int:
-    """Training images per step and device. 32 on a CPU. On a GPU 256, faster than 128 for every
-    backbone of the README's GPU table on an H200, where the GPU has room for it: at 256 their peak memory was
-    8.7-15.6 GiB under bf16 (20.6 for Lite0 in float32), so 256 from 32 GiB of GPU memory, 128 from 16, else 64."""
+    """Training images per step and device. 32 on a CPU. On a GPU 256, the fastest measured for every backbone
+    (docs/speed.md, GPU), where it fits: 256 from 32 GiB of GPU memory, 128 from 16, else 64."""
     import torch
 
     if accelerator == "cpu" or not torch.cuda.is_available():

@@ -193,8 +193,8 @@ class EpochAheadLoader(DataLoader):
 
     Lightning validates between two epochs, and the workers build the next epoch's first batches meanwhile. A
     plain DataLoader starts them only when the next epoch asks for its first batch: each epoch then began with
-    the GPU idle while one worker built a whole batch (0.18-0.30 s of 1.6-2.6 s epochs on an H200, bench/bench_gpu.py).
-    The batches are the same either way: their order and augmentation draws depend on (seed, epoch) only.
+    the GPU idle while one worker built a whole batch (measured in docs/speed.md, GPU). The batches are the
+    same either way: their order and augmentation draws depend on (seed, epoch) only.
     """
 
     _next: Iterator | None = None

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 
-# On the H200 machine (16 cores) 8 workers decoded 3,315 img/s of 256-px JPEGs, below the 4,619 img/s resnet50
-# trains at (bench/bench_gpu.py --decode): a GPU needs every core the machine has. The cap bounds the memory of
+# A GPU needs every core to decode JPEGs as fast as it trains (docs/speed.md, GPU); the cap bounds the memory of
 # the worker processes (each a Python process with torch loaded) on machines with many cores.
 MAX_WORKERS = 32
 
