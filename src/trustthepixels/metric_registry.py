@@ -66,8 +66,8 @@ BOOTSTRAPPED_DECISIONS = tuple(m.key for m in METRICS if m.interval == "bootstra
 SUMMARY = tuple(m.key for m in METRICS if m.summary)
 
 
-def report_rows(threshold: bool = True) -> list[tuple[str, str, str]]:
-    """(label, key, format) of every metric: each decision metric at 0.5 and, with `threshold`, at the threshold."""
+def report_rows() -> list[tuple[str, str, str]]:
+    """(label, key, format) of every metric in registry order, each decision metric at 0.5 then at the threshold."""
     rows = []
     for m in METRICS:
         rows += [(label, key, m.fmt) for key, label in [m.at(False), *([m.at(True)] if m.decision else [])]]
