@@ -390,6 +390,13 @@ def test_union_rows_and_the_comparison_are_checked_before_any_row_trains():
         ({"comparison": {"baseline": "c", "focus": [], "generators": {}}}, "comparison.baseline='c': use one of"),
         ({"comparison": {"baseline": "a", "focus": ["x"], "generators": {}}}, "comparison: ['x'] not in sources"),
         ({"comparison": {"baseline": None, "focus": [], "generators": {"t": "/no.csv"}}}, "/no.csv: no such file"),
+        # was: matrix.md silently without its paired tables
+        (
+            {"comparison": {"baseline": None, "focus": [], "generators": {"t": str(REPO / "README.md")}}},
+            "comparison.focus and comparison.generators compare rows against comparison.baseline: set it to a row "
+            "of the matrix, e.g. comparison.baseline=a",
+        ),
+        ({"comparison": {"baseline": None, "focus": ["a"], "generators": {}}}, "comparison.baseline=a"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             benchmark_sources(OmegaConf.create(base | extra))

@@ -119,6 +119,11 @@ def benchmark_sources(cfg: DictConfig) -> tuple[Roots, list[str]]:
         missing = [str(path) for path in c.generators.values() if not Path(path).is_file()]
         if missing:
             raise ConfigError(f"comparison.generators: {', '.join(missing)}: no such file (a provenance CSV)")
+        if c.baseline is None and (c.focus or c.generators):  # matrix.md would print neither table
+            raise ConfigError(
+                "comparison.focus and comparison.generators compare rows against comparison.baseline: set it to a "
+                f"row of the matrix, e.g. comparison.baseline={trainable[0]}"
+            )
     for union in s.unions or []:
         if len(union.split(UNION)) < 2 or not set(union.split(UNION)) <= set(trainable):
             raise ConfigError(
