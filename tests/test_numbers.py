@@ -55,6 +55,9 @@ def test_train_and_eval_report_the_same_test_numbers_with_and_without_the_cache(
         report, evaluated = _train_and_evaluate(folder, tmp_path, cache, "data.jpeg_draft=true")
         for key in SHARED:
             assert report["test"][f"test/{key}"] == pytest.approx(evaluated[key], abs=1e-4), (cache, key)
+        for key in ("auroc", "ap", "loss", "balanced_acc", "f1", "acc"):  # and the same intervals (was: AUROC's off)
+            for end in ("_lo", "_hi"):
+                assert report["test"][f"test/{key}{end}"] == pytest.approx(evaluated[key + end], abs=1e-4), key
         runs[cache] = report
     # Every number carries its 95% interval, around the number.
     for key in ("auroc", "ap", "acc", "balanced_acc", "f1", "ece", "loss", "acc_real", "acc_ai"):

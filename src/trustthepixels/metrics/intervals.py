@@ -100,7 +100,9 @@ def metric_intervals(
         out[f"{name}{suffix}_lo"], out[f"{name}{suffix}_hi"] = clopper_pearson(correct, int(chosen.sum()))
     names = BOOTSTRAPPED if not decisions_only else BOOTSTRAPPED_DECISIONS
     keys = {n: f"{n}{suffix}" if n in BOOTSTRAPPED_DECISIONS else n for n in names}
-    pos, neg = logits[labels == 1], logits[labels == 0]
+    # Sorted: the resamples then depend on the scores alone, not on the order the images came in, so train.py
+    # (dataset order) and eval.py or a predictions file (file order) give the same interval for the same images.
+    pos, neg = np.sort(logits[labels == 1]), np.sort(logits[labels == 0])
     if len(pos) < 2 or len(neg) < 2:  # nothing to resample within a class
         return out | {f"{key}{end}": math.nan for key in keys.values() for end in ("_lo", "_hi")}
 
