@@ -170,12 +170,24 @@ def test_settings_are_checked_when_the_parts_are_built_from_python(tmp_path):
         ImageFolderDataModule(tmp_path, backbone, batch_size="x")
     with pytest.raises(ConfigError, match=r"data\.near_duplicates\.phash=65: use a Hamming distance from 0 to 64"):
         ImageFolderDataModule(tmp_path, backbone, near_duplicates={"phash": 65, "dhash": 6})
-    assert ImageFolderDataModule(tmp_path, backbone, batch_size="8", num_workers=0).batch_size == 8  # as Hydra's
+    with pytest.raises(ConfigError, match=r"^data\.batchsize is not a setting: did you mean data\.batch_size\?$"):
+        ImageFolderDataModule(tmp_path, backbone, batchsize=8)  # **settings takes any key: the schema refuses it
+    data = ImageFolderDataModule(tmp_path, backbone, batch_size="8", num_workers=0)
+    assert data.settings.batch_size == 8  # converted, as Hydra's
+    assert data.settings.near_duplicates.phash == 4 and data.settings.split == [0.8, 0.1, 0.1]  # the schema's
     optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": "abc"}
     with pytest.raises(ConfigError, match=r"model\.optimizer\.lr='abc': use a number"):
         DetectorModule("resnet18", optimizer, pretrained=False)
     with pytest.raises(ConfigError, match=r"model\.flip='vertical'"):
         DetectorModule("resnet18", {**optimizer, "lr": 1e-3}, pretrained=False, flip="vertical")
+    with pytest.raises(
+        ConfigError, match=r"^model\.trainable_block is not a setting: did you mean model\.trainable_blocks\?$"
+    ):
+        DetectorModule("resnet18", pretrained=False, trainable_block=2)
+    sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}
+    module = DetectorModule("resnet18", sgd, pretrained=False)
+    assert module.hparams.optimizer == sgd  # a given optimizer replaces the default, no AdamW key mixed in
+    assert module.hparams.lr_batch == 32 and module.hparams.flip == "horizontal"  # the schema's defaults
 
 
 def test_full_error_shows_the_traceback(make_cfg, image_folder, monkeypatch):

@@ -6,6 +6,7 @@ import itertools
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -146,11 +147,15 @@ def test_the_learning_rate_follows_the_batch_size(tmp_path, optimizer, batch, lr
     from lightning.pytorch import Trainer
 
     module = DetectorModule(
-        "resnet18", {"_target_": optimizer, "_partial_": True, "lr": 3e-4}, pretrained=False, lr_batch=lr_batch
+        "resnet18",
+        {"_target_": optimizer, "_partial_": True, "lr": 3e-4},
+        pretrained=False,
+        lr_batch=lr_batch,
+        scheduler=None,
     )
 
     class Data(LightningDataModule):
-        batch_size = batch
+        settings = SimpleNamespace(batch_size=batch)  # what ImageFolderDataModule keeps of the data group
 
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path)
     trainer.strategy.connect(module)

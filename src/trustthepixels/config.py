@@ -3,7 +3,9 @@ structured configs (settings schemas) with their one-line refusals."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
 import operator
 import re
 import secrets
@@ -94,13 +96,16 @@ def to_plain(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------ structured configs
 
 
-def setting(use: str, **rules: Any) -> Any:
-    """A structured config's field: its value comes from the group's YAML (which says what it does); `use` is what
-    the setting takes, the end of every message that refuses a value of it. `rules` say what the type cannot:
-    low/high (inclusive bounds), above/below (strict ones), choices; each element of a list is held to them, and
-    null always passes."""
+def setting(use: str, default: Any = MISSING, **rules: Any) -> Any:
+    """A structured config's field, the one declaration of a setting: its `default` (none: the config must set
+    it), `use`, what it takes (the end of every message that refuses a value of it), and `rules` for what the type
+    cannot say: low/high (inclusive bounds), above/below (strict ones), choices; each element of a list is held to
+    them, and null always passes."""
     assert set(rules) <= set(_CHECKS), f"unknown rules {set(rules) - set(_CHECKS)}"
-    return dataclasses.field(default=MISSING, metadata={"use": use, "rules": rules})
+    metadata = {"use": use, "rules": rules}
+    if isinstance(default, list | dict) or dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass
@@ -167,8 +172,6 @@ def check_settings(cfg: Any) -> None:
     for group, schema in _SCHEMAS.items():
         node = cfg.get(group)
         if isinstance(node, Container) and OmegaConf.get_type(node) is schema:
-            if "_target_" in node:  # a key the class does not take (+data.batchsize=8), before anything is built
-                check_target(to_plain(node), f"{group}.", types_too=False)
             validated(schema, to_plain(node), f"{group}.")
     trainer = cfg.get("trainer")
     if isinstance(trainer, Container) and "_target_" in trainer:  # Lightning's Trainer declares its own settings
@@ -236,14 +239,25 @@ def settings_message(error: BaseException, schema: type | None = None, prefix: s
 
 
 def validated(schema: type[S], values: Mapping[str, Any], prefix: str) -> S:
-    """`values` (every field of `schema`) as an instance of it, each converted to its field's type and held to its
-    rules; a value that cannot be is a ConfigError naming `prefix` + the setting (as the composed config would have
-    refused it)."""
+    """`values` as an instance of `schema` (a field left out takes its default), each converted to its field's
+    type and held to its rules. A key the schema does not have, or a value that cannot be, is a ConfigError naming
+    `prefix` + the setting (as the composed config would have refused it)."""
     from trustthepixels.errors import ConfigError
 
-    names = {f.name for f in dataclasses.fields(schema)}
+    names = [f.name for f in dataclasses.fields(schema)]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+            hint = f"did you mean {prefix}{close[0]}?" if close else f"it takes {', '.join(names)}"
+            raise ConfigError(f"{prefix}{key} is not a setting: {hint}")
+    hints = typing.get_type_hints(schema)
+    mappings = {
+        n for n, h in hints.items() if dict in (typing.get_origin(h), *map(typing.get_origin, typing.get_args(h)))
+    }
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(schema), {k: v for k, v in values.items() if k in names})
+        typed = OmegaConf.merge(OmegaConf.structured(schema), {k: v for k, v in values.items() if k not in mappings})
+        for key in mappings & set(values):  # a mapping given replaces the default (an optimizer's keys never mix)
+            typed[key] = values[key]
         settings = OmegaConf.to_object(typed)
     except OmegaConfBaseException as error:
         raise ConfigError(settings_message(error, schema, prefix) or f"{prefix or 'settings '}{error}") from None

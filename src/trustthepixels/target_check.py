@@ -16,9 +16,9 @@ from typing import Any
 from trustthepixels.errors import ConfigError
 
 
-def check_target(node: Mapping[str, Any], prefix: str, types_too: bool = True) -> None:
-    """Refuse a key the target does not take (with the closest one it does) and, with `types_too`, a value its type
-    hint refuses. `node` is plain data (resolved); a target that takes **kwargs accepts any key."""
+def check_target(node: Mapping[str, Any], prefix: str) -> None:
+    """Refuse a key the target does not take (with the closest one it does) and a value its type hint refuses.
+    `node` is plain data (resolved); a target that takes **kwargs accepts any key."""
     from hydra.utils import get_object
 
     try:
@@ -32,7 +32,7 @@ def check_target(node: Mapping[str, Any], prefix: str, types_too: bool = True) -
         return
     takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     try:
-        hints = typing.get_type_hints(function) if types_too else {}
+        hints = typing.get_type_hints(function)
     except Exception:  # a hint that does not resolve here: keys are still checked
         hints = {}
     for key, value in node.items():

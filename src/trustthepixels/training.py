@@ -86,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     sizes = (model.parameter_count / 1e6, trainable / 1e6)
     log.info("Backbone %s (%s), %.1fM parameters, %.1fM trained", cfg.model.backbone, start, *sizes)
     datamodule: LightningDataModule = instantiate(cfg.data, data_config=model.data_config)
-    model.paired_batches = bool(getattr(datamodule, "pair_augment", False))
+    model.paired_batches = bool(cfg.data.get("pair_augment", False))
     callbacks: list[Callback] = [*_instantiate_group(cfg.get("callbacks")), StepSeed(cfg.seed)]
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
     if not loggers:  # the LR monitor only writes to a logger, and refuses to run without one
@@ -100,7 +100,7 @@ def _fit_and_test(
     cfg: DictConfig, model: LightningModule, datamodule: LightningDataModule, trainer: Trainer
 ) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
-    if getattr(datamodule, "feature_cache", False):
+    if cfg.data.get("feature_cache", False):
         if not cfg.model.get("freeze_backbone"):
             raise ConfigError(
                 "data.feature_cache=true needs model.freeze_backbone=true: features change as a backbone learns"

@@ -34,33 +34,22 @@ log = logging.getLogger(__name__)
 class DetectorModule(LightningModule):
     """Takes uint8 (or [0, 1] float) NCHW images, normalises them on the device, returns one logit each.
 
-    `optimizer` and `scheduler` are `_partial_` Hydra configs, instantiated in `configure_optimizers` with the
-    parameter groups (optimizer) and the optimizer plus the run's total steps (scheduler). They are kept as
-    plain dicts, so a checkpoint holds data only and loads with `torch.load(weights_only=True)`.
+    `settings` are the `model` group's (`ModelSettings` declares each one, its default and what it does). The
+    `_partial_` optimizer and scheduler configs are instantiated in `configure_optimizers` with the parameter groups
+    (optimizer) and the optimizer plus the run's total steps (scheduler). They are kept as plain dicts, so a
+    checkpoint holds data only and loads with `torch.load(weights_only=True)`.
     """
 
-    def __init__(
-        self,
-        backbone: str,
-        optimizer: Mapping[str, Any],
-        scheduler: Mapping[str, Any] | None = None,
-        pretrained: bool = True,
-        weights: str | Path | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        channels_last: bool = False,
-        flip: str = "horizontal",
-        compile: bool = False,
-        freeze_backbone: bool = False,
-        trainable_blocks: int | None = None,
-        lr_batch: int | None = None,
-    ):
+    def __init__(self, backbone: str, optimizer: Mapping[str, Any] | None = None, **settings: Any):
         super().__init__()
-        values = {name: value for name, value in locals().items() if name in ModelSettings.__dataclass_fields__}
-        values |= {"weights": weights and str(weights), "model_kwargs": model_kwargs or {}, "flip": flip_mode(flip)}
-        s = validated(ModelSettings, values, "model.")  # typed and checked as the composed config is (or one line)
+        settings = {"backbone": backbone, **settings} | ({"optimizer": optimizer} if optimizer is not None else {})
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
+        if "flip" in settings:  # true and false, which older checkpoints hold
+            settings["flip"] = flip_mode(settings["flip"])
+        s = validated(ModelSettings, settings, "model.")  # typed and checked as the composed config is (or one line)
         # One linear probe, however it is asked for: the classifier alone learns (as the feature cache needs).
         freeze_backbone = s.freeze_backbone or s.trainable_blocks == 0
-        hparams = {name: getattr(s, name) for name in values} | {"freeze_backbone": freeze_backbone}
+        hparams = {k: v for k, v in vars(s).items() if not k.startswith("_")} | {"freeze_backbone": freeze_backbone}
         self.save_hyperparameters(hparams, logger=False)  # plain data: checkpoints load with weights_only
         self.backbone = create_backbone(s.backbone, s.pretrained, s.weights, num_classes=1, **s.model_kwargs)
         # What rebuilds this network from a checkpoint alone, even for hf-hub: and local-dir: names.
@@ -248,7 +237,8 @@ class DetectorModule(LightningModule):
         """`lr` scaled from `lr_batch` to this run's images per optimizer step (all GPUs, gradient accumulation);
         nothing to change when lr_batch is null or the batch is the same."""
         lr, lr_batch = self.hparams.optimizer.get("lr"), self.hparams.get("lr_batch")
-        per_device = getattr(getattr(self._trainer, "datamodule", None), "batch_size", None)
+        data_settings = getattr(getattr(self._trainer, "datamodule", None), "settings", None)
+        per_device = getattr(data_settings, "batch_size", None)
         if lr is None or not lr_batch or not per_device:
             return {}
         batch = per_device * self.trainer.world_size * self.trainer.accumulate_grad_batches

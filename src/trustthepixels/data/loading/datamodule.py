@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from trustthepixels.config import to_plain, validated
-from trustthepixels.data.ingest.prepare import RELEASE_URL, prepare_from_release
+from trustthepixels.data.ingest.prepare import prepare_from_release
 from trustthepixels.data.ingest.roots import Roots, is_union, parse_roots, roots_state
 from trustthepixels.data.ingest.scan import (
     GET_DATA_HINT,
@@ -42,52 +42,23 @@ class ImageFolderDataModule(LightningDataModule):
     `root` is one `AI/` + `Real/` folder, or several sources (a list of folders, or a mapping name -> folder):
     their union is split per source and class, and validation and test report each source's metrics too.
 
-    `data_config` is the backbone's timm data config (size, interpolation, crop_pct); `image_size`,
-    `interpolation` and `crop_pct` override it. The resolved config and the label mapping go into every
-    checkpoint through `state_dict`. A missing `root` is downloaded from `url` when `download` is set. With
-    `near_duplicates` (limits on pHash and dHash distances) near-duplicate images always land in the same split.
+    `data_config` is the backbone's timm data config (size, interpolation, crop_pct), which the settings'
+    `image_size`, `interpolation` and `crop_pct` override; `settings` are the `data` group's (`DataSettings`
+    declares each one, its default and what it does). The resolved data config and the label mapping go into
+    every checkpoint through `state_dict`.
     """
 
     def __init__(
         self,
         root: str | Path | Sequence[str] | Mapping[str, str],
         data_config: dict[str, Any],
-        batch_size: int = 32,
-        num_workers: int | None = None,
-        split: Sequence[float] = (0.8, 0.1, 0.1),
-        seed: int = 42,
-        image_size: int | None = None,
-        interpolation: str | None = None,
-        crop_pct: float | None = None,
-        crop_scale: Sequence[float] = (0.5, 1.0),
-        augment: str = "none",
-        resize: str = "shorter",
-        blur_prob: float = 0.5,
-        jpeg_prob: float = 0.5,
-        pair_augment: bool = False,
-        min_image_side: int = 8,
-        near_duplicates: Mapping[str, int] | None = None,
-        folds: int | None = None,
-        fold: int = 0,
-        max_train_per_class: int | None = None,
-        calibration_share: float = 0.5,
-        cache_dir: str | Path | None = None,
-        cache: bool = True,
-        jpeg_draft: bool = True,
-        feature_cache: bool = False,
-        download: bool = True,
-        url: str = RELEASE_URL,
         pin_memory: bool | None = None,
-        output_dir: str | Path | None = None,
+        **settings: Any,
     ):
         super().__init__()
-        values = {name: value for name, value in locals().items() if name in DataSettings.__dataclass_fields__}
-        values |= {"cache_dir": cache_dir and str(cache_dir), "output_dir": output_dir and str(output_dir)}
-        s = validated(DataSettings, values, "data.")  # typed and checked as the composed config is (or one line)
-        self.folds, self.fold = s.folds, s.fold
-        self.max_train_per_class = s.max_train_per_class
-        self.calibration_share = s.calibration_share
-        self.roots: Roots = parse_roots(to_plain(root))
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
+        self.settings = s = validated(DataSettings, {"root": to_plain(root), **settings}, "data.")
+        self.roots: Roots = parse_roots(s.root)
         self.root = next(iter(self.roots.values()))  # the one folder (or the first source)
         self.data_config = dict(to_plain(data_config))
         if s.image_size:
@@ -100,22 +71,9 @@ class ImageFolderDataModule(LightningDataModule):
         self.data_config["jpeg_draft"] = s.jpeg_draft
         self.data_config["resize"] = s.resize
         self.preprocessing = Preprocessing.from_data_config(self.data_config)
-        self.batch_size = s.batch_size
         self.num_workers = resolve_num_workers(s.num_workers)
-        self.split_fractions = tuple(s.split)
-        self.seed = s.seed
-        self.crop_scale = tuple(s.crop_scale)
-        self.augment = {"augment": s.augment, "blur_prob": s.blur_prob, "jpeg_prob": s.jpeg_prob}
-        self.pair_augment = s.pair_augment
-        self.min_image_side = s.min_image_side
-        self.near_duplicates = vars(s.near_duplicates) if s.near_duplicates else None
         self.cache_dir = Path(s.cache_dir) if s.cache_dir else None
-        self.cache = s.cache and self.cache_dir is not None
-        self.feature_cache = s.feature_cache  # acted on by train(), which has the model: use_cached_features
-        self.download = s.download
-        self.url = s.url
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.output_dir = Path(s.output_dir) if s.output_dir else None
         self.scan: ScanResult | None = None
         self.plan: SplitPlan | None = None
         self.datasets: dict[str, ImageFileDataset | FeatureDataset] = {}
@@ -129,14 +87,14 @@ class ImageFolderDataModule(LightningDataModule):
             return  # a union of sources is made of folders the user has; the scan says which one is missing
         if self.root.exists():
             return
-        if not self.download:
+        if not self.settings.download:
             raise DatasetLayoutError(
                 f"data.root={self.root} does not exist (and data.download=false). Set data.root to a folder with "
                 "AI/ and Real/ subfolders, or data.download=true to fetch the published dataset."
             )
-        log.info("%s does not exist: downloading the dataset from %s", self.root, self.url)
+        log.info("%s does not exist: downloading the dataset from %s", self.root, self.settings.url)
         try:
-            prepare_from_release(self.root, self.url)
+            prepare_from_release(self.root, self.settings.url)
         except FileExistsError:
             pass  # another job prepared it while this one waited for the lock
         except (OSError, ValueError) as err:
@@ -149,15 +107,17 @@ class ImageFolderDataModule(LightningDataModule):
         if self.scan is not None:  # fit, validate and test share one scan and one split
             return
         parts = self.split()
-        pixels = self._pixel_cache() if self.cache else None
+        s = self.settings
+        pixels = self._pixel_cache() if s.cache and self.cache_dir else None
+        augment = {"augment": s.augment, "blur_prob": s.blur_prob, "jpeg_prob": s.jpeg_prob}
         for name in SPLITS:
-            transform = build_transform(self.data_config, name == "train", self.crop_scale, **self.augment)
-            sha256 = [self.scan.records[s.relpath].sha256 for s in parts[name]]
+            transform = build_transform(self.data_config, name == "train", tuple(s.crop_scale), **augment)
+            sha256 = [self.scan.records[sample.relpath].sha256 for sample in parts[name]]
             self.datasets[name] = ImageFileDataset(
-                parts[name], transform, self.preprocessing, self.min_image_side, pixels, sha256
+                parts[name], transform, self.preprocessing, s.min_image_side, pixels, sha256
             )
-        log.info("Split (seed %d): %s", self.seed, ", ".join(f"{n} {len(self.datasets[n])}" for n in SPLITS))
-        if self.pair_augment and not self.train_pairs():
+        log.info("Split (seed %d): %s", s.seed, ", ".join(f"{n} {len(self.datasets[n])}" for n in SPLITS))
+        if s.pair_augment and not self.train_pairs():
             raise ConfigError(
                 "data.pair_augment=true, but the training part holds no pair of a photo and its reconstruction "
                 "(no source of data.root has an aligned set's manifest.csv): make one with python prepare_data.py "
@@ -168,17 +128,18 @@ class ImageFolderDataModule(LightningDataModule):
     def split(self) -> dict[str, list[Sample]]:
         """Scan the sources and split them (or cut this job's fold): the samples of each split, no pixels read
         beyond the scan (`planner.plan_split`, which the benchmark uses alone)."""
+        s = self.settings
         plan = plan_split(
             self.roots,
-            fractions=self.split_fractions,
-            seed=self.seed,
-            min_image_side=self.min_image_side,
+            fractions=tuple(s.split),
+            seed=s.seed,
+            min_image_side=s.min_image_side,
             cache_dir=self.cache_dir,
-            near_duplicates=self.near_duplicates,
-            folds=self.folds,
-            fold=self.fold,
-            max_train_per_class=self.max_train_per_class,
-            calibration_share=self.calibration_share,
+            near_duplicates=vars(s.near_duplicates) if s.near_duplicates else None,
+            folds=s.folds,
+            fold=s.fold,
+            max_train_per_class=s.max_train_per_class,
+            calibration_share=s.calibration_share,
         )
         self.scan, self.plan = plan.scan, plan
         return plan.parts
@@ -196,10 +157,15 @@ class ImageFolderDataModule(LightningDataModule):
         eval_transform = build_transform(self.data_config, train=False)
         for name, dataset in self.datasets.items():
             images = ImageFileDataset(
-                dataset.samples, eval_transform, self.preprocessing, self.min_image_side, dataset.cache, dataset.sha256
+                dataset.samples,
+                eval_transform,
+                self.preprocessing,
+                self.settings.min_image_side,
+                dataset.cache,
+                dataset.sha256,
             )
             features = cached_features(
-                model, images, dataset.sha256, self.cache_dir, key, self.batch_size, self.num_workers
+                model, images, dataset.sha256, self.cache_dir, key, self.settings.batch_size, self.num_workers
             )
             self.datasets[name] = FeatureDataset(features, [s.label for s in dataset.samples], dataset.samples)
         self.num_workers = 0  # tensors in memory: worker processes would only add start-up time
@@ -224,8 +190,8 @@ class ImageFolderDataModule(LightningDataModule):
 
     @rank_zero_only
     def _write_manifests(self, parts: dict) -> None:
-        if self.output_dir is not None:
-            write_manifests(self.plan, self.output_dir)
+        if self.settings.output_dir is not None:
+            write_manifests(self.plan, Path(self.settings.output_dir))
 
     def _loader(self, name: str) -> DataLoader:
         dataset = self.datasets[name]
@@ -234,19 +200,19 @@ class ImageFolderDataModule(LightningDataModule):
         rank, replicas = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = EpochSampler(
             len(dataset),
-            self.seed,
+            self.settings.seed,
             shuffle=train,
             rank=rank,
             num_replicas=replicas,
             pad=train,
             epoch_of=(lambda: max(trainer.current_epoch, self.start_epoch)) if trainer is not None else None,
-            pairs=self.train_pairs() if train and self.pair_augment else (),
+            pairs=self.train_pairs() if train and self.settings.pair_augment else (),
         )
         return (EpochAheadLoader if train else DataLoader)(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.settings.batch_size,
             sampler=sampler,
-            drop_last=train and len(sampler) > self.batch_size,  # no 1-image batch for BatchNorm
+            drop_last=train and len(sampler) > self.settings.batch_size,  # no 1-image batch for BatchNorm
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
@@ -274,8 +240,8 @@ class ImageFolderDataModule(LightningDataModule):
             "near_duplicate_groups": len(self.plan.duplicate_groups),
             "near_duplicate_groups_across_sources": len(self.plan.cross_source_duplicates),
             "aligned_pairs": len(self.plan.pairs),
-            "folds": self.folds,
-            "fold": self.fold if self.folds else None,
+            "folds": self.settings.folds,
+            "fold": self.settings.fold if self.settings.folds else None,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -284,9 +250,9 @@ class ImageFolderDataModule(LightningDataModule):
             "labels": {str(k): v for k, v in LABELS.items()},
             "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
             "root": roots_state(self.roots),
-            "min_image_side": self.min_image_side,
-            "split": list(self.split_fractions),
-            "seed": self.seed,
+            "min_image_side": self.settings.min_image_side,
+            "split": list(self.settings.split),
+            "seed": self.settings.seed,
             # Checkpoints are written at the end of an epoch's validation: a resumed run starts at the next one.
             "next_epoch": self.trainer.current_epoch + 1 if self.trainer is not None else 0,
         }
