@@ -26,7 +26,7 @@ from trustthepixels.data.ingest.decode import open_rgb
 from trustthepixels.data.loading.planner import plan_split
 from trustthepixels.errors import UserError
 
-from .conftest import CONFIGS, REPO
+from .conftest import REPO
 from .test_combinations import one_line_error
 
 TAEF2_SHA256 = {
@@ -229,13 +229,13 @@ def test_aligned_settings_are_refused_in_one_line(tmp_path, overrides, message, 
     assert message in error and not (tmp_path / "a").exists()
 
 
-def test_real_part_takes_only_that_part_of_the_sources_split(shared_dir, taef2, tmp_path):
+def test_real_part_takes_only_that_part_of_the_sources_split(shared_dir, taef2, tmp_path, make_cfg):
     """real_part=test: exactly the real photos a training run on that root tests on, with the data group's split
-    settings (prepare_data.yaml's real_split is held to configs/data/default.yaml)."""
-    import yaml
+    settings (prepare_data's composed real_split is held to train.py's composed data group)."""
+    from trustthepixels.config import to_plain
 
-    data_defaults = yaml.safe_load((CONFIGS / "data" / "default.yaml").read_text())
-    real_split = yaml.safe_load((CONFIGS / "prepare_data.yaml").read_text())["real_split"]
+    data_defaults = to_plain(make_cfg().data)
+    real_split = to_plain(make_cfg(config_name="prepare_data").real_split)
     assert real_split == {k: data_defaults[k] for k in ("split", "calibration_share", "near_duplicates")}
     root = tmp_path / "source"
     for name in ("AI", "Real"):

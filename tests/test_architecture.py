@@ -82,3 +82,52 @@ def test_every_module_has_a_layer_and_imports_only_downwards():
 
 def test_the_circle_finder_finds_a_circle():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_each_setting_is_declared_once():
+    """A group's or command's YAML restates no default of its schema: the schema's field is the one declaration of
+    a setting (its type, default and what it takes), and the YAML holds only what follows the run or differs."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    import hydra_plugins.trustthepixels.schemas as schemas
+    from trustthepixels.config import _SCHEMAS
+
+    commands = {"eval": schemas.EvalSettings, "compare": schemas.CompareSettings, "predict": schemas.PredictSettings}
+    commands |= {"calibrate": schemas.CalibrateSettings, "export": schemas.ExportSettings}
+    commands |= {"serve": schemas.ServeSettings, "prepare_data": schemas.PrepareSettings}
+    commands |= {"audit_data": schemas.AuditSettings}
+    files = {REPO / "configs" / f"{name}.yaml": schema for name, schema in commands.items()}
+    files |= {
+        path: _SCHEMAS[group] for group in ("data", "abstain") for path in (REPO / "configs" / group).glob("*.yaml")
+    }
+    files |= {path: _SCHEMAS["model"] for path in (REPO / "configs" / "model").rglob("*.yaml")}
+
+    def restated(values: dict, defaults: dict, prefix: str = "") -> list[str]:
+        found = []
+        for key, value in values.items():
+            if key in ("defaults", "task_name") or key not in defaults:
+                continue
+            if isinstance(value, dict) and isinstance(defaults[key], dict) and value != defaults[key]:
+                found += restated(value, defaults[key], f"{prefix}{key}.")
+            elif value == defaults[key]:
+                found.append(f"{prefix}{key}")
+        return found
+
+    assert len(files) > 15
+    for path, schema in files.items():
+        defaults = OmegaConf.to_container(OmegaConf.structured(schema))
+        values = yaml.safe_load(path.read_text()) or {}
+        assert not restated(values, defaults), f"{path.relative_to(REPO)} restates its schema's defaults"
+
+
+def test_the_settings_reference_is_current():
+    """docs/settings.md is what `python docs/settings_reference.py` writes from the schemas today."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("settings_reference", REPO / "docs" / "settings_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expected = module.reference()
+    assert "| `data.split` | `[0.8, 0.1, 0.1]` |" in expected and "| `ckpt_path` | required |" in expected
+    assert (REPO / "docs" / "settings.md").read_text() == expected, "run: python docs/settings_reference.py"
