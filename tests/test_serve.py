@@ -22,12 +22,14 @@ import pytest
 import torch
 import uvicorn
 
+from trustthepixels.config import validated
 from trustthepixels.detector.scoring import InferenceDataset
 from trustthepixels.export.exporter import export_onnx
 from trustthepixels.serving.app import create_app
 from trustthepixels.serving.backends import OnnxBackend, TorchBackend
 from trustthepixels.serving.batching import MicroBatcher, Overloaded
 from trustthepixels.serving.server import uvicorn_config
+from trustthepixels.serving.settings import ServeSettings
 
 from .conftest import REPO, compose_cfg
 
@@ -39,7 +41,8 @@ def running(app, max_request_mb: float = 64.0, protocol_log: list | None = None,
     """The app under uvicorn on a free loopback port, in a thread, as serve.py runs it; yields its base URL.
     `protocol_log` collects each connection's protocol when it ends (what it read); `guard` is the connection
     settings (max_connections, header_timeout_s, body_timeout_s)."""
-    config = uvicorn_config(app, "127.0.0.1", 0, max_request_mb, log_level="warning", lifespan="on", **guard)
+    settings = validated(ServeSettings, {"port": 0, "max_request_mb": max_request_mb, **guard}, "")
+    config = uvicorn_config(app, settings, log_level="warning", lifespan="on")
     if protocol_log is not None:
 
         class Recorded(config.http):

@@ -113,7 +113,7 @@ class CommandSettings:
     """What every command's structured config holds besides its own settings."""
 
     paths: Any = None  # the paths group (its own config)
-    task_name: str = setting("a name for the run folder")
+    task_name: str = setting("a name for the run folder", "run")  # each command's YAML names its own
 
 
 def register_schema(

@@ -44,37 +44,29 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
+from trustthepixels.config import validated
 from trustthepixels.data.ingest.decode import ImageDecodeError, image_size
 from trustthepixels.detector.predictions import Threshold
 from trustthepixels.serving.backends import Backend
 from trustthepixels.serving.batching import MicroBatcher, ModelFailure, Overloaded, PixelBudget
 from trustthepixels.serving.refusal import CloseOnRefusal, RequireKey
+from trustthepixels.serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 STATIC = Path(str(resources.files("trustthepixels.serving") / "static"))
 BUSY_FOR_S = 5.0  # /v1/health says "busy" this long after the queue refused a request
 
 
-def create_app(
-    backend: Backend,
-    max_upload_mb: float = 20.0,
-    max_files: int = 32,
-    batch_size: int = 32,
-    max_wait_ms: float = 5.0,
-    max_queue: int = 256,
-    root_path: str = "",
-    max_request_mb: float = 64.0,
-    max_megapixels: float = 24.0,
-    decode_workers: int = 2,
-    decode_megapixels: float = 48.0,
-    api_key: str | None = None,
-) -> FastAPI:
+def create_app(backend: Backend, /, **settings: Any) -> FastAPI:
+    """The app around `backend`; `settings` are serve.py's (`ServeSettings` declares each, its default and what it
+    does; the ones left out take their defaults)."""
+    s = validated(ServeSettings, settings, "")
     info = backend.info
-    max_bytes = int(max_upload_mb * 1024 * 1024)
-    max_pixels = int(max_megapixels * 1e6)
-    batcher = MicroBatcher(backend.score, batch_size, max_wait_ms, max_queue)
-    decoding = asyncio.Semaphore(max(1, int(decode_workers)))
-    budget = PixelBudget(int(decode_megapixels * 1e6))
+    max_bytes = int(s.max_upload_mb * 1024 * 1024)
+    max_pixels = int(s.max_megapixels * 1e6)
+    batcher = MicroBatcher(backend.score, s.batch_size, s.max_wait_ms, s.max_queue)
+    decoding = asyncio.Semaphore(s.decode_workers)
+    budget = PixelBudget(int(s.decode_megapixels * 1e6))
     started = time.time()
 
     @asynccontextmanager
@@ -88,17 +80,17 @@ def create_app(
         title="TrustThePixels detector",
         summary="P(AI-generated) for images",
         lifespan=lifespan,
-        root_path=root_path,
+        root_path=s.root_path,
         docs_url=None,  # Swagger UI and ReDoc load from a CDN: off, so the server works offline
         redoc_url=None,
-        form_limits={"max_files": max_files, "max_fields": 8},
+        form_limits={"max_files": s.max_files, "max_fields": 8},
     )
     # The body limit while it streams (Starlette's), then a refusal ends the connection; the key before either
     # (each added after the one it wraps: the last is outermost).
-    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=int(max_request_mb * 1024 * 1024))
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=int(s.max_request_mb * 1024 * 1024))
     app.add_middleware(CloseOnRefusal)
-    if api_key:
-        app.add_middleware(RequireKey, api_key=api_key)
+    if s.api_key:
+        app.add_middleware(RequireKey, api_key=s.api_key)
     app.state.batcher = batcher
 
     @app.get("/", include_in_schema=False)
@@ -134,21 +126,16 @@ def create_app(
 
     @app.get("/v1/model")
     async def model() -> dict[str, Any]:
-        limits = {
-            "max_upload_mb": max_upload_mb,
-            "max_files": max_files,
-            "max_request_mb": max_request_mb,
-            "max_megapixels": max_megapixels,
-        }
-        return info.public() | limits
+        limits = ("max_upload_mb", "max_files", "max_request_mb", "max_megapixels")
+        return info.public() | {name: getattr(s, name) for name in limits}
 
     @app.post("/v1/predict")
     async def predict(
         file: Annotated[list[UploadFile], File(description="one or more images (repeat the field)")],
         explain: Annotated[bool, Query(description="add a Grad-CAM overlay (PNG, base64) per image")] = False,
     ) -> JSONResponse:
-        if len(file) > max_files:
-            return JSONResponse({"detail": f"{len(file)} files: at most {max_files} per request"}, status_code=413)
+        if len(file) > s.max_files:
+            return JSONResponse({"detail": f"{len(file)} files: at most {s.max_files} per request"}, status_code=413)
         usable = [u for u in file if u.size is None or u.size <= max_bytes]
         places = len(usable) * (2 if explain and info.explain else 1)  # a Grad-CAM is a second pass of the model
         try:
@@ -179,7 +166,7 @@ def create_app(
 
     def _too_large(upload: UploadFile) -> dict[str, Any]:
         size = f"{upload.size / 2**20:.1f} MB; " if upload.size is not None else ""
-        reason = f"too large ({size}serve.max_upload_mb={max_upload_mb:g})"
+        reason = f"too large ({size}serve.max_upload_mb={s.max_upload_mb:g})"
         return _failure(upload.filename or "upload", reason, "too_large")
 
     async def _one(upload: UploadFile, explain: bool, admission) -> dict[str, Any]:
@@ -228,7 +215,7 @@ def create_app(
         except ImageDecodeError as error:
             return None, error
         if width * height > max_pixels:
-            reason = f"too many pixels ({width}x{height}; serve.max_megapixels={max_megapixels:g})"
+            reason = f"too many pixels ({width}x{height}; serve.max_megapixels={s.max_megapixels:g})"
             return None, ImageDecodeError("upload", reason, "too_many_pixels")
         async with decoding, budget.hold(width * height):
             return await run_in_threadpool(backend.preprocess, upload.file)

@@ -6,8 +6,10 @@ import contextlib
 import logging
 import os
 
+from trustthepixels.config import to_plain, validated
 from trustthepixels.serving.app import create_app
 from trustthepixels.serving.refusal import BACKLOG, connection_bound, guarded_protocol, quiet_logs
+from trustthepixels.serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 API_KEY_ENV = "TTP_API_KEY"  # the bearer token, when serve.api_key is not set
@@ -32,64 +34,35 @@ def serve(cfg) -> None:
     check_port_free(cfg.host, cfg.port)  # before the model loads: a busy port is one line, not uvicorn's ten
     return_freed_memory()
     backend = load_backend(cfg)
-    api_key = cfg.get("api_key") or os.environ.get(API_KEY_ENV) or None
-    app = create_app(
-        backend,
-        max_upload_mb=cfg.max_upload_mb,
-        max_files=cfg.max_files,
-        batch_size=cfg.batch_size,
-        max_wait_ms=cfg.max_wait_ms,
-        max_queue=cfg.max_queue,
-        root_path=cfg.root_path or "",
-        max_request_mb=cfg.max_request_mb,
-        max_megapixels=cfg.max_megapixels,
-        decode_workers=cfg.decode_workers,
-        decode_megapixels=cfg.decode_megapixels,
-        api_key=api_key,
-    )
-    log.info(
-        "Open http://%s:%d/ (schema at /openapi.json)%s",
-        cfg.host,
-        cfg.port,
-        "; the API needs its key (Authorization: Bearer ...)" if api_key else "",
-    )
+    settings = validated(ServeSettings, to_plain(cfg), "")
+    settings.api_key = settings.api_key or os.environ.get(API_KEY_ENV) or None
+    app = create_app(backend, **vars(settings))
+    needs_key = "; the API needs its key (Authorization: Bearer ...)" if settings.api_key else ""
+    log.info("Open http://%s:%d/ (schema at /openapi.json)%s", settings.host, settings.port, needs_key)
     config = uvicorn_config(
         app,
-        cfg.host,
-        cfg.port,
-        max_request_mb=cfg.max_request_mb,
-        max_connections=cfg.max_connections,
-        header_timeout_s=cfg.header_timeout_s,
-        body_timeout_s=cfg.body_timeout_s,
+        settings,
         proxy_headers=True,
-        forwarded_allow_ips=cfg.forwarded_allow_ips,
-        timeout_graceful_shutdown=cfg.graceful_shutdown_s,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
         log_level="info",
     )
     GracefulServer(config).run()
 
 
-def uvicorn_config(
-    app,
-    host: str,
-    port: int,
-    max_request_mb: float,
-    max_connections: int = 1000,
-    header_timeout_s: float = 10.0,
-    body_timeout_s: float = 60.0,
-    **options,
-):
+def uvicorn_config(app, settings: ServeSettings, **options):
     """uvicorn's settings for the app, on asyncio's loop (whose read size can be set) with the guarded HTTP
     protocol (`refusal.guarded_protocol`): connections bounded below the file limit, idle ones shed first, slow
     headers and bodies cut off, a body's reading stopped past `max_request_mb`; refusals logged once a second."""
     import uvicorn
 
-    bound = connection_bound(max_connections)
-    if bound < max_connections:
-        log.info("serve.max_connections=%d lowered to %d by the file limit (ulimit -n)", max_connections, bound)
+    s = settings
+    bound = connection_bound(s.max_connections)
+    if bound < s.max_connections:
+        log.info("serve.max_connections=%d lowered to %d by the file limit (ulimit -n)", s.max_connections, bound)
     quiet_logs()
-    protocol = guarded_protocol(int(max_request_mb * 1024 * 1024), bound, header_timeout_s, body_timeout_s)
-    return uvicorn.Config(app, host=host, port=port, http=protocol, loop="asyncio", backlog=BACKLOG, **options)
+    protocol = guarded_protocol(int(s.max_request_mb * 1024 * 1024), bound, s.header_timeout_s, s.body_timeout_s)
+    return uvicorn.Config(app, host=s.host, port=s.port, http=protocol, loop="asyncio", backlog=BACKLOG, **options)
 
 
 def check_port_free(host: str, port: int) -> None:
