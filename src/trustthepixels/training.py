@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from trustthepixels.callbacks import StepSeed
-from trustthepixels.config import check_settings, to_plain
+from trustthepixels.config import to_plain
 from trustthepixels.data.ingest.roots import check_data_roots
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.ddp import ddp_session
@@ -72,8 +72,7 @@ def _stage_metrics(metrics: dict[str, Any], stage: str) -> dict[str, float]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train a detector as `cfg` says. Returns the final val and test metrics (`val/auroc`, `test/acc`, ...)."""
-    # A setting or path that cannot work fails now, before weights load or images are read.
-    check_settings(cfg)
+    # A path that cannot work fails now, before weights load or images are read (cli.run has checked the settings).
     check_data_roots(to_plain(cfg.data.root), cfg.data.download)
     if cfg.get("ckpt_path"):  # resuming: a file that is no checkpoint of this project is refused before anything
         read_checkpoint(cfg.ckpt_path, hint="resume from a run's <run dir>/checkpoints/last.ckpt")
