@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import hydra_plugins.trustthepixels.schemas as schemas
+from trustthepixels.generalization.rows import BenchmarkSettings
 
 OUT = Path(__file__).resolve().parent / "settings.md"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -29,17 +31,19 @@ SECTIONS = {  # title -> (the command's config, the node, its schema)
     "serve.py": ("serve", "", schemas.ServeSettings),
     "prepare_data.py": ("prepare_data", "", schemas.PrepareSettings),
     "audit_data.py": ("audit_data", "", schemas.AuditSettings),
+    "benchmark.py (besides train.py's)": ("benchmark", "", BenchmarkSettings),
 }
 
 
 def rows(schema: type, values: dict, prefix: str) -> list[str]:
-    lines = []
+    lines, hints = [], typing.get_type_hints(schema)
     for field in dataclasses.fields(schema):
         if "use" not in field.metadata:  # _target_, and a group a command composes (its own table)
             continue
         value = values[field.name]
-        if isinstance(value, dict) and dataclasses.is_dataclass(field.default_factory()):
-            lines += rows(type(field.default_factory()), value, f"{prefix}{field.name}.")
+        nested = [a for a in (hints[field.name], *typing.get_args(hints[field.name])) if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and nested:
+            lines += rows(nested[0], value, f"{prefix}{field.name}.")
             continue
         shown = "required" if value == "???" else f"`{json.dumps(value)}`"
         lines.append(f"| `{prefix}{field.name}` | {shown} | {field.metadata['use'].replace('<', '&lt;')} |")
