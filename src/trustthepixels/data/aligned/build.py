@@ -22,7 +22,7 @@ import shutil
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from trustthepixels.data.ingest.pairs import MANIFEST, MANIFEST_COLUMNS
 from trustthepixels.data.ingest.prepare import DatasetExistsError, write_provenance
 from trustthepixels.data.ingest.scan import DatasetLayoutError, Sample, find_class_dirs
 from trustthepixels.data.loading.planner import plan_split
+from trustthepixels.data.loading.settings import DataSettings
 from trustthepixels.errors import UserError
 from trustthepixels.quiet import progress
 
@@ -53,17 +54,21 @@ class Photo:
     autoencoder: str
 
 
+_DATA = DataSettings()  # a training run's defaults: how it splits a folder
+
+
 @dataclass(frozen=True)
 class RealPart:
     """Which part of the project's split of `real` (a dataset root) the photos come from, and how that split is
-    made: data.split, seed, calibration_share and near_duplicates as a training run on that folder has them."""
+    made: data.split, seed, calibration_share and near_duplicates as a training run on that folder has them (by
+    default, the data group's defaults)."""
 
     part: str
-    split: Sequence[float] = (0.8, 0.1, 0.1)
-    seed: int = 42
-    calibration_share: float = 0.5
-    near_duplicates: dict[str, int] | None = None
-    min_image_side: int = 8
+    split: Sequence[float] = tuple(_DATA.split)
+    seed: int = _DATA.seed
+    calibration_share: float = _DATA.calibration_share
+    near_duplicates: dict[str, int] | None = field(default_factory=lambda: dict(vars(_DATA.near_duplicates)))
+    min_image_side: int = _DATA.min_image_side
 
 
 def _walk(folder: Path) -> list[Path]:
