@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from trustthepixels.config import refusal, register_schema, setting
+from trustthepixels.data.audit.dedup import DEFAULT_DHASH_DISTANCE, DEFAULT_PHASH_DISTANCE
 from trustthepixels.data.ingest.prepare import RELEASE_URL
 from trustthepixels.data.loading.split import check_fractions
 from trustthepixels.errors import ConfigError
@@ -27,8 +28,8 @@ FOLDS = (
 
 @dataclass
 class NearDuplicates:
-    phash: int = setting(HAMMING, 4, low=0, high=64)
-    dhash: int = setting(HAMMING, 6, low=0, high=64)
+    phash: int = setting(HAMMING, DEFAULT_PHASH_DISTANCE, low=0, high=64)
+    dhash: int = setting(HAMMING, DEFAULT_DHASH_DISTANCE, low=0, high=64)
 
 
 @dataclass
