@@ -165,3 +165,20 @@ def test_ddp_counts_every_image_once_and_matches_single_process_eval(tmp_path):
     labels = [int(r["label"]) for r in rows]
     logits = [float(r["logit"]) for r in rows]
     assert core_metrics(labels, logits)["auroc"] == pytest.approx(report["test"]["test/auroc"])
+
+
+def test_a_trial_killed_after_its_run_finished_is_recovered_as_complete(tmp_path):
+    """The value a resumed Optuna study records for a trial left RUNNING: its job's optimized metric when the job
+    wrote metrics.json (killed before the sweeper told the study), else nothing (the trial is marked FAIL)."""
+    from hydra_plugins.trustthepixels.resumable_optuna import finished_value
+
+    job = tmp_path / "0"
+    job.mkdir()
+    assert finished_value(job) is None  # killed while training
+    (job / "metrics.json").write_text('{"optimized_metric": "val/auroc", "val": {"val/au')
+    assert finished_value(job) is None  # killed while writing it
+    report = {"optimized_metric": "val/loss", "val": {"val/loss": 0.25, "val/auroc": 0.9}, "test": {"test/acc": 1}}
+    (job / "metrics.json").write_text(json.dumps(report))
+    assert finished_value(job) == 0.25
+    (job / "metrics.json").write_text(json.dumps(report | {"val": {"val/loss": float("nan")}}))
+    assert finished_value(job) is None  # a diverged run: no value to tell

@@ -3,7 +3,9 @@ sweep directory continues its study. Hydra loads sweepers from the `hydra_plugin
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -16,12 +18,26 @@ try:  # the `sweep` extra; without it this plugin defines nothing (and Hydra's p
 except ImportError:  # pragma: no cover
     OptunaSweeper = None
 
+
+def finished_value(job_dir: Path) -> float | None:
+    """The optimized metric a trial's job wrote into metrics.json before the sweep was killed (after the job's last
+    write but before the sweeper recorded it), or None: a trial whose run had finished is complete, not failed."""
+    try:
+        report = json.loads((job_dir / "metrics.json").read_text())
+    except (OSError, ValueError):  # no metrics.json (the run had not finished), or half of one
+        return None
+    name = report.get("optimized_metric")
+    value = (report.get("val") or {}).get(name, (report.get("test") or {}).get(name))
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
 if OptunaSweeper is not None:
 
     class ResumableOptunaSweeper(OptunaSweeper):
         """hydra-optuna-sweeper, with `n_trials` meaning the study's total: started again on the same sweep
         directory (the study lives in SQLite there), it runs only the trials still missing. Trials a killed
-        run left RUNNING are marked FAIL first (public `study.tell`), so the sampler does not wait on them.
+        run left RUNNING are told first (public `study.tell`), so the sampler does not wait on them: COMPLETE with
+        their value when their job had written metrics.json (killed before the sweeper recorded it), else FAIL.
 
         Not Optuna's heartbeat (`RDBStorage(heartbeat_interval=...)`, `fail_stale_trials`) nor
         `MaxTrialsCallback`: both act inside `study.optimize`, which hydra-optuna-sweeper does not call (it
@@ -36,8 +52,13 @@ if OptunaSweeper is not None:
                 except KeyError:  # a new study
                     study = None
                 if study is not None:
+                    sweep_dir = Path(str(impl.config.hydra.sweep.dir))
                     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                        value = finished_value(sweep_dir / str(trial.number))  # hydra.sweep.subdir: the job number
+                        if value is None:
+                            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                        else:
+                            study.tell(trial.number, value)
                     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
                     impl.job_idx = len(study.trials)  # new jobs get new directories
                     # A sampler seeded as before would replay its first suggestions: seed it past them.
