@@ -181,7 +181,7 @@ def test_diffusers_vae_and_two_autoencoders_share_the_photos(photos, taef2, tiny
     assert torch.allclose(ae.reconstruct(images), expected)
 
     out = tmp_path / "aligned"
-    info = prepare_aligned(out, photos, [str(taef2), str(tiny_vae)], image_format="jpeg", quality=90, max_side=64)
+    info = prepare_aligned(out, photos, [str(taef2), str(tiny_vae)], format="jpeg", quality=90, max_side=64)
     rows = _rows(out)
     assert sorted(r["autoencoder"] for r in rows) == ["taef2"] * 3 + ["tiny-vae"] * 3  # equal shares
     assert {name: a["pairs"] for name, a in info["autoencoders"].items()} == {"taef2": 3, "tiny-vae": 3}
@@ -243,7 +243,7 @@ def test_real_part_takes_only_that_part_of_the_sources_split(shared_dir, taef2, 
         for path in sorted((shared_dir / "data" / "diffusiondb-coco" / name).iterdir())[:20]:
             Image.open(path).resize((64, 64)).save(root / name / path.name)
     part = RealPart("test", near_duplicates=real_split["near_duplicates"])
-    info = prepare_aligned(tmp_path / "aligned", root, [str(taef2)], real_part=part)
+    info = prepare_aligned(tmp_path / "aligned", root, [str(taef2)], part)
     plan = plan_split({"source": root}, (0.8, 0.1, 0.1), 42, near_duplicates=real_split["near_duplicates"])
     expected = sorted(s.path.name for s in plan.parts["test"] if s.label == 0)
     assert sorted(r["source_file"] for r in _rows(tmp_path / "aligned")) == expected and len(expected) == 2

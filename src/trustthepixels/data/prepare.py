@@ -17,32 +17,8 @@ def prepare(cfg) -> dict[str, Any]:
         return prepare_from_release(
             out, cfg.url, sha256=cfg.sha256, overwrite=cfg.overwrite, keep_archive=cfg.keep_archive
         )
+    settings = to_plain(cfg)
     if cfg.source == "hf":
-        return prepare_from_hf(
-            out,
-            cfg.dataset,
-            cfg.split,
-            cfg.per_class,
-            cfg.seed,
-            cfg.ai_label_name,
-            cfg.real_label_name,
-            cfg.label_column,
-            cfg.image_column,
-            cfg.overwrite,
-            cfg.workers,
-        )
-    split = to_plain(cfg.real_split)
-    real_part = RealPart(cfg.real_part, **split, seed=cfg.seed) if cfg.real_part else None
-    return prepare_aligned(
-        out,
-        Path(cfg.real),
-        list(cfg.autoencoder),
-        real_part,
-        image_format=cfg.format,
-        quality=cfg.quality,
-        max_side=cfg.max_side,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-        device=cfg.device,
-        overwrite=cfg.overwrite,
-    )
+        return prepare_from_hf(out, **settings)
+    real_part = RealPart(cfg.real_part, **settings["real_split"], seed=cfg.seed) if cfg.real_part else None
+    return prepare_aligned(out, Path(cfg.real), list(cfg.autoencoder), real_part, **settings)

@@ -22,6 +22,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, open_dict
 
+from trustthepixels.data.ingest.published import HF_DATASET
 from trustthepixels.detector.checkpoint import Detector, load_detector
 from trustthepixels.detector.predictions import Threshold, labelled, read_predictions, where_fitted
 from trustthepixels.metric_registry import ABSTENTION, SUMMARY
@@ -187,7 +188,7 @@ def datasets(detector: Detector) -> list[str]:
     for name, folder in (detector.data_roots or {}).items():
         provenance = Path(folder) / "provenance.json"
         info = json.loads(provenance.read_text()) if provenance.is_file() else {}
-        names.append(info.get("dataset") or ("Hemg/AI-Generated-vs-Real-Images-Datasets" if info else name))
+        names.append(info.get("dataset") or (HF_DATASET if info else name))
     return names
 
 

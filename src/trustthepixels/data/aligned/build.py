@@ -31,11 +31,13 @@ import torch
 from filelock import FileLock
 from PIL import Image
 
+from trustthepixels.config import validated
 from trustthepixels.data.aligned.autoencoders import Autoencoder, load_autoencoder
 from trustthepixels.data.ingest.decode import ImageDecodeError, open_rgb, opened, unusable_reason
 from trustthepixels.data.ingest.pairs import MANIFEST, MANIFEST_COLUMNS
 from trustthepixels.data.ingest.prepare import DatasetExistsError, write_provenance
 from trustthepixels.data.ingest.scan import DatasetLayoutError, Sample, find_class_dirs
+from trustthepixels.data.ingest.settings import PrepareSettings
 from trustthepixels.data.loading.planner import plan_split
 from trustthepixels.data.loading.settings import DataSettings
 from trustthepixels.errors import UserError
@@ -264,19 +266,12 @@ def _job(real: Path, photos: Sequence[Photo], settings: dict[str, Any]) -> dict[
 
 
 def prepare_aligned(
-    out: Path,
-    real: Path,
-    autoencoders: Sequence[str],
-    real_part: RealPart | None = None,
-    image_format: str = "png",
-    quality: int = 95,
-    max_side: int | None = None,
-    batch_size: int = 8,
-    seed: int = 42,
-    device: str = "auto",
-    overwrite: bool = False,
+    out: Path, real: Path, autoencoders: Sequence[str], real_part: RealPart | None = None, /, **settings: Any
 ) -> dict[str, Any]:
-    """Build (or resume building) the aligned set of `real` in `out`; returns its provenance."""
+    """Build (or resume building) the aligned set of `real` in `out`; returns its provenance. `settings` are
+    prepare_data's (`PrepareSettings`: format, quality, max_side, batch_size, seed, device, overwrite; its real,
+    autoencoder and real_part are the arguments before them); the ones left out take their defaults."""
+    s = validated(PrepareSettings, settings, "")
     out = Path(out).expanduser().resolve()
     if not autoencoders:
         raise UserError("autoencoder=[] names no autoencoder: e.g. autoencoder=../shared/weights/taesd")
@@ -285,19 +280,19 @@ def prepare_aligned(
     folder, files = photo_files(Path(real), real_part)
     if not files:
         raise DatasetLayoutError(f"real={real}: no files in {folder}")
-    photos = assign(folder, files, list(autoencoders), seed, FORMATS[image_format])
-    settings = {
+    photos = assign(folder, files, list(autoencoders), s.seed, FORMATS[s.format])
+    recorded = {  # what a resumed build must match
         "autoencoders": list(autoencoders),
-        "format": image_format,
-        "quality": quality,
-        "max_side": max_side,
-        "seed": seed,
+        "format": s.format,
+        "quality": s.quality,
+        "max_side": s.max_side,
+        "seed": s.seed,
         "real_part": vars(real_part) | {"split": list(real_part.split)} if real_part else None,
     }
-    job = _job(folder, photos, settings)
+    job = _job(folder, photos, recorded)
     work = out.with_name(f".{out.name}.partial")
     with FileLock(out.with_name(f".{out.name}.lock")):
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not s.overwrite:
             raise DatasetExistsError(f"{out} exists and is not empty: pass overwrite=true to replace it")
         if work.exists():
             previous = json.loads((work / "job.json").read_text()) if (work / "job.json").is_file() else None
@@ -313,7 +308,7 @@ def prepare_aligned(
         if journal.done:
             log.info("Resuming %s: %d of %d photos already done", work, len(journal.done), len(photos))
         target = torch.device(
-            "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+            "cuda" if s.device == "auto" and torch.cuda.is_available() else "cpu" if s.device == "auto" else s.device
         )
         identities = work / "autoencoders.json"  # each autoencoder's identity, once it has been loaded
         loaded = json.loads(identities.read_text()) if identities.is_file() else {}
@@ -329,10 +324,10 @@ def prepare_aligned(
                 ae,
                 work,
                 journal,
-                max_side=max_side,
-                batch_size=batch_size,
-                image_format=image_format,
-                quality=quality,
+                max_side=s.max_side,
+                batch_size=s.batch_size,
+                image_format=s.format,
+                quality=s.quality,
                 device=target,
             )
         info = _finish(work, journal, job, loaded)

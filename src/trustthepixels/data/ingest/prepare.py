@@ -21,16 +21,17 @@ from typing import Any
 
 from filelock import FileLock
 
+from trustthepixels.config import validated
 from trustthepixels.data.ingest.archive import UnsafeArchiveError, extract_archive
 from trustthepixels.data.ingest.download import DownloadError, download
+from trustthepixels.data.ingest.published import RELEASE_URL
 from trustthepixels.data.ingest.scan import CLASS_FOLDERS, DatasetLayoutError, find_class_dirs
+from trustthepixels.data.ingest.settings import PrepareSettings
 from trustthepixels.errors import UserError
 from trustthepixels.quiet import progress
 
 log = logging.getLogger(__name__)
 
-RELEASE_URL = "https://github.com/lucaslbld/GP01-AI-and-Application-project/releases/download/v1.0/dataset.zip"
-HF_DATASET = "Hemg/AI-Generated-vs-Real-Images-Datasets"
 PROVENANCE = "provenance.json"
 
 
@@ -105,36 +106,31 @@ def read_labels(ds, label_column: str) -> list[int]:
     return ds.select_columns([label_column]).with_format("arrow")[:][label_column].to_pylist()
 
 
-def prepare_from_hf(
-    out: Path,
-    dataset: str = HF_DATASET,
-    split: str = "train",
-    per_class: int = 4000,
-    seed: int = 42,
-    ai_label_name: str = "AiArtData",
-    real_label_name: str = "RealArt",
-    label_column: str = "label",
-    image_column: str = "image",
-    overwrite: bool = False,
-    workers: int | None = None,
-) -> dict[str, Any]:
-    """Same selection, names and pixels as `reference.original_reduction`, decoding only the chosen rows."""
+def prepare_from_hf(out: Path, /, **settings: Any) -> dict[str, Any]:
+    """Same selection, names and pixels as `reference.original_reduction`, decoding only the chosen rows. `settings`
+    are prepare_data's (`PrepareSettings`: dataset, split, per_class, seed, the label and image columns, the two label
+    names, overwrite, workers); the ones left out take their defaults."""
     import datasets
 
-    with atomic_output_dir(out, overwrite) as staging:
-        ds = load_hf_split(dataset, split)
-        label_feature = ds.features[label_column]
+    s = validated(PrepareSettings, settings, "")
+    with atomic_output_dir(out, s.overwrite) as staging:
+        ds = load_hf_split(s.dataset, s.split)
+        label_feature = ds.features[s.label_column]
         if not isinstance(label_feature, datasets.ClassLabel):
-            raise ValueError(f"Column {label_column!r} of {dataset} is {label_feature}, not a ClassLabel")
+            raise ValueError(f"Column {s.label_column!r} of {s.dataset} is {label_feature}, not a ClassLabel")
         names = label_feature.names  # never assumed: read from the dataset's own features
-        for wanted in (ai_label_name, real_label_name):
+        for wanted in (s.ai_label_name, s.real_label_name):
             if wanted not in names:
-                raise ValueError(f"{dataset} has no label {wanted!r}; its labels are {names}")
+                raise ValueError(f"{s.dataset} has no label {wanted!r}; its labels are {names}")
         ai_rows, real_rows = select_rows(
-            read_labels(ds, label_column), names.index(ai_label_name), names.index(real_label_name), per_class, seed
+            read_labels(ds, s.label_column),
+            names.index(s.ai_label_name),
+            names.index(s.real_label_name),
+            s.per_class,
+            s.seed,
         )
-        decoder = ds.features[image_column]
-        raw = ds.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
+        decoder = ds.features[s.image_column]
+        raw = ds.select_columns([s.image_column]).cast_column(s.image_column, datasets.Image(decode=False))
         jobs = [(row, f"AI/ai_{i:04d}.jpg") for i, row in enumerate(ai_rows)]
         jobs += [(row, f"Real/real_{i:04d}.jpg") for i, row in enumerate(real_rows)]
         (staging / "AI").mkdir()
@@ -147,11 +143,11 @@ def prepare_from_hf(
             img.save(staging / relpath)  # Pillow's JPEG defaults, as the original
 
         # Pillow releases the GIL while decoding and encoding; 2 threads per core also overlap the Python work.
-        with ThreadPoolExecutor(workers or min(16, 2 * (os.cpu_count() or 1))) as pool:
+        with ThreadPoolExecutor(s.workers or min(16, 2 * (os.cpu_count() or 1))) as pool:
             futures = []
             for start in range(0, len(jobs), 256):  # read encoded bytes in batches; decode and write in threads
                 chunk = jobs[start : start + 256]
-                values = raw[[row for row, _ in chunk]][image_column]
+                values = raw[[row for row, _ in chunk]][s.image_column]
                 futures += [
                     pool.submit(save, value, relpath) for value, (_, relpath) in zip(values, chunk, strict=True)
                 ]
@@ -159,17 +155,17 @@ def prepare_from_hf(
                 future.result()
         info = {
             "source": "hf",
-            "dataset": dataset,
-            "split": split,
+            "dataset": s.dataset,
+            "split": s.split,
             "rows": len(ds),
-            "per_class": per_class,
-            "seed": seed,
-            "labels": {"AI": ai_label_name, "Real": real_label_name},
+            "per_class": s.per_class,
+            "seed": s.seed,
+            "labels": {"AI": s.ai_label_name, "Real": s.real_label_name},
             "ai_rows": ai_rows,
             "real_rows": real_rows,
         }
         write_provenance(staging, info)
-    log.info("Wrote %d + %d images to %s", per_class, per_class, out)
+    log.info("Wrote %d + %d images to %s", s.per_class, s.per_class, out)
     return info
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from trustthepixels.config import CommandSettings, refusal, register_schema, setting
-from trustthepixels.data.ingest.prepare import HF_DATASET, RELEASE_URL
+from trustthepixels.data.ingest.published import HF_DATASET, RELEASE_URL
 from trustthepixels.data.loading.settings import DataSettings, NearDuplicates
 from trustthepixels.data.loading.split import SPLITS
 from trustthepixels.errors import ConfigError
@@ -77,7 +77,8 @@ class PrepareSettings(CommandSettings):
     # parts. prepare_data.yaml sets TAEF2 from the shared folder.
     autoencoder: list[str] = setting(
         "a list of autoencoders: folders (TAESD-family state dicts, or a diffusers VAE) or diffusers hub names, "
-        "e.g. autoencoder=[../shared/weights/taesd]"
+        "e.g. autoencoder=[../shared/weights/taesd]",
+        [],
     )
     # Only the photos of this part (train, val, calibration, test) of the project's split of real= (a dataset
     # root), split as a training run on it splits it (real_split, seed): an aligned set that holds none of that

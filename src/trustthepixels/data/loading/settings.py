@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from trustthepixels.config import refusal, register_schema, setting
 from trustthepixels.data.audit.dedup import DEFAULT_DHASH_DISTANCE, DEFAULT_PHASH_DISTANCE
-from trustthepixels.data.ingest.prepare import RELEASE_URL
+from trustthepixels.data.ingest.published import RELEASE_URL
 from trustthepixels.data.loading.split import check_fractions
 from trustthepixels.errors import ConfigError
 
