@@ -241,10 +241,11 @@ def settings_message(error: BaseException, schema: type | None = None, prefix: s
 def validated(schema: type[S], values: Mapping[str, Any], prefix: str) -> S:
     """`values` as an instance of `schema` (a field left out takes its default), each converted to its field's
     type and held to its rules. A key the schema does not have, or a value that cannot be, is a ConfigError naming
-    `prefix` + the setting (as the composed config would have refused it)."""
+    `prefix` + the setting (as the composed config would have refused it). Paths are taken as their text."""
     from trustthepixels.errors import ConfigError
 
     names = [f.name for f in dataclasses.fields(schema)]
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}  # a config holds paths as text
     for key in values:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +42,6 @@ class DetectorModule(LightningModule):
     def __init__(self, backbone: str, optimizer: Mapping[str, Any] | None = None, **settings: Any):
         super().__init__()
         settings = {"backbone": backbone, **settings} | ({"optimizer": optimizer} if optimizer is not None else {})
-        settings = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
         if "flip" in settings:  # true and false, which older checkpoints hold
             settings["flip"] = flip_mode(settings["flip"])
         s = validated(ModelSettings, settings, "model.")  # typed and checked as the composed config is (or one line)

@@ -91,7 +91,7 @@ def create_app(backend: Backend, /, **settings: Any) -> FastAPI:
     app.add_middleware(CloseOnRefusal)
     if s.api_key:
         app.add_middleware(RequireKey, api_key=s.api_key)
-    app.state.batcher = batcher
+    app.state.batcher, app.state.settings = batcher, s
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

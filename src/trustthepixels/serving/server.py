@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 
-from trustthepixels.config import to_plain, validated
+from trustthepixels.config import to_plain
 from trustthepixels.serving.app import create_app
 from trustthepixels.serving.refusal import BACKLOG, connection_bound, guarded_protocol, quiet_logs
 from trustthepixels.serving.settings import ServeSettings
@@ -34,9 +34,8 @@ def serve(cfg) -> None:
     check_port_free(cfg.host, cfg.port)  # before the model loads: a busy port is one line, not uvicorn's ten
     return_freed_memory()
     backend = load_backend(cfg)
-    settings = validated(ServeSettings, to_plain(cfg), "")
-    settings.api_key = settings.api_key or os.environ.get(API_KEY_ENV) or None
-    app = create_app(backend, **vars(settings))
+    app = create_app(backend, **to_plain(cfg) | {"api_key": cfg.api_key or os.environ.get(API_KEY_ENV) or None})
+    settings = app.state.settings  # validated once, by create_app
     needs_key = "; the API needs its key (Authorization: Bearer ...)" if settings.api_key else ""
     log.info("Open http://%s:%d/ (schema at /openapi.json)%s", settings.host, settings.port, needs_key)
     config = uvicorn_config(

@@ -56,7 +56,6 @@ class ImageFolderDataModule(LightningDataModule):
         **settings: Any,
     ):
         super().__init__()
-        settings = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
         self.settings = s = validated(DataSettings, {"root": to_plain(root), **settings}, "data.")
         self.roots: Roots = parse_roots(s.root)
         self.root = next(iter(self.roots.values()))  # the one folder (or the first source)
