@@ -6,6 +6,7 @@ python docs/settings_reference.py
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import typing
@@ -69,5 +70,8 @@ def reference() -> str:
 
 
 if __name__ == "__main__":
-    OUT.write_text(reference())
-    print(f"Wrote {OUT}")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=OUT, help="the file to write (default: docs/settings.md)")
+    out = parser.parse_args().out
+    out.write_text(reference())
+    print(f"Wrote {out}")

@@ -78,7 +78,10 @@ def upload(*paths: Path) -> list[tuple[str, tuple[str, bytes]]]:
 def test_api_scores_as_predict_does_and_names_every_bad_file(backend, shared_dir, tmp_path):
     real = sorted((shared_dir / "data" / "real-vs-ai" / "AI").iterdir())[:2]
     bad = shared_dir / "data" / "bad-inputs"
-    with running(create_app(backend, max_upload_mb=2)) as url:
+    app = create_app(backend, max_upload_mb=2)
+    named = re.findall(r"(/v1/\w+|/openapi\.json)", (REPO / "configs" / "hydra" / "help" / "serve.yaml").read_text())
+    assert len(named) >= 3 and set(named) <= {route.path for route in app.routes}  # --help names real endpoints
+    with running(app) as url:
         assert httpx.get(f"{url}/v1/health").json()["status"] == "ok"
         info = httpx.get(f"{url}/v1/model").json()
         assert info["backbone"] == "resnet18" and info["input_size"] == 32
