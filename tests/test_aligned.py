@@ -24,6 +24,7 @@ from trustthepixels.data.aligned.autoencoders import load_autoencoder
 from trustthepixels.data.aligned.build import RealPart, prepare_aligned
 from trustthepixels.data.ingest.decode import open_rgb
 from trustthepixels.data.loading.planner import plan_split
+from trustthepixels.data.loading.settings import DataSettings, NearDuplicates
 from trustthepixels.errors import UserError
 
 from .conftest import REPO
@@ -244,7 +245,7 @@ def test_real_part_takes_only_that_part_of_the_sources_split(shared_dir, taef2, 
             Image.open(path).resize((64, 64)).save(root / name / path.name)
     part = RealPart("test", near_duplicates=real_split["near_duplicates"])
     info = prepare_aligned(tmp_path / "aligned", root, [str(taef2)], part)
-    plan = plan_split({"source": root}, (0.8, 0.1, 0.1), 42, near_duplicates=real_split["near_duplicates"])
+    plan = plan_split({"source": root}, DataSettings(near_duplicates=NearDuplicates(**real_split["near_duplicates"])))
     expected = sorted(s.path.name for s in plan.parts["test"] if s.label == 0)
     assert sorted(r["source_file"] for r in _rows(tmp_path / "aligned")) == expected and len(expected) == 2
     assert info["real_part"]["part"] == "test"
@@ -256,7 +257,10 @@ def test_pairs_are_never_split(photos, taef2, tmp_path, near_duplicates):
     out = tmp_path / "aligned"
     prepare_aligned(out, photos, [str(taef2)], max_side=64)
     for roots in ({"aligned": out}, {"aligned": out, "other": shutil.copytree(out, tmp_path / "other")}):
-        plan = plan_split(roots, (0.5, 0.25, 0.25), 3, near_duplicates=near_duplicates, calibration_share=0)
+        near = near_duplicates and NearDuplicates(**near_duplicates)
+        plan = plan_split(
+            roots, DataSettings(split=[0.5, 0.25, 0.25], seed=3, near_duplicates=near, calibration_share=0)
+        )
         part_of = {s.relpath: name for name, samples in plan.parts.items() for s in samples}
         for source in roots:
             prefix = f"{source}/" if len(roots) > 1 else ""

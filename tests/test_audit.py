@@ -21,7 +21,7 @@ from .conftest import make_image, write_image_folder
 
 
 def test_audit_of_the_real_set(shared_dir, tmp_path):
-    report = audit_dataset(shared_dir / "data" / "real-vs-ai", tmp_path / "audit", cache_dir=tmp_path / "cache")
+    report = audit_dataset(shared_dir / "data" / "real-vs-ai", tmp_path / "audit", {"cache_dir": tmp_path / "cache"})
     for name in ("AI", "Real"):
         summary = report["classes"][name]
         assert summary["images"] == 397
@@ -166,7 +166,7 @@ def test_spectrum_baseline_sees_up_sampling_traces(tmp_path):
         small.resize((64, 64), Image.NEAREST).save(tmp_path / "d" / "AI" / f"{i}.bmp")
     spectrum = azimuthal_spectrum(tmp_path / "d" / "AI" / "0.bmp")
     assert spectrum.shape == (BINS,) and abs(spectrum.mean()) < 1e-9
-    report = audit_dataset(tmp_path / "d", tmp_path / "audit", max_phash=0, max_dhash=0)
+    report = audit_dataset(tmp_path / "d", tmp_path / "audit", {"near_duplicates": None})
     assert report["spectral_baseline"]["balanced_accuracy"] > 0.9
     assert report["metadata_baseline"]["balanced_accuracy"] < 0.75
     assert any("power spectrum alone" in w for w in report["warnings"])

@@ -271,7 +271,7 @@ def test_the_audit_warns_on_balanced_accuracy_not_plain_accuracy(tmp_path):
         (tmp_path / "d" / name).mkdir(parents=True)
         for i in range(n):
             Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(tmp_path / "d" / name / f"{i}.png")
-    report = audit_dataset(tmp_path / "d", tmp_path / "audit", max_phash=0, max_dhash=0)
+    report = audit_dataset(tmp_path / "d", tmp_path / "audit", {"near_duplicates": None})
     assert report["metadata_baseline"]["balanced_accuracy"] < 0.6
     assert not any("metadata alone" in w for w in report["warnings"])
 

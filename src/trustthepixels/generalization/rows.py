@@ -32,6 +32,7 @@ from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.data.ingest.pairs import read_pairs
 from trustthepixels.data.ingest.roots import Roots, parse_roots
 from trustthepixels.data.loading.planner import plan_split
+from trustthepixels.data.loading.settings import DataSettings
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.detector.checkpoint import load_detector, resolve_device
@@ -326,7 +327,5 @@ def _test_set(cfg, name, folder, trained, test_only, split_csv: Path, detector) 
     if name in test_only:
         return EvalSet.from_folder(folder, detector.min_image_side, cfg.data.cache_dir, name=name)
     # The source's own test split, exactly as a row trained on it cuts it (same seed and data settings).
-    data = to_plain(cfg.data)
-    settings = ("min_image_side", "cache_dir", "near_duplicates", "folds", "fold", "max_train_per_class")
-    plan = plan_split({name: Path(folder)}, data["split"], data["seed"], **{k: data[k] for k in settings})
+    plan = plan_split({name: Path(folder)}, validated(DataSettings, to_plain(cfg.data), "data."))
     return EvalSet.from_samples(name, plan.parts["test"], folder)

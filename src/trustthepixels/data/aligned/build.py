@@ -22,7 +22,7 @@ import shutil
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from trustthepixels.data.ingest.prepare import DatasetExistsError, write_provena
 from trustthepixels.data.ingest.scan import DatasetLayoutError, Sample, find_class_dirs
 from trustthepixels.data.ingest.settings import PrepareSettings
 from trustthepixels.data.loading.planner import plan_split
-from trustthepixels.data.loading.settings import DataSettings
+from trustthepixels.data.loading.settings import DataSettings, NearDuplicates
 from trustthepixels.errors import UserError
 from trustthepixels.quiet import progress
 
@@ -98,14 +98,10 @@ def photo_files(real: Path, real_part: RealPart | None = None) -> tuple[Path, li
         raise DatasetLayoutError(
             f"real_part={real_part.part} needs real= to be a dataset root (AI/ and Real/): {real} is not one"
         )
-    plan = plan_split(
-        {real.name: real},
-        real_part.split,
-        real_part.seed,
-        real_part.min_image_side,
-        near_duplicates=real_part.near_duplicates,
-        calibration_share=real_part.calibration_share,
-    )
+    own = {k: v for k, v in vars(real_part).items() if k != "part"} | {"split": list(real_part.split)}
+    near = own["near_duplicates"] and NearDuplicates(**own["near_duplicates"])
+    split = replace(DataSettings(), **own | {"near_duplicates": near})
+    plan = plan_split({real.name: real}, split)
     chosen: list[Sample] = [s for s in plan.parts[real_part.part] if s.label == 0]
     return class_dirs[0], sorted((s.path for s in chosen), key=lambda p: p.as_posix())
 

@@ -8,17 +8,21 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from trustthepixels.config import to_plain, validated
 from trustthepixels.data.audit.audit_report import markdown, plot
 from trustthepixels.data.audit.baselines import metadata_baseline, metadata_features, spectral_baseline
-from trustthepixels.data.audit.dedup import DEFAULT_DHASH_DISTANCE, DEFAULT_PHASH_DISTANCE, duplicate_groups
+from trustthepixels.data.audit.dedup import duplicate_groups
 from trustthepixels.data.audit.jpeg_quality import jpeg_quality
+from trustthepixels.data.audit.settings import AuditSettings
 from trustthepixels.data.ingest.fingerprint import FileRecord
 from trustthepixels.data.ingest.scan import LABELS, scan_dataset
+from trustthepixels.data.loading.settings import DataSettings, NearDuplicates
 
 log = logging.getLogger(__name__)
 QUANTILES = (0, 10, 25, 50, 75, 90, 100)
@@ -51,20 +55,19 @@ def _class_summary(records: list[FileRecord], qualities: list[int]) -> dict[str,
 
 
 def audit_dataset(
-    root: Path | str,
-    out_dir: Path | str,
-    cache_dir: Path | str | None = None,
-    max_phash: int = DEFAULT_PHASH_DISTANCE,
-    max_dhash: int = DEFAULT_DHASH_DISTANCE,
-    cheat_threshold: float = 0.6,
-    folds: int = 5,
-    seed: int = 42,
-    min_side: int = 8,
+    root: Path | str, out_dir: Path | str, data: Mapping[str, Any] | None = None, **settings: Any
 ) -> dict[str, Any]:
-    """`min_side` is training's `data.min_image_side`: the audit counts the images training would use."""
+    """Audit `root` into `out_dir`. `data`: the data group's settings as training has them (min_image_side: the
+    audit counts the images training would use; near_duplicates, null for exact copies only; cache_dir);
+    `settings`: audit_data's own (`AuditSettings`: cheat_threshold, folds, seed). Those left out take their
+    defaults."""
+    d = validated(DataSettings, {"root": root, **(data or {})}, "data.")
+    s = validated(AuditSettings, settings, "")
+    near = d.near_duplicates or NearDuplicates(phash=0, dhash=0)
+    max_phash, max_dhash, cheat_threshold = near.phash, near.dhash, s.cheat_threshold
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scan = scan_dataset(root, min_side=min_side, cache_dir=cache_dir)
+    scan = scan_dataset(root, min_side=d.min_image_side, cache_dir=d.cache_dir)
     label_of = {s.relpath: s.label for s in scan.samples}
     usable = [scan.records[s.relpath] for s in scan.samples]
     by_class = {name: [r for r in usable if label_of[r.relpath] == label] for label, name in LABELS.items()}
@@ -84,8 +87,8 @@ def audit_dataset(
 
     x = np.array([metadata_features(r) for r in usable], dtype=np.float64)
     y = np.array([label_of[r.relpath] for r in usable])
-    baseline = metadata_baseline(x, y, folds, seed)
-    spectral = spectral_baseline([scan.root / r.relpath for r in usable], y, folds, seed)
+    baseline = metadata_baseline(x, y, s.folds, s.seed)
+    spectral = spectral_baseline([scan.root / r.relpath for r in usable], y, s.folds, s.seed)
 
     warnings = []
     if baseline["balanced_accuracy"] > cheat_threshold:
@@ -136,15 +139,5 @@ def audit_dataset(
 
 def audit(cfg) -> dict[str, Any]:
     """`audit_data.py`: the audit with the data settings training uses."""
-    near = cfg.data.near_duplicates or {"phash": 0, "dhash": 0}
-    return audit_dataset(
-        cfg.data.root,
-        cfg.paths.output_dir,
-        cfg.data.cache_dir,
-        near["phash"],
-        near["dhash"],
-        cfg.cheat_threshold,
-        cfg.folds,
-        cfg.seed,
-        cfg.data.min_image_side,
-    )
+    own = {name: cfg[name] for name in ("cheat_threshold", "folds", "seed")}
+    return audit_dataset(cfg.data.root, cfg.paths.output_dir, to_plain(cfg.data), **own)

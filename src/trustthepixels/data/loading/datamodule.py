@@ -127,19 +127,7 @@ class ImageFolderDataModule(LightningDataModule):
     def split(self) -> dict[str, list[Sample]]:
         """Scan the sources and split them (or cut this job's fold): the samples of each split, no pixels read
         beyond the scan (`planner.plan_split`, which the benchmark uses alone)."""
-        s = self.settings
-        plan = plan_split(
-            self.roots,
-            fractions=tuple(s.split),
-            seed=s.seed,
-            min_image_side=s.min_image_side,
-            cache_dir=self.cache_dir,
-            near_duplicates=vars(s.near_duplicates) if s.near_duplicates else None,
-            folds=s.folds,
-            fold=s.fold,
-            max_train_per_class=s.max_train_per_class,
-            calibration_share=s.calibration_share,
-        )
+        plan = plan_split(self.roots, self.settings)
         self.scan, self.plan = plan.scan, plan
         return plan.parts
 

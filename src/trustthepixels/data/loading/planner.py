@@ -17,6 +17,7 @@ from trustthepixels.data.ingest.fingerprint import FileRecord
 from trustthepixels.data.ingest.pairs import read_pairs
 from trustthepixels.data.ingest.roots import Roots, union_relpath
 from trustthepixels.data.ingest.scan import LABELS, Sample, ScanResult, scan_sources
+from trustthepixels.data.loading.settings import DataSettings
 from trustthepixels.data.loading.split import (
     cap_per_stratum,
     carve_calibration,
@@ -38,23 +39,14 @@ class SplitPlan:
     pairs: list[tuple[str, str]]  # (Real, AI) of each photo and its reconstruction in an aligned set, usable both
 
 
-def plan_split(
-    roots: Roots,
-    fractions: Sequence[float],
-    seed: int,
-    min_image_side: int = 8,
-    cache_dir: str | Path | None = None,
-    near_duplicates: Mapping[str, int] | None = None,
-    folds: int | None = None,
-    fold: int = 0,
-    max_train_per_class: int | None = None,
-    calibration_share: float = 0.5,
-) -> SplitPlan:
-    """The samples of each split; no pixels are read beyond the scan (whose fingerprints are cached)."""
-    scan = scan_sources(roots, min_side=min_image_side, cache_dir=cache_dir)
+def plan_split(roots: Roots, data: DataSettings) -> SplitPlan:
+    """The samples of each split, as the `data` settings cut them (split, seed, min_image_side, cache_dir,
+    near_duplicates, folds and fold, max_train_per_class, calibration_share); no pixels are read beyond the scan
+    (whose fingerprints are cached)."""
+    scan = scan_sources(roots, min_side=data.min_image_side, cache_dir=data.cache_dir)
     groups, across = [], []
-    if near_duplicates:
-        groups, across = source_duplicate_groups(scan.samples, scan.records, near_duplicates)
+    if data.near_duplicates:
+        groups, across = source_duplicate_groups(scan.samples, scan.records, vars(data.near_duplicates))
         if groups:
             log.info(
                 "%d near-duplicate groups (%d images) kept within one split each", len(groups), sum(map(len, groups))
@@ -72,13 +64,14 @@ def plan_split(
             len(across),
             ", ".join(across[0]),
         )
-    if folds:  # k-fold cross-validation: this job's fold is the test split
-        parts = cross_validation_split(scan.samples, folds, fold, fractions, seed, units)
+    fractions, seed = tuple(data.split), data.seed
+    if data.folds:  # k-fold cross-validation: this job's fold is the test split
+        parts = cross_validation_split(scan.samples, data.folds, data.fold, fractions, seed, units)
     else:
         parts = stratified_split(scan.samples, fractions, seed, units)
-    parts = carve_calibration(parts, calibration_share, seed, units)
-    if max_train_per_class:
-        parts["train"] = cap_per_stratum(parts["train"], max_train_per_class, seed, pairs)
+    parts = carve_calibration(parts, data.calibration_share, seed, units)
+    if data.max_train_per_class:
+        parts["train"] = cap_per_stratum(parts["train"], data.max_train_per_class, seed, pairs)
     return SplitPlan(scan, parts, groups, across, pairs)
 
 
