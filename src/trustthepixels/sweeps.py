@@ -50,11 +50,7 @@ def _job_row(job_dir: Path, optimized_metric: str) -> dict[str, Any] | None:
         metrics = {**report.get("val", {}), **report.get("test", {})}
         row |= {"status": "completed"}
         for name in dict.fromkeys([optimized_metric, *COLUMNS]):
-            row |= {
-                name: metrics.get(name),
-                f"{name}_lo": metrics.get(f"{name}_lo"),
-                f"{name}_hi": metrics.get(f"{name}_hi"),
-            }
+            row |= {f"{name}{end}": metrics.get(f"{name}{end}") for end in ("", "_lo", "_hi")}
     elif (job_dir / ERROR_FILE).is_file():
         row |= {"status": "failed", "error": (job_dir / ERROR_FILE).read_text().strip().splitlines()[-1][:300]}
     return row

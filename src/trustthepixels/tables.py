@@ -1,8 +1,9 @@
-"""The one writer of the markdown tables in every report (report.md, matrix.md, sweep summaries, model cards)."""
+"""The one writer of the markdown tables in every report (report.md, matrix.md, sweep summaries, model cards), and
+of a number with its interval."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 
@@ -13,3 +14,13 @@ def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> list
         return "|" + "|".join(f" {c} " if str(c) else " " for c in cells) + "|"
 
     return [line(header), "|" + "---|" * len(header), *(line(row) for row in rows)]
+
+
+def with_interval(numbers: Mapping[str, Any], key: str, fmt: str = "{:.3f}", missing: str = "-") -> str:
+    """`0.801 [0.703, 0.889]`: `numbers[key]` and its 95% interval (`<key>_lo`, `<key>_hi`) when it has one (a
+    NaN bound: a class is missing); `missing` when there is no value."""
+    value, low, high = numbers.get(key), numbers.get(f"{key}_lo"), numbers.get(f"{key}_hi")
+    if value is None or value != value:
+        return missing
+    known = low is not None and high is not None and low == low and high == high
+    return fmt.format(value) + (f" [{fmt.format(low)}, {fmt.format(high)}]" if known else "")

@@ -34,6 +34,7 @@ from trustthepixels.errors import ConfigError, UserError
 from trustthepixels.metrics.calibration import check
 from trustthepixels.metrics.intervals import metric_intervals
 from trustthepixels.model.gather import source_masks
+from trustthepixels.tables import with_interval
 
 log = logging.getLogger(__name__)
 
@@ -333,12 +334,7 @@ def final_table(val: dict[str, float], test: dict[str, float]) -> str:
     order = sorted(names, key=lambda n: (FIRST.index(n) if n in FIRST else len(FIRST), n))
 
     def cell(metrics: dict[str, float], key: str) -> str:
-        if key not in metrics:
-            return "-"
-        value, low, high = metrics[key], metrics.get(f"{key}_lo"), metrics.get(f"{key}_hi")
-        if key.endswith("/images") or key.split("/")[1] == "images":
-            return f"{value:.0f}"
-        return f"{value:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None and low == low else "")
+        return with_interval(metrics, key, "{:.0f}" if key.split("/")[1] == "images" else "{:.4f}")
 
     rows = [[name, *(cell(m, f"{stage}/{name}") for stage, m in stages.items())] for name in order]
     table = [["metric", *stages], *rows]

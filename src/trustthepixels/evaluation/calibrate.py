@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from trustthepixels.errors import UserError
 from trustthepixels.metrics.calibration import KEY, Calibration, check
 from trustthepixels.metrics.core import binary_metrics
 from trustthepixels.metrics.intervals import binary_metric_intervals
-from trustthepixels.tables import markdown_table
+from trustthepixels.tables import markdown_table, with_interval
 
 log = logging.getLogger(__name__)
 WORKS, WEAK = 0.8, 0.6  # the AUROC interval's lower end: above WORKS "works here", at most WEAK "does not work here"
@@ -150,19 +149,12 @@ def _write_checkpoint(source: Path, output: Path, record: Calibration, familiari
     partial.replace(output)
 
 
-def _interval(rates: dict[str, float], key: str) -> str:
-    value, low, high = rates.get(key), rates.get(f"{key}_lo"), rates.get(f"{key}_hi")
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
-
-
 def _summary_lines(result: dict[str, Any]) -> list[str]:
     m = result["metrics"]
     lines = [
         f"The detector {result['verdict']}",
-        f"AP {m['ap']:.3f} [{m['ap_lo']:.3f}, {m['ap_hi']:.3f}], accuracy {m['acc']:.3f} [{m['acc_lo']:.3f}, "
-        f"{m['acc_hi']:.3f}] at its threshold {m['threshold']:.3f}, on {m['images']} images",
+        f"AP {with_interval(m, 'ap')}, accuracy {with_interval(m, 'acc')} at its threshold {m['threshold']:.3f}, "
+        f"on {m['images']} images",
         "",
         f"Checked on the other half ({result['images']['checking_half']} images), 95% intervals:",
     ]
@@ -172,7 +164,7 @@ def _summary_lines(result: dict[str, Any]) -> list[str]:
         for part in ("AI", "Real", "all"):
             r = rates[part]
             rows.append(
-                [label, part, *(_interval(r, k) for k in ("coverage", "accuracy_answered", "confident_errors"))]
+                [label, part, *(with_interval(r, k) for k in ("coverage", "accuracy_answered", "confident_errors"))]
             )
     lines += markdown_table(["record", "class", "coverage", "accuracy on answered", "confident errors"], rows)
     return lines

@@ -6,19 +6,10 @@ from typing import Any
 
 from trustthepixels.metric_registry import ABSTENTION, report_rows
 from trustthepixels.metrics.intervals import too_small_to_rank
-from trustthepixels.tables import markdown_table
+from trustthepixels.tables import markdown_table, with_interval
 
 ROWS = report_rows()
 ABSTENTION_ROWS = [(m.label, f"abstain/{m.key}", m.fmt) for m in ABSTENTION]
-
-
-def with_interval(metrics: dict[str, Any], key: str, fmt: str = "{:.3f}") -> str:
-    """`0.801 [0.703, 0.889]`: a value and its 95% interval, when it has one."""
-    text = fmt.format(metrics[key])
-    low, high = metrics.get(f"{key}_lo"), metrics.get(f"{key}_hi")
-    if low is not None and high is not None and low == low:  # NaN: no interval (a class is missing)
-        text += f" [{fmt.format(low)}, {fmt.format(high)}]"
-    return text
 
 
 def render_report(result: dict[str, Any], figures: list[str]) -> str:
@@ -93,7 +84,7 @@ def terminal_table(result: dict[str, Any], out_dir: str) -> str:
     if any("abstain/coverage" in sets[n] for n in names):
         rows += list(ABSTENTION_ROWS)
     width = max(len(label) for label, _, _ in rows)
-    cells = {n: [_cell(sets[n], key, fmt) for _, key, fmt in rows] for n in names}
+    cells = {n: [with_interval(sets[n], key, fmt) for _, key, fmt in rows] for n in names}
     widths = {n: max(len(n), *(len(c) for c in cells[n])) for n in names}
     cal = result["calibration"]
     lines = [
@@ -119,12 +110,8 @@ def terminal_table(result: dict[str, Any], out_dir: str) -> str:
 def _table(sets: dict[str, dict[str, Any]], rows) -> list[str]:
     """One row per (label, key, format), one column per set, each value with its interval."""
     return markdown_table(
-        ["", *sets], ([label, *(_cell(m, key, fmt) for m in sets.values())] for label, key, fmt in rows)
+        ["", *sets], ([label, *(with_interval(m, key, fmt) for m in sets.values())] for label, key, fmt in rows)
     )
-
-
-def _cell(metrics: dict[str, Any], key: str, fmt: str) -> str:
-    return with_interval(metrics, key, fmt) if key in metrics else "-"
 
 
 def _sources(trained_on: str | dict | None) -> str:

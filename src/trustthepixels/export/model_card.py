@@ -27,7 +27,7 @@ from trustthepixels.detector.checkpoint import Detector, load_detector
 from trustthepixels.detector.predictions import Threshold, labelled, read_predictions, where_fitted
 from trustthepixels.metric_registry import ABSTENTION, SUMMARY
 from trustthepixels.metrics.selective import abstention_rates
-from trustthepixels.tables import markdown_table
+from trustthepixels.tables import markdown_table, with_interval
 
 log = logging.getLogger(__name__)
 ABSTENTION_RATES = tuple(m.key for m in ABSTENTION if m.summary)
@@ -76,10 +76,6 @@ def export_hf(cfg: DictConfig, export_onnx) -> dict[str, Any]:
 LICENSE = "mit"  # the project's; the training images' and base weights' own terms also apply (the card says so)
 
 
-def _interval(value: float, low: float | None, high: float | None) -> str:
-    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
-
-
 def _run_report(detector: Detector) -> dict[str, Any]:
     path = detector.run_dir / "metrics.json" if detector.run_dir else None
     return json.loads(path.read_text()) if path is not None and path.is_file() else {}
@@ -90,11 +86,7 @@ def _metrics_table(detector: Detector, report: dict[str, Any]) -> list[str]:
     test = report.get("test") or {}
     rows = []
     for name in SUMMARY:
-        cells = []
-        for stage, numbers in (("val", val), ("test", test)):
-            key = f"{stage}/{name}"
-            value = numbers.get(key)
-            cells.append("-" if value is None else _interval(value, numbers.get(f"{key}_lo"), numbers.get(f"{key}_hi")))
+        cells = [with_interval(numbers, f"{stage}/{name}") for stage, numbers in (("val", val), ("test", test))]
         if cells != ["-", "-"]:
             rows.append([name, *cells])
     lines = markdown_table(["metric", "validation", "test"], rows)
@@ -130,7 +122,7 @@ def _abstention(detector: Detector, rule: Threshold) -> list[str]:
         rows = labelled(read_predictions(path))
         if rows and all(r.decided for r in rows):
             rates = abstention_rates(np.array([r.label for r in rows]), np.array([r.decided for r in rows]))
-            shown = {k: _interval(rates[k], rates[f"{k}_lo"], rates[f"{k}_hi"]) for k in ABSTENTION_RATES}
+            shown = {k: with_interval(rates, k) for k in ABSTENTION_RATES}
             lines += [
                 "",
                 f"On its test split ({rates['images']} images), 95% intervals:",
@@ -159,7 +151,7 @@ def _benchmark(detector: Detector) -> list[str]:
     for name, c in row["cells"].items():
         where = " (in-source)" if c["in_source"] else ""
         optional = [f"{c[k]:.2f}" if k in c else "-" for k in ("coverage", "confident_errors", "familiarity_auroc")]
-        rows.append([f"{name}{where}", c["images"], _interval(c["auroc"], c["auroc_lo"], c["auroc_hi"]), *optional])
+        rows.append([f"{name}{where}", c["images"], with_interval(c, "auroc"), *optional])
     header = ["tested on", "images", "AUROC [95%]", "coverage", "confident errors", "familiarity AUROC"]
     lines += markdown_table(header, rows)
     matrix = detector.run_dir.parent / "matrix.md"

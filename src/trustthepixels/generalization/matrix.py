@@ -27,7 +27,7 @@ from trustthepixels.detector.predictions import read_predictions
 from trustthepixels.generalization.rows import ABSTENTION, LEAVE_OUT, PREDICTIONS_FILE, ROW_FILE
 from trustthepixels.metrics.intervals import clopper_pearson
 from trustthepixels.metrics.paired_tests import delong
-from trustthepixels.tables import markdown_table
+from trustthepixels.tables import markdown_table, with_interval
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ def promise_table(found: list[dict[str, Any]]) -> list[str]:
             r = promise[name]
             low, high = r["set_coverage_band"]
             within = "yes" if r["set_coverage"] >= low else "no"  # above the band: conservative, not broken
-            coverage = f"{r['set_coverage']:.3f} [{r['set_coverage_lo']:.3f}, {r['set_coverage_hi']:.3f}]"
-            table.append([row, column, name, r["images"], coverage, f"[{low:.3f}, {high:.3f}]", within])
+            band = f"[{low:.3f}, {high:.3f}]"
+            table.append([row, column, name, r["images"], with_interval(r, "set_coverage"), band, within])
     header = ["trained on", "tested on", "class", "images", "set coverage", "1 - alpha band", "holds"]
     return [*lines, *markdown_table(header, table), ""]
 
@@ -110,12 +110,6 @@ def recalibration_table(found: list[dict[str, Any]]) -> list[str]:
     ]
     if not cells:
         return []
-
-    def shown(rates: dict[str, float], key: str) -> str:
-        value = rates.get(key)
-        if value is None or value != value:
-            return "-"
-        return f"{value:.2f} [{rates[f'{key}_lo']:.2f}, {rates[f'{key}_hi']:.2f}]"
 
     lines = [
         "## Recalibrated on each out-of-source cell",
@@ -136,8 +130,8 @@ def recalibration_table(found: list[dict[str, Any]]) -> list[str]:
             before, after = result["before"][name], result["after"][name]
             pooled[name][0] += round(after["confident_errors"] * after["images"])
             pooled[name][1] += after["images"]
-            rates = [shown(before, "coverage"), shown(before, "confident_errors"), shown(after, "coverage")]
-            rates += [shown(after, "accuracy_answered"), shown(after, "confident_errors")]
+            rates = [with_interval(before, k, "{:.2f}") for k in ("coverage", "confident_errors")]
+            rates += [with_interval(after, k, "{:.2f}") for k in ("coverage", "accuracy_answered", "confident_errors")]
             table.append([row, column, name, after["images"], *rates])
     lines += markdown_table(header.split(" | "), table)
     summary = []
@@ -285,7 +279,7 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]], comparison
         cells = []
         for column in columns:
             c = row["cells"][column]
-            text = f"{c['auroc']:.3f} [{c['auroc_lo']:.3f}, {c['auroc_hi']:.3f}]<br>acc {c['acc']:.3f}"
+            text = f"{with_interval(c, 'auroc')}<br>acc {c['acc']:.3f}"
             if "coverage" in c:
                 text += f"<br>answered {c['coverage']:.2f}, wrong {c['confident_errors']:.2f}"
             if "familiarity_auroc" in c:

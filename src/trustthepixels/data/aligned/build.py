@@ -202,21 +202,12 @@ def _batches(
 
 
 def reconstruct_all(
-    photos: list[Photo],
-    ae: Autoencoder,
-    work: Path,
-    journal: _Journal,
-    *,
-    max_side: int | None,
-    batch_size: int,
-    image_format: str,
-    quality: int,
-    device: torch.device,
+    photos: list[Photo], ae: Autoencoder, work: Path, journal: _Journal, s: PrepareSettings, device: torch.device
 ) -> None:
     """Encode and decode `photos` in batches of one size, each pair journalled once both files are written; the
     next batch's files are decoded (in threads) while this one runs."""
     pending = [p for p in photos if p.relpath not in journal.done]
-    batches = list(_batches(pending, ae, max_side, batch_size, journal))
+    batches = list(_batches(pending, ae, s.max_side, s.batch_size, journal))
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
 
         def decode(i: int) -> list:
@@ -226,8 +217,8 @@ def reconstruct_all(
             return [pool.submit(load_photo, p.path, scaled, size) for p, scaled in members]
 
         def write_pair(photo: Photo, real: np.ndarray, fake: np.ndarray) -> dict[str, Any]:
-            _save(real, work / "Real" / photo.name, image_format, quality)
-            _save(fake, work / "AI" / photo.name, image_format, quality)
+            _save(real, work / "Real" / photo.name, s.format, s.quality)
+            _save(fake, work / "AI" / photo.name, s.format, s.quality)
             return {
                 "real": f"Real/{photo.name}",
                 "ai": f"AI/{photo.name}",
@@ -315,17 +306,7 @@ def prepare_aligned(
             ae = load_autoencoder(spec).to(target)
             loaded[ae.name] = {"autoencoder": spec, **ae.identity}
             identities.write_text(json.dumps(loaded, indent=2) + "\n")
-            reconstruct_all(
-                mine,
-                ae,
-                work,
-                journal,
-                max_side=s.max_side,
-                batch_size=s.batch_size,
-                image_format=s.format,
-                quality=s.quality,
-                device=target,
-            )
+            reconstruct_all(mine, ae, work, journal, s, target)
         info = _finish(work, journal, job, loaded)
         _replace(work, out)
     log.info(
