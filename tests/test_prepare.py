@@ -265,6 +265,12 @@ def test_interrupted_preparation_leaves_no_dataset(tmp_path):
     with atomic_output_dir(tmp_path / "dataset") as staging:
         (staging / "AI").mkdir()
     assert (tmp_path / "dataset" / "AI").is_dir() and _no_leftovers(tmp_path)
+    # Killed while replacing a dataset, between moving the old one aside and removing it: the next run goes on.
+    (tmp_path / ".dataset.old" / "AI").mkdir(parents=True)
+    with atomic_output_dir(tmp_path / "dataset", overwrite=True) as staging:
+        (staging / "Real").mkdir()
+    assert (tmp_path / "dataset" / "Real").is_dir() and not (tmp_path / "dataset" / "AI").exists()
+    assert not (tmp_path / ".dataset.old").exists() and _no_leftovers(tmp_path)
 
 
 def test_datamodule_downloads_on_first_use(zip_server, tmp_path):

@@ -16,6 +16,12 @@ def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> list
     return [line(header), "|" + "---|" * len(header), *(line(row) for row in rows)]
 
 
+def text_table(rows: Sequence[Sequence[Any]]) -> list[str]:
+    """A plain-text table for a terminal: each column as wide as its widest cell, two spaces between columns."""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(f"{c!s:<{w}}" for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
 def with_interval(numbers: Mapping[str, Any], key: str, fmt: str = "{:.3f}", missing: str = "-") -> str:
     """`0.801 [0.703, 0.889]`: `numbers[key]` and its 95% interval (`<key>_lo`, `<key>_hi`) when it has one (a
     NaN bound: a class is missing); `missing` when there is no value."""

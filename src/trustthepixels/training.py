@@ -34,7 +34,7 @@ from trustthepixels.errors import ConfigError, UserError
 from trustthepixels.metrics.calibration import check
 from trustthepixels.metrics.intervals import metric_intervals
 from trustthepixels.model.gather import source_masks
-from trustthepixels.tables import with_interval
+from trustthepixels.tables import markdown_table, text_table, with_interval
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,8 @@ def _log_to_tensorboard(logger: TensorBoardLogger, choices: dict[str, Any], metr
     logger.log_hyperparams(
         {k: shown[k] for k in HPARAMS if k in shown}, metrics={f"hparams/{k}": points[k] for k in ordered}
     )
-    settings = "\n".join(f"| {k} | `{v}` |" for k, v in choices.items())
-    logger.experiment.add_text("settings", "| setting | value |\n|---|---|\n" + settings)
+    settings = markdown_table(["setting", "value"], ([k, f"`{v}`"] for k, v in choices.items()))
+    logger.experiment.add_text("settings", "\n".join(settings))
     logger.experiment.add_text("final metrics", "```\n" + table + "\n```")
     logger.finalize("success")
 
@@ -337,7 +337,4 @@ def final_table(val: dict[str, float], test: dict[str, float]) -> str:
         return with_interval(metrics, key, "{:.0f}" if key.split("/")[1] == "images" else "{:.4f}")
 
     rows = [[name, *(cell(m, f"{stage}/{name}") for stage, m in stages.items())] for name in order]
-    table = [["metric", *stages], *rows]
-    widths = [max(len(r[i]) for r in table) for i in range(3)]
-    lines = ["  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
-    return "\n".join(lines)
+    return "\n".join(text_table([["metric", *stages], *rows]))

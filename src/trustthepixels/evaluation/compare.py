@@ -24,7 +24,6 @@ from omegaconf import DictConfig
 from sklearn.metrics import roc_curve
 from torch.utils.tensorboard import SummaryWriter
 
-from trustthepixels.config import check_settings
 from trustthepixels.detector.predictions import Prediction, labelled, read_predictions
 from trustthepixels.errors import UserError
 from trustthepixels.evaluation.figures import ROC_AXES, new_figure
@@ -134,7 +133,6 @@ def aligned(models: list[ModelScores]) -> tuple[list[str], np.ndarray, list[np.n
 
 
 def compare(cfg: DictConfig) -> dict[str, Any]:
-    check_settings(cfg)  # CompareSettings' rules (the CLI checked them already; direct callers too)
     inputs = [Path(str(p)) for p in cfg.inputs]
     names = list(cfg.names) if cfg.names else [None] * len(inputs)
     models = [

@@ -6,7 +6,7 @@ from typing import Any
 
 from trustthepixels.metric_registry import ABSTENTION, report_rows
 from trustthepixels.metrics.intervals import too_small_to_rank
-from trustthepixels.tables import markdown_table, with_interval
+from trustthepixels.tables import markdown_table, text_table, with_interval
 
 ROWS = report_rows()
 ABSTENTION_ROWS = [(m.label, f"abstain/{m.key}", m.fmt) for m in ABSTENTION]
@@ -83,17 +83,14 @@ def terminal_table(result: dict[str, Any], out_dir: str) -> str:
     rows = list(ROWS)
     if any("abstain/coverage" in sets[n] for n in names):
         rows += list(ABSTENTION_ROWS)
-    width = max(len(label) for label, _, _ in rows)
-    cells = {n: [with_interval(sets[n], key, fmt) for _, key, fmt in rows] for n in names}
-    widths = {n: max(len(n), *(len(c) for c in cells[n])) for n in names}
     cal = result["calibration"]
     lines = [
         f"Evaluation of {result['model']} at threshold {cal['threshold']:.3f}, temperature {cal['temperature']:.3f}"
         " (95% intervals in brackets)",
-        f"{'':<{width}}  " + "  ".join(f"{n:<{widths[n]}}" for n in names),
+        *text_table(
+            [["", *names], *([label, *(with_interval(sets[n], key, fmt) for n in names)] for label, key, fmt in rows)]
+        ),
     ]
-    for i, (label, _, _) in enumerate(rows):
-        lines.append((f"{label:<{width}}  " + "  ".join(f"{cells[n][i]:<{widths[n]}}" for n in names)).rstrip())
     if result.get("robustness"):
         shifted = [r for r in result["robustness"] if r["perturbation"] != "none"]
         lines.append(

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,7 @@ from trustthepixels.config import validated
 from trustthepixels.data.aligned.autoencoders import Autoencoder, load_autoencoder
 from trustthepixels.data.ingest.decode import ImageDecodeError, open_rgb, opened, unusable_reason
 from trustthepixels.data.ingest.pairs import MANIFEST, MANIFEST_COLUMNS
-from trustthepixels.data.ingest.prepare import DatasetExistsError, write_provenance
+from trustthepixels.data.ingest.prepare import refuse_existing, replace_folder, write_provenance
 from trustthepixels.data.ingest.scan import DatasetLayoutError, Sample, find_class_dirs
 from trustthepixels.data.ingest.settings import PrepareSettings
 from trustthepixels.data.loading.planner import plan_split
@@ -279,8 +278,7 @@ def prepare_aligned(
     job = _job(folder, photos, recorded)
     work = out.with_name(f".{out.name}.partial")
     with FileLock(out.with_name(f".{out.name}.lock")):
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not s.overwrite:
-            raise DatasetExistsError(f"{out} exists and is not empty: pass overwrite=true to replace it")
+        refuse_existing(out, s.overwrite)
         if work.exists():
             previous = json.loads((work / "job.json").read_text()) if (work / "job.json").is_file() else None
             if previous != job:
@@ -308,7 +306,7 @@ def prepare_aligned(
             identities.write_text(json.dumps(loaded, indent=2) + "\n")
             reconstruct_all(mine, ae, work, journal, s, target)
         info = _finish(work, journal, job, loaded)
-        _replace(work, out)
+        replace_folder(work, out)
     log.info(
         "Wrote %d pairs to %s (%d file(s) skipped%s)",
         info["pairs"],
@@ -359,14 +357,3 @@ def _finish(work: Path, journal: _Journal, job: dict[str, Any], loaded: dict[str
     for name in ("rows.jsonl", "job.json", "autoencoders.json"):
         (work / name).unlink(missing_ok=True)
     return info
-
-
-def _replace(work: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        work.rename(out)
-        shutil.rmtree(old)
-    else:
-        work.rename(out)

@@ -47,9 +47,27 @@ def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
         yield from _staged(out, overwrite)
 
 
-def _staged(out: Path, overwrite: bool) -> Iterator[Path]:
+def refuse_existing(out: Path, overwrite: bool) -> None:
+    """A dataset `out` already holds is replaced only with overwrite=true."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise DatasetExistsError(f"{out} exists and is not empty: pass overwrite=true to replace it")
+
+
+def replace_folder(finished: Path, out: Path) -> None:
+    """`finished` becomes `out` by a rename; an older `out` is moved aside first, and removed once it is done (the
+    caller holds `out`'s lock)."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)  # left by a run killed in between
+        out.rename(old)
+        finished.rename(out)
+        shutil.rmtree(old)
+    else:
+        finished.rename(out)
+
+
+def _staged(out: Path, overwrite: bool) -> Iterator[Path]:
+    refuse_existing(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.staging-*"):  # left by a run that was killed
         log.warning("Removing %s, left by an interrupted run", stale)
@@ -57,13 +75,7 @@ def _staged(out: Path, overwrite: bool) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         yield staging
-        if out.exists():
-            old = staging.with_name(staging.name.replace("staging", "old"))
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old)
-        else:
-            staging.rename(out)
+        replace_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
