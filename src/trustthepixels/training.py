@@ -29,8 +29,10 @@ from trustthepixels.detector.checkpoint import (
     read_checkpoint,
     store_in_checkpoint,
 )
-from trustthepixels.detector.predictions import Prediction, Threshold, p_ai_of, write_predictions
+from trustthepixels.detector.predictions import Threshold, write_predictions
+from trustthepixels.detector.scoring import Scores
 from trustthepixels.errors import ConfigError, UserError
+from trustthepixels.evaluation.sets import EvalSet
 from trustthepixels.metrics.calibration import check
 from trustthepixels.metrics.intervals import metric_intervals
 from trustthepixels.model.gather import source_masks
@@ -303,25 +305,13 @@ def _intervals(stage: str, datamodule, indices, logits, labels, cfg: DictConfig)
 def write_test_predictions(
     path: Path, datamodule: LightningDataModule, indices, logits, labels, rule: Threshold, familiarity=None
 ) -> None:
-    """The test split's predictions, in the one format (detector/predictions.py), decided by the checkpoint's
-    calibration record: every test number in metrics.json can be recomputed from this file."""
-    samples = datamodule.datasets["test"].samples
-    familiarity = np.full(len(samples), np.nan) if familiarity is None else familiarity
-    write_predictions(
-        path,
-        [
-            Prediction(
-                samples[i].source,
-                samples[i].source_relpath,
-                float(z),
-                rule.value,
-                int(y),
-                decided=rule.verdict(p_ai_of(float(z)), float(familiarity[i])),
-                familiarity=float(familiarity[i]),
-            )
-            for i, z, y in zip(indices, logits, labels, strict=True)
-        ],
-    )
+    """The test split's predictions, in the one format and by the one code path eval.py writes them with, decided by
+    the checkpoint's calibration record: every test number in metrics.json can be recomputed from this file."""
+    samples, indices = datamodule.datasets["test"].samples, np.asarray(indices, dtype=int)
+    scored = EvalSet.from_samples("test", [samples[i] for i in indices], datamodule.root)
+    scored.labels = np.asarray(labels, dtype=int)
+    familiarity = np.full(len(indices), np.nan) if familiarity is None else np.asarray(familiarity)[indices]
+    write_predictions(path, scored.predictions(Scores(np.asarray(logits, dtype=float), familiarity, {}), rule))
 
 
 FIRST = ("images", "auroc", "ap", "loss", "acc", "acc_at_threshold", "balanced_acc_at_threshold", "ece")

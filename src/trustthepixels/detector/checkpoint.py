@@ -269,10 +269,13 @@ def detector_of(model: DetectorModule, checkpoint: Mapping[str, Any], path: Path
 
 
 def store_in_checkpoint(ckpt_path: str | Path, **entries: Any) -> None:
-    """Add entries to a saved checkpoint, atomically (a reader never sees half a file)."""
-    path = Path(ckpt_path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    checkpoint.update(entries)
+    """Add entries to a saved checkpoint."""
+    save_checkpoint(torch.load(ckpt_path, map_location="cpu", weights_only=True) | entries, Path(ckpt_path))
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """Atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     torch.save(checkpoint, partial)
     partial.replace(path)

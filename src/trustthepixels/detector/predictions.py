@@ -37,6 +37,7 @@ from trustthepixels.detector.settings import THRESHOLD_USE
 from trustthepixels.errors import UserError
 from trustthepixels.metrics.calibration import Calibration, decide
 from trustthepixels.metrics.conformal import ConformalSets
+from trustthepixels.metrics.core import sigmoid
 
 log = logging.getLogger(__name__)
 COLUMNS = ("source", "path", "label", "logit", "p_ai", "familiarity", "verdict", "threshold", "error")
@@ -113,14 +114,6 @@ def where_fitted(calibration: Calibration) -> str:
     return f"{fitted.get('part', '?')} of {sources} ({counts} images, {fitted.get('date', '?')})"
 
 
-def p_ai_of(logit: float) -> float:
-    """sigmoid, without overflow for large negative logits."""
-    if logit >= 0:
-        return 1.0 / (1.0 + math.exp(-logit))
-    z = math.exp(logit)
-    return z / (1.0 + z)
-
-
 @dataclass(frozen=True)
 class Prediction:
     source: str
@@ -143,7 +136,7 @@ class Prediction:
 
     @property
     def p_ai(self) -> float:
-        return p_ai_of(self.logit)
+        return float(sigmoid(self.logit))
 
     @property
     def verdict(self) -> str:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from trustthepixels.config import to_plain
@@ -27,7 +26,7 @@ from trustthepixels.data.loading.planner import source_duplicate_groups
 from trustthepixels.data.loading.split import stratified_split
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.detector.calibrate import LabelledScores, fit_record, score_labelled
-from trustthepixels.detector.checkpoint import load_detector, read_checkpoint, resolve_device
+from trustthepixels.detector.checkpoint import load_detector, read_checkpoint, resolve_device, save_checkpoint
 from trustthepixels.detector.predictions import where_fitted
 from trustthepixels.errors import UserError
 from trustthepixels.metrics.calibration import KEY, Calibration, check
@@ -137,16 +136,10 @@ def _check(record: Calibration, detector, half: LabelledScores) -> dict[str, dic
 
 def _write_checkpoint(source: Path, output: Path, record: Calibration, familiarity: dict | None) -> None:
     """The same checkpoint with this record (and familiarity statistics, when they were fitted here), atomically."""
-    checkpoint = read_checkpoint(source)
-    for key in LEGACY_KEYS:
-        checkpoint.pop(key, None)
-    checkpoint[KEY] = record.state()
+    checkpoint = {k: v for k, v in read_checkpoint(source).items() if k not in LEGACY_KEYS} | {KEY: record.state()}
     if familiarity is not None:
         checkpoint["familiarity"] = familiarity
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
-    torch.save(checkpoint, partial)
-    partial.replace(output)
+    save_checkpoint(checkpoint, output)
 
 
 def _summary_lines(result: dict[str, Any]) -> list[str]:

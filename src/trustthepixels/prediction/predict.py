@@ -13,9 +13,10 @@ from rich.table import Table
 
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.detector.checkpoint import load_detector, resolve_device
-from trustthepixels.detector.predictions import Prediction, Threshold, p_ai_of, write_predictions
+from trustthepixels.detector.predictions import Prediction, Threshold, write_predictions
 from trustthepixels.errors import UserError
 from trustthepixels.metrics.conformal import UNCERTAIN, UNFAMILIAR
+from trustthepixels.metrics.core import sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def predict(cfg: DictConfig) -> int:
             float(logits[i]),
             threshold.value,
             error=errors[i].reason if i in errors else "",
-            decided="" if i in errors else threshold.verdict(p_ai_of(float(logits[i])), float(familiarity[i])),
+            decided="" if i in errors else threshold.verdict(float(sigmoid(logits[i])), float(familiarity[i])),
             familiarity=float(familiarity[i]),
         )
         for i, (source, relpath, _) in enumerate(files)
