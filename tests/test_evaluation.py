@@ -20,7 +20,8 @@ from sklearn import metrics as skm
 from trustthepixels.detector.checkpoint import load_detector
 from trustthepixels.detector.scoring import InferenceDataset
 from trustthepixels.evaluation.evaluate import evaluate
-from trustthepixels.evaluation.robustness import DEFAULT_PERTURBATIONS, perturbations
+from trustthepixels.evaluation.robustness import perturbations
+from trustthepixels.evaluation.settings import Perturbations
 from trustthepixels.export.exporter import export_onnx
 from trustthepixels.metrics.core import binary_metrics, choose_threshold, fit_temperature
 
@@ -70,7 +71,7 @@ def test_perturbations_treat_both_classes_identically(tmp_path):
         (tmp_path / name).mkdir()
         image.save(tmp_path / name / "same.png")
     config = {"input_size": (3, 64, 64), "crop_pct": 1.0}
-    chosen = perturbations(DEFAULT_PERTURBATIONS)
+    chosen = perturbations(vars(Perturbations()))  # eval.py's defaults
     assert {p.kind for p in chosen} == {"jpeg", "blur", "downscale"} and len(chosen) == 9
     paths = [tmp_path / "AI" / "same.png", tmp_path / "Real" / "same.png"]
     clean = InferenceDataset(paths, config, 8)[0][0]
@@ -92,6 +93,7 @@ def test_eval_on_a_trained_checkpoint(trained_checkpoint, tmp_path):
             "perturbations.jpeg=[50]",
             "perturbations.blur=[2]",
             "perturbations.downscale=[0.5]",
+            "bootstrap=500",
         ],
         tmp_path,
         config_name="eval",
@@ -125,6 +127,7 @@ def test_eval_on_a_trained_checkpoint(trained_checkpoint, tmp_path):
     report = (out / "report.md").read_text()
     assert "## Robustness" in report and "other-source" in report and "ECE after temperature scaling" in report
     assert "## Abstention" in report and "| confident errors |" in report
+    assert "(500 resamples)" in report  # what this run did (the report said 2000 whatever bootstrap= was)
     # Every number with its 95% interval; a set this small is said to be too small to rank models.
     for m in [*result["sets"].values(), *result["robustness"]]:
         for key in ("auroc", "ap", "acc", "acc_at_threshold", "balanced_acc_at_threshold", "ece", "loss"):

@@ -122,6 +122,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "min_image_side": usable_side,
         "sets": sets,
         "skipped": {s.name: s.skipped for s in [main, *extra]},
+        "bootstrap_resamples": cfg.bootstrap,
         "robustness_set": main.name,
         "robustness": robustness,
     }

@@ -60,8 +60,8 @@ def render_report(result: dict[str, Any], figures: list[str]) -> str:
     lines += [
         "",
         "Brackets hold 95% intervals: exact binomial (Clopper-Pearson) for accuracies, a stratified bootstrap over "
-        "images (2000 resamples) for the rest. Two models whose intervals overlap may not differ at all: "
-        "`python compare.py` tests the difference on the same images.",
+        f"images ({result['bootstrap_resamples']} resamples) for the rest. Two models whose intervals overlap may not "
+        "differ at all: `python compare.py` tests the difference on the same images.",
     ]
     for name, metrics in sets.items():
         warning = too_small_to_rank(

@@ -12,8 +12,6 @@ import torch
 
 from trustthepixels.data.loading.degrade import blur, downscale, jpeg
 
-DEFAULT_PERTURBATIONS = {"jpeg": [95, 75, 50, 30], "blur": [1, 2, 3], "downscale": [0.5, 0.25]}
-
 
 @dataclass(frozen=True)
 class Perturbation:
