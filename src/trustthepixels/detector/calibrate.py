@@ -39,10 +39,10 @@ class LabelledScores:
 def score_labelled(
     detector: Detector,
     files: Sequence[tuple[Path, int]],
-    batch_size: int = 64,
-    num_workers: int = 0,
-    device: str = "cpu",
-    description: str | None = None,
+    batch_size: int,
+    num_workers: int,
+    device: str,
+    description: str,
 ) -> LabelledScores:
     """Score (path, label) files through the detector, as every command scores an image."""
     paths = [Path(p) for p, _ in files]

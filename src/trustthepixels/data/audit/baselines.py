@@ -42,7 +42,7 @@ def _logistic_regression(**kwargs):
     return make_pipeline(StandardScaler(), LogisticRegression(**kwargs))
 
 
-def metadata_baseline(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 42) -> dict[str, Any]:
+def metadata_baseline(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> dict[str, Any]:
     """A logistic regression on metadata alone, and each feature's best threshold."""
     from sklearn.tree import DecisionTreeClassifier
 
@@ -61,7 +61,7 @@ def metadata_baseline(x: np.ndarray, y: np.ndarray, folds: int = 5, seed: int = 
     }
 
 
-def spectral_baseline(paths: list[Path], y: np.ndarray, folds: int = 5, seed: int = 42) -> dict[str, Any]:
+def spectral_baseline(paths: list[Path], y: np.ndarray, folds: int, seed: int) -> dict[str, Any]:
     """A logistic regression on each image's azimuthally averaged power spectrum: what frequency content alone
     says about the class."""
     from concurrent.futures import ThreadPoolExecutor
