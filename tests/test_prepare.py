@@ -187,7 +187,7 @@ def _no_leftovers(parent: Path) -> bool:
 
 
 def test_release_zip_lands_normalised(zip_server, tmp_path):
-    info = prepare_from_release(tmp_path / "dataset", f"{zip_server}/good.zip")
+    info = prepare_from_release(tmp_path / "dataset", url=f"{zip_server}/good.zip")
     assert sorted(p.name for p in (tmp_path / "dataset").iterdir()) == ["AI", "Real", "provenance.json"]
     assert len(list((tmp_path / "dataset" / "AI").iterdir())) == 4
     assert len(info["archive_sha256"]) == 64 and info["archive_bytes"] > 0
@@ -211,15 +211,15 @@ def test_prepare_data_py_as_a_user_runs_it(zip_server, tmp_path):
 
 
 def test_dropped_connection_is_resumed(zip_server, tmp_path):
-    info = prepare_from_release(tmp_path / "dataset", f"{zip_server}/flaky/good.zip")
-    reference = prepare_from_release(tmp_path / "reference", f"{zip_server}/good.zip")
+    info = prepare_from_release(tmp_path / "dataset", url=f"{zip_server}/flaky/good.zip")
+    reference = prepare_from_release(tmp_path / "reference", url=f"{zip_server}/good.zip")
     assert info["archive_sha256"] == reference["archive_sha256"]
 
 
 @pytest.mark.parametrize("name", ["dotdot.zip", "absolute.zip", "symlink.zip", "truncated.zip", "corrupt.zip"])
 def test_bad_zips_are_refused_and_nothing_is_written(zip_server, tmp_path, name):
     with pytest.raises(UnsafeArchiveError):
-        prepare_from_release(tmp_path / "dataset", f"{zip_server}/{name}")
+        prepare_from_release(tmp_path / "dataset", url=f"{zip_server}/{name}")
     assert not (tmp_path / "dataset").exists() and _no_leftovers(tmp_path)
     assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/evil.txt").exists()
     # The refused archive is not kept either: only the hidden lock file remains beside `out`.
@@ -229,15 +229,15 @@ def test_bad_zips_are_refused_and_nothing_is_written(zip_server, tmp_path, name)
 
 def test_no_network_names_the_run_that_works_offline(tmp_path):
     with pytest.raises(DownloadError, match="experiment=real_vs_ai_lite0") as error:
-        prepare_from_release(tmp_path / "dataset", "http://127.0.0.1:9/dataset.zip", retries=1)  # nothing listens
+        prepare_from_release(tmp_path / "dataset", url="http://127.0.0.1:9/dataset.zip", retries=1)  # nothing listens
     assert "source=hf dataset=DIR" in str(error.value) and not (tmp_path / "dataset").exists()
 
 
 def test_wrong_checksum_and_missing_file(zip_server, tmp_path):
     with pytest.raises(DownloadError, match="SHA-256"):
-        prepare_from_release(tmp_path / "dataset", f"{zip_server}/good.zip", sha256="0" * 64)
+        prepare_from_release(tmp_path / "dataset", url=f"{zip_server}/good.zip", sha256="0" * 64)
     with pytest.raises(DownloadError, match="404"):
-        prepare_from_release(tmp_path / "dataset", f"{zip_server}/missing.zip")
+        prepare_from_release(tmp_path / "dataset", url=f"{zip_server}/missing.zip")
     assert not (tmp_path / "dataset").exists()
 
 
@@ -246,11 +246,11 @@ def test_existing_dataset_is_protected_unless_overwrite(zip_server, tmp_path):
     (out / "AI").mkdir(parents=True)
     (out / "AI" / "mine.jpg").write_bytes(b"keep me")
     with pytest.raises(FileExistsError, match="overwrite=true"):
-        prepare_from_release(out, f"{zip_server}/good.zip")
+        prepare_from_release(out, url=f"{zip_server}/good.zip")
     with pytest.raises(UnsafeArchiveError):  # a failed overwrite keeps the old folder too
-        prepare_from_release(out, f"{zip_server}/dotdot.zip", overwrite=True)
+        prepare_from_release(out, url=f"{zip_server}/dotdot.zip", overwrite=True)
     assert (out / "AI" / "mine.jpg").read_bytes() == b"keep me"
-    prepare_from_release(out, f"{zip_server}/good.zip", overwrite=True)
+    prepare_from_release(out, url=f"{zip_server}/good.zip", overwrite=True)
     assert not (out / "AI" / "mine.jpg").exists() and len(list((out / "AI").iterdir())) == 4
 
 

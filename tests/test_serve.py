@@ -178,7 +178,10 @@ def wait_for(condition, seconds: float = 60) -> None:
 def test_closing_scores_what_is_queued_and_refuses_new_images():
     async def scenario():
         batcher = MicroBatcher(
-            lambda x: (x.float().mean(dim=(1, 2, 3)).numpy(), np.full(len(x), np.nan)), max_batch=2, max_wait_ms=1
+            lambda x: (x.float().mean(dim=(1, 2, 3)).numpy(), np.full(len(x), np.nan)),
+            max_batch=2,
+            max_wait_ms=1,
+            max_queue=256,
         )
         batcher.start()
         images = [torch.full((3, 4, 4), v, dtype=torch.uint8) for v in range(5)]

@@ -13,11 +13,9 @@ from trustthepixels.data.ingest.prepare import prepare_from_hf, prepare_from_rel
 def prepare(cfg) -> dict[str, Any]:
     """The published zip (release), the Hugging Face reduction (hf) or an aligned set (aligned)."""
     out = Path(cfg.out or Path(cfg.paths.data_dir) / ("aligned" if cfg.source == "aligned" else "dataset"))
-    if cfg.source == "release":
-        return prepare_from_release(
-            out, cfg.url, sha256=cfg.sha256, overwrite=cfg.overwrite, keep_archive=cfg.keep_archive
-        )
     settings = to_plain(cfg)
+    if cfg.source == "release":
+        return prepare_from_release(out, **settings)
     if cfg.source == "hf":
         return prepare_from_hf(out, **settings)
     real_part = RealPart(cfg.real_part, **settings["real_split"], seed=cfg.seed) if cfg.real_part else None

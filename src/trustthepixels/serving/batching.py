@@ -96,9 +96,9 @@ class MicroBatcher:
     def __init__(
         self,
         run_batch: Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]],  # images -> (P(AI), familiarity)
-        max_batch: int = 32,
-        max_wait_ms: float = 5.0,
-        max_queue: int = 256,
+        max_batch: int,
+        max_wait_ms: float,
+        max_queue: int,
     ):
         self.run_batch = run_batch
         self.max_batch = max(1, int(max_batch))

@@ -150,7 +150,7 @@ class RequireKey:
 
 
 def guarded_protocol(
-    max_body: int, max_connections: int = 1000, header_timeout_s: float = 10.0, body_timeout_s: float = 60.0
+    max_body: int, max_connections: int, header_timeout_s: float, body_timeout_s: float
 ) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol, guarded:
 

@@ -24,7 +24,6 @@ from filelock import FileLock
 from trustthepixels.config import validated
 from trustthepixels.data.ingest.archive import UnsafeArchiveError, extract_archive
 from trustthepixels.data.ingest.download import DownloadError, download
-from trustthepixels.data.ingest.published import RELEASE_URL
 from trustthepixels.data.ingest.scan import CLASS_FOLDERS, DatasetLayoutError, find_class_dirs
 from trustthepixels.data.ingest.settings import PrepareSettings
 from trustthepixels.errors import UserError
@@ -201,20 +200,16 @@ def _find_dataset_root(folder: Path, max_depth: int = 3) -> Path:
     raise DatasetLayoutError("The archive has no folder with AI/ and Real/ (or AiArtData/ and RealArt/) in it")
 
 
-def prepare_from_release(
-    out: Path,
-    url: str = RELEASE_URL,
-    sha256: str | None = None,
-    overwrite: bool = False,
-    keep_archive: bool = False,
-    retries: int = 5,
-) -> dict[str, Any]:
-    """Download the published zip (resumable), extract it safely and normalise it to `out/AI`, `out/Real`."""
-    out = Path(out).expanduser().resolve()
+def prepare_from_release(out: Path, /, retries: int = 5, **settings: Any) -> dict[str, Any]:
+    """Download the published zip (resumable), extract it safely and normalise it to `out/AI`, `out/Real`.
+    `settings` are prepare_data's (`PrepareSettings`: url, sha256, overwrite, keep_archive); the ones left out take
+    their defaults."""
+    s = validated(PrepareSettings, settings, "")
+    url, out = s.url, Path(out).expanduser().resolve()
     archive = out.with_name(out.name + ".zip")  # beside `out`, so an interrupted download resumes
-    with atomic_output_dir(out, overwrite) as staging:
+    with atomic_output_dir(out, s.overwrite) as staging:
         try:
-            fetched = download(url, archive, retries=retries, expected_sha256=sha256)
+            fetched = download(url, archive, retries=retries, expected_sha256=s.sha256)
         except DownloadError as err:
             raise DownloadError(
                 f"{err}. Without network access, copy an AI/ + Real/ folder to {out}, or rebuild it from a local "
@@ -238,7 +233,7 @@ def prepare_from_release(
             "archive_files": count,
         }
         write_provenance(staging, info)
-    if not keep_archive:
+    if not s.keep_archive:
         archive.unlink()
     log.info("Extracted %d files from %s into %s (SHA-256 %s)", count, url, out, fetched.sha256)
     return info

@@ -93,7 +93,7 @@ class ImageFolderDataModule(LightningDataModule):
             )
         log.info("%s does not exist: downloading the dataset from %s", self.root, self.settings.url)
         try:
-            prepare_from_release(self.root, self.settings.url)
+            prepare_from_release(self.root, url=self.settings.url)
         except FileExistsError:
             pass  # another job prepared it while this one waited for the lock
         except (OSError, ValueError) as err:

@@ -38,10 +38,7 @@ def downscale(image: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 def robust_augmentation(
-    blur_prob: float = 0.5,
-    jpeg_prob: float = 0.5,
-    sigma: Sequence[float] = BLUR_SIGMA,
-    quality: Sequence[int] = JPEG_QUALITY,
+    blur_prob: float, jpeg_prob: float, sigma: Sequence[float] = BLUR_SIGMA, quality: Sequence[int] = JPEG_QUALITY
 ) -> T.Compose:
     """CNNDetection's training augmentation: blur, then JPEG, each with its own probability (uint8 CHW)."""
     return T.Compose(
