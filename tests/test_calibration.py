@@ -11,11 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from trustthepixels.data.ingest.scan import Sample
 from trustthepixels.data.loading.split import carve_calibration, stratified_split
+from trustthepixels.detector.calibrate import LabelledScores
+from trustthepixels.evaluation.calibrate import _separation
 from trustthepixels.metrics.calibration import Calibration, check, fit_calibration, images_needed
 from trustthepixels.metrics.conformal import class_quantile
+from trustthepixels.metrics.intervals import metric_intervals
 
 from .conftest import write_image_folder
 from .test_combinations import command, ok, one_line_error
@@ -71,6 +75,19 @@ def test_the_record_fits_once_round_trips_and_keeps_its_promise_per_class():
     assert np.mean(covered, axis=0).max() <= 0.1 + 0.01, np.mean(covered, axis=0)
     # ... because each class's true label is in its set at least 1 - alpha of the time.
     assert np.mean(held, axis=0).min() >= 0.9 - 0.01, np.mean(held, axis=0)
+
+
+def test_calibrate_py_measures_with_the_resamples_and_seed_it_is_given():
+    """Its AUROC interval is the one every command computes with `bootstrap` resamples and `seed` (it once passed
+    them into the wrong places: 42 resamples, seed 0)."""
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 120)
+    logits = rng.normal(size=120) + labels
+    scores = LabelledScores([Path(f"{i}.jpg") for i in range(120)], labels, logits, np.full(120, np.nan), 0)
+    shown = _separation(scores, 0.5, OmegaConf.create({"bootstrap": 300, "seed": 7}))
+    bands = metric_intervals(labels, logits, n_resamples=300, seed=7)
+    assert (shown["auroc_lo"], shown["auroc_hi"]) == (bands["auroc_lo"], bands["auroc_hi"])
+    assert (shown["ap_lo"], shown["ap_hi"]) == (bands["ap_lo"], bands["ap_hi"])
 
 
 @pytest.mark.slow

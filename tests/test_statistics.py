@@ -16,11 +16,11 @@ from trustthepixels.data.ingest.scan import Sample
 from trustthepixels.data.loading.split import cross_validation_split
 from trustthepixels.evaluation.compare import load_predictions, verdict
 from trustthepixels.metric_registry import ABSTENTION, AT_THRESHOLD, METRICS
-from trustthepixels.metrics.core import binary_metrics, core_metrics
+from trustthepixels.metrics.core import core_metrics
 from trustthepixels.metrics.intervals import (
     BOOTSTRAPPED,
-    binary_metric_intervals,
     clopper_pearson,
+    measured,
     metric_intervals,
     resample_metrics,
     too_small_to_rank,
@@ -49,8 +49,7 @@ def test_every_registered_metric_is_computed_with_the_interval_the_registry_name
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 200)
     logits = rng.normal(size=200) + labels
-    values = binary_metrics(labels, logits, 0.3, 1.7)
-    bands = binary_metric_intervals(labels, logits, 0.3, 1.7, n_resamples=50)
+    values = bands = measured(labels, logits, threshold=0.3, temperature=1.7, n_resamples=50)
     for m in METRICS:
         for key in (m.key, m.key + AT_THRESHOLD) if m.decision else (m.key,):
             assert np.isfinite(values[key]), key

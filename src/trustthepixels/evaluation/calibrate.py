@@ -30,8 +30,7 @@ from trustthepixels.detector.checkpoint import load_detector, read_checkpoint, r
 from trustthepixels.detector.predictions import where_fitted
 from trustthepixels.errors import UserError
 from trustthepixels.metrics.calibration import KEY, Calibration, check
-from trustthepixels.metrics.core import binary_metrics
-from trustthepixels.metrics.intervals import binary_metric_intervals
+from trustthepixels.metrics.intervals import measured
 from trustthepixels.tables import markdown_table, with_interval
 
 log = logging.getLogger(__name__)
@@ -117,15 +116,10 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
 
 def _separation(scores: LabelledScores, threshold: float, cfg: DictConfig) -> dict[str, float]:
     """AUROC, AP and accuracy (at the checkpoint's threshold) on every usable image, with 95% intervals."""
-    metrics = binary_metrics(scores.labels, scores.logits, threshold)
-    bands = binary_metric_intervals(scores.labels, scores.logits, threshold, 15, cfg.bootstrap, cfg.seed)
+    m = measured(scores.labels, scores.logits, threshold=threshold, n_resamples=cfg.bootstrap, seed=cfg.seed)
     keys = {"auroc": "auroc", "ap": "ap", "acc": "acc_at_threshold"}
-    return {
-        **{name: metrics[key] for name, key in keys.items()},
-        **{f"{name}_{end}": bands[f"{key}_{end}"] for name, key in keys.items() for end in ("lo", "hi")},
-        "threshold": threshold,
-        "images": len(scores.labels),
-    }
+    shown = {f"{name}{end}": m[f"{key}{end}"] for name, key in keys.items() for end in ("", "_lo", "_hi")}
+    return shown | {"threshold": threshold, "images": len(scores.labels)}
 
 
 def _check(record: Calibration, detector, half: LabelledScores) -> dict[str, dict[str, float]]:

@@ -23,8 +23,8 @@ from trustthepixels.evaluation import figures
 from trustthepixels.evaluation.report import render_report, terminal_table
 from trustthepixels.evaluation.robustness import Perturbation, perturbations
 from trustthepixels.evaluation.sets import EvalSet, eval_set, min_side, score_set, unique_names
-from trustthepixels.metrics.core import binary_metrics, sigmoid
-from trustthepixels.metrics.intervals import binary_metric_intervals
+from trustthepixels.metrics.core import sigmoid
+from trustthepixels.metrics.intervals import measured
 from trustthepixels.metrics.selective import abstention_rates, risk_coverage
 
 log = logging.getLogger(__name__)
@@ -58,18 +58,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     threshold, temperature = decision.value, record.temperature
     log.info("Threshold %.4f (%s), temperature %.3f", threshold, decision.origin, temperature)
 
-    def measured(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    def measured_here(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
         """Every metric at this threshold and temperature, with its 95% interval."""
-        metrics = binary_metrics(labels, logits, threshold, temperature, cfg.calibration_bins)
-        bins, resamples = cfg.calibration_bins, cfg.bootstrap
-        return metrics | binary_metric_intervals(labels, logits, threshold, temperature, bins, resamples, cfg.seed)
+        settings = {"threshold": threshold, "temperature": temperature, "bins": cfg.calibration_bins}
+        return measured(labels, logits, **settings, n_resamples=cfg.bootstrap, seed=cfg.seed)
 
     writer = SummaryWriter(str(out))
     sets, scores_of, logits_of = {}, {}, {}
     for subset in [main, *extra]:
         scores_of[subset.name] = score(subset)
         logits_of[subset.name] = scores_of[subset.name].logits
-        sets[subset.name] = measured(subset.labels, logits_of[subset.name])
+        sets[subset.name] = measured_here(subset.labels, logits_of[subset.name])
         if decision.abstains:
             sets[subset.name] |= abstention_with_intervals(subset.labels, scores_of[subset.name], decision)
     write_predictions(
@@ -104,7 +103,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.robustness:
         robustness.append({"perturbation": "none", "strength": "-", **sets[main.name]})
         for perturb in perturbations(OmegaConf.to_container(cfg.perturbations)):
-            metrics = measured(main.labels, score(main, perturb).logits)
+            metrics = measured_here(main.labels, score(main, perturb).logits)
             robustness.append({"perturbation": perturb.kind, "strength": f"{perturb.strength:g}", **metrics})
         drawn |= figures.robustness_figures(robustness)
     for name, fig in drawn.items():

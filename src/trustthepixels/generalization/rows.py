@@ -43,8 +43,8 @@ from trustthepixels.evaluation.sets import EvalSet, score_set
 from trustthepixels.generalization.folds import pool_folds
 from trustthepixels.metric_registry import ABSTENTION as ABSTENTION_METRICS
 from trustthepixels.metrics.calibration import check, fit_calibration, too_few
-from trustthepixels.metrics.core import binary_metrics, core_metrics
-from trustthepixels.metrics.intervals import binary_metric_intervals, metric_intervals
+from trustthepixels.metrics.core import core_metrics
+from trustthepixels.metrics.intervals import measured, metric_intervals
 from trustthepixels.metrics.settings import DEFAULT_ALPHA, DEFAULT_QUANTILE
 from trustthepixels.training import train
 
@@ -251,15 +251,10 @@ def _score_run(cfg: DictConfig, run: Path, roots: Roots, trained: list[str], tes
         scores = score_set(detector, subset, cfg.data.batch_size, workers, device, detector.min_image_side)
         logits, familiarity[name] = scores.logits, scores.familiarity
         predictions += subset.predictions(scores, decision, **context, tested_on=name)
-        metrics = binary_metrics(subset.labels, logits, threshold)
-        bands = binary_metric_intervals(subset.labels, logits, threshold, seed=cfg.seed)
+        m = measured(subset.labels, logits, threshold=threshold, seed=cfg.seed)
         cells[name] = {
-            "auroc": metrics["auroc"],
-            "auroc_lo": bands["auroc_lo"],
-            "auroc_hi": bands["auroc_hi"],
-            "acc": metrics["acc_at_threshold"],
-            "acc_lo": bands["acc_at_threshold_lo"],
-            "acc_hi": bands["acc_at_threshold_hi"],
+            **{f"auroc{end}": m[f"auroc{end}"] for end in ("", "_lo", "_hi")},
+            **{f"acc{end}": m[f"acc_at_threshold{end}"] for end in ("", "_lo", "_hi")},
             "images": len(subset.labels),
             "in_source": name in trained,
             "test_set": "all images (test only)" if name in test_only else "test split",

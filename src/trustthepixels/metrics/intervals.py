@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from trustthepixels.metric_registry import AT_THRESHOLD, BINOMIAL, BOOTSTRAPPED, BOOTSTRAPPED_DECISIONS, METRICS
-from trustthepixels.metrics.core import sigmoid
+from trustthepixels.metrics.core import binary_metrics, sigmoid
 
 CONFIDENCE = 0.95
 
@@ -81,6 +81,7 @@ def clopper_pearson(successes: int, trials: int) -> tuple[float, float]:
 def metric_intervals(
     labels: np.ndarray,
     logits: np.ndarray,
+    *,
     threshold: float = 0.5,
     suffix: str = "",
     n_resamples: int = 2000,
@@ -143,19 +144,22 @@ def _separated_auroc_interval(pos: np.ndarray, neg: np.ndarray) -> dict[str, flo
     return {}
 
 
-def binary_metric_intervals(
+def measured(
     labels: np.ndarray,
     logits: np.ndarray,
+    *,
     threshold: float = 0.5,
     temperature: float = 1.0,
     bins: int = 15,
     n_resamples: int = 2000,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Intervals for every metric of `metrics.binary_metrics` (eval.py's), with the same arguments."""
-    out = metric_intervals(labels, logits, 0.5, "", n_resamples, seed, bins)
-    out |= metric_intervals(labels, logits, threshold, AT_THRESHOLD, n_resamples, seed, bins, decisions_only=True)
-    scaled = metric_intervals(labels, np.asarray(logits) / temperature, 0.5, "", n_resamples, seed, bins)
+    """Every metric of `metrics.binary_metrics` with its 95% interval (`auroc`, `auroc_lo`, `auroc_hi`, ...): the
+    one way eval.py, calibrate.py and benchmark.py measure a set of images."""
+    sampling = {"n_resamples": n_resamples, "seed": seed, "bins": bins}
+    out = binary_metrics(labels, logits, threshold, temperature, bins) | metric_intervals(labels, logits, **sampling)
+    out |= metric_intervals(labels, logits, threshold=threshold, suffix=AT_THRESHOLD, decisions_only=True, **sampling)
+    scaled = metric_intervals(labels, np.asarray(logits) / temperature, **sampling)
     for m in METRICS:
         if m.temperature_scaled:
             base = m.key.removesuffix("_temperature_scaled")
