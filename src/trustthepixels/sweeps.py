@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.detector.predictions import Prediction, labelled, read_predictions, write_predictions
 from trustthepixels.metric_registry import SUMMARY, metric_mode
-from trustthepixels.tables import markdown_table
+from trustthepixels.tables import markdown_table, with_interval
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "job_error.txt"
@@ -58,10 +58,9 @@ def _job_row(job_dir: Path, optimized_metric: str) -> dict[str, Any] | None:
 
 def _cell(row: dict[str, Any], column: str) -> str:
     value = row.get(column)
-    if not isinstance(value, float):
-        return str(value if value is not None else "")
-    low, high = row.get(f"{column}_lo"), row.get(f"{column}_hi")
-    return f"{value:.4f}" + (f" [{low:.3f}, {high:.3f}]" if isinstance(low, float) and isinstance(high, float) else "")
+    if isinstance(value, float):
+        return with_interval(row, column, "{:.4f}", "")
+    return "" if value is None else str(value)
 
 
 def _without(overrides: str, prefixes: tuple[str, ...]) -> str:

@@ -56,11 +56,10 @@ class DetectorModule(LightningModule):
         self.data_config = backbone_data_config(self.backbone)
         self.memory_format = torch.channels_last if s.channels_last else torch.contiguous_format
         self.backbone.to(memory_format=self.memory_format)
-        # (x / 255 - mean) / std as one scale and shift of the uint8 values; not persistent: they follow from
-        # the backbone name.
-        mean, std = torch.tensor(self.data_config["mean"]), torch.tensor(self.data_config["std"])
-        self.register_buffer("scale", (1 / (255 * std)).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("shift", (-mean / std).view(1, 3, 1, 1), persistent=False)
+        # Not persistent: they follow from the backbone name.
+        self.register_buffer("scale", torch.empty(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.empty(1, 3, 1, 1), persistent=False)
+        self.set_normalisation(self.data_config["mean"], self.data_config["std"])
         self.head = self.backbone.get_classifier()
         self.parameter_count = sum(p.numel() for p in self.backbone.parameters())
         # Set by train() from data.pair_augment: training batches come as pairs (a photo, its reconstruction) at
