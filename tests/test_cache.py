@@ -236,3 +236,13 @@ def test_a_file_rewritten_with_the_same_size_and_mtime_is_read_again(tmp_path):
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     (second,) = fingerprint_files(root, ["a.png"], cache_dir=tmp_path / "cache")
     assert second.sha256 != first.sha256
+
+
+def test_the_preprocessing_is_described_as_evaluation_does_it():
+    """The ONNX metadata and the model card say these steps: a data.resize=none detector is never resized."""
+    image = torch.randint(0, 256, (3, 300, 260), dtype=torch.uint8)
+    assert PRE.describe() == "resize the shorter side to 256 (bicubic), then center-crop 224 x 224"
+    assert build_transform(CONFIG, train=False)(image).shape == (3, 224, 224)
+    native = {**CONFIG, "resize": "none"}
+    assert Preprocessing.from_data_config(native).describe().startswith("no resize: center-crop 224 x 224")
+    assert torch.equal(build_transform(native, train=False)(image), image[:, 38:262, 18:242])

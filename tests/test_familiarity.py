@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from trustthepixels.data.loading.transforms import Preprocessing
 from trustthepixels.detector.predictions import Threshold
 from trustthepixels.metrics.calibration import fit_calibration
 from trustthepixels.metrics.conformal import ConformalSets
@@ -171,6 +172,7 @@ def test_hf_export_loads_in_timm_and_its_onnx_returns_the_familiarity(trained_ch
     assert config["trustthepixels"]["labels"] == {"0": "Real", "1": "AI"}
     assert not list(folder.glob("*.onnx.data"))
     assert "| auroc |" in card and "`unfamiliar`" in card and "On its test split" in card
+    assert Preprocessing.from_data_config(detector.data_config).describe() in card
 
 
 def test_every_checkpoint_train_leaves_decides_at_once_and_an_uncalibrated_one_is_refused(trained_checkpoint, tmp_path):

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from trustthepixels.data.ingest.scan import scan_dataset
 from trustthepixels.data.loading.split import read_split_csv
-from trustthepixels.data.loading.transforms import image_size
+from trustthepixels.data.loading.transforms import Preprocessing, image_size
 from trustthepixels.detector.checkpoint import Detector, load_detector
 from trustthepixels.detector.predictions import Threshold
 from trustthepixels.detector.scoring import InferenceDataset
@@ -44,17 +44,16 @@ class ProbabilityOfAI(torch.nn.Module):
 def _metadata(detector: Detector, threshold: Threshold) -> dict[str, str]:
     config = detector.data_config
     familiar = detector.familiarity
-    size = image_size(config)
+    size, pre = image_size(config), Preprocessing.from_data_config(config)
     return {
-        "input": f"uint8 RGB, NCHW, {size}x{size}: resize the shorter side to {int(size / config.get('crop_pct', 1))} "
-        f"({config.get('interpolation', 'bicubic')}), then center-crop to {size}. Normalisation is in the graph.",
+        "input": f"uint8 RGB, NCHW, {size}x{size}: {pre.describe()}. Normalisation is in the graph.",
         "output": "p_ai: probability that each image is AI-generated"
         + ("; familiarity: share of calibration images at least as far from the training images" if familiar else ""),
         "input_size": str(size),
-        "crop_pct": str(config.get("crop_pct", 1.0)),
-        "interpolation": str(config.get("interpolation", "bicubic")),
+        "crop_pct": str(pre.crop_pct),
+        "interpolation": pre.interpolation,
         # Training decoded JPEGs 2x+ larger than needed with DCT scaling (Pillow's draft()): do the same.
-        "jpeg_draft": str(bool(config.get("jpeg_draft", False))).lower(),
+        "jpeg_draft": str(pre.jpeg_draft).lower(),
         "mean": json.dumps(list(config["mean"])),
         "std": json.dumps(list(config["std"])),
         "threshold": str(threshold.value),

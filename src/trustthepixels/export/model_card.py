@@ -23,6 +23,7 @@ import yaml
 from omegaconf import DictConfig, open_dict
 
 from trustthepixels.data.ingest.published import HF_DATASET
+from trustthepixels.data.loading.transforms import Preprocessing
 from trustthepixels.detector.checkpoint import Detector, load_detector
 from trustthepixels.detector.predictions import Threshold, labelled, read_predictions, where_fitted
 from trustthepixels.metric_registry import ABSTENTION, SUMMARY
@@ -250,7 +251,6 @@ def model_card(detector: Detector, rule: Threshold) -> str:
     report = _run_report(detector)
     backbone = str(detector.model.hparams.backbone)
     config = detector.data_config
-    size = config["input_size"][-1]
     per_source = report.get("data", {}).get("images_per_source", {}).get("train", {})
     sources = detector.data_roots or {}
     trained = ", ".join(f"`{name}` ({per_source.get(name, '?')} training images)" for name in sources) or "unknown"
@@ -294,10 +294,8 @@ def model_card(detector: Detector, rule: Threshold) -> str:
         "",
         "## Preprocessing",
         "",
-        f"RGB, resize the shorter side to {int(size / config.get('crop_pct', 1.0))} "
-        f"({config.get('interpolation', 'bicubic')}), center-crop {size} x {size}, normalise with mean "
-        f"{list(config['mean'])} and std {list(config['std'])}. Images smaller than {detector.min_image_side} px on "
-        "a side are refused.",
+        f"RGB; {Preprocessing.from_data_config(config).describe()}; normalise with mean {list(config['mean'])} and "
+        f"std {list(config['std'])}. Images smaller than {detector.min_image_side} px on a side are refused.",
         "",
         "## Evaluation: metrics (95% intervals)",
         "",

@@ -66,6 +66,14 @@ class Preprocessing:
             return [math.floor(self.height / self.crop_pct)]
         return [math.floor(self.height / self.crop_pct), math.floor(self.width / self.crop_pct)]
 
+    def describe(self) -> str:
+        """Evaluation's steps from a decoded RGB image to the model's input, in words (ONNX metadata, model card)."""
+        crop = f"center-crop {self.height} x {self.width}"
+        if not self.resize:
+            return f"no resize: {crop} of the image's own pixels (zero padding where it is smaller)"
+        side = "shorter side" if self.height == self.width else "sides"
+        return f"resize the {side} to {' x '.join(map(str, self.eval_resize))} ({self.interpolation}), then {crop}"
+
     @property
     def base_side(self) -> int:
         """Shorter side of the base image: enough for every later resize, so none of them upscales it."""
