@@ -21,7 +21,7 @@ from PIL import Image
 
 from trustthepixels.data.aligned import build
 from trustthepixels.data.aligned.autoencoders import load_autoencoder
-from trustthepixels.data.aligned.build import RealPart, prepare_aligned
+from trustthepixels.data.aligned.build import prepare_aligned
 from trustthepixels.data.ingest.decode import open_rgb
 from trustthepixels.data.loading.planner import plan_split
 from trustthepixels.data.loading.settings import DataSettings, NearDuplicates
@@ -132,7 +132,7 @@ def test_prepare_data_py_source_aligned(photos, taef2, tmp_path):
 
 def test_a_stopped_build_resumes_and_ends_as_an_uninterrupted_one(photos, taef2, tmp_path, monkeypatch):
     reference = tmp_path / "reference"
-    prepare_aligned(reference, photos, [str(taef2)], max_side=96, batch_size=2)
+    prepare_aligned(reference, real=photos, autoencoder=[str(taef2)], max_side=96, batch_size=2)
     seen: list[int] = []
     original = build.Autoencoder.reconstruct
 
@@ -145,21 +145,21 @@ def test_a_stopped_build_resumes_and_ends_as_an_uninterrupted_one(photos, taef2,
     out = tmp_path / "aligned"
     monkeypatch.setattr(build.Autoencoder, "reconstruct", counting)
     with pytest.raises(KeyboardInterrupt):
-        prepare_aligned(out, photos, [str(taef2)], max_side=96, batch_size=2)
+        prepare_aligned(out, real=photos, autoencoder=[str(taef2)], max_side=96, batch_size=2)
     assert not out.exists() and (tmp_path / ".aligned.partial").is_dir()  # out appears only when complete
     journal = (tmp_path / ".aligned.partial" / "rows.jsonl").read_text().splitlines()
     done_before = sum('"real"' in line for line in journal)
     assert done_before >= 1 and not any((tmp_path / ".aligned.partial").rglob(".*.tmp"))
 
     with pytest.raises(UserError, match=r"other settings or photos: run the same command as before to resume it"):
-        prepare_aligned(out, photos, [str(taef2)], max_side=128, batch_size=2)
+        prepare_aligned(out, real=photos, autoencoder=[str(taef2)], max_side=128, batch_size=2)
 
     seen.clear()
     monkeypatch.setattr(build.Autoencoder, "reconstruct", original)
     resumed: list[int] = []
     monkeypatch.setattr(build.Autoencoder, "reconstruct", lambda self, images: resumed.append(len(images)) or
                         original(self, images))  # fmt: skip
-    info = prepare_aligned(out, photos, [str(taef2)], max_side=96, batch_size=2)
+    info = prepare_aligned(out, real=photos, autoencoder=[str(taef2)], max_side=96, batch_size=2)
     assert sum(resumed) == 6 - done_before and info["pairs"] == 6  # the finished pairs were not made again
     assert _rows(out) == _rows(reference)
     for row in _rows(out):
@@ -167,7 +167,7 @@ def test_a_stopped_build_resumes_and_ends_as_an_uninterrupted_one(photos, taef2,
             assert (out / row[column]).read_bytes() == (reference / row[column]).read_bytes()
     assert not (tmp_path / ".aligned.partial").exists()
     with pytest.raises(UserError, match="overwrite=true"):
-        prepare_aligned(out, photos, [str(taef2)], max_side=96)
+        prepare_aligned(out, real=photos, autoencoder=[str(taef2)], max_side=96)
 
 
 def test_diffusers_vae_and_two_autoencoders_share_the_photos(photos, taef2, tiny_vae, tmp_path):
@@ -182,7 +182,9 @@ def test_diffusers_vae_and_two_autoencoders_share_the_photos(photos, taef2, tiny
     assert torch.allclose(ae.reconstruct(images), expected)
 
     out = tmp_path / "aligned"
-    info = prepare_aligned(out, photos, [str(taef2), str(tiny_vae)], format="jpeg", quality=90, max_side=64)
+    info = prepare_aligned(
+        out, real=photos, autoencoder=[str(taef2), str(tiny_vae)], format="jpeg", quality=90, max_side=64
+    )
     rows = _rows(out)
     assert sorted(r["autoencoder"] for r in rows) == ["taef2"] * 3 + ["tiny-vae"] * 3  # equal shares
     assert {name: a["pairs"] for name, a in info["autoencoders"].items()} == {"taef2": 3, "tiny-vae": 3}
@@ -243,8 +245,9 @@ def test_real_part_takes_only_that_part_of_the_sources_split(shared_dir, taef2, 
         (root / name).mkdir(parents=True)
         for path in sorted((shared_dir / "data" / "diffusiondb-coco" / name).iterdir())[:20]:
             Image.open(path).resize((64, 64)).save(root / name / path.name)
-    part = RealPart("test", near_duplicates=real_split["near_duplicates"])
-    info = prepare_aligned(tmp_path / "aligned", root, [str(taef2)], part)
+    info = prepare_aligned(
+        tmp_path / "aligned", real=root, autoencoder=[str(taef2)], real_part="test", real_split=real_split
+    )
     plan = plan_split({"source": root}, DataSettings(near_duplicates=NearDuplicates(**real_split["near_duplicates"])))
     expected = sorted(s.path.name for s in plan.parts["test"] if s.label == 0)
     assert sorted(r["source_file"] for r in _rows(tmp_path / "aligned")) == expected and len(expected) == 2
@@ -255,7 +258,7 @@ def test_real_part_takes_only_that_part_of_the_sources_split(shared_dir, taef2, 
 def test_pairs_are_never_split(photos, taef2, tmp_path, near_duplicates):
     """The manifest keeps each photo with its reconstruction, near-duplicate search on or off, alone or in a union."""
     out = tmp_path / "aligned"
-    prepare_aligned(out, photos, [str(taef2)], max_side=64)
+    prepare_aligned(out, real=photos, autoencoder=[str(taef2)], max_side=64)
     for roots in ({"aligned": out}, {"aligned": out, "other": shutil.copytree(out, tmp_path / "other")}):
         near = near_duplicates and NearDuplicates(**near_duplicates)
         plan = plan_split(
@@ -315,7 +318,8 @@ def aligned_set(tmp_path, shared_dir, taef2) -> Path:
     photos.mkdir()
     for path in sorted((shared_dir / "data" / "diffusiondb-coco" / "Real").iterdir())[:16]:
         shutil.copy(path, photos / path.name)
-    return prepare_aligned(tmp_path / "aligned16", photos, [str(taef2)], max_side=128) and tmp_path / "aligned16"
+    prepare_aligned(tmp_path / "aligned16", real=photos, autoencoder=[str(taef2)], max_side=128)
+    return tmp_path / "aligned16"
 
 
 @pytest.mark.parametrize("augment", ["none", "robust"])

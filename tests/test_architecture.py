@@ -135,12 +135,12 @@ def test_the_settings_reference_is_current(tmp_path):
 
 
 def test_parts_built_from_python_take_the_defaults_train_py_composes(make_cfg):
-    """The DataModule, the module and an aligned set's RealPart, built in Python with nothing but what a run must
+    """The DataModule, the module and prepare_data's real_split, built in Python with nothing but what a run must
     name, hold the composed config's values: no second set of defaults (their signatures had four that differed)."""
     import dataclasses
 
-    from trustthepixels.config import to_plain
-    from trustthepixels.data.aligned.build import RealPart
+    from trustthepixels.config import to_plain, validated
+    from trustthepixels.data.ingest.settings import PrepareSettings
     from trustthepixels.data.loading.datamodule import ImageFolderDataModule
     from trustthepixels.model.module import DetectorModule
 
@@ -152,7 +152,8 @@ def test_parts_built_from_python_take_the_defaults_train_py_composes(make_cfg):
     assert {k: module.hparams[k] for k in cfg["model"] if not k.startswith("_")} == {
         k: v for k, v in cfg["model"].items() if not k.startswith("_")
     }
-    part = RealPart("test")
-    assert [list(part.split), part.calibration_share, part.near_duplicates, part.seed] == [
+    part = validated(PrepareSettings, {"source": "aligned", "real": ".", "real_part": "test"}, "")
+    real_split = dataclasses.asdict(part.real_split)
+    assert [*(real_split[k] for k in ("split", "calibration_share", "near_duplicates")), part.seed] == [
         cfg["data"][k] for k in ("split", "calibration_share", "near_duplicates", "seed")
     ]

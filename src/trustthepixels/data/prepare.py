@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from trustthepixels.config import to_plain
-from trustthepixels.data.aligned.build import RealPart, prepare_aligned
+from trustthepixels.data.aligned.build import prepare_aligned
 from trustthepixels.data.ingest.prepare import prepare_from_hf, prepare_from_release
 
 
@@ -18,5 +18,4 @@ def prepare(cfg) -> dict[str, Any]:
         return prepare_from_release(out, **settings)
     if cfg.source == "hf":
         return prepare_from_hf(out, **settings)
-    real_part = RealPart(cfg.real_part, **settings["real_split"], seed=cfg.seed) if cfg.real_part else None
-    return prepare_aligned(out, Path(cfg.real), list(cfg.autoencoder), real_part, **settings)
+    return prepare_aligned(out, **settings)

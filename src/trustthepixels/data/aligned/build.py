@@ -13,6 +13,7 @@ stopped resumes where it was; `out` appears only when all photos are done, in on
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,10 @@ from trustthepixels.data.aligned.autoencoders import Autoencoder, load_autoencod
 from trustthepixels.data.ingest.decode import ImageDecodeError, open_rgb, opened, unusable_reason
 from trustthepixels.data.ingest.pairs import MANIFEST, MANIFEST_COLUMNS
 from trustthepixels.data.ingest.prepare import refuse_existing, replace_folder, write_provenance
-from trustthepixels.data.ingest.scan import DatasetLayoutError, Sample, find_class_dirs
+from trustthepixels.data.ingest.scan import DatasetLayoutError, find_class_dirs
 from trustthepixels.data.ingest.settings import PrepareSettings
 from trustthepixels.data.loading.planner import plan_split
-from trustthepixels.data.loading.settings import DataSettings, NearDuplicates
+from trustthepixels.data.loading.settings import DataSettings
 from trustthepixels.errors import UserError
 from trustthepixels.quiet import progress
 
@@ -55,32 +56,16 @@ class Photo:
     autoencoder: str
 
 
-_DATA = DataSettings()  # a training run's defaults: how it splits a folder
-
-
-@dataclass(frozen=True)
-class RealPart:
-    """Which part of the project's split of `real` (a dataset root) the photos come from, and how that split is
-    made: data.split, seed, calibration_share and near_duplicates as a training run on that folder has them (by
-    default, the data group's defaults)."""
-
-    part: str
-    split: Sequence[float] = tuple(_DATA.split)
-    seed: int = _DATA.seed
-    calibration_share: float = _DATA.calibration_share
-    near_duplicates: dict[str, int] | None = field(default_factory=lambda: dict(vars(_DATA.near_duplicates)))
-    min_image_side: int = _DATA.min_image_side
-
-
 def _walk(folder: Path) -> list[Path]:
     return sorted(
         (Path(d) / n for d, _, names in os.walk(folder, followlinks=True) for n in names), key=lambda p: p.as_posix()
     )
 
 
-def photo_files(real: Path, real_part: RealPart | None = None) -> tuple[Path, list[Path]]:
+def photo_files(real: Path, part: str | None, split: DataSettings) -> tuple[Path, list[Path]]:
     """The photo folder and its files: every file below `real` (recursively), or below its `Real/` when it is a
-    dataset root; with `real_part`, only the real images of that part of the project's split of `real`."""
+    dataset root; with `part`, only the real images of that part of the project's split of `real` (`split`: the
+    data settings a training run on it splits it with)."""
     real = real.expanduser().resolve()
     if not real.is_dir():
         raise DatasetLayoutError(f"real={real} is not a folder: point it at a folder of real photos")
@@ -88,21 +73,18 @@ def photo_files(real: Path, real_part: RealPart | None = None) -> tuple[Path, li
         class_dirs = find_class_dirs(real)
     except DatasetLayoutError:
         class_dirs = None
-    if real_part is None:
+    if part is None:
         if class_dirs is None:
             return real, _walk(real)
         log.info("%s is a dataset root: its photos are those of %s/", real, class_dirs[0].name)
         return class_dirs[0], _walk(class_dirs[0])
     if class_dirs is None:
         raise DatasetLayoutError(
-            f"real_part={real_part.part} needs real= to be a dataset root (AI/ and Real/): {real} is not one"
+            f"real_part={part} needs real= to be a dataset root (AI/ and Real/): {real} is not one"
         )
-    own = {k: v for k, v in vars(real_part).items() if k != "part"} | {"split": list(real_part.split)}
-    near = own["near_duplicates"] and NearDuplicates(**own["near_duplicates"])
-    split = replace(DataSettings(), **own | {"near_duplicates": near})
     plan = plan_split({real.name: real}, split)
-    chosen: list[Sample] = [s for s in plan.parts[real_part.part] if s.label == 0]
-    return class_dirs[0], sorted((s.path for s in chosen), key=lambda p: p.as_posix())
+    chosen = [s.path for s in plan.parts[part] if s.label == 0]
+    return class_dirs[0], sorted(chosen, key=lambda p: p.as_posix())
 
 
 def assign(folder: Path, files: Sequence[Path], autoencoders: Sequence[str], seed: int, suffix: str) -> list[Photo]:
@@ -251,29 +233,29 @@ def _job(real: Path, photos: Sequence[Photo], settings: dict[str, Any]) -> dict[
     return {"real": str(real), "photos": len(photos), "photos_sha256": listing, **settings}
 
 
-def prepare_aligned(
-    out: Path, real: Path, autoencoders: Sequence[str], real_part: RealPart | None = None, /, **settings: Any
-) -> dict[str, Any]:
+def prepare_aligned(out: Path, /, **settings: Any) -> dict[str, Any]:
     """Build (or resume building) the aligned set of `real` in `out`; returns its provenance. `settings` are
-    prepare_data's (`PrepareSettings`: format, quality, max_side, batch_size, seed, device, overwrite; its real,
-    autoencoder and real_part are the arguments before them); the ones left out take their defaults."""
-    s = validated(PrepareSettings, settings, "")
+    prepare_data's (`PrepareSettings`: real, autoencoder, real_part, real_split, format, quality, max_side, batch_size,
+    seed, device, overwrite); the ones left out take their defaults."""
+    s = validated(PrepareSettings, {"source": "aligned", **settings}, "")
     out = Path(out).expanduser().resolve()
-    if not autoencoders:
+    if not s.autoencoder:
         raise UserError("autoencoder=[] names no autoencoder: e.g. autoencoder=../shared/weights/taesd")
     # Local folders by their absolute path: what provenance records, and what a resumed run must name again.
-    autoencoders = [str(Path(a).expanduser().resolve()) if Path(a).expanduser().exists() else a for a in autoencoders]
-    folder, files = photo_files(Path(real), real_part)
+    autoencoders = [str(Path(a).expanduser().resolve()) if Path(a).expanduser().exists() else a for a in s.autoencoder]
+    # real_part: split as a training run on real= with prepare_data's seed splits it.
+    split = replace(DataSettings(), **vars(s.real_split), seed=s.seed)
+    folder, files = photo_files(Path(s.real), s.real_part, split)
     if not files:
-        raise DatasetLayoutError(f"real={real}: no files in {folder}")
-    photos = assign(folder, files, list(autoencoders), s.seed, FORMATS[s.format])
+        raise DatasetLayoutError(f"real={s.real}: no files in {folder}")
+    photos = assign(folder, files, autoencoders, s.seed, FORMATS[s.format])
     recorded = {  # what a resumed build must match
-        "autoencoders": list(autoencoders),
+        "autoencoders": autoencoders,
         "format": s.format,
         "quality": s.quality,
         "max_side": s.max_side,
         "seed": s.seed,
-        "real_part": vars(real_part) | {"split": list(real_part.split)} if real_part else None,
+        "real_part": {"part": s.real_part, **dataclasses.asdict(s.real_split)} if s.real_part else None,
     }
     job = _job(folder, photos, recorded)
     work = out.with_name(f".{out.name}.partial")
