@@ -61,6 +61,15 @@ def auto_batch_size(accelerator: str = "auto") -> int:
     return 256 if memory_gib >= 32 else 128 if memory_gib >= 16 else 64
 
 
+def resolve_device(name: str) -> str:
+    """device=auto: CUDA when there is one, else the CPU; any other value is torch's own device name."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def run_id() -> str:
     """A timestamp plus random suffix: two runs started in the same second still get their own directory."""
     return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"

@@ -169,13 +169,6 @@ class Detector:
         return self.min_image_side if min_side is None else int(min_side)
 
 
-def resolve_device(name: str) -> str:
-    """device=auto: CUDA when there is one, else the CPU; any other value is torch's own device name."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 class CheckpointError(UserError, ValueError):
     pass
 

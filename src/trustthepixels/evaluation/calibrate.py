@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from trustthepixels.config import to_plain
+from trustthepixels.config import resolve_device, to_plain
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.data.ingest.roots import parse_roots
 from trustthepixels.data.ingest.scan import scan_sources
@@ -26,7 +26,7 @@ from trustthepixels.data.loading.planner import source_duplicate_groups
 from trustthepixels.data.loading.split import stratified_split
 from trustthepixels.data.loading.workers import resolve_num_workers
 from trustthepixels.detector.calibrate import LabelledScores, fit_record, score_labelled
-from trustthepixels.detector.checkpoint import load_detector, read_checkpoint, resolve_device, save_checkpoint
+from trustthepixels.detector.checkpoint import load_detector, read_checkpoint, save_checkpoint
 from trustthepixels.detector.predictions import where_fitted
 from trustthepixels.errors import UserError
 from trustthepixels.metrics.calibration import KEY, Calibration, check

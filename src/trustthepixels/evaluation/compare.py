@@ -95,8 +95,9 @@ def load_predictions(path: Path, name: str | None = None) -> ModelScores:
 
 def score_checkpoint(path: Path, cfg: DictConfig, name: str | None = None) -> ModelScores:
     """Score a checkpoint on `cfg.data.root` (or its run's test split), at its own decision threshold."""
+    from trustthepixels.config import resolve_device
     from trustthepixels.data.loading.workers import resolve_num_workers
-    from trustthepixels.detector.checkpoint import load_detector, resolve_device
+    from trustthepixels.detector.checkpoint import load_detector
     from trustthepixels.evaluation.sets import eval_set, min_side, score_set
 
     detector = load_detector(path)

@@ -13,10 +13,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
+from trustthepixels.config import resolve_device
 from trustthepixels.data.ingest.roots import roots_state
 from trustthepixels.data.loading.transforms import image_size
 from trustthepixels.data.loading.workers import resolve_num_workers
-from trustthepixels.detector.checkpoint import load_detector, resolve_device
+from trustthepixels.detector.checkpoint import load_detector
 from trustthepixels.detector.predictions import Threshold, write_predictions
 from trustthepixels.detector.scoring import Scores
 from trustthepixels.evaluation import figures

@@ -27,7 +27,7 @@ import numpy as np
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from trustthepixels.config import setting, to_plain, validated
+from trustthepixels.config import resolve_device, setting, to_plain, validated
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.data.ingest.pairs import read_pairs
 from trustthepixels.data.ingest.roots import Roots, parse_roots
@@ -35,7 +35,7 @@ from trustthepixels.data.loading.planner import plan_split
 from trustthepixels.data.loading.settings import DataSettings
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.workers import resolve_num_workers
-from trustthepixels.detector.checkpoint import load_detector, resolve_device
+from trustthepixels.detector.checkpoint import load_detector
 from trustthepixels.detector.predictions import write_predictions
 from trustthepixels.errors import ConfigError
 from trustthepixels.evaluation.evaluate import abstention_with_intervals

@@ -11,8 +11,9 @@ from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 from rich.table import Table
 
+from trustthepixels.config import resolve_device
 from trustthepixels.data.loading.workers import resolve_num_workers
-from trustthepixels.detector.checkpoint import load_detector, resolve_device
+from trustthepixels.detector.checkpoint import load_detector
 from trustthepixels.detector.predictions import Prediction, Threshold, write_predictions
 from trustthepixels.errors import UserError
 from trustthepixels.metrics.conformal import UNCERTAIN, UNFAMILIAR

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from trustthepixels.config import resolve_device
 from trustthepixels.data.ingest.decode import ImageDecodeError
 from trustthepixels.data.loading.transforms import image_size
-from trustthepixels.detector.checkpoint import load_detector, resolve_device
+from trustthepixels.detector.checkpoint import load_detector
 from trustthepixels.detector.predictions import Threshold, verdict_rule
 from trustthepixels.detector.scoring import InferenceDataset
 from trustthepixels.errors import ConfigError

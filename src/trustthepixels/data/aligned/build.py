@@ -31,7 +31,7 @@ import torch
 from filelock import FileLock
 from PIL import Image
 
-from trustthepixels.config import validated
+from trustthepixels.config import resolve_device, validated
 from trustthepixels.data.aligned.autoencoders import Autoencoder, load_autoencoder
 from trustthepixels.data.ingest.decode import ImageDecodeError, open_rgb, opened, unusable_reason
 from trustthepixels.data.ingest.pairs import MANIFEST, MANIFEST_COLUMNS
@@ -274,9 +274,7 @@ def prepare_aligned(out: Path, /, **settings: Any) -> dict[str, Any]:
         journal = _Journal(work / "rows.jsonl")
         if journal.done:
             log.info("Resuming %s: %d of %d photos already done", work, len(journal.done), len(photos))
-        target = torch.device(
-            "cuda" if s.device == "auto" and torch.cuda.is_available() else "cpu" if s.device == "auto" else s.device
-        )
+        target = torch.device(resolve_device(s.device))
         identities = work / "autoencoders.json"  # each autoencoder's identity, once it has been loaded
         loaded = json.loads(identities.read_text()) if identities.is_file() else {}
         for spec in dict.fromkeys(p.autoencoder for p in photos):
