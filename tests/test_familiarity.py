@@ -250,6 +250,37 @@ def test_the_familiarity_fit_keeps_only_the_block_it_reads_on_the_trainers_devic
     assert len(kept) == 1 and len(kept[0]) == 1  # the training images' features, last_stage alone
 
 
+@pytest.mark.slow
+def test_the_cards_python_scores_a_native_pixel_detector_as_the_detector_does(trained_checkpoint, tmp_path):
+    """data.resize=none: the card's snippet crops and never resizes (timm's transform would), and gives the detector's
+    own P(AI)."""
+    from PIL import Image
+
+    from trustthepixels.detector.checkpoint import DATAMODULE_KEY, load_detector, read_checkpoint, save_checkpoint
+
+    from .test_combinations import command, ok
+
+    checkpoint = read_checkpoint(trained_checkpoint)
+    checkpoint[DATAMODULE_KEY]["data_config"]["resize"] = "none"
+    native = tmp_path / "run" / "checkpoints" / "native.ckpt"
+    save_checkpoint(checkpoint, native)
+    dataset = trained_checkpoint.parents[2] / "dataset"
+    hf = tmp_path / "hf"
+    ok(
+        command(
+            "export.py", f"ckpt_path={native}", "format=hf", f"output={hf}", f"check_images={dataset}", cwd=tmp_path
+        )
+    )
+    card = (hf / "README.md").read_text()
+    snippet = card.split("```python\n")[1].split("```")[0].replace("FOLDER", str(hf))
+    assert "create_transform" not in snippet and "never resize" in snippet
+    path = sorted((dataset / "AI").iterdir())[0]
+    scope = {"image": Image.open(path).convert("RGB")}
+    exec(snippet, scope)
+    logit = load_detector(native).score_files([path]).logits[0]
+    assert scope["p_ai"] == pytest.approx(torch.sigmoid(torch.tensor(logit)).item(), abs=1e-5)
+
+
 def test_the_card_names_the_weights_training_started_from():
     """base_model in the card's front matter: timm's hub id of the local weights file or of the hub default."""
     from trustthepixels.export.model_card import base_model

@@ -247,6 +247,24 @@ def _procedure(report: dict[str, Any], detector: Detector) -> list[str]:
     ]
 
 
+def use_snippet(pre: Preprocessing) -> list[str]:
+    """Python that scores a PIL `image` with the exported weights as the detector does: timm's eval transform, or,
+    for a detector trained on native pixels (data.resize=none), a centre crop that never resizes."""
+    transform = "timm.data.create_transform(**config)"
+    if not pre.resize:
+        transform = (
+            "T.Compose([T.PILToTensor(), T.CenterCrop(config['input_size'][1:]), "
+            "T.ToDtype(torch.float32, scale=True), T.Normalize(config['mean'], config['std'])])"
+        )
+    return [
+        "import timm, torch" + ("" if pre.resize else "\nfrom torchvision.transforms import v2 as T"),
+        'model = timm.create_model("local-dir:FOLDER", pretrained=True).eval()  # or "hf-hub:USER/NAME"',
+        "config = timm.data.resolve_data_config({}, model=model)",
+        f"transform = {transform}" + ("" if pre.resize else "  # native pixels: crop, never resize"),
+        "p_ai = torch.sigmoid(model(transform(image)[None])).item()",
+    ]
+
+
 def model_card(detector: Detector, rule: Threshold) -> str:
     report = _run_report(detector)
     backbone = str(detector.model.hparams.backbone)
@@ -273,11 +291,7 @@ def model_card(detector: Detector, rule: Threshold) -> str:
         "## Use",
         "",
         "```python",
-        "import timm, torch",
-        'model = timm.create_model("local-dir:FOLDER", pretrained=True).eval()  # or "hf-hub:USER/NAME"',
-        "config = timm.data.resolve_data_config({}, model=model)",
-        "transform = timm.data.create_transform(**config)",
-        "p_ai = torch.sigmoid(model(transform(image)[None])).item()",
+        *use_snippet(Preprocessing.from_data_config(detector.data_config)),
         "```",
         "",
         "`detector.onnx` takes uint8 RGB images (N, 3, H, W) after the resize and crop below, normalises them inside, "
