@@ -243,3 +243,22 @@ def test_no_weight_decay_on_what_the_backbone_lists(make_cfg):
     decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert {"pos_embed", "cls_token"} <= set(model.backbone.no_weight_decay())
     assert not decayed & {"pos_embed", "cls_token"} and "blocks.0.attn.qkv.weight" in decayed
+
+
+def test_the_weak_detector_warning_quotes_the_validation_interval_train_py_reports():
+    """One validation AUROC interval: the warning of the model card, serve.py's page and the ONNX metadata is the one
+    metrics.json holds (it once bootstrapped its own, 1000 resamples at seed 0)."""
+    from omegaconf import OmegaConf
+
+    from trustthepixels.detector.checkpoint import Detector
+    from trustthepixels.training import _intervals
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 60)
+    logits = rng.normal(size=60) + 0.5 * labels
+    reported = _intervals("val", None, None, logits, labels, OmegaConf.create({"seed": 7}))
+    saved = {"labels": labels.tolist(), "logits": logits.tolist()}
+    detector = Detector(None, {}, {}, None, Path("x.ckpt"), val_predictions=saved, seed=7)
+    _, low, high = detector.val_auroc()
+    assert (low, high) == (reported["val/auroc_lo"], reported["val/auroc_hi"])
+    assert f"95% interval {low:.2f} to {high:.2f}" in detector.weakness(at_most=1.0)

@@ -44,6 +44,7 @@ class Detector:
     val_predictions: dict[str, Any] | None = None  # {"logits", "labels"}: the validation metrics' intervals
     familiarity: Familiarity | None = None  # how unlike its training images an image is (model/familiarity.py)
     calibration: Calibration | None = None  # what turns its scores into verdicts (metrics/calibration.py)
+    seed: int = 0  # its run's: the split, and the bootstrap of train.py's validation intervals
 
     def __post_init__(self) -> None:
         if self.calibration is not None:
@@ -74,27 +75,36 @@ class Detector:
         false drops the prediction sets and the familiarity cutoff)."""
         return verdict_rule(self.calibration, configured, abstain)
 
-    def weakness(self, at_most: float = WEAK_AUROC) -> str:
-        """A plain warning when the detector itself is weak (its validation AUROC's 95% interval reaches `at_most`
-        or lower), else "": computed from the validation predictions saved with the weights."""
+    def val_auroc(self) -> tuple[float, float, float] | None:
+        """The validation AUROC and its 95% interval, from the validation predictions saved with the weights, as
+        train.py computed them for metrics.json (NaN bounds: too few images to resample); None without them."""
         if not self.val_predictions:
-            return ""
+            return None
         labels = np.asarray(self.val_predictions["labels"]).astype(int)
         logits = np.asarray(self.val_predictions["logits"], dtype=np.float64)
         if len(set(labels.tolist())) < 2 or not np.isfinite(logits).all():
+            return None
+        bands = metric_intervals(labels, logits, seed=self.seed)
+        return core_metrics(labels, logits)["auroc"], bands["auroc_lo"], bands["auroc_hi"]
+
+    def weakness(self, at_most: float = WEAK_AUROC) -> str:
+        """A plain warning when the detector itself is weak (its validation AUROC's 95% interval reaches `at_most`
+        or lower), else ""."""
+        measured = self.val_auroc()
+        if measured is None:
             return ""
-        auroc = core_metrics(labels, logits)["auroc"]
-        low, high = (metric_intervals(labels, logits, n_resamples=1000, seed=0)[k] for k in ("auroc_lo", "auroc_hi"))
+        auroc, low, high = measured
+        images = len(self.val_predictions["labels"])
         if not np.isfinite([low, high]).all():  # too few images to resample: no interval at all
             return (
-                f"This detector is weak: its validation AUROC of {auroc:.2f} comes from only {len(labels)} validation "
+                f"This detector is weak: its validation AUROC of {auroc:.2f} comes from only {images} validation "
                 "images, too few to bound it. Treat its verdicts as weak evidence."
             )
         if low > at_most:
             return ""
         return (
             f"This detector is weak: its validation AUROC is {auroc:.2f} (95% interval {low:.2f} to {high:.2f}, "
-            f"reaching {at_most:g} or lower, with {len(labels)} validation images). Treat its verdicts as weak "
+            f"reaching {at_most:g} or lower, with {images} validation images). Treat its verdicts as weak "
             "evidence."
         )
 
@@ -258,6 +268,7 @@ def detector_of(model: DetectorModule, checkpoint: Mapping[str, Any], path: Path
         checkpoint.get("val_predictions"),
         Familiarity(familiarity) if familiarity else None,
         Calibration.from_state(calibration) if calibration else None,
+        int(state.get("seed", 0)),
     )
 
 
