@@ -90,7 +90,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             seed=cfg.seed,
         ),
         "pr.png": figures.pr_figure(labels, probs, sets[main.name]["ap"]),
-        "reliability.png": figures.reliability_figure(labels, logits, temperature),
+        "reliability.png": figures.reliability_figure(labels, logits, temperature, cfg.calibration_bins),
         "p_ai_histogram.png": figures.histogram_figure(labels, probs, threshold),
     }
 

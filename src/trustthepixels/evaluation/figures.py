@@ -78,7 +78,7 @@ def pr_figure(labels: np.ndarray, probs: np.ndarray, ap: float) -> Figure:
     return fig
 
 
-def reliability_figure(labels: np.ndarray, logits: np.ndarray, temperature: float, bins: int = 10) -> Figure:
+def reliability_figure(labels: np.ndarray, logits: np.ndarray, temperature: float, bins: int) -> Figure:
     words = {"xlabel": "mean P(AI) in bin", "ylabel": "share of AI images in bin"}
     fig, ax = new_figure((4.5, 4), "Reliability", **words)
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect")

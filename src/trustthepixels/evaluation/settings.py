@@ -46,6 +46,7 @@ class EvalSettings(DetectorCommandSettings):
     extra_sets: Any = setting("a list of AI/ + Real/ folders, each reported like the test split", [])
     robustness: bool = setting("true (re-score under JPEG, blur and downscaling) or false", True)
     perturbations: Perturbations = setting("{jpeg: [...], blur: [...], downscale: [...]}", Perturbations())
+    # Equal-width bins of P(AI): the ECE's and the reliability diagram's.
     calibration_bins: int = setting("a number of bins, 1 or more", 15, low=1)
     # Resamples of the stratified bootstrap behind every 95% interval, and its seed.
     bootstrap: int = setting(BOOTSTRAP, 2000, low=100)
