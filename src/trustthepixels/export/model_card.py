@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from omegaconf import DictConfig, open_dict
 
 from trustthepixels.data.ingest.published import HF_DATASET
@@ -186,12 +185,21 @@ def datasets(detector: Detector) -> list[str]:
 
 
 def front_matter(detector: Detector, report: dict[str, Any], rule: Threshold) -> str:
-    """The card's YAML header: what the hub indexes (licence, base model, datasets, task) and `model-index`, the
-    test metrics in the format the hub's evaluation results read."""
-    backbone = str(detector.model.hparams.backbone)
+    """The card's YAML header, written by huggingface_hub's ModelCardData: what the hub indexes (licence, base
+    model, datasets, task) and `model-index`, the test metrics as the hub's evaluation results."""
+    from huggingface_hub import EvalResult, ModelCardData
+
     test = report.get("test") or {}
-    metrics = [
-        {"type": kind, "name": name, "value": round(float(test[key]), 4)}
+    names = datasets(detector)
+    where = {
+        "task_type": "image-classification",
+        "task_name": "AI-generated image detection",
+        "dataset_type": (names or ["unknown"])[0],
+        "dataset_name": f"{', '.join(detector.data_roots or {}) or 'its training sources'}: test split",
+        "dataset_split": "test",
+    }
+    results = [
+        EvalResult(**where, metric_type=kind, metric_name=name, metric_value=round(float(test[key]), 4))
         for key, kind, name in (
             ("test/auroc", "roc_auc", "AUROC"),
             ("test/ap", "average_precision", "average precision"),
@@ -200,31 +208,18 @@ def front_matter(detector: Detector, report: dict[str, Any], rule: Threshold) ->
         )
         if key in test
     ]
-    header: dict[str, Any] = {
-        "library_name": "timm",
-        "license": LICENSE,
-        "pipeline_tag": "image-classification",
-        "tags": ["image-classification", "ai-generated-image-detection", "trustthepixels", "timm"],
-    }
-    base = base_model(report, backbone)
-    if base:
-        header["base_model"] = base
-    header["datasets"] = datasets(detector)
-    sources = ", ".join(detector.data_roots or {}) or "its training sources"
-    dataset = {"name": f"{sources}: test split", "type": (header["datasets"] or ["unknown"])[0], "split": "test"}
-    header["model-index"] = [
-        {
-            "name": f"trustthepixels-{backbone}",
-            "results": [
-                {
-                    "task": {"type": "image-classification", "name": "AI-generated image detection"},
-                    "dataset": dataset,
-                    "metrics": metrics,
-                }
-            ],
-        }
-    ]
-    return "---\n" + yaml.safe_dump(header, sort_keys=False, width=120) + "---"
+    backbone = str(detector.model.hparams.backbone)
+    data = ModelCardData(
+        library_name="timm",
+        license=LICENSE,
+        pipeline_tag="image-classification",
+        tags=["image-classification", "ai-generated-image-detection", "trustthepixels", "timm"],
+        base_model=base_model(report, backbone),
+        datasets=names,
+        model_name=f"trustthepixels-{backbone}",
+        eval_results=results or None,
+    )
+    return f"---\n{data.to_yaml()}\n---"
 
 
 def _procedure(report: dict[str, Any], detector: Detector) -> list[str]:
