@@ -1,9 +1,10 @@
-"""The one writer of the markdown tables in every report (report.md, matrix.md, sweep summaries, model cards), and
-of a number with its interval."""
+"""The one writer of the markdown tables in every report (report.md, matrix.md, sweep summaries, model cards), of a
+number with its interval, and of a report's text from its template."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -30,3 +31,12 @@ def with_interval(numbers: Mapping[str, Any], key: str, fmt: str = "{:.3f}", mis
         return missing
     known = low is not None and high is not None and low == low and high == high
     return fmt.format(value) + (f" [{fmt.format(low)}, {fmt.format(high)}]" if known else "")
+
+
+def render(template: Path, **values: Any) -> str:
+    """A report's text: its Jinja template (a `.md` file beside the code that fills it in) with `values`. A block
+    tag's own line leaves no blank line behind."""
+    import jinja2
+
+    options = {"trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True}
+    return jinja2.Template(template.read_text(), undefined=jinja2.StrictUndefined, **options).render(**values)

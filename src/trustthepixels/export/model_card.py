@@ -27,7 +27,7 @@ from trustthepixels.detector.checkpoint import Detector, load_detector
 from trustthepixels.detector.predictions import Threshold, labelled, read_predictions, where_fitted
 from trustthepixels.metric_registry import ABSTENTION, SUMMARY
 from trustthepixels.metrics.selective import abstention_rates
-from trustthepixels.tables import markdown_table, with_interval
+from trustthepixels.tables import markdown_table, render, with_interval
 
 log = logging.getLogger(__name__)
 ABSTENTION_RATES = tuple(m.key for m in ABSTENTION if m.summary)
@@ -184,16 +184,14 @@ def front_matter(detector: Detector, report: dict[str, Any], rule: Threshold) ->
 def model_card(detector: Detector, rule: Threshold) -> str:
     """The card: `model_card.md` filled in from the detector, its run's metrics.json and predictions, and the
     benchmark row it came from."""
-    import jinja2
-
     report = _run_report(detector)
     config = report.get("config", {})
     per_source = report.get("data", {}).get("images_per_source", {}).get("train", {})
     sources = detector.data_roots or {}
     weights = str(config.get("weights"))
     familiar = rule.familiar_min is not None and detector.familiarity is not None
-    template = jinja2.Template(TEMPLATE.read_text(), trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    return template.render(
+    return render(
+        TEMPLATE,
         card_data=front_matter(detector, report, rule),
         backbone=str(detector.model.hparams.backbone),
         warning=detector.weakness(),
