@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 
 from trustthepixels.data.ingest.fingerprint import FileRecord
-from trustthepixels.tables import markdown_table
+from trustthepixels.tables import markdown_table, render
+
+TEMPLATE = Path(__file__).with_name("audit_report.md")  # report.md's text, a Jinja template
 
 
 def plot(by_class: dict[str, list[FileRecord]], qualities: dict[str, list[int]], out_dir: Path) -> list[str]:
@@ -51,69 +53,35 @@ def plot(by_class: dict[str, list[FileRecord]], qualities: dict[str, list[int]],
 
 
 def markdown(report: dict[str, Any], figures: list[str]) -> str:
+    """report.md: `audit_report.md` filled in from the audit (audit.json) and its figures."""
     classes = report["classes"]
     names = list(classes)
-    lines = [f"# Dataset audit: `{report['root']}`", ""]
-    if report["warnings"]:
-        lines += ["## Warnings", ""] + [f"- **{w}**" for w in report["warnings"]] + [""]
-    else:
-        lines += ["No metadata shortcut above the threshold and no duplicate across classes.", ""]
-    rows: list[list[str]] = []
-
-    def row(label: str, fn) -> None:
-        rows.append([label, *(fn(classes[n]) for n in names)])
 
     def q(d: dict[str, float], fmt: str = "{:.0f}") -> str:
         return " / ".join(fmt.format(d[k]) for k in ("p10", "p50", "p90")) if d else "-"
 
-    row("images", lambda c: str(c["images"]))
-    row("formats", lambda c: ", ".join(f"{k} {v}" for k, v in c["formats"].items()))
-    row("modes", lambda c: ", ".join(f"{k} {v}" for k, v in c["modes"].items()))
-    row("width p10 / p50 / p90", lambda c: q(c["width"]))
-    row("height p10 / p50 / p90", lambda c: q(c["height"]))
-    row("kB p10 / p50 / p90", lambda c: q({k: v / 1000 for k, v in c["bytes"].items()}, "{:.1f}"))
-    row("square", lambda c: f"{c['square_share']:.0%}")
-    row("JPEG quality p10 / p50 / p90", lambda c: q(c["jpeg_quality"]))
-    lines += ["## Classes", "", *markdown_table(["", *names], rows)]
+    rows = {
+        "images": lambda c: str(c["images"]),
+        "formats": lambda c: ", ".join(f"{k} {v}" for k, v in c["formats"].items()),
+        "modes": lambda c: ", ".join(f"{k} {v}" for k, v in c["modes"].items()),
+        "width p10 / p50 / p90": lambda c: q(c["width"]),
+        "height p10 / p50 / p90": lambda c: q(c["height"]),
+        "kB p10 / p50 / p90": lambda c: q({k: v / 1000 for k, v in c["bytes"].items()}, "{:.1f}"),
+        "square": lambda c: f"{c['square_share']:.0%}",
+        "JPEG quality p10 / p50 / p90": lambda c: q(c["jpeg_quality"]),
+    }
+    table = markdown_table(["", *names], ([label, *(fn(classes[n]) for n in names)] for label, fn in rows.items()))
     baseline = report["metadata_baseline"]
-    dup = report["duplicates"]
-    lines += [
-        "",
-        f"Skipped (unusable) files: {len(report['skipped'])}"
-        + "".join(f"\n- `{s['file']}`: {s['reason']}" for s in report["skipped"][:20]),
-        "",
-        "## Duplicates",
-        "",
-        f"Near-duplicate rule: pHash distance <= {dup['near_duplicate_rule']['max_phash_distance']} and dHash "
-        f"distance <= {dup['near_duplicate_rule']['max_dhash_distance']}. Groups: {dup['groups']} "
-        f"({dup['images_in_groups']} images), of which {dup['exact_groups']} byte-identical and "
-        f"{dup['cross_class_groups']} across classes. Training keeps each group in one split.",
-        "",
-    ]
-    for group in dup["list"][:15]:
-        lines.append(
-            f"- {'exact' if group['exact'] else 'near'} ({', '.join(group['classes'])}): "
-            + ", ".join(f"`{f}`" for f in group["files"])
-        )
-    lines += [
-        "",
-        "## Metadata-only baseline",
-        "",
-        f"{baseline['model']}, {baseline['folds']}-fold cross-validated balanced accuracy: "
-        f"**{baseline['balanced_accuracy']:.1%}** (± {baseline['balanced_accuracy_std']:.1%}); 50% is chance, "
-        "whatever the class balance.",
-        "",
-    ]
     single = [[k, f"{v:.1%}"] for k, v in baseline["single_feature_accuracy"].items()]
-    lines += markdown_table(["feature", "best single-threshold balanced accuracy"], single)
-    spectral = report["spectral_baseline"]
-    lines += [
-        "",
-        "## Spectrum baseline (Durall et al., 2020)",
-        "",
-        f"{spectral['model']}, {spectral['folds']}-fold cross-validated balanced accuracy: "
-        f"**{spectral['balanced_accuracy']:.1%}** (± {spectral['balanced_accuracy_std']:.1%}). No deep model: if "
-        "this is high, the classes differ in frequency content, and a CNN's score may rest on it.",
-    ]
-    lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
-    return "\n".join(lines)
+    return render(
+        TEMPLATE,
+        root=report["root"],
+        warnings=report["warnings"],
+        classes="\n".join(table),
+        skipped=report["skipped"],
+        dup=report["duplicates"],
+        metadata=baseline,
+        single_features="\n".join(markdown_table(["feature", "best single-threshold balanced accuracy"], single)),
+        spectral=report["spectral_baseline"],
+        figures=figures,
+    )
