@@ -31,11 +31,12 @@ from trustthepixels.detector.predictions import where_fitted
 from trustthepixels.errors import UserError
 from trustthepixels.metrics.calibration import KEY, Calibration, check
 from trustthepixels.metrics.intervals import measured
-from trustthepixels.tables import markdown_table, with_interval
+from trustthepixels.tables import markdown_table, render, with_interval
 
 log = logging.getLogger(__name__)
 WORKS, WEAK = 0.8, 0.6  # the AUROC interval's lower end: above WORKS "works here", at most WEAK "does not work here"
 LEGACY_KEYS = ("val_threshold", "conformal")  # what a calibration record replaces
+TEMPLATE = Path(__file__).with_name("calibration_report.md")  # report.md's text, a Jinja template
 
 
 def verdict_sentence(auroc: float, low: float, high: float) -> str:
@@ -108,7 +109,7 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
-    report = render(result)
+    report = report_markdown(result)
     atomic_write_text(out_dir / "report.md", report)
     log.info("%s\nWritten: %s and %s", "\n".join(_summary_lines(result)), output, out_dir / "report.md")
     return result
@@ -157,38 +158,19 @@ def _summary_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render(result: dict[str, Any]) -> str:
+def report_markdown(result: dict[str, Any]) -> str:
+    """report.md: `calibration_report.md` filled in from metrics.json."""
     cal = result["calibration"]
-    alpha = cal["sets"]["alpha"]
-    lines = [
-        "# Calibration",
-        "",
-        f"- checkpoint: `{result['checkpoint']}`",
-        f"- images: {', '.join(f'{k}: `{v}`' for k, v in result['data_root'].items())} ({result['images']['usable']} "
-        f"usable, {result['images']['unusable']} not)",
-        f"- calibrated checkpoint: `{result['calibrated_checkpoint']}` (same weights, the record below)",
-        "",
-        "## Results",
-        "",
-        *_summary_lines(result),
-        "",
-        f"On images like these, each class's true label is in its prediction set at least {1 - alpha:.0%} of the "
-        f"time (alpha {alpha:g}): confident errors per class should stay at or below {alpha:g}. A detector that cannot"
-        " separate these images answers few of them: that is the record doing its job.",
-        "",
-        "## The record",
-        "",
-        f"- fitted on: {cal['fitted_on']['part']} ({cal['fitted_on']['images']['AI']} AI, "
-        f"{cal['fitted_on']['images']['Real']} Real images, {cal['fitted_on']['date']})",
-        f"- threshold on P(AI): {cal['threshold']:.4f} ({cal['threshold_rule']})",
-        f"- temperature: {cal['temperature']:.3f}" + (f" ({note})" if (note := cal["temperature_note"]) else ""),
-        f"- prediction sets at alpha {alpha:g}: AI when P(AI) >= {_cut(cal['sets']['ai_min_p'])}, Real when P(AI) <= "
-        f"{_cut(cal['sets']['real_max_p'])}",
-        f"- familiarity cutoff: {_familiarity_cutoff(cal)}",
-    ]
-    if result["before"]:
-        lines += ["", f"The checkpoint's own record was fitted on {result['before']}."]
-    return "\n".join(lines) + "\n"
+    return render(
+        TEMPLATE,
+        **{k: result[k] for k in ("checkpoint", "calibrated_checkpoint", "images", "before")},
+        roots=", ".join(f"{k}: `{v}`" for k, v in result["data_root"].items()),
+        summary="\n".join(_summary_lines(result)),
+        alpha=cal["sets"]["alpha"],
+        cal=cal,
+        cut=_cut,
+        familiarity_cutoff=_familiarity_cutoff(cal),
+    )
 
 
 def _familiarity_cutoff(cal: dict[str, Any]) -> str:
