@@ -2,77 +2,45 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from trustthepixels.metric_registry import ABSTENTION, report_rows
 from trustthepixels.metrics.intervals import too_small_to_rank
-from trustthepixels.tables import markdown_table, text_table, with_interval
+from trustthepixels.tables import markdown_table, render, text_table, with_interval
 
 ROWS = report_rows()
+TEMPLATE = Path(__file__).with_name("eval_report.md")  # report.md's text, a Jinja template
 ABSTENTION_ROWS = [(m.label, f"abstain/{m.key}", m.fmt) for m in ABSTENTION]
 
 
 def render_report(result: dict[str, Any], figures: list[str]) -> str:
+    """report.md: `eval_report.md` filled in from metrics.json and the figures' file names."""
     sets = result["sets"]
-    names = list(sets)
-    cal = result["calibration"]
-    lines = [
-        "# Evaluation",
-        "",
-        f"- checkpoint: `{result['checkpoint']}`",
-        f"- model: `{result['model']}` at {result['input_size']} px; trained on {_sources(result['trained_on'])}",
-        f"- threshold on P(AI): **{cal['threshold']:.3f}**"
-        + (f" ({cal['threshold_source']})" if cal.get("threshold_source") else ""),
-        f"- temperature: **{cal['temperature']:.3f}**"
-        + (f" (not fitted: {cal['temperature_note']})" if cal.get("temperature_note") else ""),
-        "",
-        "## Metrics",
-        "",
-        *_table(sets, ROWS),
-    ]
-    if any("abstain/coverage" in sets[n] for n in names):
-        lines += [
-            "",
-            "## Abstention",
-            "",
-            "The verdict rule of the calibration record: `uncertain` where its prediction set holds both classes, "
-            "`unfamiliar` where the image is unlike the calibration images. Confident errors are wrong verdicts "
-            "among all images; accuracy on answered counts the `AI` and `Real` verdicts only.",
-            "",
-            *_table(sets, ABSTENTION_ROWS),
-        ]
-    skipped = {n: s for n, s in result["skipped"].items() if s}
-    if skipped:
-        lines += ["", "Unreadable files left out: " + ", ".join(f"{n}: {len(s)}" for n, s in skipped.items())]
+    robustness = ""
     if result.get("robustness"):
-        lines += [
-            "",
-            f"## Robustness ({result['robustness_set']}; the same perturbation applied to both classes)",
-            "",
-        ]
         keys = ("auroc", "acc", "acc_at_threshold", "balanced_acc_at_threshold")
         header = "perturbation|strength|AUROC|accuracy @ 0.5|accuracy @ threshold|balanced accuracy @ threshold"
         rows = ([r["perturbation"], r["strength"], *(with_interval(r, k) for k in keys)] for r in result["robustness"])
-        lines += markdown_table(header.split("|"), rows)
-    if figures:
-        lines += ["", "## Figures", ""]
-        lines += [f"![{f}]({f})" for f in figures]
-    lines += [
-        "",
-        "Brackets hold 95% intervals: exact binomial (Clopper-Pearson) for accuracies, a stratified bootstrap over "
-        f"images ({result['bootstrap_resamples']} resamples) for the rest. Two models whose intervals overlap may not "
-        "differ at all: `python compare.py` tests the difference on the same images.",
-    ]
-    for name, metrics in sets.items():
-        warning = too_small_to_rank(
-            int(metrics["images"]),
-            metrics.get("auroc_lo", 0.0),
-            metrics.get("auroc_hi", 0.0),
-            bool(metrics.get("auroc_separated")),
-        )
-        if warning:
-            lines += ["", f"**{name}**: {warning}"]
-    return "\n".join([*lines, ""])
+        robustness = "\n".join(markdown_table(header.split("|"), rows))
+    warnings = []
+    for name, m in sets.items():
+        low, high, separated = m.get("auroc_lo", 0.0), m.get("auroc_hi", 0.0), bool(m.get("auroc_separated"))
+        if warning := too_small_to_rank(int(m["images"]), low, high, separated):
+            warnings.append(f"**{name}**: {warning}")
+    abstains = any("abstain/coverage" in m for m in sets.values())
+    return render(
+        TEMPLATE,
+        **{k: result[k] for k in ("checkpoint", "model", "input_size", "robustness_set", "bootstrap_resamples")},
+        trained_on=_sources(result["trained_on"]),
+        cal=result["calibration"],
+        metrics="\n".join(_table(sets, ROWS)),
+        abstention="\n".join(_table(sets, ABSTENTION_ROWS)) if abstains else "",
+        skipped=", ".join(f"{n}: {len(s)}" for n, s in result["skipped"].items() if s),
+        robustness=robustness,
+        figures=figures,
+        warnings=warnings,
+    )
 
 
 def terminal_table(result: dict[str, Any], out_dir: str) -> str:
