@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import graphlib
 
+import pytest
+
 from .conftest import REPO
 
 SRC = REPO / "src"
@@ -157,3 +159,16 @@ def test_parts_built_from_python_take_the_defaults_train_py_composes(make_cfg):
     assert [*(real_split[k] for k in ("split", "calibration_share", "near_duplicates")), part.seed] == [
         cfg["data"][k] for k in ("split", "calibration_share", "near_duplicates", "seed")
     ]
+
+
+def test_a_report_template_leaves_no_line_for_its_tags_and_refuses_a_name_it_is_not_given(tmp_path):
+    import jinja2
+
+    from trustthepixels.tables import render
+
+    template = tmp_path / "report.md"
+    template.write_text("# Report\n{% if shown %}\n{{ value }}\n{% endif %}\nend\n")
+    assert render(template, shown=True, value=3) == "# Report\n3\nend\n"
+    assert render(template, shown=False) == "# Report\nend\n"
+    with pytest.raises(jinja2.UndefinedError):
+        render(template, shown=True)
