@@ -189,7 +189,11 @@ def model_card(detector: Detector, rule: Threshold) -> str:
     per_source = report.get("data", {}).get("images_per_source", {}).get("train", {})
     sources = detector.data_roots or {}
     weights = str(config.get("weights"))
-    familiar = rule.familiar_min is not None and detector.familiarity is not None
+    familiarity = None  # the familiarity score behind `unfamiliar` verdicts, when the rule gives them
+    if rule.familiar_min is not None and detector.familiarity is not None:
+        f, record = detector.familiarity, detector.calibration
+        familiarity = {"layers": f.layers, "n_train": f.n_train, "quantile": record.familiar_quantile}
+        familiarity["reference"] = len(record.reference)
     return render(
         TEMPLATE,
         card_data=front_matter(detector, report, rule),
@@ -209,13 +213,7 @@ def model_card(detector: Detector, rule: Threshold) -> str:
         metrics_table=_metrics_table(detector, report),
         calibrated_on=where_fitted(detector.calibration),
         rule=rule,
-        familiarity=familiar
-        and {
-            "layers": detector.familiarity.layers,
-            "n_train": detector.familiarity.n_train,
-            "quantile": detector.calibration.familiar_quantile,
-            "reference": len(detector.calibration.reference),
-        },
+        familiarity=familiarity,
         rates=_test_rates(detector),
         row=_benchmark_row(detector),
     )
