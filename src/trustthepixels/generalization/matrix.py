@@ -27,9 +27,10 @@ from trustthepixels.detector.predictions import read_predictions
 from trustthepixels.generalization.rows import ABSTENTION, LEAVE_OUT, PREDICTIONS_FILE, ROW_FILE
 from trustthepixels.metrics.intervals import clopper_pearson
 from trustthepixels.metrics.paired_tests import delong
-from trustthepixels.tables import markdown_table, with_interval
+from trustthepixels.tables import markdown_table, render, with_interval
 
 log = logging.getLogger(__name__)
+TEMPLATE = Path(__file__).with_name("matrix_report.md")  # matrix.md's text, a Jinja template
 
 
 def read_rows(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -72,20 +73,11 @@ def summary_line(found: list[dict[str, Any]]) -> str:
     return line
 
 
-def promise_table(found: list[dict[str, Any]]) -> list[str]:
+def promise_table(found: list[dict[str, Any]]) -> str:
     """Per row and class, on its own (in-source) test split: the share of images whose prediction set holds their
-    label, against the binomial band of 1 - alpha for that many images."""
+    label, against the binomial band of 1 - alpha for that many images ("" without abstention)."""
     rows = [
         (row["train_on"], name, c["promise"]) for row in found for name, c in row["cells"].items() if "promise" in c
-    ]
-    if not rows:
-        return []
-    lines = [
-        "## The promise on each row's own test split",
-        "",
-        "Share of test images whose prediction set holds their true label (exact 95% interval), against the range",
-        "1 - alpha allows for that many images (binomial, 95%); holds: at or above the band's low end.",
-        "",
     ]
     table = []
     for row, column, promise in rows:
@@ -96,12 +88,12 @@ def promise_table(found: list[dict[str, Any]]) -> list[str]:
             band = f"[{low:.3f}, {high:.3f}]"
             table.append([row, column, name, r["images"], with_interval(r, "set_coverage"), band, within])
     header = ["trained on", "tested on", "class", "images", "set coverage", "1 - alpha band", "holds"]
-    return [*lines, *markdown_table(header, table), ""]
+    return "\n".join(markdown_table(header, table)) if table else ""
 
 
-def recalibration_table(found: list[dict[str, Any]]) -> list[str]:
+def recalibration_table(found: list[dict[str, Any]]) -> dict[str, str] | None:
     """benchmark.py recalibrate=true: per out-of-source cell and class, the row's own record and the record fitted on
-    half of the cell, both checked on the other half; then the pooled confident-error rate per class."""
+    half of the cell, both checked on the other half (`table`); the pooled confident-error rate per class (`pooled`)."""
     cells = [
         (row["train_on"], name, c["recalibrated"])
         for row in found
@@ -109,15 +101,7 @@ def recalibration_table(found: list[dict[str, Any]]) -> list[str]:
         if "recalibrated" in c
     ]
     if not cells:
-        return []
-
-    lines = [
-        "## Recalibrated on each out-of-source cell",
-        "",
-        "Each row's detector recalibrated on a seeded half of the cell (per class) and checked on the other half,",
-        "beside its own record on that half. 95% exact intervals. A cell it cannot separate should answer little.",
-        "",
-    ]
+        return None
     header = "trained on | tested on | class | images | before: coverage | before: confident errors | after: coverage"
     header += " | after: accuracy on answered | after: confident errors"
     table = []
@@ -133,12 +117,11 @@ def recalibration_table(found: list[dict[str, Any]]) -> list[str]:
             rates = [with_interval(before, k, "{:.2f}") for k in ("coverage", "confident_errors")]
             rates += [with_interval(after, k, "{:.2f}") for k in ("coverage", "accuracy_answered", "confident_errors")]
             table.append([row, column, name, after["images"], *rates])
-    lines += markdown_table(header.split(" | "), table)
     summary = []
     for name, (wrong, images) in pooled.items():
         low, high = clopper_pearson(wrong, images)
         summary.append(f"{name} {wrong / max(1, images):.3f} [{low:.3f}, {high:.3f}] ({images} images)")
-    return [*lines, "", "Pooled confident-error rate after recalibration: " + "; ".join(summary), ""]
+    return {"table": "\n".join(markdown_table(header.split(" | "), table)), "pooled": "; ".join(summary)}
 
 
 def _scores(row: dict[str, Any]) -> dict[str, dict[str, tuple[int, float]]]:
@@ -163,22 +146,16 @@ def _paired(a: dict, b: dict) -> dict | None:
 
 def comparison_tables(
     found: list[dict[str, Any]], baseline: str | None, focus: Sequence[str], generators: Mapping[str, str]
-) -> list[str]:
-    """Each row against the `baseline` row on the same images: DeLong's paired test per column, the mean of the
-    differences over the `focus` columns (independent image sets: their variances add), and, for the sources in
-    `generators` (a provenance CSV: out -> source_file, named <generator>_...), one cell per generator: its AI
-    images against all the source's real ones."""
+) -> dict[str, Any] | None:
+    """Each row against the `baseline` row on the same images (`table`): DeLong's paired test per column, the mean of
+    the differences over the `focus` columns (independent image sets: their variances add), and, for the sources in
+    `generators` (a provenance CSV: out -> source_file, named <generator>_...), one table per source (`generators`)
+    with a cell per generator: its AI images against all the source's real ones."""
     names = [r["train_on"] for r in found]
     if not baseline or baseline not in names or len(found) < 2:
-        return []
+        return None
     scores = {r["train_on"]: _scores(r) for r in found}
     base = scores[baseline]
-    lines = [
-        f"## Paired against {baseline}",
-        "",
-        f"AUROC difference (row - {baseline}) on the same images, DeLong's paired test: [95% interval], p.",
-        "",
-    ]
     table = []
     for name in names:
         if name == baseline:
@@ -199,19 +176,13 @@ def comparison_tables(
             p = float(2 * stats.norm.sf(abs(value / se))) if se > 0 else float(value == 0)
             mean = f"{value:+.3f} [{value - 1.96 * se:+.3f}, {value + 1.96 * se:+.3f}], p = {p:.2g}"
         table.append([name, *cells, mean])
-    lines += [*markdown_table(["trained on", *found[0]["cells"], f"mean of {', '.join(focus)}"], table), ""]
+    paired = markdown_table(["trained on", *found[0]["cells"], f"mean of {', '.join(focus)}"], table)
+    per_generator = {}
     for column, provenance in generators.items():
         if column not in found[0]["cells"]:
             continue
         family = _generators(Path(provenance))
         present = sorted({family[k] for k in base.get(column, {}) if k in family and base[column][k][0] == 1})
-        lines += [
-            f"## {column} per generator",
-            "",
-            f"AUROC of each generator's AI images against all of {column}'s real images [95% DeLong interval]; "
-            f"beside it, the difference from {baseline} on the same images (paired), p.",
-            "",
-        ]
         table = []
         for name in names:
             cells = []
@@ -227,8 +198,8 @@ def comparison_tables(
                 cells.append(text)
             table.append([name, *cells])
         counts = [f"{g} ({sum(family.get(k) == g for k in base[column])})" for g in present]
-        lines += [*markdown_table(["trained on", *counts], table), ""]
-    return lines
+        per_generator[column] = "\n".join(markdown_table(["trained on", *counts], table))
+    return {"table": "\n".join(paired), "generators": per_generator}
 
 
 def _generators(provenance: Path) -> dict[str, str]:
@@ -264,16 +235,6 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]], comparison
         for column in columns:
             writer.writerow([row["train_on"], column, *(row["cells"][column].get(k, "") for k in fields)])
     atomic_write_text(sweep_dir / "matrix.csv", text.getvalue())
-    line = summary_line(found)
-    lines = [
-        f"# Generalization matrix: {found[0]['model']}",
-        "",
-        "Rows: trained on; columns: tested on. AUROC [95% interval] and accuracy at the row's validation threshold;",
-        "**bold**: in-source (the row trained on that source). Test-only sources are scored on all their images.",
-        "With abstention: answered = share of images given a definite verdict, wrong = share given a wrong one;",
-        "familiarity AUROC: how well the familiarity score tells that source's images from the row's own test split.",
-        "",
-    ]
     table = []
     for row in found:
         cells = []
@@ -286,13 +247,19 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]], comparison
                 text += f"<br>familiarity AUROC {c['familiarity_auroc']:.2f}"
             cells.append(f"**{text}**" if c["in_source"] else text)
         table.append([row["train_on"], *cells])
-    lines += markdown_table(["trained on", *(f"{c} ({found[0]['cells'][c]['images']})" for c in columns)], table)
-    lines += ["", line, ""]
+    header = ["trained on", *(f"{c} ({found[0]['cells'][c]['images']})" for c in columns)]
     c = comparison
-    lines += comparison_tables(found, c.get("baseline"), c.get("focus") or [], c.get("generators") or {})
-    lines += promise_table(found)
-    lines += recalibration_table(found)
-    atomic_write_text(sweep_dir / "matrix.md", "\n".join(lines))
+    text = render(
+        TEMPLATE,
+        model=found[0]["model"],
+        matrix="\n".join(markdown_table(header, table)),
+        summary=summary_line(found),
+        baseline=c.get("baseline"),
+        paired=comparison_tables(found, c.get("baseline"), c.get("focus") or [], c.get("generators") or {}),
+        promise=promise_table(found),
+        recalibrated=recalibration_table(found),
+    )
+    atomic_write_text(sweep_dir / "matrix.md", text)
     figure = _heatmap(found, columns)
     import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
@@ -302,7 +269,7 @@ def _write_matrix_files(sweep_dir: Path, found: list[dict[str, Any]], comparison
     os.replace(partial, sweep_dir / "matrix.png")
     with SummaryWriter(str(sweep_dir / "tensorboard")) as tensorboard:
         tensorboard.add_figure("benchmark/matrix", figure)
-        tensorboard.add_text("benchmark/matrix", "\n".join(lines))
+        tensorboard.add_text("benchmark/matrix", text)
     plt.close(figure)
 
 
