@@ -29,9 +29,10 @@ from trustthepixels.errors import UserError
 from trustthepixels.evaluation.figures import ROC_AXES, new_figure
 from trustthepixels.metrics.core import core_metrics, sigmoid
 from trustthepixels.metrics.paired_tests import ALPHA, delong, holm, mcnemar, paired_bootstrap
-from trustthepixels.tables import markdown_table
+from trustthepixels.tables import markdown_table, render
 
 log = logging.getLogger(__name__)
+TEMPLATE = Path(__file__).with_name("compare_report.md")  # report.md's text, a Jinja template
 
 
 Key = tuple[str, str]  # (source, path inside it): how every predictions file names an image
@@ -196,12 +197,10 @@ def _roc_figure(labels: np.ndarray, logits: dict[str, np.ndarray], single: dict[
 
 
 def _markdown(result: dict[str, Any]) -> str:
-    lines = [f"# Comparison on the same {result['images']} images", ""]
-    lines += [f"- {pair['sentence']}" for pair in result["pairs"]]
+    """report.md: `compare_report.md` filled in from comparison.json."""
     models = [
         [name, f"{m['auroc']:.3f}", f"{m['acc']:.3f}", f"{m['loss']:.3f}"] for name, m in result["models"].items()
     ]
-    lines += ["", *markdown_table(["model", "AUROC", "accuracy @ 0.5", "log loss"], models), ""]
     several = len(result["pairs"]) > 1
     holm = lambda t: f" (Holm {t['p_holm']:.3g})" if several else ""  # noqa: E731
     header = (
@@ -215,19 +214,10 @@ def _markdown(result: dict[str, Any]) -> str:
         bootstrap = [f"[{b['low']:+.3f}, {b['high']:+.3f}]", f"{b['p']:.3g}"]
         mcnemar = [f"{mc['only_a_right']} / {mc['only_b_right']}", f"{mc['p']:.3g}{holm(mc)}"]
         rows.append([pair["a"], pair["b"], *delong, *bootstrap, *mcnemar])
-    lines += markdown_table(header.split(" | "), rows)
-    lines += [
-        "",
-        "McNemar compares accuracy at each model's own threshold (from its predictions file, or its calibration "
-        "record's for a checkpoint; 0.5 otherwise)."
-        + (
-            f" With {len(result['pairs'])} pairs judged at once, verdicts use Holm-adjusted p-values (in brackets), "
-            "so the chance of any false difference stays at most 5%."
-            if several
-            else ""
-        ),
-        "",
-        "![ROC curves](roc.png)",
-        "",
-    ]
-    return "\n".join(lines)
+    return render(
+        TEMPLATE,
+        images=result["images"],
+        pairs=result["pairs"],
+        models="\n".join(markdown_table(["model", "AUROC", "accuracy @ 0.5", "log loss"], models)),
+        tests="\n".join(markdown_table(header.split(" | "), rows)),
+    )
