@@ -27,10 +27,11 @@ from omegaconf import DictConfig
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.detector.predictions import Prediction, labelled, read_predictions, write_predictions
 from trustthepixels.metric_registry import SUMMARY, metric_mode
-from trustthepixels.tables import markdown_table, with_interval
+from trustthepixels.tables import markdown_table, render, with_interval
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "job_error.txt"
+TEMPLATE = Path(__file__).with_name("sweep_summary.md")  # summary.md's text, a Jinja template
 COLUMNS = ("val/auroc", "val/acc", "test/auroc", "test/acc")
 
 
@@ -75,52 +76,44 @@ def _spread(values: list[float]) -> str:
     return f"{array.mean():.4f} ± {sd:.4f} (min {array.min():.4f}, max {array.max():.4f})"
 
 
-def seed_section(rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
-    """Jobs that differ only by `seed`: mean ± standard deviation (and range) per configuration."""
+def seed_section(rows: list[dict[str, Any]], metrics: list[str]) -> str:
+    """Jobs that differ only by `seed`: mean ± standard deviation (and range) per configuration ("" if none)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         if row["status"] == "completed" and any(o.startswith("seed=") for o in row["overrides"].split()):
             groups.setdefault(_without(row["overrides"], ("seed=",)), []).append(row)
-    groups = {k: v for k, v in groups.items() if len(v) > 1}
-    if not groups:
-        return []
-    lines = ["", "## Seeds", "", "Jobs that differ only by `seed`: mean ± sd over seeds (min, max).", ""]
-    table = []
-    for config, members in groups.items():
-        table.append([f"`{config or '(defaults)'}`", len(members), *(_spread(_values(members, c)) for c in metrics)])
-    return lines + markdown_table(["configuration", "seeds", *metrics], table)
+    table = [
+        [f"`{config or '(defaults)'}`", len(members), *(_spread(_values(members, c)) for c in metrics)]
+        for config, members in groups.items()
+        if len(members) > 1
+    ]
+    return "\n".join(markdown_table(["configuration", "seeds", *metrics], table)) if table else ""
 
 
-def cross_validation_section(sweep_dir: Path, rows: list[dict[str, Any]], metrics: list[str]) -> list[str]:
-    """Jobs that differ only by `data.fold`: per-fold metrics, mean ± sd, and the pooled out-of-fold metrics
-    with their intervals, from every fold's test predictions (written to oof_predictions*.csv)."""
+def cross_validation_section(sweep_dir: Path, rows: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:
+    """Jobs that differ only by `data.fold`, per configuration: per-fold metrics, mean ± sd, and the pooled
+    out-of-fold metrics with their intervals, from every fold's test predictions (written to oof_predictions*.csv)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         if any(o.startswith("data.fold=") for o in row["overrides"].split()):
             groups.setdefault(_without(row["overrides"], ("data.fold=",)), []).append(row)
-    if not groups:
-        return []
-    lines = ["", "## Cross-validation"]
+    sections = []
     for i, (config, members) in enumerate(sorted(groups.items())):
         members = sorted(members, key=lambda r: int(_override(r["overrides"], "data.fold") or 0))
         done = [m for m in members if m["status"] == "completed"]
         name = "oof_predictions.csv" if len(groups) == 1 else f"oof_predictions_{i}.csv"
-        lines += ["", f"`{config or '(defaults)'}`: {len(done)} of {len(members)} folds completed", ""]
         table = [[_override(m["overrides"], "data.fold"), *(_cell(m, c) for c in metrics)] for m in members]
         if done:
             table.append(["mean ± sd", *(_spread(_values(done, c)) for c in metrics)])
-        lines += markdown_table(["fold", *metrics], table)
+        section = {"config": config or "(defaults)", "done": len(done), "folds": len(members), "file": name}
+        section |= {"table": "\n".join(markdown_table(["fold", *metrics], table)), "pooled": ""}
         pooled = _pool_out_of_fold(done, sweep_dir / name)
         if pooled and len(done) == len(members):
-            lines += [
-                "",
-                f"Pooled out-of-fold ({int(pooled['images'])} images, each scored once by the model that did not "
-                f"train on it; `{name}`):",
-                "",
-            ]
+            section["images"] = int(pooled["images"])
             table = [[key, _cell(pooled, key)] for key in SUMMARY]
-            lines += markdown_table(["metric", "value [95% interval]"], table)
-    return lines
+            section["pooled"] = "\n".join(markdown_table(["metric", "value [95% interval]"], table))
+        sections.append(section)
+    return sections
 
 
 def _values(rows: list[dict[str, Any]], metric: str) -> list[float]:
@@ -188,20 +181,17 @@ def write_summary(sweep_dir: Path, optimized_metric: str, final: bool = False) -
         common = set.intersection(*(set(r["overrides"].split()) for r in rows)) if rows else set()
         shown = [{**r, "overrides": " ".join(o for o in r["overrides"].split() if o not in common)} for r in rows]
         shown_columns = ["job", "status", "overrides", *metric_columns]
-        lines = [
-            f"# Sweep summary ({len(rows)} jobs, sorted by {optimized_metric})",
-            "",
-            f"Common to all jobs: `{' '.join(sorted(common))}`" if common else "",
-            "",
-            "Brackets hold 95% intervals over the split's images (see metrics.json).",
-            "",
-            *markdown_table(shown_columns, [[_cell(row, c) for c in shown_columns] for row in shown]),
-        ]
-        lines += seed_section(rows, metric_columns) + cross_validation_section(sweep_dir, rows, metric_columns)
-        failed = [r for r in rows if r["status"] == "failed"]
-        if failed:
-            lines += ["", "Failed jobs:"] + [f"- job {r['job']} ({r['overrides']}): {r['error']}" for r in failed]
-        atomic_write_text(sweep_dir / "summary.md", "\n".join(lines) + "\n")
+        text = render(
+            TEMPLATE,
+            jobs=len(rows),
+            metric=optimized_metric,
+            common=" ".join(sorted(common)),
+            table="\n".join(markdown_table(shown_columns, [[_cell(row, c) for c in shown_columns] for row in shown])),
+            seeds=seed_section(rows, metric_columns),
+            folds=cross_validation_section(sweep_dir, rows, metric_columns),
+            failed=[r for r in rows if r["status"] == "failed"],
+        )
+        atomic_write_text(sweep_dir / "summary.md", text)
     return rows
 
 
