@@ -145,6 +145,7 @@ def _summary_lines(result: dict[str, Any]) -> list[str]:
         f"on {m['images']} images",
         "",
         f"Checked on the other half ({result['images']['checking_half']} images), 95% intervals:",
+        "",
     ]
     rows = []
     for name, rates in result["checks"].items():
