@@ -83,8 +83,12 @@ def test_perturbations_treat_both_classes_identically(tmp_path):
     assert chosen[-1](torch.zeros(3, 80, 120, dtype=torch.uint8)).shape == (3, 20, 30)  # downscale x0.25
 
 
-def test_eval_on_a_trained_checkpoint(trained_checkpoint, tmp_path):
+def test_eval_on_a_trained_checkpoint(trained_checkpoint, tmp_path, monkeypatch):
+    from trustthepixels.evaluation import figures as drawing
+
     extra = write_image_folder(tmp_path / "other-source", per_class=8, size=40)
+    reliability, bins_drawn = drawing.reliability_figure, []
+    monkeypatch.setattr(drawing, "reliability_figure", lambda *a: bins_drawn.append(a[3]) or reliability(*a))
     cfg = compose_cfg(
         [
             f"ckpt_path={trained_checkpoint}",
@@ -94,11 +98,13 @@ def test_eval_on_a_trained_checkpoint(trained_checkpoint, tmp_path):
             "perturbations.blur=[2]",
             "perturbations.downscale=[0.5]",
             "bootstrap=500",
+            "calibration_bins=7",
         ],
         tmp_path,
         config_name="eval",
     )
     result = evaluate(cfg)
+    assert bins_drawn == [7]  # the reliability diagram bins P(AI) as the ECE does (it had 10 bins of its own)
     out = tmp_path / "run"
     assert set(result["sets"]) == {"test", "other-source"}
 

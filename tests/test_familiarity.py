@@ -173,6 +173,7 @@ def test_hf_export_loads_in_timm_and_its_onnx_returns_the_familiarity(trained_ch
     assert not list(folder.glob("*.onnx.data"))
     assert "| auroc |" in card and "`unfamiliar`" in card and "On its test split" in card
     assert Preprocessing.from_data_config(detector.data_config).describe() in card
+    assert "`python train.py` (TrustThePixels)" in card  # a run without overrides (it printed a trailing space)
 
 
 def test_every_checkpoint_train_leaves_decides_at_once_and_an_uncalibrated_one_is_refused(trained_checkpoint, tmp_path):
