@@ -13,8 +13,9 @@ import argparse
 import time
 
 import numpy as np
+from baselines import all_pairs
 
-from trustthepixels.data.audit.dedup import all_pairs, near_pairs
+from trustthepixels.data.audit.dedup import near_pairs
 
 
 def hashes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

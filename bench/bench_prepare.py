@@ -72,9 +72,9 @@ def main() -> None:
     os.environ["HF_DATASETS_CACHE"] = str(work / "hf-cache")  # keep the Arrow cache with the benchmark data
 
     import datasets
+    from baselines import original_reduction
 
     from trustthepixels.data.ingest.prepare import prepare_from_hf
-    from trustthepixels.data.ingest.reference import original_reduction
 
     source = work / "source"
     if not (source / "data").is_dir():

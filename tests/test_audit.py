@@ -133,7 +133,8 @@ def test_scan_reads_the_cache_instead_of_decoding(tmp_path, monkeypatch):
 def test_multi_index_search_finds_exactly_the_all_pairs_answer():
     """Pigeonhole on pHash blocks misses no pair: the same pairs as comparing all of them, on random hashes,
     planted near-copies at every distance up to the limits and one beyond, chains and exact copies."""
-    from trustthepixels.data.audit.dedup import all_pairs, near_pairs
+    from bench.baselines import all_pairs
+    from trustthepixels.data.audit.dedup import near_pairs
 
     rng = np.random.default_rng(11)
     n = 3000

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.baselines import original_reduction
 from trustthepixels.data.ingest.archive import UnsafeArchiveError
 from trustthepixels.data.ingest.download import DownloadError
 from trustthepixels.data.ingest.prepare import atomic_output_dir, prepare_from_hf, prepare_from_release, select_rows
-from trustthepixels.data.ingest.reference import original_reduction
 from trustthepixels.data.ingest.scan import DatasetLayoutError
 from trustthepixels.data.loading.datamodule import ImageFolderDataModule
 

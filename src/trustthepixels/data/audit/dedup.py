@@ -7,7 +7,7 @@ Finding the pairs is multi-index hashing (Norouzi, Punjani & Fleet, 2012): cut t
 `max_phash + 1` disjoint blocks. Two hashes within distance `max_phash` differ in at most that many bits, so by the
 pigeonhole principle they agree exactly on at least one block: only images that share a block value are compared
 (vectorised XOR + popcount on both hashes). That finds exactly the pairs the all-pairs comparison finds, with
-about n^2 / 2^block_bits comparisons instead of n^2 (`bench/bench_dedup.py`).
+about n^2 / 2^block_bits comparisons instead of n^2 (`bench/bench_dedup.py` times both).
 """
 
 from __future__ import annotations
@@ -27,19 +27,6 @@ def _as_uint64(hex_hashes: Sequence[str]) -> np.ndarray:
     return np.array([int(h, 16) for h in hex_hashes], dtype=np.uint64)
 
 
-def all_pairs(phash: np.ndarray, dhash: np.ndarray, max_phash: int, max_dhash: int, chunk: int = 1024) -> np.ndarray:
-    """Every (i, j), i < j, within both distances, comparing all pairs: the reference, quadratic in n."""
-    n, found = len(phash), []
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        dp = np.bitwise_count(phash[start:stop, None] ^ phash[None, :])
-        dd = np.bitwise_count(dhash[start:stop, None] ^ dhash[None, :])
-        rows, cols = np.nonzero((dp <= max_phash) & (dd <= max_dhash))
-        rows += start
-        found.append(np.stack([rows, cols], axis=1)[rows < cols])
-    return np.concatenate(found) if found else np.zeros((0, 2), dtype=np.int64)
-
-
 def _blocks(bits: int, parts: int) -> list[tuple[int, int]]:
     """(shift, width) of `parts` disjoint blocks covering `bits` bits, as even as possible."""
     widths = [bits // parts + (k < bits % parts) for k in range(parts)]
@@ -50,7 +37,8 @@ def _blocks(bits: int, parts: int) -> list[tuple[int, int]]:
 def near_pairs(
     phash: np.ndarray, dhash: np.ndarray, max_phash: int, max_dhash: int, budget: int = 1 << 22
 ) -> np.ndarray:
-    """The same pairs as `all_pairs` (sorted, unique), by multi-index hashing over pHash blocks."""
+    """Every (i, j), i < j, within both distances (sorted, unique), by multi-index hashing over pHash blocks:
+    exactly the pairs an all-pairs comparison finds (`bench/baselines.py`)."""
     n = len(phash)
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)

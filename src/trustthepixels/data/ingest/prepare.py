@@ -118,9 +118,9 @@ def read_labels(ds, label_column: str) -> list[int]:
 
 
 def prepare_from_hf(out: Path, /, **settings: Any) -> dict[str, Any]:
-    """Same selection, names and pixels as `reference.original_reduction`, decoding only the chosen rows. `settings`
-    are prepare_data's (`PrepareSettings`: dataset, split, per_class, seed, the label and image columns, the two label
-    names, overwrite, workers); the ones left out take their defaults."""
+    """Same selection, names and pixels as the original script (`bench/baselines.py`), decoding only the chosen
+    rows. `settings` are prepare_data's (`PrepareSettings`: dataset, split, per_class, seed, the label and image
+    columns, the two label names, overwrite, workers); the ones left out take their defaults."""
     import datasets
 
     s = validated(PrepareSettings, settings, "")
