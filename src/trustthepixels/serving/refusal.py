@@ -85,8 +85,8 @@ def connection_bound(max_connections: int) -> int:
     """`serve.max_connections`, lowered to half of what the process's file limit (`ulimit -n`) leaves after
     `RESERVED_FDS`: past the limit accept() fails and the server can answer no one, and in a burst sockets get their
     descriptors before the bound can shed older ones (asyncio accepts up to `BACKLOG` at a time, several times before
-    their protocols start, and a closed socket's descriptor is freed a loop iteration later). Measured with 1,500
-    connections opened at once under a limit of 1,024: the bound at 768 let accept() fail once, at 480 never."""
+    their protocols start, and a closed socket's descriptor is freed a loop iteration later; docs/serving.md has the
+    measurement behind "half")."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return max_connections

@@ -89,10 +89,9 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def return_freed_memory() -> None:
-    """Make glibc hand a large freed buffer back to the system at once. Decoding a 24-megapixel image takes about
-    230 MB in a thread; with glibc's default (a threshold that rises to 32 MB after the first large free, and an
-    arena per thread) freed images stay in the threads' arenas: 2 decodes at a time of 24 MP TIFFs and PNGs from 16
-    threads held 1.8 GB, against 0.46 GB with the threshold fixed at 1 MiB (bench/bench_serve.py --hostile)."""
+    """Make glibc hand a large freed buffer back to the system at once: with its default (a threshold that rises to
+    32 MB after the first large free, and an arena per thread) decoded images stay in the decoding threads' arenas
+    (docs/serving.md, measured with bench/bench_serve.py --hostile)."""
     import ctypes
     import platform
 
