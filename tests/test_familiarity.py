@@ -252,9 +252,12 @@ def test_the_familiarity_fit_keeps_only_the_block_it_reads_on_the_trainers_devic
 
 
 @pytest.mark.slow
-def test_the_cards_python_scores_a_native_pixel_detector_as_the_detector_does(trained_checkpoint, tmp_path):
-    """data.resize=none: the card's snippet crops and never resizes (timm's transform would), and gives the detector's
-    own P(AI)."""
+@pytest.mark.parametrize("resize", ["shorter", "none"])
+def test_the_cards_python_scores_images_as_the_detector_does(trained_checkpoint, tmp_path, resize):
+    """The card's snippet runs the detector's own evaluation steps (uint8 tensors, antialiased resize, not timm's PIL
+    transform; data.resize=none: a crop, never a resize): the same model input, to the pixel, and the same P(AI), for
+    an image larger and one smaller than the input. (The draft decoding of large JPEGs is the one step it leaves out,
+    and the card says so.)"""
     from PIL import Image
 
     from trustthepixels.detector.checkpoint import DATAMODULE_KEY, load_detector, read_checkpoint, save_checkpoint
@@ -262,24 +265,34 @@ def test_the_cards_python_scores_a_native_pixel_detector_as_the_detector_does(tr
     from .test_combinations import command, ok
 
     checkpoint = read_checkpoint(trained_checkpoint)
-    checkpoint[DATAMODULE_KEY]["data_config"]["resize"] = "none"
-    native = tmp_path / "run" / "checkpoints" / "native.ckpt"
-    save_checkpoint(checkpoint, native)
+    checkpoint[DATAMODULE_KEY]["data_config"]["resize"] = resize
+    detector_file = tmp_path / "run" / "checkpoints" / f"{resize}.ckpt"
+    save_checkpoint(checkpoint, detector_file)
     dataset = trained_checkpoint.parents[2] / "dataset"
     hf = tmp_path / "hf"
     ok(
         command(
-            "export.py", f"ckpt_path={native}", "format=hf", f"output={hf}", f"check_images={dataset}", cwd=tmp_path
+            "export.py", f"ckpt_path={detector_file}", "format=hf", f"output={hf}", f"check_images={dataset}",
+            cwd=tmp_path,
         )
-    )
+    )  # fmt: skip
     card = (hf / "README.md").read_text()
+    assert ("slightly" in card) == (resize == "shorter")  # jpeg_draft, on by default, applies to resizing only
     snippet = card.split("```python\n")[1].split("```")[0].replace("FOLDER", str(hf))
-    assert "create_transform" not in snippet and "never resize" in snippet
-    path = sorted((dataset / "AI").iterdir())[0]
-    scope = {"image": Image.open(path).convert("RGB")}
-    exec(snippet, scope)
-    logit = load_detector(native).score_files([path]).logits[0]
-    assert scope["p_ai"] == pytest.approx(torch.sigmoid(torch.tensor(logit)).item(), abs=1e-5)
+    assert ("never resize" in snippet) == (resize == "none")
+    detector = load_detector(detector_file)
+    mean, std = (torch.tensor(detector.data_config[k]).view(3, 1, 1) for k in ("mean", "std"))
+    source = Image.open(sorted((dataset / "AI").iterdir())[0]).convert("RGB")
+    for size in [(70, 53), (20, 27)]:  # the input is 32 px: one resized down, one up (or padded)
+        path = tmp_path / f"image_{size[0]}.png"
+        source.resize(size, Image.Resampling.BICUBIC).save(path)
+        scope = {"image": Image.open(path).convert("RGB")}
+        exec(snippet, scope)
+        pixels, _ = detector.preprocess(path)
+        expected = (pixels.float() / 255 - mean) / std
+        assert torch.allclose(scope["transform"](scope["image"]), expected, atol=1e-6), size
+        logit = detector.score_files([path]).logits[0]
+        assert scope["p_ai"] == pytest.approx(torch.sigmoid(torch.tensor(logit)).item(), abs=1e-5), size
 
 
 def test_the_card_names_the_weights_training_started_from():
