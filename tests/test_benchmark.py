@@ -76,8 +76,18 @@ def test_benchmark_matrix_with_leave_one_out(tmp_path):
     row = json.loads((jobs["a"] / "benchmark_row.json").read_text())
     recalibrated = row["cells"]["h"]["recalibrated"]
     assert recalibrated["images"] == 40 and recalibrated["after"]["AI"]["images"] == 20
-    assert "not recalibrated: half of b has" in row["cells"]["b"]["recalibrated"]["note"]
+    assert "not recalibrated: 1 Real image of b and 1 AI image of b" in row["cells"]["b"]["recalibrated"]["note"]
     assert "recalibrated" not in row["cells"]["a"]
+    # One code path per number: a cell's recalibration is calibrate.py's on that folder (the same halves, the record
+    # fitted on one, both records checked on the other).
+    calibrated = subprocess.run(
+        [sys.executable, str(REPO / "calibrate.py"), f"ckpt_path={row['checkpoint']}", f"data.root={data['h']}",
+         "data.num_workers=0", f"hydra.run.dir={tmp_path / 'calibrated'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert calibrated.returncode == 0, calibrated.stderr[-4000:]
+    checks = json.loads((tmp_path / "calibrated" / "metrics.json").read_text())["checks"]
+    assert {k: checks[k] for k in ("before", "after")} == {k: recalibrated[k] for k in ("before", "after")}
     # And the promise on each row's own test split: the share of images whose set holds their label, per class.
     assert "## The promise on each row's own test split" in markdown
     assert set(row["cells"]["a"]["promise"]) == {"AI", "Real"} and "promise" not in row["cells"]["h"]

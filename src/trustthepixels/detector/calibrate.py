@@ -13,7 +13,7 @@ import numpy as np
 
 from trustthepixels.detector.checkpoint import Detector
 from trustthepixels.errors import UserError
-from trustthepixels.metrics.calibration import Calibration, fit_calibration, too_few
+from trustthepixels.metrics.calibration import Calibration, check, fit_calibration, too_few
 from trustthepixels.metrics.core import CalibrationError
 from trustthepixels.metrics.settings import DEFAULT_ALPHA, DEFAULT_QUANTILE
 
@@ -93,3 +93,10 @@ def fit_record(
     if calibration.temperature_note:
         log.warning("No temperature fitted: %s", calibration.temperature_note)
     return calibration
+
+
+def check_record(record: Calibration, detector: Detector, scores: LabelledScores) -> dict[str, dict[str, float]]:
+    """`metrics.calibration.check` of a record on labelled scores it was not fitted on, their familiarity read
+    against that record's own reference."""
+    familiarity = record.familiarity(scores.distances) if detector.familiarity is not None else None
+    return check(record, scores.labels, scores.logits, familiarity)

@@ -22,14 +22,13 @@ from trustthepixels.config import resolve_device, to_plain
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.data.ingest.roots import parse_roots
 from trustthepixels.data.ingest.scan import scan_sources
-from trustthepixels.data.loading.planner import source_duplicate_groups
-from trustthepixels.data.loading.split import stratified_split
+from trustthepixels.data.loading.planner import calibration_halves
 from trustthepixels.data.loading.workers import resolve_num_workers
-from trustthepixels.detector.calibrate import LabelledScores, fit_record, score_labelled
+from trustthepixels.detector.calibrate import LabelledScores, check_record, fit_record, score_labelled
 from trustthepixels.detector.checkpoint import load_detector, read_checkpoint, save_checkpoint
 from trustthepixels.detector.predictions import where_fitted
 from trustthepixels.errors import UserError
-from trustthepixels.metrics.calibration import KEY, Calibration, check
+from trustthepixels.metrics.calibration import KEY, Calibration
 from trustthepixels.metrics.intervals import measured
 from trustthepixels.tables import markdown_table, render, with_interval
 
@@ -65,11 +64,8 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
     if scan.skipped:
         (first, _, reason), count = scan.skipped[0], len(scan.skipped)
         log.warning("%d files of data.root cannot be used and are left out (e.g. %s: %s)", count, first, reason)
-    groups = []
-    if cfg.data.near_duplicates:
-        groups, _ = source_duplicate_groups(scan.samples, scan.records, to_plain(cfg.data.near_duplicates))
-    halves = stratified_split(scan.samples, (0.5, 0.5, 0.0), cfg.seed, groups)
-    in_fit = {s.path for s in halves["train"]}
+    fit, _ = calibration_halves(scan.samples, scan.records, to_plain(cfg.data.near_duplicates), cfg.seed)
+    in_fit = {s.path for s in fit}
     labelled = [(s.path, s.label) for s in scan.samples]
     scores = score_labelled(detector, labelled, cfg.data.batch_size, workers, device, f"Scoring {len(labelled)} images")
     if len(set(scores.labels.tolist())) < 2:
@@ -82,9 +78,9 @@ def calibrate(cfg: DictConfig) -> dict[str, Any]:
     whole = _separation(scores, before.threshold if before else 0.5, cfg)
     sentence = verdict_sentence(whole["auroc"], whole["auroc_lo"], whole["auroc_hi"])
     record = fit_record(detector, fit_half, abstain, sources, "fitting half", strict=True)
-    checks = {"after": _check(record, detector, check_half)}
+    checks = {"after": check_record(record, detector, check_half)}
     if before is not None:
-        checks["before"] = _check(before, detector, check_half)
+        checks["before"] = check_record(before, detector, check_half)
     if cfg.fit == "all":
         record = fit_record(detector, scores, abstain, sources, "all images", strict=True)
     record = Calibration.from_state(record.state() | {"checks": {"images": len(check_half.labels), **checks}})
@@ -121,12 +117,6 @@ def _separation(scores: LabelledScores, threshold: float, cfg: DictConfig) -> di
     keys = {"auroc": "auroc", "ap": "ap", "acc": "acc_at_threshold"}
     shown = {f"{name}{end}": m[f"{key}{end}"] for name, key in keys.items() for end in ("", "_lo", "_hi")}
     return shown | {"threshold": threshold, "images": len(scores.labels)}
-
-
-def _check(record: Calibration, detector, half: LabelledScores) -> dict[str, dict[str, float]]:
-    """`check` of a record on the checking half, its familiarity read against that record's reference."""
-    familiarity = record.familiarity(half.distances) if detector.familiarity is not None else None
-    return check(record, half.labels, half.logits, familiarity)
 
 
 def _write_checkpoint(source: Path, output: Path, record: Calibration, familiarity: dict | None) -> None:

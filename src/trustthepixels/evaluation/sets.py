@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
 
+from trustthepixels.data.ingest.fingerprint import FileRecord
 from trustthepixels.data.ingest.roots import parse_roots, source_of
 from trustthepixels.data.ingest.scan import Sample, scan_sources
 from trustthepixels.data.loading.split import read_split_csv
@@ -35,6 +37,8 @@ class EvalSet:
     paths: list[Path]
     root: Path  # the folder of its (first) source
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason): unusable files of the scan
+    samples: list[Sample] = field(default_factory=list)  # from a scan: its samples and their fingerprints (by relpath)
+    records: Mapping[str, FileRecord] = field(default_factory=dict)
 
     @classmethod
     def from_split(cls, name: str, detector: Detector, rows: list[tuple[str, int]]) -> EvalSet:
@@ -50,7 +54,9 @@ class EvalSet:
         )
 
     @classmethod
-    def from_samples(cls, name: str, samples: list[Sample], root: Path) -> EvalSet:
+    def from_samples(
+        cls, name: str, samples: list[Sample], root: Path, records: Mapping[str, FileRecord] | None = None
+    ) -> EvalSet:
         return cls(
             name,
             [s.source for s in samples],
@@ -58,6 +64,8 @@ class EvalSet:
             np.array([s.label for s in samples]),
             [s.path for s in samples],
             root,
+            samples=list(samples),
+            records=records or {},
         )
 
     @classmethod
@@ -65,7 +73,7 @@ class EvalSet:
         """All of a folder's usable images; the source is named after the folder (or `name`)."""
         (source, folder), *_ = parse_roots(str(root)).items()
         scan = scan_sources({name or source: folder}, min_side=min_side, cache_dir=cache_dir)
-        subset = cls.from_samples(name or source, scan.samples, scan.root)
+        subset = cls.from_samples(name or source, scan.samples, scan.root, scan.records)
         subset.skipped = [(relpath, reason) for relpath, _, reason in scan.skipped]
         return subset
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -31,21 +30,21 @@ from trustthepixels.config import resolve_device, setting, to_plain, validated
 from trustthepixels.data.ingest.fileutils import atomic_write_text
 from trustthepixels.data.ingest.pairs import read_pairs
 from trustthepixels.data.ingest.roots import Roots, parse_roots
-from trustthepixels.data.loading.planner import plan_split
+from trustthepixels.data.loading.planner import calibration_halves, plan_split
 from trustthepixels.data.loading.settings import DataSettings
 from trustthepixels.data.loading.split import read_split_csv
 from trustthepixels.data.loading.workers import resolve_num_workers
+from trustthepixels.detector.calibrate import LabelledScores, check_record, fit_record
 from trustthepixels.detector.checkpoint import load_detector
 from trustthepixels.detector.predictions import write_predictions
-from trustthepixels.errors import ConfigError
+from trustthepixels.errors import ConfigError, UserError
 from trustthepixels.evaluation.evaluate import abstention_with_intervals
 from trustthepixels.evaluation.sets import EvalSet, score_set
 from trustthepixels.generalization.folds import pool_folds
 from trustthepixels.metric_registry import ABSTENTION as ABSTENTION_METRICS
-from trustthepixels.metrics.calibration import check, fit_calibration, too_few
+from trustthepixels.metrics.calibration import check
 from trustthepixels.metrics.core import core_metrics
 from trustthepixels.metrics.intervals import measured, metric_intervals
-from trustthepixels.metrics.settings import DEFAULT_ALPHA, DEFAULT_QUANTILE
 from trustthepixels.training import train
 
 log = logging.getLogger(__name__)
@@ -267,35 +266,32 @@ def _score_run(cfg: DictConfig, run: Path, roots: Roots, trained: list[str], tes
             promise = check(detector.calibration, subset.labels, logits, familiar)
             cells[name]["promise"] = {c: promise[c] for c in ("AI", "Real")}
         if cfg.get("recalibrate") and name not in trained:
-            cells[name]["recalibrated"] = recalibrated(detector, subset, scores, cfg.get("abstain") or {}, cfg.seed)
+            abstain, near_duplicates = to_plain(cfg.get("abstain")) or {}, to_plain(cfg.data.near_duplicates)
+            cells[name]["recalibrated"] = recalibrated(detector, subset, scores, abstain, cfg.seed, near_duplicates)
     _familiarity_auroc(cells, familiarity, trained, cfg.seed)
     return cells, predictions, {"checkpoint": checkpoint, "threshold": threshold, "origin": decision.origin}
 
 
-def recalibrated(detector, subset: EvalSet, scores, abstain, seed: int) -> dict[str, Any]:
-    """The row's detector recalibrated on a seeded half of this cell (per class) and checked on the other half,
-    beside its own record checked on that half: coverage, accuracy on answered and confident errors per class.
-    What calibrate.py does on a user's folder, for every out-of-source cell."""
-    labels = np.asarray(subset.labels)
-    order = {p: hashlib.sha256(f"{seed}\0{p}".encode()).hexdigest() for p in subset.relpaths}
-    fit = np.zeros(len(labels), bool)
-    for label in (0, 1):
-        members = sorted(np.flatnonzero(labels == label), key=lambda i: order[subset.relpaths[i]])
-        fit[members[: len(members) // 2]] = True
-    alpha = float(abstain.get("alpha", DEFAULT_ALPHA))
-    quantile = abstain.get("familiar_quantile", DEFAULT_QUANTILE)
-    if (short := too_few(labels[fit], alpha)) is not None:
-        return {"note": f"not recalibrated: half of {subset.name} has {short}"}
-    distances = scores.distances if detector.familiarity is not None else None
-    fitted = None if distances is None else distances[fit]
-    half = f"half of {subset.name}"
-    record = fit_calibration(labels[fit], scores.logits[fit], fitted, alpha, quantile, [subset.name], half)
-    rest = ~fit
-    after_familiarity = None if distances is None else record.familiarity(distances[rest])
+def recalibrated(detector, subset: EvalSet, scores, abstain, seed: int, near_duplicates) -> dict[str, Any]:
+    """calibrate.py's steps on one out-of-source cell: the row's detector recalibrated on one half of it
+    (`calibration_halves`, `fit_record`) and checked on the other, beside its own record checked on that half:
+    coverage, accuracy on answered and confident errors per class."""
+    distances = scores.distances if scores.distances is not None else np.full(len(subset.paths), np.nan)
+    cell = LabelledScores(subset.paths, subset.labels, scores.logits, distances, 0)
+    try:
+        fit, _ = calibration_halves(subset.samples, subset.records, near_duplicates, seed)
+        chosen = {s.path for s in fit}
+        in_fit = np.array([p in chosen for p in subset.paths])
+        record = fit_record(
+            detector, cell.subset(in_fit), abstain, [subset.name], f"half of {subset.name}", strict=True
+        )
+    except UserError as err:  # too few images of a class (for the halves, or for alpha)
+        return {"note": f"not recalibrated: {err}"}
+    rest = cell.subset(~in_fit)
     return {
-        "images": int(rest.sum()),
-        "before": check(detector.calibration, labels[rest], scores.logits[rest], scores.familiarity[rest]),
-        "after": check(record, labels[rest], scores.logits[rest], after_familiarity),
+        "images": len(rest.labels),
+        "before": check_record(detector.calibration, detector, rest),
+        "after": check_record(record, detector, rest),
     }
 
 
@@ -323,4 +319,4 @@ def _test_set(cfg, name, folder, trained, test_only, split_csv: Path, detector) 
         return EvalSet.from_folder(folder, detector.min_image_side, cfg.data.cache_dir, name=name)
     # The source's own test split, exactly as a row trained on it cuts it (same seed and data settings).
     plan = plan_split({name: Path(folder)}, validated(DataSettings, to_plain(cfg.data), "data."))
-    return EvalSet.from_samples(name, plan.parts["test"], folder)
+    return EvalSet.from_samples(name, plan.parts["test"], folder, plan.scan.records)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +24,10 @@ from trustthepixels.data.loading.split import (
     cross_source_groups,
     cross_validation_split,
     stratified_split,
+    stratum,
     write_split_csv,
 )
+from trustthepixels.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,20 @@ def source_duplicate_groups(
         return groups, []
     union = duplicate_groups([records[s.relpath] for s in samples], phash, dhash)
     return groups, cross_source_groups(samples, union)
+
+
+def calibration_halves(
+    samples: Sequence[Sample], records: Mapping[str, FileRecord], near_duplicates: Mapping[str, int] | None, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """A labelled set cut in two to recalibrate a detector on it (seeded, per source and class, near-duplicate groups
+    whole): the half a record is fitted on, and the half it is checked on. calibrate.py's cut of a folder, and
+    benchmark.py's of each out-of-source cell."""
+    counts = Counter(stratum(s) for s in samples)
+    if few := [f"{n} {LABELS[label]} image of {source}" for (source, label), n in sorted(counts.items()) if n < 2]:
+        raise UserError(f"{' and '.join(few)}: a half to fit on and one to check on need 2 or more of each class")
+    groups = source_duplicate_groups(samples, records, near_duplicates)[0] if near_duplicates else []
+    halves = stratified_split(samples, (0.5, 0.5, 0.0), seed, groups)
+    return halves["train"], halves["val"]
 
 
 def write_manifests(plan: SplitPlan, output_dir: Path) -> None:
