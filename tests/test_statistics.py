@@ -311,6 +311,32 @@ def test_conformal_sets_keep_their_promise_per_class_by_simulation():
         assert 1 - alpha - 3 * se <= mean <= 1 - alpha + 1 / (n + 1) + 3 * se, (label, mean)
 
 
+def test_the_promise_band_flags_sound_sets_as_rarely_as_it_says():
+    """The band a measured set coverage is held to counts the calibration draw and the test draw: sets fitted on 200
+    calibration images of a class (exchangeable with the 400 measured) fall below it about 2.5% of the time. A
+    binomial band of the test draw alone put 10% of them there (cifake's "no" in docs/abstention.md)."""
+    from scipy.stats import binom
+
+    from trustthepixels.metrics.calibration import promise_band
+    from trustthepixels.metrics.conformal import fit_conformal
+
+    rng = np.random.default_rng(5)
+    alpha, n_cal, n_test, trials = 0.05, 200, 400, 3000
+    below, below_test_draw_only = 0, 0
+    for _ in range(trials):
+        labels, logits = _binormal(n_cal, n_cal, 1.0, rng)
+        sets = fit_conformal(labels, 1 / (1 + np.exp(-logits)), alpha)
+        new_labels, new_logits = _binormal(n_test, n_test, 1.0, rng)
+        ai, _ = sets.contains(1 / (1 + np.exp(-new_logits)))
+        coverage = ai[new_labels == 1].mean()
+        below += coverage < promise_band(n_test, alpha, sets.n_ai)[0]
+        below_test_draw_only += coverage < binom.ppf(0.025, n_test, 1 - alpha) / n_test
+    assert 0.015 <= below / trials <= 0.035, below / trials
+    assert below_test_draw_only / trials > 0.08
+    assert promise_band(40, 0.05, 18) == (1.0, 1.0)  # too few to fit: every set holds the label
+    assert promise_band(0, 0.05, 200)[0] != promise_band(0, 0.05, 200)[0]  # NaN: no image to measure
+
+
 def test_conformal_sets_are_not_trivially_uncertain_and_abstain_where_the_classes_overlap():
     from trustthepixels.metrics.conformal import UNCERTAIN, fit_conformal
     from trustthepixels.metrics.selective import abstention_metrics

@@ -75,7 +75,7 @@ def summary_line(found: list[dict[str, Any]]) -> str:
 
 def promise_table(found: list[dict[str, Any]]) -> str:
     """Per row and class, on its own (in-source) test split: the share of images whose prediction set holds their
-    label, against the binomial band of 1 - alpha for that many images ("" without abstention)."""
+    label, against the band a promise of 1 - alpha allows (`promise_band`) ("" without abstention)."""
     rows = [
         (row["train_on"], name, c["promise"]) for row in found for name, c in row["cells"].items() if "promise" in c
     ]
