@@ -218,7 +218,7 @@ def test_onnx_backend_gives_the_torch_scores_and_verdicts(trained_checkpoint, sh
     abstain = OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "abstain" / "default.yaml"))
     onnx = OnnxBackend(onnx_path, abstain=abstain)
     backend = TorchBackend(trained_checkpoint, device="cpu", abstain=abstain)
-    assert onnx.info.threshold == pytest.approx(backend.info.threshold)
+    assert onnx.info.rule.value == pytest.approx(backend.info.rule.value)
     assert onnx.info.rule.familiar_min == backend.info.rule.familiar_min is not None
     assert onnx.info.data_config["input_size"] == list(backend.info.data_config["input_size"])
     images = sorted((shared_dir / "data" / "real-vs-ai" / "AI").iterdir())[:6]

@@ -46,7 +46,6 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from trustthepixels.config import validated
 from trustthepixels.data.ingest.decode import ImageDecodeError, image_size
-from trustthepixels.detector.predictions import Threshold
 from trustthepixels.serving.backends import Backend
 from trustthepixels.serving.batching import MicroBatcher, ModelFailure, Overloaded, PixelBudget
 from trustthepixels.serving.refusal import CloseOnRefusal, RequireKey
@@ -72,7 +71,7 @@ def create_app(backend: Backend, /, **settings: Any) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
-        log.info("Serving %s (%s) at threshold %.4f", info.backbone, info.backend, info.threshold)
+        log.info("Serving %s (%s) at threshold %.4f", info.backbone, info.backend, info.rule.value)
         yield
         await batcher.close()  # after uvicorn has let in-flight requests finish: queued images are scored
 
@@ -159,8 +158,8 @@ def create_app(backend: Backend, /, **settings: Any) -> FastAPI:
         body = {
             "results": results,
             "model": info.backbone,
-            "threshold": info.threshold,
-            "threshold_source": info.threshold_source,
+            "threshold": info.rule.value,
+            "threshold_source": info.rule.origin,
         }
         return JSONResponse(body, status)
 
@@ -179,15 +178,14 @@ def create_app(backend: Backend, /, **settings: Any) -> FastAPI:
             return _failure(name, error.reason, error.code)
         decode_ms = (time.perf_counter() - t0) * 1000
         scored = await batcher.submit(tensor, admission)
-        rule = info.rule or Threshold(info.threshold, info.threshold_source)
-        verdict = rule.verdict(scored.p_ai, scored.familiarity)  # as predict.py decides
+        verdict = info.rule.verdict(scored.p_ai, scored.familiarity)  # as predict.py decides
         result: dict[str, Any] = {
             "filename": name,
             "p_ai": scored.p_ai,
             "familiarity": None if math.isnan(scored.familiarity) else scored.familiarity,
             "verdict": verdict,
             "label": verdict,
-            "threshold": info.threshold,
+            "threshold": info.rule.value,
             "timing_ms": {
                 "decode": round(decode_ms, 2),
                 "queue": round(scored.queue_ms, 2),

@@ -38,9 +38,7 @@ class ModelInfo:
 
     backend: str
     backbone: str
-    input_size: int
-    threshold: float
-    threshold_source: str
+    rule: Threshold  # the verdict rule: threshold and its origin, prediction sets and familiarity cutoff
     labels: dict[int, str]
     data_config: dict[str, Any]
     min_image_side: int
@@ -48,18 +46,17 @@ class ModelInfo:
     val_metrics: dict[str, float] = field(default_factory=dict)
     source: str = ""
     explain: bool = False
-    rule: Threshold | None = None  # the verdict rule (threshold, and prediction sets when abstaining)
     warning: str = ""  # when the model itself is weak (Detector.weakness)
 
     def public(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
             "backbone": self.backbone,
-            "input_size": self.input_size,
-            "threshold": self.threshold,
-            "threshold_source": self.threshold_source,
-            "abstain": self.rule.sets.state() if self.rule is not None and self.rule.sets is not None else None,
-            "familiar_min": self.rule.familiar_min if self.rule is not None else None,
+            "input_size": image_size(self.data_config),
+            "threshold": self.rule.value,
+            "threshold_source": self.rule.origin,
+            "abstain": self.rule.sets.state() if self.rule.sets is not None else None,
+            "familiar_min": self.rule.familiar_min,
             "labels": {str(k): v for k, v in self.labels.items()},
             "preprocessing": self.data_config,
             "min_image_side": self.min_image_side,
@@ -100,9 +97,7 @@ class TorchBackend(Backend):
         self.info = ModelInfo(
             backend="torch",
             backbone=str(detector.model.hparams.backbone),
-            input_size=image_size(detector.data_config),
-            threshold=decision.value,
-            threshold_source=decision.origin,
+            rule=decision,
             labels=detector.labels,
             data_config=detector.data_config,
             min_image_side=detector.min_image_side,
@@ -110,7 +105,6 @@ class TorchBackend(Backend):
             val_metrics=detector.val_metrics,
             source=str(detector.checkpoint),
             explain=bool(getattr(detector.model.backbone, "feature_info", None)),
-            rule=decision,
             warning=detector.weakness(),
         )
 
@@ -167,9 +161,7 @@ class OnnxBackend(Backend):
         self.info = ModelInfo(
             backend="onnx",
             backbone=meta.get("backbone", "unknown"),
-            input_size=image_size(data_config),
-            threshold=decision.value,
-            threshold_source=decision.origin,
+            rule=decision,
             labels={int(k): v for k, v in json.loads(meta.get("labels", '{"0": "Real", "1": "AI"}')).items()},
             data_config=data_config,
             min_image_side=int(meta.get("min_image_side", 8)),
@@ -177,7 +169,6 @@ class OnnxBackend(Backend):
             val_metrics=json.loads(meta.get("val_metrics", "{}")),
             source=str(path),
             explain=False,
-            rule=decision,
             warning=meta.get("warning", ""),
         )
 
