@@ -51,7 +51,11 @@ def summary_line(found: list[dict[str, Any]]) -> str:
     """Mean in-source vs mean out-of-source AUROC over the matrix's cells; with abstention, mean in-source coverage
     and accuracy on answered images vs mean out-of-source confident-error rate."""
     cells = [c for r in found for c in r["cells"].values()]
-    mean = lambda key, inside: float(np.nanmean([c[key] for c in cells if c["in_source"] == inside]))  # noqa: E731
+
+    def mean(key: str, inside: bool) -> float:  # NaN cells (accuracy where nothing was answered) left out
+        values = [c[key] for c in cells if c["in_source"] == inside and np.isfinite(c[key])]
+        return float(np.mean(values)) if values else float("nan")
+
     counts = sum(c["in_source"] for c in cells), sum(not c["in_source"] for c in cells)
     line = (
         f"Mean in-source AUROC {mean('auroc', True):.3f} ({counts[0]} cells), "
@@ -61,9 +65,11 @@ def summary_line(found: list[dict[str, Any]]) -> str:
         outside = [c for c in cells if not c["in_source"]]
         # Pooled: every out-of-source image counts once, whatever its cell's size.
         wrong = sum(c["confident_errors"] * c["images"] for c in outside)
+        accuracy = mean("accuracy_answered", True)
+        answered = f"{accuracy:.2f}" if np.isfinite(accuracy) else "- (none answered)"
         line += (
             f"; mean in-source coverage {mean('coverage', True):.2f} and accuracy on answered images "
-            f"{mean('accuracy_answered', True):.2f}, out-of-source confident-error rate "
+            f"{answered}, out-of-source confident-error rate "
             f"{wrong / max(1, sum(c['images'] for c in outside)):.3f} (pooled; mean of cells "
             f"{mean('confident_errors', False):.3f})"
         )
