@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from trustthepixels.detector.checkpoint import Detector
+from trustthepixels.detector.scoring import Scores
 from trustthepixels.errors import UserError
 from trustthepixels.metrics.calibration import Calibration, check, fit_calibration, too_few
 from trustthepixels.metrics.core import CalibrationError
@@ -30,6 +31,12 @@ class LabelledScores:
     logits: np.ndarray
     distances: np.ndarray
     unusable: int
+
+    @classmethod
+    def of(cls, paths: Sequence[Path], labels: np.ndarray, scores: Scores) -> LabelledScores:
+        """Labelled files' `Scores` as they came (every file, NaN distances without a familiarity score)."""
+        distances = scores.distances if scores.distances is not None else np.full(len(paths), np.nan)
+        return cls(list(paths), np.asarray(labels, dtype=int), scores.logits, distances, 0)
 
     def subset(self, chosen: np.ndarray) -> LabelledScores:
         paths = [p for p, keep in zip(self.paths, chosen, strict=True) if keep]
@@ -56,8 +63,7 @@ def score_labelled(
             next(iter(scores.errors.values())),
         )
     labels = np.array([y for _, y in files], dtype=int)
-    distances = scores.distances if scores.distances is not None else np.full(len(paths), np.nan)
-    kept = LabelledScores(paths, labels, scores.logits, distances, 0).subset(usable)
+    kept = LabelledScores.of(paths, labels, scores).subset(usable)
     kept.unusable = int((~usable).sum())
     return kept
 

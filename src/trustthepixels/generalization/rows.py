@@ -276,8 +276,7 @@ def recalibrated(detector, subset: EvalSet, scores, abstain, seed: int, near_dup
     """calibrate.py's steps on one out-of-source cell: the row's detector recalibrated on one half of it
     (`calibration_halves`, `fit_record`) and checked on the other, beside its own record checked on that half:
     coverage, accuracy on answered and confident errors per class."""
-    distances = scores.distances if scores.distances is not None else np.full(len(subset.paths), np.nan)
-    cell = LabelledScores(subset.paths, subset.labels, scores.logits, distances, 0)
+    cell = LabelledScores.of(subset.paths, subset.labels, scores)
     try:
         fit, _ = calibration_halves(subset.samples, subset.records, near_duplicates, seed)
         chosen = {s.path for s in fit}
